@@ -1,0 +1,40 @@
+"""hf_practise: make pretrained vision backbones faster with a tiny set of images (PRACTISE block dropping)."""
+
+from .adaptors import fold_adaptors, insert_adaptors
+from .backbones import BackboneFamily, BlockRef, get_family, register_family
+from .compressor import CompressionResult, PractiseCompressor
+from .config import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig
+from .data import TinySet, load_image_dataset, load_tiny_set
+from .latency import compare_latency, count_macs, count_params, measure_latency
+from .mimic import evaluate_top1, mimic_finetune
+from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneFamily",
+    "BlockRef",
+    "CompressionConfig",
+    "CompressionResult",
+    "FinetuneConfig",
+    "LatencyConfig",
+    "PractiseCompressor",
+    "ScanConfig",
+    "ScanRow",
+    "TinySet",
+    "build_pruned",
+    "compare_latency",
+    "count_macs",
+    "count_params",
+    "evaluate_top1",
+    "fold_adaptors",
+    "get_family",
+    "insert_adaptors",
+    "load_image_dataset",
+    "load_tiny_set",
+    "measure_latency",
+    "mimic_finetune",
+    "rank_blocks",
+    "register_family",
+    "scan_blocks",
+]

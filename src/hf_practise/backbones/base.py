@@ -1,0 +1,157 @@
+"""What a backbone family must answer for PRACTISE.
+
+The algorithm (scan, adaptors, mimic finetune) never knows which family it works on. A family says how the
+network is cut into stages of residual blocks, which layers open and close each block's residual branches
+(where adaptors go), how to get pre-pooling features, how to remove blocks for good, and how to save the
+result so that the family's own library reloads it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """A residual block, by position: block `index` of stage `stage` in the original network.
+
+    Positions stay valid on copies of the model; `path` is its dotted name, for logs and cards only.
+    """
+
+    stage: int
+    index: int
+    path: str
+
+
+@dataclass(frozen=True)
+class AdaptorSite:
+    """A layer that gets an adaptor: `pre` multiplies its input, `post` its output, channel-wise."""
+
+    module: nn.Module
+    side: Literal["pre", "post"]
+    key: str  # the layer's dotted name in the unpruned network: matches sites across copies
+
+
+class BackboneFamily(abc.ABC):
+    """Base class of a family adapter. Subclasses are registered with `register_family`."""
+
+    #: short name shown in errors and cards
+    name: str = "base"
+    #: library that reloads a saved model natively ("timm" or "transformers")
+    library_name: str = "timm"
+
+    @classmethod
+    @abc.abstractmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether this family handles `model` (checked on classes, never on names)."""
+
+    # ---- structure -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def stages(self, model: nn.Module) -> list[nn.Sequential | nn.ModuleList]:
+        """The containers of residual blocks, in forward order."""
+
+    @abc.abstractmethod
+    def is_droppable(self, block: nn.Module) -> bool:
+        """Whether the block's output has its input's shape (an identity shortcut)."""
+
+    @abc.abstractmethod
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        """The last linear layer (conv/linear) of each branch of the block that writes to the residual stream."""
+
+    @abc.abstractmethod
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        """The first linear layer (conv/linear) of each branch of the block that reads the residual stream."""
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        """Layers before the stage's blocks that write the stream the stage starts from (e.g. a patch embed)."""
+        return []
+
+    # ---- forward -----------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def forward_features(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pre-pooling features: what PRACTISE mimics."""
+
+    @abc.abstractmethod
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        """Logits from pre-pooling features."""
+
+    @abc.abstractmethod
+    def classifier(self, model: nn.Module) -> nn.Module:
+        """The head that stays frozen during the mimic finetune."""
+
+    @abc.abstractmethod
+    def data_config(self, model: nn.Module) -> dict[str, Any]:
+        """Input size, mean, std, interpolation, crop: what preprocessing the model expects."""
+
+    # ---- editing and saving ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def drop_blocks(self, model: nn.Module, blocks: Sequence[BlockRef]) -> None:
+        """Remove the blocks for good, in place, so the model is the family's own architecture with fewer blocks."""
+
+    @abc.abstractmethod
+    def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
+        """Write a natively reloadable checkpoint into (an existing, empty) `save_dir`; return the files."""
+
+    def architecture_summary(self, model: nn.Module) -> dict[str, Any]:
+        """Blocks per stage, for logs and cards."""
+        return {"depths": [len(s) for s in self.stages(model)]}
+
+    # ---- generic logic built on the above ----------------------------------------------------------------
+    def blocks(self, model: nn.Module) -> list[BlockRef]:
+        """Every block, in forward order."""
+        names = {id(m): n for n, m in model.named_modules()}
+        return [
+            BlockRef(stage=s, index=i, path=names.get(id(block), f"stage{s}.{i}"))
+            for s, stage in enumerate(self.stages(model))
+            for i, block in enumerate(stage)
+        ]
+
+    def candidates(self, model: nn.Module) -> list[BlockRef]:
+        """Blocks whose input and output shapes match: the ones PRACTISE may drop."""
+        stages = self.stages(model)
+        return [ref for ref in self.blocks(model) if self.is_droppable(stages[ref.stage][ref.index])]
+
+    def resolve(self, model: nn.Module, ref: BlockRef) -> nn.Module:
+        return self.stages(model)[ref.stage][ref.index]
+
+    def adaptor_sites(self, model: nn.Module, dropped: Sequence[BlockRef]) -> list[AdaptorSite]:
+        """Where PRACTISE puts adaptors around the holes left by `dropped` (blocks of the unpruned `model`).
+
+        For a hole in stage s: after the last layer of each branch that writes the stream before it (the
+        stage's earlier kept blocks, their shortcut convs, and whatever writes the stage's input), and before
+        the first layer of each branch that reads the stream after it (later kept blocks of the stage and the
+        first block of the next stage). Sites shared by several holes appear once.
+        """
+        stages = self.stages(model)
+        names = {id(m): n for n, m in model.named_modules()}
+        gone = {(r.stage, r.index) for r in dropped}
+        sites: dict[tuple[int, str], AdaptorSite] = {}
+
+        def add(module: nn.Module, side: Literal["pre", "post"]) -> None:
+            key = names[id(module)]
+            sites.setdefault((id(module), side), AdaptorSite(module=module, side=side, key=key))
+
+        for ref in sorted(dropped, key=lambda r: (r.stage, r.index)):
+            stage = stages[ref.stage]
+            for layer in self.stage_entry_outputs(model, ref.stage):
+                add(layer, "post")
+            for j, block in enumerate(stage):
+                if (ref.stage, j) in gone:
+                    continue
+                if j < ref.index:
+                    for layer in self.branch_outputs(block):
+                        add(layer, "post")
+                elif j > ref.index:
+                    for layer in self.branch_inputs(block):
+                        add(layer, "pre")
+            if ref.stage + 1 < len(stages) and len(stages[ref.stage + 1]) > 0 and (ref.stage + 1, 0) not in gone:
+                for layer in self.branch_inputs(stages[ref.stage + 1][0]):
+                    add(layer, "pre")
+        return list(sites.values())

@@ -1,0 +1,306 @@
+"""Tiny sets and eval sets: from `datasets`, torch Datasets/DataLoaders or tensors, preprocessed as the model expects.
+
+PRACTISE needs only a few hundred images and no labels. `load_tiny_set` samples them (seeded), applies the
+model's own eval transform and keeps them in memory as one tensor, together with which examples were used and
+a hash of them, so a run can be reproduced. `as_torch_dataset` wraps any supported source for evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TinySet", "load_tiny_set", "as_torch_dataset", "load_image_dataset", "model_transform", "sample_indices"]
+
+NO_LABEL = -1
+
+
+def model_transform(data_config: dict[str, Any], *, training: bool = False) -> Callable:
+    """The timm transform for `data_config` (eval: resize/crop/normalise; training: timm's augmentation)."""
+    from timm.data import create_transform
+
+    return create_transform(**data_config, is_training=training)
+
+
+def _is_hf_dataset(obj: Any) -> bool:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        return False
+    return isinstance(obj, datasets.Dataset)
+
+
+def _image_column(ds: Any, image_column: str | None) -> str:
+    from datasets import Image
+
+    if image_column is not None:
+        if image_column not in ds.column_names:
+            raise ValueError(
+                f"Image column `{image_column}` not found; the dataset has columns {ds.column_names}. "
+                "Pass the right one with `image_column=` (CLI: --image-column)."
+            )
+        if not isinstance(ds.features[image_column], Image):
+            raise ValueError(
+                f"Column `{image_column}` holds {ds.features[image_column]!r}, not images. Pass a column of "
+                "`datasets.Image` type with `image_column=` (CLI: --image-column), or cast it with "
+                "`ds.cast_column(name, datasets.Image())`."
+            )
+        return image_column
+    found = [name for name, feat in ds.features.items() if isinstance(feat, Image)]
+    if not found:
+        raise ValueError(
+            f"No image column in this dataset (columns: {ds.column_names}). Cast one with "
+            "`ds.cast_column(name, datasets.Image())` or pass `image_column=`."
+        )
+    return found[0]
+
+
+def _label_column(ds: Any, label_column: str | None) -> str | None:
+    from datasets import ClassLabel, Value
+
+    if label_column is not None:
+        if label_column not in ds.column_names:
+            raise ValueError(f"Label column `{label_column}` not found; the dataset has columns {ds.column_names}.")
+        return label_column
+    for name, feat in ds.features.items():
+        if isinstance(feat, ClassLabel):
+            return name
+    for name in ("label", "labels", "fine_label"):
+        if name in ds.column_names and isinstance(ds.features[name], Value) and "int" in ds.features[name].dtype:
+            return name
+    return None
+
+
+class _HFImages(Dataset):
+    """A `datasets.Dataset` as (image tensor, label) pairs; label -1 when the dataset has none."""
+
+    def __init__(self, ds: Any, transform: Callable, image_column: str | None, label_column: str | None) -> None:
+        self.ds = ds
+        self.transform = transform
+        self.image_column = _image_column(ds, image_column)
+        self.label_column = _label_column(ds, label_column)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        row = self.ds[int(i)]
+        image = row[self.image_column]
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        label = NO_LABEL if self.label_column is None else int(row[self.label_column])
+        return self.transform(image), label
+
+
+class _TorchItems(Dataset):
+    """A torch Dataset whose items are tensors, PIL images, (x, y) pairs or dicts, as (tensor, label) pairs."""
+
+    def __init__(self, ds: Dataset, transform: Callable | None) -> None:
+        self.ds = ds
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return _split_item(self.ds[i], self.transform)
+
+
+def _split_item(item: Any, transform: Callable | None) -> tuple[torch.Tensor, int]:
+    label: Any = NO_LABEL
+    if isinstance(item, dict):
+        x = item.get("pixel_values", item.get("image", item.get("img")))
+        label = item.get("label", item.get("labels", NO_LABEL))
+        if x is None:
+            raise ValueError(f"Dict items need a `pixel_values` or `image` key; got keys {sorted(item)}.")
+    elif isinstance(item, (tuple, list)):
+        x = item[0]
+        if len(item) > 1:
+            label = item[1]
+    else:
+        x = item
+    if not isinstance(x, torch.Tensor):
+        if transform is None:
+            raise ValueError(f"Items must be image tensors (C, H, W); got {type(x).__name__}.")
+        if hasattr(x, "convert") and getattr(x, "mode", "RGB") != "RGB":
+            x = x.convert("RGB")
+        x = transform(x)
+    return x, int(label) if not isinstance(label, torch.Tensor) else int(label.item())
+
+
+def as_torch_dataset(
+    source: Any,
+    *,
+    transform: Callable | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> Dataset:
+    """Wrap a `datasets.Dataset`, torch Dataset or (N, C, H, W) tensor as a Dataset of (tensor, label) pairs."""
+    if _is_hf_dataset(source):
+        if transform is None:
+            raise ValueError("A `datasets.Dataset` of images needs a transform (the model's eval transform).")
+        return _HFImages(source, transform, image_column, label_column)
+    if isinstance(source, torch.Tensor):
+        if source.ndim != 4:
+            raise ValueError(f"A tensor tiny set must be (N, C, H, W); got shape {tuple(source.shape)}.")
+        return _TorchItems(torch.utils.data.TensorDataset(source), None)
+    if isinstance(source, Dataset):
+        return _TorchItems(source, transform)
+    raise TypeError(
+        f"Unsupported data source {type(source).__name__}; pass a `datasets.Dataset`, a torch Dataset or "
+        "DataLoader, or an (N, C, H, W) tensor."
+    )
+
+
+def sample_indices(total: int, num_samples: int | None, seed: int) -> list[int]:
+    """`num_samples` distinct indices out of `total`, seeded; all of them, in order, when `num_samples` is None."""
+    if total == 0:
+        raise ValueError("The dataset is empty: PRACTISE needs at least one image (50-500 work well).")
+    if num_samples is None:
+        return list(range(total))
+    if num_samples < 1:
+        raise ValueError(f"`num_samples` must be at least 1, got {num_samples}.")
+    if num_samples > total:
+        raise ValueError(
+            f"Asked for {num_samples} samples but the dataset has only {total}; lower `num_samples` "
+            f"(CLI: --num-samples) to at most {total} or choose a larger split."
+        )
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(total, generator=g)[:num_samples].tolist())
+
+
+@dataclass
+class TinySet:
+    """The images PRACTISE learns from, preprocessed, in memory."""
+
+    images: torch.Tensor  # (N, C, H, W), normalised as the model expects
+    labels: torch.Tensor | None  # (N,) or None when unlabeled
+    indices: list[int]  # which examples of the source were used
+    source: str  # a description of where they came from
+    fingerprint: str = field(default="")  # sha256 of the preprocessed images (first 16 hex digits)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def _fingerprint(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def load_tiny_set(
+    source: Any,
+    *,
+    transform: Callable | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    num_workers: int = 0,
+) -> TinySet:
+    """Sample and preprocess a tiny set from any supported source.
+
+    Args:
+        source: a `datasets.Dataset`, a torch Dataset or DataLoader, an (N, C, H, W) tensor, or a `TinySet`.
+        transform: applied to PIL images (the model's eval transform); tensors are used as they are.
+        num_samples: how many examples to draw (seeded); all when None.
+        seed: seeds the draw.
+        image_column: for `datasets`, the column of images (detected when None).
+        label_column: for `datasets`, the column of labels (detected when None; labels are optional).
+        num_workers: DataLoader workers used while preprocessing.
+    """
+    if isinstance(source, TinySet):
+        return source
+    if isinstance(source, DataLoader):
+        batches = [_split_batch(b) for b in source]
+        if not batches:
+            raise ValueError("The DataLoader yielded no batches: the tiny set is empty.")
+        images = torch.cat([b[0] for b in batches])
+        labels = torch.cat([b[1] for b in batches])
+        idx = sample_indices(len(images), num_samples, seed)
+        images, labels = images[idx], labels[idx]
+        desc = f"DataLoader({type(source.dataset).__name__})"
+    else:
+        ds = as_torch_dataset(source, transform=transform, image_column=image_column, label_column=label_column)
+        idx = sample_indices(len(ds), num_samples, seed)
+        loader = DataLoader(torch.utils.data.Subset(ds, idx), batch_size=64, num_workers=num_workers)
+        parts = [_split_batch(b) for b in loader]
+        images = torch.cat([p[0] for p in parts])
+        labels = torch.cat([p[1] for p in parts])
+        desc = getattr(source, "info", None) and getattr(source.info, "dataset_name", None) or type(source).__name__
+    if images.ndim != 4:
+        raise ValueError(f"Images must be (C, H, W) tensors after the transform; got batch shape {tuple(images.shape)}.")
+    has_labels = bool((labels != NO_LABEL).all())
+    return TinySet(
+        images=images.float().contiguous(),
+        labels=labels.long() if has_labels else None,
+        indices=list(idx),
+        source=str(desc),
+        fingerprint=_fingerprint(images),
+    )
+
+
+def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, dict):
+        x = batch.get("pixel_values", batch.get("image"))
+        y = batch.get("label", batch.get("labels"))
+    elif isinstance(batch, (tuple, list)):
+        x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+    else:
+        x, y = batch, None
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"Batches must hold image tensors; got {type(x).__name__}.")
+    if y is None:
+        y = torch.full((x.shape[0],), NO_LABEL, dtype=torch.long)
+    return x, torch.as_tensor(y).long()
+
+
+def load_image_dataset(path: str | os.PathLike, split: str | None = None) -> Any:
+    """A local image dataset: a directory written by `datasets.save_to_disk`, or an imagefolder (a sub-folder
+    of images per class). Returns the `datasets.Dataset` of the chosen split.
+    """
+    import datasets
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Dataset directory `{path}` does not exist.")
+    saved = (root / "dataset_dict.json").exists() or (root / "dataset_info.json").exists() or (root / "state.json").exists()
+    ds = datasets.load_from_disk(str(root)) if saved else datasets.load_dataset("imagefolder", data_dir=str(root))
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None:
+            split = "train" if "train" in ds else next(iter(ds))
+        if split not in ds:
+            raise ValueError(f"Split `{split}` not found in `{path}`; available: {sorted(ds)}.")
+        ds = ds[split]
+    if len(ds) == 0:
+        raise ValueError(f"The dataset at `{path}` (split `{split}`) is empty.")
+    return ds
+
+
+def tensors_to_loader(images: torch.Tensor, *extra: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        torch.utils.data.TensorDataset(images, *extra),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle and len(images) >= batch_size,
+        generator=g,
+    )
+
+
+def labelled(ds: Dataset) -> bool:
+    """Whether the first item of a (tensor, label) dataset has a label."""
+    return len(ds) > 0 and ds[0][1] != NO_LABEL
+
+
+def describe_indices(indices: Sequence[int]) -> str:
+    return hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]

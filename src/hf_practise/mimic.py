@@ -1,0 +1,197 @@
+"""Feature-mimicking finetune, through Accelerate, and top-1 evaluation.
+
+The pruned network (adaptors included) is trained end to end so its pre-pooling features match the teacher's
+(MSE); the classifier is frozen, so the teacher's head keeps working on the student's features. The same loop
+runs on one CPU or many GPUs: the model, optimiser, data and schedule go through `accelerator.prepare` and the
+loss through `accelerator.backward`. With a work directory, the run checkpoints and resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .adaptors import adaptor_parameters
+from .backbones.base import BackboneFamily
+from .config import FinetuneConfig
+from .training import FeatureModel, check_finite, cosine_schedule, cycle, freeze_norm_stats
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FinetuneResult", "mimic_finetune", "evaluate_top1"]
+
+
+@dataclass
+class FinetuneResult:
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # mean loss of each logging window
+    resumed_from: int = 0
+
+
+class _AugmentedMimic(Dataset):
+    """Augmented images; the teacher's features are computed on the fly for each augmented batch."""
+
+    def __init__(self, images: Dataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        return (self.images[i][0],)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    adaptor_ids = {id(p) for p in adaptor_parameters(model)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or id(p) in adaptor_ids else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def mimic_finetune(
+    student: nn.Module,
+    teacher: nn.Module,
+    family: BackboneFamily,
+    images: torch.Tensor | None,
+    *,
+    config: FinetuneConfig,
+    accelerator,
+    targets: torch.Tensor | None = None,
+    augmented: Dataset | None = None,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    log_every: int = 50,
+) -> FinetuneResult:
+    """Train `student` (in place) to mimic `teacher`'s pre-pooling features.
+
+    Args:
+        student: the pruned network, adaptors included; its classifier is frozen here.
+        teacher: the original network (only used when `targets` is None or with augmentation).
+        family: the backbone family of both.
+        images: the preprocessed tiny set (N, C, H, W); ignored when `augmented` is given.
+        config: iterations, batch size, optimiser, schedule.
+        accelerator: an `accelerate.Accelerator`.
+        targets: the teacher's features of `images`, if already computed.
+        augmented: a Dataset of (augmented image, label) pairs to train on instead of `images`.
+        seed: seeds shuffling.
+        work_dir: where to checkpoint every `config.checkpoint_every` steps and resume from.
+        log_every: steps per logged loss.
+    """
+    start = time.perf_counter()
+    for p in family.classifier(student).parameters():
+        p.requires_grad_(False)
+    model = FeatureModel(student, family)
+    teacher.eval()
+    g = torch.Generator().manual_seed(seed)
+    if augmented is not None:
+        dataset: Dataset = _AugmentedMimic(augmented)
+    else:
+        if targets is None:
+            from .recoverability import teacher_features
+
+            targets = teacher_features(teacher, family, images, batch_size=config.batch_size).cpu()
+        dataset = torch.utils.data.TensorDataset(images, targets.cpu())
+    loader = DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=True, drop_last=len(dataset) >= config.batch_size, generator=g
+    )
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(_param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True)
+    elif config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    else:
+        raise ValueError(f"Unknown optimizer `{config.optimizer}`; choose `sgd` or `adamw`.")
+    schedule = cosine_schedule(
+        optimizer, iterations=config.iterations, warmup=config.warmup_iterations, kind=config.schedule
+    )
+    model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
+
+    ckpt_dir = Path(work_dir) / "finetune_checkpoint" if work_dir else None
+    step = 0
+    if ckpt_dir is not None and (ckpt_dir / "step.json").exists():
+        accelerator.load_state(str(ckpt_dir))
+        step = json.loads((ckpt_dir / "step.json").read_text())["step"]
+        logger.info("finetune: resumed from %s at step %d", ckpt_dir, step)
+    resumed_from = step
+
+    model.train()
+    if not config.train_norm_stats:
+        freeze_norm_stats(model)
+    losses, window = [], []
+    batches = cycle(loader)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=config.iterations, initial=step, desc="mimic finetune", disable=not accelerator.is_local_main_process
+    )
+    while step < config.iterations:
+        batch = next(batches)
+        x = batch[0]
+        if augmented is not None:
+            with torch.no_grad():
+                t = family.forward_features(teacher, x)
+        else:
+            t = batch[1]
+        loss = torch.nn.functional.mse_loss(model(x), t)
+        check_finite(loss, phase="finetune", step=step)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        window.append(loss.item())
+        bar.update(1)
+        if step % log_every == 0 or step == config.iterations:
+            losses.append(sum(window) / len(window))
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            logger.info("finetune: step %d/%d loss %.5g", step, config.iterations, losses[-1])
+            window = []
+        if ckpt_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.iterations:
+            accelerator.save_state(str(ckpt_dir))
+            if accelerator.is_main_process:
+                (ckpt_dir / "step.json").write_text(json.dumps({"step": step}))
+            accelerator.wait_for_everyone()
+    bar.close()
+    model.eval()
+    return FinetuneResult(steps=step, seconds=time.perf_counter() - start, losses=losses, resumed_from=resumed_from)
+
+
+@torch.no_grad()
+def evaluate_top1(model: nn.Module, dataset: Dataset, *, accelerator=None, batch_size: int = 256, desc: str = "eval") -> float:
+    """Top-1 accuracy of `model` on a Dataset of (image tensor, label) pairs, gathered across processes."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+        device = accelerator.device
+        main = accelerator.is_local_main_process
+    else:
+        device = next(model.parameters()).device
+        main = True
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    from tqdm.auto import tqdm
+
+    for x, y in tqdm(loader, desc=desc, disable=not main, leave=False):
+        pred = model(x.to(device)).argmax(dim=-1)
+        y = y.to(device)
+        if accelerator is not None:
+            pred, y = accelerator.gather_for_metrics((pred, y))
+        if (y < 0).any():
+            raise ValueError("The eval set has unlabeled examples; top-1 needs a label for every image.")
+        correct += (pred == y).sum().item()
+        total += y.numel()
+    model.train(was_training)
+    if total == 0:
+        raise ValueError("The eval set is empty.")
+    return correct / total

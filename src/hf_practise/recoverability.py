@@ -1,0 +1,230 @@
+"""Scoring candidate blocks by recoverability, and choosing which to drop.
+
+For each candidate block: drop it, put identity adaptors around the hole, train only the adaptors so the
+pruned network's pre-pooling features match the original's (MSE) on the tiny set, and keep the error that
+remains: the block's recoverability. A block that is cheap to recover from and slow to run is the one to drop,
+so the score is recoverability / latency saved, and the lowest scores go first.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .adaptors import adaptor_parameters, adaptor_state, insert_adaptors
+from .backbones.base import BackboneFamily, BlockRef
+from .config import ScanConfig
+from .training import check_finite, cosine_schedule
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ScanRow", "build_pruned", "teacher_features", "feature_error", "score_block", "scan_blocks", "rank_blocks"]
+
+
+@dataclass
+class ScanRow:
+    """One candidate's line in the scan table."""
+
+    block: str  # dotted path, for display
+    stage: int
+    index: int
+    initial_error: float  # feature MSE right after dropping, adaptors at identity
+    recoverability: float  # feature MSE after training the adaptors
+    latency_saving: float  # fraction of the model's latency the block takes
+    seconds: float  # wall time of this candidate's adaptor training
+    adaptors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def ref(self) -> BlockRef:
+        return BlockRef(stage=self.stage, index=self.index, path=self.block)
+
+    @property
+    def score(self) -> float:
+        """Recoverability per unit of latency saved; lower is a better block to drop."""
+        if self.latency_saving <= 0:
+            return math.inf
+        return self.recoverability / self.latency_saving
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "adaptors"}
+        d["score"] = self.score
+        return d
+
+
+def build_pruned(teacher: nn.Module, family: BackboneFamily, blocks: Sequence[BlockRef], *, adaptors: bool = True) -> nn.Module:
+    """A copy of `teacher` without `blocks`, with identity adaptors around the holes when `adaptors`."""
+    student = copy.deepcopy(teacher)
+    if adaptors:
+        insert_adaptors(student, family.adaptor_sites(student, blocks))
+    family.drop_blocks(student, blocks)
+    return student
+
+
+@torch.no_grad()
+def teacher_features(teacher: nn.Module, family: BackboneFamily, images: torch.Tensor, *, batch_size: int) -> torch.Tensor:
+    """The teacher's pre-pooling features for every image, computed once (eval mode) on the teacher's device."""
+    device = next(teacher.parameters()).device
+    was_training = teacher.training
+    teacher.eval()
+    out = [family.forward_features(teacher, images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+    teacher.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def feature_error(
+    student: nn.Module, family: BackboneFamily, images: torch.Tensor, targets: torch.Tensor, *, batch_size: int
+) -> float:
+    """Mean squared error between the student's pre-pooling features and `targets`, over all images."""
+    device = next(student.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(images), batch_size):
+        feats = family.forward_features(student, images[i : i + batch_size].to(device))
+        t = targets[i : i + batch_size].to(device)
+        total += torch.nn.functional.mse_loss(feats, t, reduction="sum").item()
+        count += t.numel()
+    return total / max(count, 1)
+
+
+def score_block(
+    teacher: nn.Module,
+    family: BackboneFamily,
+    block: BlockRef,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    config: ScanConfig,
+    seed: int = 0,
+    latency_saving: float = float("nan"),
+) -> ScanRow:
+    """Recoverability of one block: train identity adaptors around its hole and measure the remaining error."""
+    start = time.perf_counter()
+    student = build_pruned(teacher, family, [block])
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    params = adaptor_parameters(student)
+    for p in params:
+        p.requires_grad_(True)
+    initial = feature_error(student, family, images, targets, batch_size=config.batch_size)
+    if params and config.iterations > 0:
+        device = params[0].device
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        schedule = cosine_schedule(optimizer, iterations=config.iterations)
+        g = torch.Generator().manual_seed(seed)
+        order = torch.empty(0, dtype=torch.long)
+        bs = min(config.batch_size, len(images))
+        for step in range(config.iterations):
+            if len(order) < bs:
+                order = torch.cat([order, torch.randperm(len(images), generator=g)])
+            idx, order = order[:bs], order[bs:]
+            feats = family.forward_features(student, images[idx].to(device))
+            loss = torch.nn.functional.mse_loss(feats, targets[idx].to(device))
+            check_finite(loss, phase="scan", step=step, block=block.path)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        final = feature_error(student, family, images, targets, batch_size=config.batch_size)
+    else:
+        final = initial
+    if not math.isfinite(final):
+        raise FloatingPointError(f"Non-finite feature error in the scan phase for block {block.path}; lower `scan.lr`.")
+    return ScanRow(
+        block=block.path,
+        stage=block.stage,
+        index=block.index,
+        initial_error=initial,
+        recoverability=final,
+        latency_saving=latency_saving,
+        seconds=time.perf_counter() - start,
+        adaptors=adaptor_state(student),
+    )
+
+
+def _cache_paths(cache_dir: Path, block: BlockRef) -> tuple[Path, Path]:
+    stem = f"s{block.stage}_b{block.index}"
+    return cache_dir / f"{stem}.json", cache_dir / f"{stem}.safetensors"
+
+
+def _load_cached(cache_dir: Path, block: BlockRef, fingerprint: str) -> ScanRow | None:
+    meta_path, weights_path = _cache_paths(cache_dir, block)
+    if not (meta_path.exists() and weights_path.exists()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.pop("fingerprint", None) != fingerprint:
+        return None
+    meta.pop("score", None)
+    return ScanRow(**meta, adaptors=load_file(str(weights_path)))
+
+
+def _save_cached(cache_dir: Path, row: ScanRow, fingerprint: str) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    meta_path, weights_path = _cache_paths(cache_dir, row.ref)
+    tmp_w, tmp_m = weights_path.with_suffix(".tmp.safetensors"), meta_path.with_suffix(".tmp.json")
+    save_file({k: v.contiguous() for k, v in row.adaptors.items()}, str(tmp_w))
+    tmp_m.write_text(json.dumps({**row.to_dict(), "fingerprint": fingerprint}, indent=2))
+    tmp_w.replace(weights_path)
+    tmp_m.replace(meta_path)
+
+
+def scan_blocks(
+    teacher: nn.Module,
+    family: BackboneFamily,
+    blocks: Sequence[BlockRef],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    config: ScanConfig,
+    seed: int = 0,
+    latency_saving: dict[str, float] | None = None,
+    cache_dir: str | Path | None = None,
+    fingerprint: str = "",
+    on_row: Callable[[ScanRow], None] | None = None,
+) -> list[ScanRow]:
+    """Score each block in `blocks`; rows already in `cache_dir` (same tiny set and settings) are reused."""
+    latency_saving = latency_saving or {}
+    rows = []
+    for block in blocks:
+        row = _load_cached(Path(cache_dir), block, fingerprint) if cache_dir else None
+        if row is None:
+            row = score_block(
+                teacher, family, block, images, targets,
+                config=config, seed=seed, latency_saving=latency_saving.get(block.path, float("nan")),
+            )
+            if cache_dir:
+                _save_cached(Path(cache_dir), row, fingerprint)
+        else:
+            row.latency_saving = latency_saving.get(block.path, row.latency_saving)
+            logger.info("scan: %s reused from %s", block.path, cache_dir)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def rank_blocks(rows: Sequence[ScanRow], *, criterion: str = "score") -> list[ScanRow]:
+    """Rows from best to worst block to drop.
+
+    Args:
+        criterion: "score" (recoverability / latency saved, PRACTISE), "recoverability", or "initial_error"
+            (the error right after dropping, with no recovery: the baseline criterion of the paper).
+    """
+    keys = {
+        "score": lambda r: r.score,
+        "recoverability": lambda r: r.recoverability,
+        "initial_error": lambda r: r.initial_error / r.latency_saving if r.latency_saving > 0 else math.inf,
+    }
+    if criterion not in keys:
+        raise ValueError(f"Unknown criterion `{criterion}`; choose from {sorted(keys)}.")
+    return sorted(rows, key=keys[criterion])

@@ -1,0 +1,67 @@
+"""The pieces both training phases share: the features-only model, the optimiser, the schedule, the loss check."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .backbones.base import BackboneFamily
+
+__all__ = ["FeatureModel", "cosine_schedule", "check_finite", "cycle", "freeze_norm_stats"]
+
+
+class FeatureModel(nn.Module):
+    """`model` whose forward returns pre-pooling features, so DDP wraps the path that is trained."""
+
+    def __init__(self, model: nn.Module, family: BackboneFamily) -> None:
+        super().__init__()
+        self.model = model
+        self.family = family
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.family.forward_features(self.model, pixel_values)
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, *, iterations: int, warmup: int = 0, kind: str = "cosine"):
+    """Linear warm-up, then cosine decay to zero (or constant)."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, iterations - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def check_finite(loss: torch.Tensor, *, phase: str, step: int, block: str | None = None) -> None:
+    """Stop at once, naming the phase (and block), when the loss is NaN or infinite."""
+    if not torch.isfinite(loss).all():
+        where = f" for block {block}" if block else ""
+        raise FloatingPointError(
+            f"Non-finite loss ({loss.item()}) in the {phase} phase{where} at step {step}. Lower the learning rate "
+            f"(`{phase}.lr`), or check the tiny set for broken images."
+        )
+
+
+def cycle(loader: Iterable) -> Iterator:
+    """Loop over a DataLoader forever (a fresh shuffle each pass)."""
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise ValueError("The training DataLoader is empty; the tiny set needs at least one full batch.")
+
+
+def freeze_norm_stats(model: nn.Module) -> None:
+    """Put normalisation layers in eval mode so their running statistics stay the teacher's."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny, randomly initialised timm ResNets of every block type, with live residual branches."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# (architecture, kwargs): BasicBlock and Bottleneck, plain and -d (deep stem, avg-pool downsample)
+TINY_RESNETS = {
+    "resnet18": dict(channels=(8, 16, 16, 32)),
+    "resnet18d": dict(channels=(8, 16, 16, 32), stem_width=8),
+    "resnet26": dict(channels=(4, 8, 8, 16)),
+    "resnet26d": dict(channels=(4, 8, 8, 16), stem_width=8),
+}
+
+
+def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """timm zero-initialises each block's last BN, which makes every block an identity; undo that."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+    return model.eval()
+
+
+def tiny_resnet(arch: str, num_classes: int = 5, seed: int = 0) -> nn.Module:
+    import timm
+
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **TINY_RESNETS[arch])
+    return randomise_norms(model, seed)
+
+
+@pytest.fixture(params=sorted(TINY_RESNETS))
+def arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def model(arch) -> nn.Module:
+    return tiny_resnet(arch)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def pytest_configure(config) -> None:
+    sys.path.insert(0, str(REPO))

@@ -1,0 +1,131 @@
+"""Family structure: candidates, dropping, native saving (parametrised over every registered ResNet variant)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from hf_practise import get_family
+from hf_practise.backbones import TimmResNetFamily, registered_families
+from hf_practise.compressor import save_directory_atomically
+from hf_practise.recoverability import build_pruned
+
+
+def test_family_is_found_structurally(model):
+    family = get_family(model)
+    assert isinstance(family, TimmResNetFamily)
+    assert len(family.stages(model)) == 4
+
+
+def test_unsupported_model_error_lists_families():
+    with pytest.raises(ValueError, match=r"No backbone adapter for `Sequential`; supported: .*timm-resnet"):
+        get_family(nn.Sequential(nn.Conv2d(3, 4, 3)))
+    assert TimmResNetFamily in registered_families()
+
+
+def test_candidates_keep_shape_and_exclude_stage_openers(model, images):
+    family = get_family(model)
+    cands = family.candidates(model)
+    blocks = family.blocks(model)
+    assert len(cands) == sum(len(s) - 1 for s in family.stages(model)) + (
+        1 if family.stages(model)[0][0].downsample is None else 0
+    )
+    shapes = {}
+    hooks = [
+        family.resolve(model, ref).register_forward_hook(
+            lambda m, i, o, path=ref.path: shapes.__setitem__(path, (i[0].shape, o.shape))
+        )
+        for ref in blocks
+    ]
+    model(images)
+    for h in hooks:
+        h.remove()
+    cand_paths = {c.path for c in cands}
+    for ref in blocks:
+        same = shapes[ref.path][0] == shapes[ref.path][1]
+        if ref.path in cand_paths:
+            assert same, ref.path
+        elif ref.index > 0 or ref.stage > 0:
+            assert not same, ref.path
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_dropping_k_blocks_removes_exactly_k(model, images, k):
+    family = get_family(model)
+    cands = family.candidates(model)
+    before = sum(len(s) for s in family.stages(model))
+    pruned = build_pruned(model, family, cands[-k:], adaptors=False)
+    assert sum(len(s) for s in family.stages(pruned)) == before - k
+    assert sum(len(s) for s in family.stages(model)) == before  # the original is untouched
+    assert pruned(images).shape == model(images).shape
+
+
+def test_dropping_a_downsampling_block_is_refused(model):
+    family = get_family(model)
+    opener = family.blocks(model)[len(family.stages(model)[0])]  # block 0 of stage 1
+    with pytest.raises(ValueError, match="cannot be dropped"):
+        build_pruned(model, family, [opener], adaptors=False)
+
+
+RELOAD = textwrap.dedent(
+    """
+    import sys, torch, timm
+    assert "hf_practise" not in sys.modules
+    model = timm.create_model("local-dir:" + sys.argv[1], pretrained=True).eval()
+    x = torch.load(sys.argv[2], weights_only=True)
+    with torch.no_grad():
+        torch.save(model(x), sys.argv[3])
+    print("depths", [len(model.layer1), len(model.layer2), len(model.layer3), len(model.layer4)])
+    """
+)
+
+
+def reload_in_plain_timm(save_dir, x, tmp_path) -> tuple[torch.Tensor, str]:
+    torch.save(x, tmp_path / "x.pt")
+    out = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(save_dir), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        capture_output=True, text=True, check=True,
+    )
+    return torch.load(tmp_path / "y.pt", weights_only=True), out.stdout
+
+
+def test_native_save_reloads_with_plain_timm(model, images, tmp_path):
+    family = get_family(model)
+    pruned = build_pruned(model, family, family.candidates(model)[-2:], adaptors=False).eval()
+    save_dir = save_directory_atomically(
+        tmp_path / "saved", lambda d: family.save_pretrained(pruned, d, source_config={}),
+    )
+    config = json.loads((save_dir / "config.json").read_text())
+    assert config["model_args"]["layers"] == [len(s) for s in family.stages(pruned)]
+    assert "num_classes" not in config["model_args"] and config["num_classes"] == 5
+    logits, stdout = reload_in_plain_timm(save_dir, images, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, pruned(images), rtol=0, atol=0)
+    assert str(config["model_args"]["layers"]) in stdout
+
+
+def test_save_refuses_a_non_empty_directory_and_leaves_it_alone(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        save_directory_atomically(target, lambda d: (d / "x").write_text("new"))
+    assert (target / "keep.txt").read_text() == "mine"
+
+    def broken(d):
+        (d / "half").write_text("partial")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        save_directory_atomically(target, broken, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folder left behind
+    assert (target / "keep.txt").exists()
+    save_directory_atomically(target, lambda d: (d / "x").write_text("new"), overwrite=True)
+    assert sorted(p.name for p in target.iterdir()) == ["x"]
