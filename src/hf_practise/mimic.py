@@ -162,6 +162,10 @@ def mimic_finetune(
                 (ckpt_dir / "step.json").write_text(json.dumps({"step": step}))
             accelerator.wait_for_everyone()
     bar.close()
+    if not all(torch.isfinite(p).all() for p in student.parameters()):
+        raise FloatingPointError(
+            f"The finetune phase diverged: the weights hold NaN/inf after {step} steps. Lower `finetune.lr` (now {config.lr})."
+        )
     model.eval()
     return FinetuneResult(steps=step, seconds=time.perf_counter() - start, losses=losses, resumed_from=resumed_from)
 

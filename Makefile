@@ -1,0 +1,25 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - install into .venv, then compress a quickly trained teacher on local data (offline, ~3 min)
+#   make test   - install into .venv, then run the default (offline, fast) test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test test-slow bench-quick
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[test,plots]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) examples/demo.py
+
+test: install
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: install
+	$(PY) -m pytest -m slow -q

@@ -1,0 +1,170 @@
+"""End to end on tiny random ResNets: the API, the result, native reload, resume, and every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
+from hf_practise.data import load_tiny_set
+
+from .conftest import tiny_resnet
+from .test_backbones import reload_in_plain_timm
+
+
+def fast_config(**kw) -> CompressionConfig:
+    base = dict(
+        num_blocks=2,
+        scan=ScanConfig(iterations=3, batch_size=8),
+        finetune=FinetuneConfig(iterations=3, batch_size=8, lr=1e-4),
+        latency=LatencyConfig(batch_size=4, repeats=3, warmup=1, input_size=(3, 32, 32)),
+    )
+    base.update(kw)
+    return CompressionConfig(**base)
+
+
+def image_dataset(n: int = 24, num_classes: int = 5, size: int = 32, labels: bool = True) -> datasets.Dataset:
+    rng = np.random.default_rng(0)
+    data = {"image": [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]}
+    features = {"image": datasets.Image()}
+    if labels:
+        data["label"] = [i % num_classes for i in range(n)]
+        features["label"] = datasets.ClassLabel(num_classes=num_classes)
+    return datasets.Dataset.from_dict(data, features=datasets.Features(features))
+
+
+@pytest.fixture
+def tensors():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(24, 3, 32, 32, generator=g)
+
+
+def test_compress_end_to_end_and_reload(tmp_path, tensors):
+    model = tiny_resnet("resnet18")
+    eval_set = torch.utils.data.TensorDataset(tensors[:12], torch.arange(12) % 5)
+    result = PractiseCompressor(model, fast_config()).compress(tensors, eval_set)
+    assert len(result.dropped) == 2
+    assert sum(result.depths_before) - sum(result.depths_after) == 2
+    assert len(result.scan) == 4 and all(r.recoverability <= r.initial_error + 1e-9 for r in result.scan)
+    assert result.top1_before is not None and 0 <= result.top1_after <= 1
+    assert result.macs_after < result.macs_before and result.params_after < result.params_before
+    assert {"scan", "finetune", "measure", "evaluate"} <= set(result.phase_seconds)
+    assert "| block |" in result.scan_table() and "top-1" in result.summary()
+    out = result.save_pretrained(tmp_path / "out")
+    report = json.loads((out / "practise_report.json").read_text())
+    assert report["dropped_blocks"] == [r.block for r in result.dropped]
+    logits, _ = reload_in_plain_timm(out, tensors[:4], tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, result.model(tensors[:4]), rtol=0, atol=0)
+
+
+def test_lowest_scores_are_dropped(tensors):
+    result = PractiseCompressor(tiny_resnet("resnet26"), fast_config(num_blocks=1)).compress(tensors)
+    best = min(result.scan, key=lambda r: r.score)
+    assert [r.block for r in result.dropped] == [best.block]
+
+
+def test_hf_dataset_without_labels_is_accepted(tensors):
+    ds = image_dataset(labels=False)
+    result = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(ds, num_samples=10)
+    assert result.tiny_set["num_samples"] == 10 and result.tiny_set["labelled"] is False
+
+
+def test_latency_target_is_met_when_measured(tensors):
+    cfg = fast_config(num_blocks=None, latency_reduction=0.05, latency=LatencyConfig(batch_size=8, repeats=5, input_size=(3, 32, 32)))
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+    assert result.selection and result.selection[-1]["measured"] >= 0.05
+    assert len(result.dropped) == result.selection[-1]["blocks"]
+
+
+def test_unreachable_latency_target_says_the_most_reachable(tensors):
+    cfg = fast_config(num_blocks=None, latency_reduction=0.97)
+    with pytest.raises(ValueError, match=r"cannot be reached: dropping all 4 droppable blocks saves .*at most"):
+        PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+
+
+def test_too_many_blocks_is_refused(tensors):
+    with pytest.raises(ValueError, match="only 4 droppable"):
+        PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=9)).compress(tensors)
+
+
+def test_bad_targets_are_refused():
+    with pytest.raises(ValueError, match="fraction in"):
+        CompressionConfig(latency_reduction=22)
+    with pytest.raises(ValueError, match="at least 1"):
+        CompressionConfig(num_blocks=0)
+
+
+def test_num_samples_larger_than_dataset(tensors):
+    with pytest.raises(ValueError, match="only 24.*at most 24"):
+        load_tiny_set(tensors, num_samples=100)
+
+
+def test_empty_dataset(tensors):
+    with pytest.raises(ValueError, match="empty"):
+        PractiseCompressor(tiny_resnet("resnet18"), fast_config()).compress(tensors[:0])
+    with pytest.raises(ValueError, match="empty"):
+        load_tiny_set(image_dataset(n=0), transform=lambda x: x)
+
+
+def test_missing_and_non_image_columns():
+    ds = image_dataset()
+    with pytest.raises(ValueError, match="Image column `picture` not found"):
+        load_tiny_set(ds, transform=lambda x: x, image_column="picture")
+    with pytest.raises(ValueError, match="not images"):
+        load_tiny_set(ds, transform=lambda x: x, image_column="label")
+    with pytest.raises(ValueError, match="No image column"):
+        load_tiny_set(ds.remove_columns("image"), transform=lambda x: x)
+
+
+def test_non_finite_loss_names_phase_and_block(tensors):
+    bad = tensors.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"scan phase for block layer\d\.\d"):
+        PractiseCompressor(tiny_resnet("resnet18"), fast_config()).compress(bad)
+    cfg = fast_config(finetune=FinetuneConfig(iterations=3, batch_size=8, lr=1e30, optimizer="sgd"))
+    with pytest.raises(FloatingPointError, match="finetune phase"):
+        PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+
+
+def test_output_dir_must_be_empty(tmp_path, tensors):
+    result = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(tensors)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        result.save_pretrained(out)
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    result.save_pretrained(out, overwrite=True)
+    assert (out / "model.safetensors").exists() and not (out / "old.txt").exists()
+
+
+def test_scan_resumes_from_work_dir(tmp_path, tensors):
+    cfg = fast_config(work_dir=str(tmp_path / "work"), num_blocks=1)
+    first = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+    assert len(list((tmp_path / "work" / "scan").glob("*.json"))) == 4
+    second = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+    assert [r.recoverability for r in second.scan] == [r.recoverability for r in first.scan]
+    assert [r.seconds for r in second.scan] == [r.seconds for r in first.scan]  # read back, not re-run
+
+
+def test_finetune_resumes_from_checkpoint(tmp_path, tensors):
+    from accelerate import Accelerator
+
+    from hf_practise.mimic import mimic_finetune
+    from hf_practise.recoverability import build_pruned
+
+    teacher = tiny_resnet("resnet18")
+    family = PractiseCompressor(teacher, fast_config()).family
+    ft = FinetuneConfig(iterations=4, batch_size=8, checkpoint_every=2)
+    student = build_pruned(teacher, family, family.candidates(teacher)[:1])
+    first = mimic_finetune(student, teacher, family, tensors, config=ft, accelerator=Accelerator(), work_dir=tmp_path)
+    assert first.resumed_from == 0 and (tmp_path / "finetune_checkpoint" / "step.json").exists()
+    student2 = build_pruned(teacher, family, family.candidates(teacher)[:1])
+    second = mimic_finetune(student2, teacher, family, tensors, config=ft, accelerator=Accelerator(), work_dir=tmp_path)
+    assert second.resumed_from == 2 and second.steps == 4
