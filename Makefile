@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[test,plots]"
+	$(PY) -m pip install -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -39,6 +39,36 @@ def machine() -> dict:
     }
 
 
+def write_markdown(stem: Path, records: list[dict]) -> None:
+    lines = [f"# PRACTISE on {records[0]['teacher']}: {records[0]['num_samples']} Fashion-MNIST train images (seed {records[0]['seed']})", ""]
+    lines += [f"Command: `{records[0]['command']}`", "", f"Machine: {json.dumps(records[0]['machine'])}", ""]
+    lines += ["| target | measured latency reduction | teacher top-1 | compressed top-1 | dropped | MACs | wall s |",
+              "| ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for r in records:
+        lines.append(
+            f"| {100 * r['latency_target']:.0f}% | {100 * r['latency_reduction']:.1f}% | {100 * r['top1_before']:.2f}% "
+            f"| {100 * r['top1_after']:.2f}% | {', '.join(r['dropped_blocks'])} | "
+            f"-{100 * (1 - r['macs_after'] / r['macs_before']):.1f}% | {r['wall_seconds']:.0f} |"
+        )
+    for r in records:
+        lines += ["", f"## Target {100 * r['latency_target']:.0f}%", ""]
+        lines.append(
+            f"Latency (batch {r['latency']['base']['batch_size']}, {r['latency']['base']['threads']} threads, "
+            f"{r['latency']['base']['device_name']}): teacher {r['latency']['base']['median_ms']:.1f} ms, "
+            f"compressed {r['latency']['candidate']['median_ms']:.1f} ms."
+        )
+        lines.append("")
+        lines.append("Seconds per phase: " + ", ".join(f"{k} {v:.0f}" for k, v in r["phase_seconds"].items()))
+        lines += ["", "| block | initial error | recoverability | latency share | score |", "| --- | ---: | ---: | ---: | ---: |"]
+        for s in r["scan"]:
+            mark = " **dropped**" if s["block"] in r["dropped_blocks"] else ""
+            lines.append(
+                f"| {s['block']}{mark} | {s['initial_error']:.3g} | {s['recoverability']:.3g} | "
+                f"{100 * s['latency_saving']:.1f}% | {s['score']:.3g} |"
+            )
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--teacher", default=str(Path(__file__).resolve().parents[2] / "shared/teachers/resnet34-fmnist"))
@@ -51,7 +81,12 @@ def main() -> int:
     p.add_argument("--adaptor-init", default=FinetuneConfig.adaptor_init)
     p.add_argument("--work-dir", default=str(Path(__file__).resolve().parent / "cache" / "core"))
     p.add_argument("--tag", default="core")
+    p.add_argument("--report", action="store_true", help="only rewrite the markdown from the json of --tag")
     args = p.parse_args()
+    if args.report:
+        stem = RESULTS / f"{args.tag}_{Path(args.teacher).name}"
+        write_markdown(stem, json.loads(stem.with_suffix(".json").read_text()))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     teacher = Path(args.teacher)
     if not (teacher / "config.json").exists() or not fmnist.available():
@@ -90,33 +125,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"{args.tag}_{name}"
     stem.with_suffix(".json").write_text(json.dumps(records, indent=2, default=str))
-    lines = [f"# PRACTISE on {name}: {args.num_samples} Fashion-MNIST train images (seed {args.seed})", ""]
-    lines += [f"Command: `{command}`", "", f"Machine: {json.dumps(machine())}", ""]
-    lines += ["| target | measured latency reduction | teacher top-1 | compressed top-1 | dropped | MACs | wall s |",
-              "| ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
-    for r in records:
-        lines.append(
-            f"| {100 * r['latency_target']:.0f}% | {100 * r['latency_reduction']:.1f}% | {100 * r['top1_before']:.2f}% "
-            f"| {100 * r['top1_after']:.2f}% | {', '.join(r['dropped_blocks'])} | "
-            f"-{100 * (1 - r['macs_after'] / r['macs_before']):.1f}% | {r['wall_seconds']:.0f} |"
-        )
-    for r in records:
-        lines += ["", f"## Target {100 * r['latency_target']:.0f}%", ""]
-        lines.append(
-            f"Latency (batch {r['latency']['base']['batch_size']}, {r['latency']['base']['threads']} threads, "
-            f"{r['latency']['base']['device_name']}): teacher {r['latency']['base']['median_ms']:.1f} ms, "
-            f"compressed {r['latency']['candidate']['median_ms']:.1f} ms."
-        )
-        lines.append("")
-        lines.append("Seconds per phase: " + ", ".join(f"{k} {v:.0f}" for k, v in r["phase_seconds"].items()))
-        lines += ["", "| block | initial error | recoverability | latency share | score |", "| --- | ---: | ---: | ---: | ---: |"]
-        for s in r["scan"]:
-            mark = " **dropped**" if s["block"] in r["dropped_blocks"] else ""
-            lines.append(
-                f"| {s['block']}{mark} | {s['initial_error']:.4f} | {s['recoverability']:.4f} | "
-                f"{100 * s['latency_saving']:.1f}% | {s['score']:.3f} |"
-            )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_markdown(stem, records)
     print(f"wrote {stem}.json and {stem}.md")
     return 0
 

@@ -59,7 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-batch-size", type=int, default=LatencyConfig.batch_size)
     p.add_argument("--latency-threads", type=int, default=None)
     p.add_argument("--latency-repeats", type=int, default=LatencyConfig.repeats)
+    p.add_argument(
+        "--latency-table", default=None,
+        help="json {block path: share of the model's latency} measured on your deployment device; replaces local timing",
+    )
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    p.add_argument("--report-to", default=None, help="Accelerate tracker(s) for the finetune loss: tensorboard, wandb, all")
     return p.parse_args(argv)
 
 
@@ -81,20 +86,29 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
             augmentation=args.augmentation,
         ),
         latency=LatencyConfig(batch_size=args.latency_batch_size, threads=args.latency_threads, repeats=args.latency_repeats),
+        latency_table=json.loads(Path(args.latency_table).read_text()) if args.latency_table else None,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("hf_practise").setLevel(logging.INFO)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+        logging.getLogger(__name__).debug("failed", exc_info=True)
+        sys.exit(f"error: {e}")
+
+
+def run(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         sys.exit(f"error: --output-dir {out} exists and is not empty; choose another one or pass --overwrite.")
-    try:
-        config = build_config(args)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-    accelerator = Accelerator(cpu=args.cpu)
+    config = build_config(args)
+    accelerator = Accelerator(cpu=args.cpu, log_with=args.report_to)
+    if args.report_to:
+        accelerator.init_trackers("hf_practise", config={k: v for k, v in vars(args).items() if v is not None})
 
     tiny = load_image_dataset(args.dataset, args.split)
     if args.num_samples > len(tiny):
@@ -121,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         path = result.save_pretrained(out, overwrite=args.overwrite)
         print(f"\nSaved to {path}. Reload with plain timm:\n  timm.create_model('local-dir:{path}', pretrained=True)")
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return 0
 
 

@@ -129,3 +129,22 @@ def test_save_refuses_a_non_empty_directory_and_leaves_it_alone(tmp_path):
     assert (target / "keep.txt").exists()
     save_directory_atomically(target, lambda d: (d / "x").write_text("new"), overwrite=True)
     assert sorted(p.name for p in target.iterdir()) == ["x"]
+
+
+def test_a_whole_stage_can_go_and_still_reloads(images, tmp_path):
+    """When every block of a stage keeps its shape (layer1 of a 64-wide ResNet), the stage may empty out."""
+    import timm
+
+    from .conftest import randomise_norms
+
+    model = randomise_norms(timm.create_model("resnet18", channels=(64, 16, 16, 32), num_classes=5))
+    family = get_family(model)
+    first_stage = [c for c in family.candidates(model) if c.stage == 0]
+    assert len(first_stage) == 2
+    pruned = build_pruned(model, family, first_stage, adaptors=False).eval()
+    assert [len(s) for s in family.stages(pruned)] == [0, 2, 2, 2]
+    save_dir = save_directory_atomically(tmp_path / "s", lambda d: family.save_pretrained(pruned, d, source_config={}))
+    logits, stdout = reload_in_plain_timm(save_dir, images, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, pruned(images), rtol=0, atol=0)
+    assert "[0, 2, 2, 2]" in stdout

@@ -168,3 +168,27 @@ def test_finetune_resumes_from_checkpoint(tmp_path, tensors):
     student2 = build_pruned(teacher, family, family.candidates(teacher)[:1])
     second = mimic_finetune(student2, teacher, family, tensors, config=ft, accelerator=Accelerator(), work_dir=tmp_path)
     assert second.resumed_from == 2 and second.steps == 4
+
+
+@pytest.mark.parametrize("objective", ["features", "kd", "ce"])
+def test_finetune_objectives_reduce_their_loss(tensors, objective):
+    from accelerate import Accelerator
+
+    from hf_practise.mimic import mimic_finetune
+    from hf_practise.recoverability import build_pruned
+
+    teacher = tiny_resnet("resnet18")
+    family = PractiseCompressor(teacher, fast_config()).family
+    student = build_pruned(teacher, family, family.candidates(teacher)[:2])
+    labels = torch.arange(len(tensors)) % 5
+    ft = FinetuneConfig(iterations=30, batch_size=8, lr=1e-3, optimizer="adamw", objective=objective)
+    res = mimic_finetune(student, teacher, family, tensors, config=ft, accelerator=Accelerator(), labels=labels, log_every=10)
+    assert res.losses[-1] < res.losses[0]
+    frozen = objective == "features"
+    assert all(p.requires_grad != frozen for p in family.classifier(student).parameters())
+
+
+def test_ce_objective_needs_labels(tensors):
+    cfg = fast_config(finetune=FinetuneConfig(iterations=2, batch_size=8, objective="ce"))
+    with pytest.raises(ValueError, match="needs labels"):
+        PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)

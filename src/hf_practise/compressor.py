@@ -26,7 +26,7 @@ from torch import nn
 from .adaptors import fold_adaptors, insert_adaptors, load_adaptor_state
 from .backbones import BackboneFamily, get_family
 from .config import CompressionConfig
-from .data import TinySet, as_torch_dataset, describe_indices, load_tiny_set, model_transform
+from .data import TinySet, as_torch_dataset, describe_indices, describe_source, load_tiny_set, model_transform
 from .latency import LatencyComparison, block_latency_table, compare_latency, count_macs, count_params
 from .mimic import FinetuneResult, evaluate_top1, mimic_finetune
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
@@ -103,6 +103,9 @@ class CompressionResult:
     top1_after: float | None = None
     finetune: FinetuneResult | None = None
     selection: list[dict[str, Any]] = field(default_factory=list)  # latency checks made while choosing
+    eval_set: dict[str, Any] | None = None  # name, split, size (and Hub id) of the data top-1 was measured on
+    command: str | None = None  # the command line that produced this result, for the model card
+    saved_to: Path | None = None  # where `save_pretrained` last wrote it
 
     @property
     def latency_reduction(self) -> float:
@@ -128,6 +131,8 @@ class CompressionResult:
             "phase_seconds": self.phase_seconds,
             "finetune_losses": self.finetune.losses if self.finetune else [],
             "selection": self.selection,
+            "eval_set": self.eval_set,
+            "command": self.command,
             "config": self.config.to_dict(),
         }
 
@@ -173,19 +178,66 @@ class CompressionResult:
         device = f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
         return "\n".join(rows) + f"\n\nLatency measured on {device}, {lat.base.dtype}, torch {lat.base.torch_version}."
 
-    def save_pretrained(self, save_directory: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the compressed model so the family's own library reloads it, plus `practise_report.json`.
+    def save_pretrained(self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None) -> Path:
+        """Write the compressed model so the family's own library reloads it, with its model card (README.md and
+        plots) and `practise_report.json`. The folder is written to a temporary sibling and renamed when complete.
 
-        The folder is written to a temporary sibling and renamed when complete.
+        Args:
+            save_directory: the folder to write; it must not exist or be empty unless `overwrite`.
+            overwrite: replace a non-empty folder.
+            repo_id: the Hub repository the card's load snippet should name (a local path otherwise).
         """
 
         def write(tmp: Path) -> None:
             self.family.save_pretrained(self.model, tmp, source_config=self.source)
             (tmp / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+            self.model_card(repo_id=repo_id, directory=tmp).save(tmp / "README.md")
 
         path = save_directory_atomically(save_directory, write, overwrite=overwrite)
+        self.saved_to = path
         logger.info("saved the compressed model to %s", path)
         return path
+
+    def model_card(self, *, repo_id: str | None = None, directory: Path | None = None):
+        """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given."""
+        from .card import render_model_card, save_plots
+
+        plots = save_plots(self, directory) if directory is not None else {}
+        return render_model_card(self, repo_id=repo_id, plots=plots)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload model compressed with hf_practise",
+    ) -> str:
+        """Upload exactly the folder `save_pretrained` wrote (saving to a temporary folder first if needed).
+
+        Returns the URL of the commit. A failed upload leaves the local folder in place and says how to retry.
+        """
+        from huggingface_hub import HfApi
+
+        folder = self.saved_to
+        if folder is None or not folder.exists():
+            folder = Path(tempfile.mkdtemp(prefix="hf_practise-")) / repo_id.split("/")[-1]
+            self.save_pretrained(folder, repo_id=repo_id)
+        api = HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision,
+                repo_type="model",
+            )
+        except Exception as e:
+            raise RuntimeError(
+                f"Uploading {folder} to {repo_id} failed: {e}. The compressed model is saved in {folder}; retry with "
+                f"`huggingface-cli upload {repo_id} {folder}` or `result.push_to_hub({repo_id!r})`."
+            ) from e
+        logger.info("pushed %s to %s", folder, repo_id)
+        return str(getattr(info, "commit_url", info))
 
 
 def _load_timm(name_or_path: str, pretrained: bool, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -288,6 +340,15 @@ class PractiseCompressor:
     def latency_table(self) -> tuple[dict[str, float], Any]:
         """Each candidate's share of the model's latency, measured once on the main process."""
         cands = self.candidates()
+        table = self.config.latency_table
+        if table is not None:
+            missing = [c.path for c in cands if c.path not in table]
+            if missing:
+                raise ValueError(
+                    f"The latency table has no entry for {missing}; it needs every droppable block "
+                    f"({[c.path for c in cands]}) with its share of the model's latency."
+                )
+            return {c.path: float(table[c.path]) for c in cands}, None
         return self._on_main(
             lambda: block_latency_table(self.model, self.family, cands, input_size=self.input_size, config=self.config.latency)
         )
@@ -346,6 +407,14 @@ class PractiseCompressor:
             predicted += ranked[k].latency_saving
             k += 1
         checks: list[dict] = []
+        if cfg.latency_table is not None:
+            # the user's table was measured on the deployment device: trust it rather than timing locally
+            if predicted < target:
+                raise ValueError(
+                    f"Latency target {100 * target:.1f}% cannot be reached: by the given latency table, dropping all "
+                    f"{len(ranked)} droppable blocks saves {100 * predicted:.1f}%. Use a target of at most {predicted:.2f}."
+                )
+            return ranked[:k], [{"blocks": k, "predicted": predicted, "measured": None}]
         while True:
             chosen = ranked[:k]
             measured = self.measure_pruned([r.ref for r in chosen])
@@ -376,7 +445,7 @@ class PractiseCompressor:
             if cfg.num_blocks > n:
                 raise ValueError(f"Asked to drop {cfg.num_blocks} blocks but the model has only {n} droppable ones; use at most {n}.")
             return
-        if sum(fractions.values()) >= cfg.latency_reduction:
+        if sum(fractions.values()) >= cfg.latency_reduction or cfg.latency_table is not None:
             return
         measured = self.measure_pruned(self.candidates())
         if measured.reduction < cfg.latency_reduction:
@@ -444,7 +513,8 @@ class PractiseCompressor:
             student = self.build_student(chosen)
             ft = mimic_finetune(
                 student, self.model, family, tiny.images,
-                config=cfg.finetune, accelerator=acc, targets=targets, seed=cfg.seed,
+                config=cfg.finetune, accelerator=acc, seed=cfg.seed,
+                targets=targets if cfg.finetune.objective == "features" else None, labels=tiny.labels,
                 augmented=self._augmented(tiny_set, tiny, image_column, label_column),
                 work_dir=cfg.work_dir,
             )
@@ -454,7 +524,13 @@ class PractiseCompressor:
             student.eval()
             for p in student.parameters():
                 p.requires_grad_(False)
-        return self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, times)
+        result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, times)
+        if eval_set is not None:
+            result.eval_set = describe_source(eval_set)
+        hub_id = getattr(tiny_set, "_hf_practise_hub_id", None)
+        if hub_id:
+            result.tiny_set["hub_id"] = hub_id
+        return result
 
     def _augmented(self, source: Any, tiny: TinySet, image_column: str | None, label_column: str | None):
         if self.config.finetune.augmentation == "none":

@@ -36,6 +36,9 @@ class FinetuneConfig:
     adaptor_init: Literal["scan", "identity"] = "scan"  # start from the scan's trained adaptors, or from identity
     augmentation: Literal["none", "timm"] = "none"  # "timm": the model's own training transform from its config
     train_norm_stats: bool = False  # update BatchNorm running statistics (False keeps the teacher's)
+    objective: Literal["features", "kd", "ce"] = "features"  # features: MSE on pre-pooling features (PRACTISE);
+    # kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels (the baselines of the paper)
+    kd_temperature: float = 4.0  # softmax temperature of the kd objective
     checkpoint_every: int = 200  # steps between resumable checkpoints when a work_dir is set (0: never)
 
 
@@ -61,6 +64,8 @@ class CompressionConfig:
     scan: ScanConfig = field(default_factory=ScanConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    latency_table: dict[str, float] | None = None  # block path -> share of the model's latency, measured on
+    # the deployment device; replaces local timing, and selection trusts its sum instead of re-measuring
     work_dir: str | None = None  # where scan rows and finetune checkpoints are kept so a run can resume
     eval_batch_size: int = 256  # images per step when measuring top-1
 

@@ -7,6 +7,7 @@ a hash of them, so a run can be reproduced. `as_torch_dataset` wraps any support
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -160,6 +161,18 @@ def as_torch_dataset(
         f"Unsupported data source {type(source).__name__}; pass a `datasets.Dataset`, a torch Dataset or "
         "DataLoader, or an (N, C, H, W) tensor."
     )
+
+
+def describe_source(source: Any) -> dict[str, Any]:
+    """Name, split, size and Hub id (when known) of a data source, for reports and model cards."""
+    info: dict[str, Any] = {"name": type(source).__name__}
+    if _is_hf_dataset(source):
+        hub_id = getattr(source, "_hf_practise_hub_id", None)
+        name = hub_id or getattr(source.info, "dataset_name", None) or getattr(source.info, "builder_name", None)
+        info.update(name=name or "dataset", split=str(source.split) if source.split is not None else None, hub_id=hub_id)
+    with contextlib.suppress(TypeError):
+        info["num_samples"] = len(source)
+    return info
 
 
 def sample_indices(total: int, num_samples: int | None, seed: int) -> list[int]:

@@ -36,17 +36,18 @@ class FinetuneResult:
     resumed_from: int = 0
 
 
-class _AugmentedMimic(Dataset):
-    """Augmented images; the teacher's features are computed on the fly for each augmented batch."""
-
-    def __init__(self, images: Dataset) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
-        return (self.images[i][0],)
+def _loss(objective: str, output: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    if objective == "features":
+        return torch.nn.functional.mse_loss(output, target)
+    if objective == "kd":
+        t = temperature
+        return torch.nn.functional.kl_div(
+            torch.log_softmax(output / t, dim=-1), torch.log_softmax(target / t, dim=-1), log_target=True,
+            reduction="batchmean",
+        ) * (t * t)
+    if (target < 0).any():
+        raise ValueError("The `ce` objective needs a label for every tiny-set image.")
+    return torch.nn.functional.cross_entropy(output, target)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -68,12 +69,13 @@ def mimic_finetune(
     config: FinetuneConfig,
     accelerator,
     targets: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
     augmented: Dataset | None = None,
     seed: int = 0,
     work_dir: str | Path | None = None,
     log_every: int = 50,
 ) -> FinetuneResult:
-    """Train `student` (in place) to mimic `teacher`'s pre-pooling features.
+    """Train `student` (in place) to mimic `teacher`'s pre-pooling features (or, as baselines, its logits or labels).
 
     Args:
         student: the pruned network, adaptors included; its classifier is frozen here.
@@ -82,28 +84,48 @@ def mimic_finetune(
         images: the preprocessed tiny set (N, C, H, W); ignored when `augmented` is given.
         config: iterations, batch size, optimiser, schedule.
         accelerator: an `accelerate.Accelerator`.
-        targets: the teacher's features of `images`, if already computed.
+        targets: the teacher's features of `images` (logits for the `kd` objective), if already computed.
+        labels: class labels of `images`, for the `ce` objective.
         augmented: a Dataset of (augmented image, label) pairs to train on instead of `images`.
         seed: seeds shuffling.
         work_dir: where to checkpoint every `config.checkpoint_every` steps and resume from.
         log_every: steps per logged loss.
     """
     start = time.perf_counter()
-    for p in family.classifier(student).parameters():
-        p.requires_grad_(False)
-    model = FeatureModel(student, family)
+    objective = config.objective
+    for p in student.parameters():
+        p.requires_grad_(True)
+    if objective == "features":
+        for p in family.classifier(student).parameters():
+            p.requires_grad_(False)
+        model: nn.Module = FeatureModel(student, family)
+    elif objective in ("kd", "ce"):
+        model = student
+    else:
+        raise ValueError(f"Unknown finetune objective `{objective}`; choose `features`, `kd` or `ce`.")
+    if objective == "ce" and augmented is None and labels is None:
+        raise ValueError("The `ce` objective needs labels: give a labelled tiny set, or use `features` (no labels needed).")
     teacher.eval()
     g = torch.Generator().manual_seed(seed)
     if augmented is not None:
-        dataset: Dataset = _AugmentedMimic(augmented)
+        dataset: Dataset = augmented
     else:
-        if targets is None:
+        if objective == "ce":
+            targets = labels
+        elif targets is None:
             from .recoverability import teacher_features
 
-            targets = teacher_features(teacher, family, images, batch_size=config.batch_size).cpu()
+            targets = teacher_features(teacher, family, images, batch_size=config.batch_size)
+            if objective == "kd":
+                with torch.no_grad():
+                    targets = torch.cat([family.forward_head(teacher, t) for t in targets.split(config.batch_size)])
         dataset = torch.utils.data.TensorDataset(images, targets.cpu())
+    # `batch_size` is the global batch: each of N processes takes 1/N of it, so a run on N processes sees the
+    # same batches (and, with frozen norms, the same averaged gradients) as a run on one
+    split = getattr(accelerator, "split_batches", False)
+    per_process = config.batch_size if split else max(1, config.batch_size // accelerator.num_processes)
     loader = DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, drop_last=len(dataset) >= config.batch_size, generator=g
+        dataset, batch_size=per_process, shuffle=True, drop_last=len(dataset) >= config.batch_size, generator=g
     )
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(_param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True)
@@ -135,14 +157,13 @@ def mimic_finetune(
         total=config.iterations, initial=step, desc="mimic finetune", disable=not accelerator.is_local_main_process
     )
     while step < config.iterations:
-        batch = next(batches)
-        x = batch[0]
-        if augmented is not None:
+        x, t = next(batches)[:2]
+        if augmented is not None and objective != "ce":
             with torch.no_grad():
                 t = family.forward_features(teacher, x)
-        else:
-            t = batch[1]
-        loss = torch.nn.functional.mse_loss(model(x), t)
+                if objective == "kd":
+                    t = family.forward_head(teacher, t)
+        loss = _loss(objective, model(x), t, config.kd_temperature)
         check_finite(loss, phase="finetune", step=step)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -155,6 +176,7 @@ def mimic_finetune(
             losses.append(sum(window) / len(window))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
             logger.info("finetune: step %d/%d loss %.5g", step, config.iterations, losses[-1])
+            accelerator.log({"finetune/loss": losses[-1], "finetune/lr": schedule.get_last_lr()[0]}, step=step)
             window = []
         if ckpt_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.iterations:
             accelerator.save_state(str(ckpt_dir))

@@ -136,6 +136,13 @@ def score_block(
             optimizer.step()
             schedule.step()
         final = feature_error(student, family, images, targets, batch_size=config.batch_size)
+        if final > initial:
+            # the adaptors are free to stay at identity: training that made things worse is undone
+            logger.info("scan: %s adaptor training raised the error (%.4g -> %.4g); keeping identity", block.path, initial, final)
+            with torch.no_grad():
+                for p in params:
+                    p.copy_(torch.eye(p.shape[0], dtype=p.dtype, device=p.device).reshape(p.shape))
+            final = initial
     else:
         final = initial
     if not math.isfinite(final):

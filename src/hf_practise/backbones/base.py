@@ -99,6 +99,11 @@ class BackboneFamily(abc.ABC):
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
         """Write a natively reloadable checkpoint into (an existing, empty) `save_dir`; return the files."""
 
+    def load_snippet(self, repo_or_path: str, *, hub: bool) -> str:
+        """Python that loads a saved model with the family's own library (for model cards)."""
+        where = f"hf-hub:{repo_or_path}" if hub else f"local-dir:{repo_or_path}"
+        return f'import timm\n\nmodel = timm.create_model("{where}", pretrained=True).eval()'
+
     def architecture_summary(self, model: nn.Module) -> dict[str, Any]:
         """Blocks per stage, for logs and cards."""
         return {"depths": [len(s) for s in self.stages(model)]}

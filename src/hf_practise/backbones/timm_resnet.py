@@ -54,10 +54,11 @@ class TimmResNetFamily(BackboneFamily):
     # ---- structure -------------------------------------------------------------------------------------
     def stages(self, model: nn.Module) -> list[nn.Sequential]:
         _, basic, bottleneck = _resnet_classes()
+        # a stage whose every block was dropped stays as an empty Sequential (timm builds `layers=[0, ...]` so)
         return [
             child
             for child in model.children()
-            if isinstance(child, nn.Sequential) and len(child) > 0 and all(isinstance(b, (basic, bottleneck)) for b in child)
+            if isinstance(child, nn.Sequential) and all(isinstance(b, (basic, bottleneck)) for b in child)
         ]
 
     def is_droppable(self, block: nn.Module) -> bool:
@@ -123,7 +124,8 @@ class TimmResNetFamily(BackboneFamily):
                 args.pop(key)
         stages = self.stages(model)
         args["layers"] = [len(s) for s in stages]
-        args["channels"] = [self._last_conv(s[0]).out_channels // s[0].expansion for s in stages]
+        if all(len(s) for s in stages):
+            args["channels"] = [self._last_conv(s[0]).out_channels // s[0].expansion for s in stages]
         first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
         args["in_chans"] = first.in_channels
         args["global_pool"] = model.global_pool.pool_type if hasattr(model.global_pool, "pool_type") else "avg"

@@ -1,0 +1,409 @@
+"""PRACTISE side by side with what a user would do instead, on identical tiny sets and the identical eval set.
+
+    python benchmarks/compare.py                         # the full run (resumes: finished runs are skipped)
+    python benchmarks/compare.py --parts fmnist500       # one part of it
+    python benchmarks/compare.py --quick                 # smoke test: one seed, few iterations, small eval
+
+Methods (all finetunes have the same iterations, batch, optimiser and starting adaptors):
+  practise     blocks by recoverability / latency, feature-mimic finetune (the library's default)
+  ce           the same blocks, cross-entropy finetune on the tiny set's labels (the paper's "BP")
+  kd           the same blocks, KL to the teacher's logits
+  initial      blocks by the feature error right after dropping (no adaptor recovery) / latency, mimic finetune
+  random-K     blocks in a random order (K = 0, 1, 2), mimic finetune
+  last         the last block of each stage first, then the second last, ..., mimic finetune
+  filter       Torch-Pruning L1 filter pruning at one uniform ratio matched to PRACTISE's measured latency,
+               then mimic finetune
+  teacher      the unpruned teacher
+Block-dropping methods take blocks in their order until the measured latency reduction meets the target.
+
+Each run writes one json to benchmarks/results/<teacher>/runs/; `--report` (also run at the end) writes the
+per-teacher markdown table and PNG plot from whatever runs exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fmnist  # noqa: E402
+import tiny_sets  # noqa: E402
+
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
+from hf_practise.adaptors import fold_adaptors  # noqa: E402
+from hf_practise.data import TinySet  # noqa: E402
+from hf_practise.latency import compare_latency, count_macs, count_params, device_name  # noqa: E402
+from hf_practise.mimic import evaluate_top1, mimic_finetune  # noqa: E402
+from hf_practise.recoverability import rank_blocks  # noqa: E402
+
+logger = logging.getLogger("compare")
+
+DEFAULT_TEACHER = HERE.parents[1] / "shared" / "teachers" / "resnet34-fmnist"
+BLOCK_METHODS = ["practise", "ce", "kd", "initial", "random-0", "random-1", "random-2", "last"]
+ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
+# (tiny set, images, seeds, latency targets)
+PARTS = {
+    "fmnist500": ("fmnist", 500, [0, 1, 2], [0.22, 0.5]),
+    "fmnist100": ("fmnist", 100, [0, 1, 2], [0.5]),
+    "fmnist50": ("fmnist", 50, [0, 1, 2], [0.5]),
+    "digits": ("digits-ood", 500, [0], [0.5]),
+    "datafree": ("data-free", 500, [0], [0.5]),
+}
+
+
+def machine() -> dict:
+    return {
+        "cpu": device_name(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.teacher_path = Path(args.teacher)
+        self.name = self.teacher_path.name
+        self.out = Path(args.results) / self.name
+        self.runs = self.out / "runs"
+        self.cache = Path(args.cache) / self.name
+        self.command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+        self.test = fmnist.load("test", num_samples=args.eval_samples, seed=0)
+        self.compressor = PractiseCompressor.from_pretrained(f"local-dir:{self.teacher_path}", self.config(0.5, 0))
+        self.teacher = self.compressor.model
+        self.family = self.compressor.family
+        self._teacher_top1: float | None = None
+        self._fractions: dict[str, float] | None = None
+
+    def config(self, target: float, seed: int, **finetune) -> CompressionConfig:
+        a = self.args
+        ft = dict(iterations=a.iterations, batch_size=64, checkpoint_every=0)
+        ft.update(finetune)
+        return CompressionConfig(
+            latency_reduction=target,
+            seed=seed,
+            scan=ScanConfig(iterations=a.scan_iterations),
+            finetune=FinetuneConfig(**ft),
+            latency=LatencyConfig(batch_size=64, repeats=a.latency_repeats),
+        )
+
+    # ---- cached pieces -------------------------------------------------------------------------------
+    def teacher_top1(self) -> float:
+        if self._teacher_top1 is None:
+            path = self.cache / f"teacher_top1_{len(self.test)}.json"
+            if path.exists():
+                self._teacher_top1 = json.loads(path.read_text())["top1"]
+            else:
+                self._teacher_top1 = evaluate_top1(self.teacher, self.test, batch_size=256)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"top1": self._teacher_top1}))
+        return self._teacher_top1
+
+    def fractions(self) -> dict[str, float]:
+        if self._fractions is None:
+            path = self.cache / "latency_table.json"
+            if path.exists():
+                self._fractions = json.loads(path.read_text())
+            else:
+                self._fractions, _ = self.compressor.latency_table()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(self._fractions, indent=2))
+        return self._fractions
+
+    def tiny(self, kind: str, n: int, seed: int) -> TinySet:
+        path = self.cache / f"tiny_{kind}_{n}_s{seed}.pt"
+        if path.exists():
+            d = torch.load(path, weights_only=True)
+            images, labels = d["images"], d.get("labels")
+        else:
+            labels = None
+            if kind == "fmnist":
+                images, labels = tiny_sets.fmnist_tiny(n, seed)
+            elif kind == "digits-ood":
+                images = tiny_sets.digits_ood(n, seed)
+            elif kind == "data-free":
+                images = tiny_sets.data_free(self.teacher, n, seed, steps=self.args.synth_steps)
+            else:
+                raise ValueError(kind)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"images": images, **({"labels": labels} if labels is not None else {})}, path)
+        from hf_practise.data import _fingerprint
+
+        return TinySet(images=images, labels=labels, indices=list(range(n)), source=kind, fingerprint=_fingerprint(images))
+
+    # ---- runs ----------------------------------------------------------------------------------------
+    def run_path(self, method: str, kind: str, n: int, seed: int, target: float) -> Path:
+        return self.runs / f"{method}__{kind}-{n}__s{seed}__t{int(round(100 * target))}.json"
+
+    def order(self, method: str, rows, seed: int):
+        if method in ("practise", "ce", "kd"):
+            return rank_blocks(rows, criterion="score")
+        if method == "initial":
+            return rank_blocks(rows, criterion="initial_error")
+        if method.startswith("random-"):
+            g = torch.Generator().manual_seed(1000 * seed + int(method.split("-")[1]))
+            return [rows[i] for i in torch.randperm(len(rows), generator=g).tolist()]
+        if method == "last":
+            by_stage: dict[int, list] = {}
+            for r in rows:
+                by_stage.setdefault(r.stage, []).append(r)
+            stacks = [sorted(v, key=lambda r: -r.index) for _, v in sorted(by_stage.items())]
+            out = []
+            while any(stacks):
+                out += [s.pop(0) for s in stacks if s]
+            return out
+        raise ValueError(method)
+
+    def group(self, kind: str, n: int, seed: int, targets: list[float], methods: list[str]) -> None:
+        todo = [(m, t) for t in targets for m in methods if not self.run_path(m, kind, n, seed, t).exists()]
+        if not todo:
+            return
+        logger.info("== %s-%d seed %d: %d runs to do", kind, n, seed, len(todo))
+        tiny = self.tiny(kind, n, seed)
+        rows = None
+        scan_seconds = 0.0
+        if any(m in BLOCK_METHODS or m == "filter" for m, _ in todo):
+            comp = PractiseCompressor(self.teacher, self.config(0.5, seed), family=self.family, source_config=self.compressor.source)
+            comp.config.work_dir = str(self.cache / f"scan_{kind}_{n}_s{seed}")
+            start = time.perf_counter()
+            rows = comp.scan(tiny, latency_saving=self.fractions())
+            scan_seconds = time.perf_counter() - start
+        practise_reduction: dict[float, float] = {}
+        for method, target in sorted(todo, key=lambda mt: (mt[1], ALL_METHODS.index(mt[0]))):
+            start = time.perf_counter()
+            rec = self.one(method, kind, n, seed, target, tiny, rows, practise_reduction)
+            rec["wall_seconds"] = time.perf_counter() - start
+            rec["scan_seconds_shared"] = scan_seconds
+            path = self.run_path(method, kind, n, seed, target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rec, indent=2, default=str))
+            tmp.replace(path)
+            logger.info("%s %s-%d s%d t%.2f: top1 %.2f%% latency -%.1f%% (%.0fs)", method, kind, n, seed, target,
+                        100 * rec["top1"], 100 * rec["latency_reduction"], rec["wall_seconds"])
+
+    def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
+        objective = {"ce": "ce", "kd": "kd"}.get(method, "features")
+        cfg = self.config(target, seed, objective=objective)
+        comp = PractiseCompressor(self.teacher, cfg, family=self.family, source_config=self.compressor.source)
+        dropped: list[str] = []
+        if method == "teacher":
+            student = self.teacher
+        elif method == "filter":
+            student = self.filter_pruned(tiny, target, seed, practise_reduction, rows)
+        else:
+            if objective == "ce" and tiny.labels is None:
+                raise ValueError(f"{method} needs labels; {kind} has none")
+            chosen, _ = comp.select_in_order(self.order(method, rows, seed))
+            dropped = [r.block for r in chosen]
+            student = comp.build_student(chosen)
+        if method != "teacher":
+            mimic_finetune(
+                student, self.teacher, self.family, tiny.images, config=cfg.finetune, accelerator=comp.accelerator,
+                labels=tiny.labels, seed=seed,
+            )
+            fold_adaptors(student)
+            student.eval()
+        lat = compare_latency(self.teacher, student, input_size=comp.input_size, config=cfg.latency)
+        if method == "practise":
+            practise_reduction[target] = lat.reduction
+        top1 = self.teacher_top1() if method == "teacher" else evaluate_top1(student, self.test, batch_size=256)
+        macs_t = count_macs(self.teacher, input_size=comp.input_size)
+        return {
+            "teacher": self.name,
+            "method": method,
+            "tiny_set": kind,
+            "num_samples": n,
+            "seed": seed,
+            "latency_target": target,
+            "top1": top1,
+            "teacher_top1": self.teacher_top1(),
+            "latency_reduction": lat.reduction,
+            "latency_ms": {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms},
+            "latency_setup": {k: v for k, v in lat.base.to_dict().items() if k not in ("median_ms", "p25_ms", "p75_ms")},
+            "macs_reduction": 1 - count_macs(student, input_size=comp.input_size) / macs_t,
+            "params": count_params(student),
+            "dropped_blocks": dropped,
+            "finetune_iterations": cfg.finetune.iterations,
+            "eval_images": len(self.test),
+            "command": self.command,
+            "machine": machine(),
+        }
+
+    def filter_pruned(self, tiny: TinySet, target: float, seed: int, practise_reduction: dict, rows) -> torch.nn.Module:
+        """L1 filter pruning at the one uniform ratio whose measured latency reduction matches PRACTISE's."""
+        try:
+            import torch_pruning as tp
+        except ImportError as e:
+            raise SystemExit("the filter baseline needs Torch-Pruning: pip install torch-pruning") from e
+        import copy
+
+        goal = practise_reduction.get(target)
+        if goal is None:
+            path = self.run_path("practise", tiny.source, len(tiny), seed, target)
+            goal = json.loads(path.read_text())["latency_reduction"] if path.exists() else target
+        cfg = self.config(target, seed)
+        x = tiny.images[:2]
+
+        def prune(ratio: float) -> torch.nn.Module:
+            m = copy.deepcopy(self.teacher)
+            for p in m.parameters():
+                p.requires_grad_(True)
+            pruner = tp.pruner.MagnitudePruner(
+                m, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+                ignored_layers=[self.family.classifier(m)],
+            )
+            pruner.step()
+            return m.eval()
+
+        lo, hi = 0.0, 0.9
+        best = None
+        for _ in range(self.args.filter_search_steps):
+            mid = (lo + hi) / 2
+            m = prune(mid)
+            red = compare_latency(self.teacher, m, input_size=self.compressor.input_size, config=cfg.latency).reduction
+            logger.info("filter: ratio %.3f -> latency -%.1f%% (goal -%.1f%%)", mid, 100 * red, 100 * goal)
+            if red < goal:
+                lo = mid
+            else:
+                hi, best = mid, m
+        return best if best is not None else prune(hi)
+
+    # ---- report --------------------------------------------------------------------------------------
+    def report(self) -> None:
+        recs = [json.loads(p.read_text()) for p in sorted(self.runs.glob("*.json"))]
+        if not recs:
+            return
+        groups: dict[tuple, list[dict]] = {}
+        for r in recs:
+            groups.setdefault((r["tiny_set"], r["num_samples"], r["latency_target"], r["method"]), []).append(r)
+
+        def ms(vals: list[float], scale: float = 100.0) -> str:
+            if len(vals) == 1:
+                return f"{scale * vals[0]:.2f}"
+            return f"{scale * statistics.mean(vals):.2f} ± {scale * statistics.stdev(vals):.2f}"
+
+        lines = [f"# Comparison on {self.name}", "", f"Eval: {recs[0]['eval_images']} Fashion-MNIST test images. "
+                 f"Machine: {json.dumps(recs[0]['machine'])}.", "",
+                 "Mean ± std over seeds (n = number of seeds). Latency reduction is measured against the teacher, "
+                 "alternating A/B in one process, batch 64.", ""]
+        settings = sorted({k[:3] for k in groups}, key=lambda s: (s[0] != "fmnist", -s[1], s[2]))
+        for kind, n, target in settings:
+            lines += [f"## {kind}, {n} images, latency target {100 * target:.0f}%", "",
+                      "| method | n | top-1 (%) | Δ vs teacher (pts) | latency reduction (%) | MACs reduction (%) | wall s |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for method in ALL_METHODS:
+                rs = groups.get((kind, n, target, method))
+                if not rs:
+                    continue
+                lines.append(
+                    f"| {method} | {len(rs)} | {ms([r['top1'] for r in rs])} | "
+                    f"{ms([r['top1'] - r['teacher_top1'] for r in rs])} | {ms([r['latency_reduction'] for r in rs])} | "
+                    f"{ms([r['macs_reduction'] for r in rs])} | {statistics.mean(r['wall_seconds'] for r in rs):.0f} |"
+                )
+            lines.append("")
+        commands = sorted({r["command"] for r in recs})
+        lines += ["Commands that produced these runs:", ""] + [f"- `{c}`" for c in commands]
+        (self.out / "results.md").write_text("\n".join(lines) + "\n")
+        self.plot(recs)
+        print("\n".join(lines))
+
+    def plot(self, recs: list[dict]) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            logger.warning("matplotlib missing: no plot")
+            return
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        sel = [r for r in recs if r["tiny_set"] == "fmnist" and r["num_samples"] == max(x["num_samples"] for x in recs)]
+        markers = dict(zip(ALL_METHODS, "o^vsDxx+P*"))
+        for method in ALL_METHODS:
+            rs = [r for r in sel if r["method"] == method or (method == "random-0" and r["method"].startswith("random"))]
+            if method.startswith("random-") and method != "random-0":
+                continue
+            if not rs:
+                continue
+            label = "random" if method == "random-0" else method
+            ax.scatter([100 * r["latency_reduction"] for r in rs], [100 * r["top1"] for r in rs], label=label,
+                       marker=markers[method], s=40, alpha=0.8)
+        ax.set_xlabel("measured latency reduction (%)")
+        ax.set_ylabel("top-1 on the full test split (%)")
+        n = max(x["num_samples"] for x in recs)
+        ax.set_title(f"{self.name}: {n} Fashion-MNIST images, every seed and target")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        fig.savefig(self.out / "top1_vs_latency.png", dpi=120)
+        plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default=str(DEFAULT_TEACHER), help="path of a timm local-dir teacher")
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    p.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the seeds of every part")
+    p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations)
+    p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
+    p.add_argument("--latency-repeats", type=int, default=15)
+    p.add_argument("--eval-samples", type=int, default=None, help="evaluate on a seeded subset (default: all 10,000)")
+    p.add_argument("--synth-steps", type=int, default=200, help="optimisation steps per data-free batch")
+    p.add_argument("--filter-search-steps", type=int, default=6)
+    p.add_argument("--results", default=str(HERE / "results"))
+    p.add_argument("--cache", default=str(HERE / "cache"))
+    p.add_argument("--quick", action="store_true", help="smoke test: seed 0, 100 images, 50%% target, few iterations")
+    p.add_argument("--report", action="store_true", help="only rewrite the tables and plot from existing runs")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.quick:
+        args.parts, args.seeds = ["fmnist100"], [0]
+        args.iterations, args.scan_iterations, args.latency_repeats = 10, 3, 5
+        args.eval_samples = args.eval_samples or 500
+        args.filter_search_steps, args.synth_steps = 2, 5
+        if args.results == str(HERE / "results"):
+            args.results = str(HERE / "cache" / "quick-results")
+    if not (Path(args.teacher) / "config.json").exists() or not fmnist.available():
+        print(f"skipped: needs the teacher at {args.teacher} and Fashion-MNIST under {fmnist.FMNIST_DIR} "
+              "(apt-get install dataset-fashion-mnist)")
+        return 0
+    bench = Bench(args)
+    if not args.report:
+        total = time.perf_counter()
+        for part in args.parts:
+            kind, n, seeds, targets = PARTS[part]
+            methods = [m for m in args.methods if not (m == "ce" and kind != "fmnist")]
+            part_start = time.perf_counter()
+            for seed in args.seeds or seeds:
+                bench.group(kind, n, seed, targets, methods)
+            elapsed = time.perf_counter() - part_start
+            log = bench.out / "timings.jsonl"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("a") as f:
+                f.write(json.dumps({"part": part, "seconds": elapsed, "machine": machine(), "command": bench.command,
+                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+            logger.info("part %s took %.0f s", part, elapsed)
+        logger.info("all parts took %.0f s", time.perf_counter() - total)
+    bench.report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The model card of a compressed model: metadata, measured numbers, plots, how to reproduce and load it.
+
+Rendered from `MODEL_CARD_TEMPLATE.md` with huggingface_hub's `ModelCard` / `ModelCardData`, so the metadata
+(base model, license, datasets, model-index with top-1 and latency) is what the Hub expects and parses back.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .compressor import CompressionResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["render_model_card", "save_plots", "TEMPLATE_PATH"]
+
+TEMPLATE_PATH = Path(__file__).with_name("MODEL_CARD_TEMPLATE.md")
+LIBRARY_URL = "https://github.com/hf-practise/hf_practise"
+SCORES_PNG = "block_scores.png"
+TOP1_PNG = "top1_vs_latency.png"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _change(before: float, after: float) -> str:
+    return f"{100 * (after / before - 1):+.1f}%" if before else "-"
+
+
+def save_plots(result: CompressionResult, directory: Path) -> dict[str, str | None]:
+    """Write the block-score bar chart and the top-1-vs-latency plot; return their file names (None if not made)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[str, str | None] = {"scores_plot": None, "top1_plot": None}
+    dropped = {r.block for r in result.dropped}
+    rows = result.scan
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(rows) + 2), 3.6))
+    scores = [r.score for r in rows]
+    colors = ["tab:red" if r.block in dropped else "tab:gray" for r in rows]
+    ax.bar(range(len(rows)), scores, color=colors)
+    ax.set_xticks(range(len(rows)), [r.block for r in rows], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("recoverability / latency share")
+    ax.set_title("Block scores (red: dropped; lower is dropped first)")
+    fig.tight_layout()
+    fig.savefig(directory / SCORES_PNG, dpi=110)
+    plt.close(fig)
+    out["scores_plot"] = SCORES_PNG
+    if result.top1_before is not None and result.top1_after is not None:
+        lat = result.latency
+        fig, ax = plt.subplots(figsize=(4.8, 3.6))
+        ax.scatter([lat.base.median_ms], [100 * result.top1_before], s=60, label="base model", marker="o")
+        ax.scatter([lat.candidate.median_ms], [100 * result.top1_after], s=60, label="compressed", marker="*")
+        ax.set_xlabel(f"latency (ms, batch {lat.base.batch_size}, {lat.base.device})")
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(directory / TOP1_PNG, dpi=110)
+        plt.close(fig)
+        out["top1_plot"] = TOP1_PNG
+    return out
+
+
+def _card_data(result: CompressionResult, repo_id: str | None):
+    from huggingface_hub import EvalResult, ModelCardData
+
+    src = result.source
+    lat = result.latency
+    hub_id = src.get("hub_id")
+    eval_name = result.eval_set.get("name") if result.eval_set else None
+    dataset_id = result.tiny_set.get("hub_id") or eval_name or "tiny-set"
+    evals = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset_id,
+            dataset_name=dataset_id,
+            metric_type="latency_ms",
+            metric_value=round(lat.candidate.median_ms, 3),
+            metric_name="latency (ms per batch)",
+            metric_args={
+                "device": lat.base.device,
+                "device_name": lat.base.device_name,
+                "threads": lat.base.threads,
+                "batch_size": lat.base.batch_size,
+                "input_size": list(lat.base.input_size),
+                "dtype": lat.base.dtype,
+                "base_latency_ms": round(lat.base.median_ms, 3),
+                "reduction": round(lat.reduction, 4),
+            },
+        )
+    ]
+    if result.top1_after is not None and result.eval_set:
+        evals.insert(
+            0,
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=result.eval_set.get("hub_id") or result.eval_set.get("name", "eval"),
+                dataset_name=result.eval_set.get("name", "eval"),
+                dataset_split=result.eval_set.get("split"),
+                metric_type="accuracy",
+                metric_value=round(result.top1_after, 5),
+                metric_name="top-1",
+            ),
+        )
+    license_ = (src.get("pretrained_cfg") or {}).get("license") or src.get("license")
+    datasets = [d for d in {result.tiny_set.get("hub_id"), (result.eval_set or {}).get("hub_id")} if d]
+    return ModelCardData(
+        model_name=(repo_id or "compressed-model").split("/")[-1],
+        base_model=hub_id,
+        base_model_relation="finetune" if hub_id else None,
+        library_name=result.family.library_name,
+        pipeline_tag="image-classification",
+        license=license_,
+        datasets=sorted(datasets) or None,
+        tags=["hf_practise", "practise", "block-pruning", "image-classification", result.family.library_name],
+        eval_results=evals,
+    )
+
+
+def render_model_card(result: CompressionResult, *, repo_id: str | None = None, plots: dict[str, Any] | None = None):
+    """The `huggingface_hub.ModelCard` of a compression result."""
+    from huggingface_hub import ModelCard
+
+    plots = plots or {}
+    src = result.source
+    lat = result.latency
+    name = (repo_id or "compressed-model").split("/")[-1]
+    hub_id = src.get("hub_id")
+    base_link = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"`{src.get('name_or_path') or src.get('architecture')}`"
+    cfg = result.config
+    target = (
+        f"drop {cfg.num_blocks} blocks" if cfg.num_blocks is not None else f"{100 * cfg.latency_reduction:.0f}% lower latency"
+    )
+    eval_set = result.eval_set or {}
+    if result.top1_after is not None:
+        eval_desc = f"{eval_set.get('num_samples', '?')} images of `{eval_set.get('name', 'the eval set')}`" + (
+            f" (split `{eval_set['split']}`)" if eval_set.get("split") else ""
+        )
+        top1_note = f"Top-1 on {eval_desc}."
+    else:
+        eval_desc = "no labelled eval set (none was given)"
+        top1_note = "No labelled eval set was given, so top-1 was not measured."
+    load_snippet = result.family.load_snippet(repo_id or "path/to/this/folder", hub=repo_id is not None)
+    command = result.command or (
+        "# Python API\n"
+        f"# PractiseCompressor.from_pretrained({src.get('name_or_path')!r}, CompressionConfig(...)).compress(...)"
+    )
+    return ModelCard.from_template(
+        _card_data(result, repo_id),
+        template_path=str(TEMPLATE_PATH),
+        model_name=name,
+        base_link=base_link,
+        library_url=LIBRARY_URL,
+        library_name=result.family.library_name,
+        num_dropped=len(result.dropped),
+        num_blocks_before=sum(result.depths_before),
+        tiny_num_samples=result.tiny_set.get("num_samples"),
+        tiny_source=result.tiny_set.get("source"),
+        tiny_seed=result.tiny_set.get("seed"),
+        tiny_labelled="used" if result.tiny_set.get("labelled") else "not needed and not used",
+        tiny_fingerprint=result.tiny_set.get("fingerprint"),
+        tiny_indices=result.tiny_set.get("indices_sha256"),
+        latency={
+            "batch_size": lat.base.batch_size,
+            "base_ms": f"{lat.base.median_ms:.2f}",
+            "student_ms": f"{lat.candidate.median_ms:.2f}",
+            "change": f"-{100 * lat.reduction:.1f}%",
+            "repeats": lat.base.repeats,
+            "device": lat.base.device,
+            "device_name": lat.base.device_name,
+            "threads": lat.base.threads,
+            "input_size": "x".join(map(str, lat.base.input_size)),
+            "dtype": lat.base.dtype,
+            "torch_version": lat.base.torch_version,
+        },
+        macs={
+            "before": f"{result.macs_before / 1e6:.1f}M",
+            "after": f"{result.macs_after / 1e6:.1f}M",
+            "change": _change(result.macs_before, result.macs_after),
+        },
+        params={
+            "before": f"{result.params_before / 1e6:.2f}M",
+            "after": f"{result.params_after / 1e6:.2f}M",
+            "change": _change(result.params_before, result.params_after),
+        },
+        depths_before=result.depths_before,
+        depths_after=result.depths_after,
+        top1={
+            "before": _pct(result.top1_before),
+            "after": _pct(result.top1_after),
+            "change": "-"
+            if result.top1_before is None or result.top1_after is None
+            else f"{100 * (result.top1_after - result.top1_before):+.2f} pts",
+            "note": top1_note,
+        },
+        scan_table=result.scan_table(),
+        scan_iterations=cfg.scan.iterations,
+        finetune_iterations=cfg.finetune.iterations,
+        finetune_batch_size=cfg.finetune.batch_size,
+        finetune_optimizer=cfg.finetune.optimizer,
+        finetune_lr=cfg.finetune.lr,
+        finetune_schedule=cfg.finetune.schedule,
+        target=target,
+        wall_time=", ".join(f"{k} {v:.0f} s" for k, v in result.phase_seconds.items()),
+        command=command,
+        load_snippet=load_snippet,
+        eval_description=eval_desc,
+        **plots,
+    )

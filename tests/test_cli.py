@@ -1,0 +1,97 @@
+"""`examples/compress.py` as users run it: on a local imagefolder and a save_to_disk folder, plus its refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_practise import get_family
+
+from .conftest import REPO, tiny_resnet
+from .test_backbones import reload_in_plain_timm
+from .test_compressor import image_dataset
+
+SCRIPT = REPO / "examples" / "compress.py"
+FAST = ["--scan-iterations", "2", "--iterations", "2", "--batch-size", "8", "--scan-batch-size", "8", "--lr", "1e-4",
+        "--latency-batch-size", "2", "--latency-repeats", "3"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teacher")
+    model = tiny_resnet("resnet18")
+    get_family(model).save_pretrained(model, root, source_config={})
+    config = json.loads((root / "config.json").read_text())
+    config["pretrained_cfg"].update(input_size=[3, 32, 32], crop_pct=1.0, mean=[0.5] * 3, std=[0.5] * 3)
+    (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.fixture(scope="module")
+def imagefolder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"class{c}").mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_on_imagefolder_saves_a_plain_timm_model(teacher_dir, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--num-samples", "12",
+               "--num-blocks", "2", "--output-dir", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Recoverability scan" in proc.stdout and "| block |" in proc.stdout and "Dropped:" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert sum(config["model_args"]["layers"]) == 8 - 2
+    x = torch.randn(2, 3, 32, 32)
+    logits, _ = reload_in_plain_timm(out, x, tmp_path)
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+
+
+def test_cli_on_save_to_disk_with_eval_split(teacher_dir, tmp_path):
+    import datasets
+
+    data = tmp_path / "data"
+    datasets.DatasetDict({"train": image_dataset(16), "test": image_dataset(10)}).save_to_disk(str(data))
+    out = tmp_path / "out"
+    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(data), "--split", "train", "--eval-split", "test",
+               "--num-samples", "10", "--num-blocks", "1", "--output-dir", str(out), *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "practise_report.json").read_text())
+    assert report["top1_before"] is not None and report["tiny_set"]["num_samples"] == 10
+
+
+def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
+    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--num-samples", "500",
+               "--output-dir", str(tmp_path / "o1"), *FAST)
+    assert proc.returncode != 0 and "--num-samples 500 is larger than the 18 images" in proc.stderr
+    assert not (tmp_path / "o1").exists()
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--output-dir", str(busy), *FAST)
+    assert proc.returncode != 0 and "--overwrite" in proc.stderr
+    assert [p.name for p in busy.iterdir()] == ["x"]
+
+    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(tmp_path / "nowhere"), "--output-dir",
+               str(tmp_path / "o2"), *FAST)
+    assert proc.returncode != 0 and "does not exist" in proc.stderr
+
+    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--num-samples", "12",
+               "--latency-reduction", "0.99", "--output-dir", str(tmp_path / "o3"), *FAST)
+    assert proc.returncode != 0 and "cannot be reached" in proc.stderr
+    assert not (tmp_path / "o3").exists()
