@@ -14,33 +14,46 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 
-from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig, load_image_dataset
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
+from hf_practise.hub import load_dataset_source
 
 logger = get_logger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__ or "Compress a timm backbone with PRACTISE.")
-    p.add_argument("--model", required=True, help="timm model name or local-dir:PATH of a timm checkpoint")
-    p.add_argument("--dataset", required=True, help="local imagefolder or datasets.save_to_disk directory")
+    p.add_argument(
+        "--model", required=True,
+        help="timm name, hf-hub:ORG/NAME, local-dir:PATH, a Hub repo id or a local model folder (safetensors only)",
+    )
+    p.add_argument("--revision", default=None, help="branch, tag or commit of the model's Hub repo")
+    p.add_argument("--token", default=None, help="Hub token (default: the one from `huggingface-cli login`)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a transformers repo's own code to run")
+    p.add_argument("--dataset", required=True, help="Hub dataset id, local imagefolder or datasets.save_to_disk directory")
+    p.add_argument("--dataset-revision", default=None, help="branch, tag or commit of the dataset's Hub repo")
     p.add_argument("--split", default=None, help="split to draw the tiny set from (default: train, or the only one)")
     p.add_argument("--eval-split", default=None, help="labelled split to measure top-1 on before and after")
     p.add_argument("--eval-num-samples", type=int, default=None, help="evaluate on a seeded subset of this size")
     p.add_argument("--image-column", default=None, help="image column (detected when omitted)")
     p.add_argument("--label-column", default=None, help="label column (detected when omitted; labels are optional)")
     p.add_argument("--num-samples", type=int, default=500, help="tiny-set size (50-500 work well)")
+    p.add_argument("--per-class", type=int, default=None, help="draw this many images per class instead")
     p.add_argument("--seed", type=int, default=0)
     target = p.add_mutually_exclusive_group()
     target.add_argument("--latency-reduction", type=float, default=None, help="target fraction, e.g. 0.22 (default)")
     target.add_argument("--num-blocks", type=int, default=None, help="drop exactly this many blocks instead")
     p.add_argument("--output-dir", required=True, help="where the compressed model is written")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
+    p.add_argument("--push-to-hub", action="store_true", help="upload the saved folder to --hub-model-id")
+    p.add_argument("--hub-model-id", default=None, help="ORG/NAME of the Hub repo to push to")
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     p.add_argument("--work-dir", default=None, help="keep scan rows and finetune checkpoints here to resume")
     # scan
     p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
@@ -95,48 +108,80 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("hf_practise").setLevel(logging.INFO)
     try:
-        return run(args)
+        return run(args, sys.argv[1:] if argv is None else argv)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
         logging.getLogger(__name__).debug("failed", exc_info=True)
         sys.exit(f"error: {e}")
 
 
-def run(args: argparse.Namespace) -> int:
+def reproduce_command(argv: list[str]) -> str:
+    """The command line, without secrets, for the model card."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            out.append("***")
+            skip = False
+            continue
+        out.append(shlex.quote(a))
+        skip = a == "--token"
+    return "accelerate launch examples/compress.py " + " ".join(out)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         sys.exit(f"error: --output-dir {out} exists and is not empty; choose another one or pass --overwrite.")
+    if args.push_to_hub and not args.hub_model_id:
+        sys.exit("error: --push-to-hub needs --hub-model-id ORG/NAME.")
     config = build_config(args)
     accelerator = Accelerator(cpu=args.cpu, log_with=args.report_to)
     if args.report_to:
-        accelerator.init_trackers("hf_practise", config={k: v for k, v in vars(args).items() if v is not None})
+        accelerator.init_trackers("hf_practise", config={k: v for k, v in vars(args).items() if v is not None and k != "token"})
 
-    tiny = load_image_dataset(args.dataset, args.split)
-    if args.num_samples > len(tiny):
+    tiny = load_dataset_source(args.dataset, args.split, revision=args.dataset_revision, token=args.token)
+    if args.per_class is None and args.num_samples > len(tiny):
         sys.exit(
             f"error: --num-samples {args.num_samples} is larger than the {len(tiny)} images of {args.dataset}; "
             f"use at most {len(tiny)}."
         )
     eval_set = None
     if args.eval_split:
-        eval_set = load_image_dataset(args.dataset, args.eval_split)
+        eval_set = load_dataset_source(args.dataset, args.eval_split, revision=args.dataset_revision, token=args.token)
         if args.eval_num_samples:
+            hub_id = getattr(eval_set, "_hf_practise_hub_id", None)
             eval_set = eval_set.shuffle(seed=args.seed).select(range(min(args.eval_num_samples, len(eval_set))))
+            eval_set._hf_practise_hub_id = hub_id
 
-    compressor = PractiseCompressor.from_pretrained(args.model, config, accelerator=accelerator)
-    result = compressor.compress(
-        tiny, eval_set, num_samples=args.num_samples, image_column=args.image_column, label_column=args.label_column
+    compressor = PractiseCompressor.from_pretrained(
+        args.model, config, accelerator=accelerator, revision=args.revision, token=args.token,
+        trust_remote_code=args.trust_remote_code,
     )
+    result = compressor.compress(
+        tiny, eval_set,
+        num_samples=None if args.per_class else args.num_samples, per_class=args.per_class,
+        image_column=args.image_column, label_column=args.label_column,
+    )
+    result.command = reproduce_command(argv)
+    status = 0
     if accelerator.is_main_process:
         print("\nRecoverability scan (lower score = better block to drop):\n")
         print(result.scan_table())
         print(f"\nDropped: {', '.join(r.block for r in result.dropped)}\n")
         print(result.summary())
         print("\nWall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in result.phase_seconds.items()}))
-        path = result.save_pretrained(out, overwrite=args.overwrite)
-        print(f"\nSaved to {path}. Reload with plain timm:\n  timm.create_model('local-dir:{path}', pretrained=True)")
+        path = result.save_pretrained(out, overwrite=args.overwrite, repo_id=args.hub_model_id)
+        print(f"\nSaved to {path}. Reload with plain {result.family.library_name}:")
+        print("  " + result.family.load_snippet(str(path), hub=False).replace("\n", "\n  "))
+        if args.push_to_hub:
+            try:
+                url = result.push_to_hub(args.hub_model_id, private=args.private or None, token=args.token)
+                print(f"\nPushed to {args.hub_model_id}: {url}")
+            except RuntimeError as e:
+                print(f"error: {e}", file=sys.stderr)
+                status = 1
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

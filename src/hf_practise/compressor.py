@@ -240,26 +240,6 @@ class CompressionResult:
         return str(getattr(info, "commit_url", info))
 
 
-def _load_timm(name_or_path: str, pretrained: bool, **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
-    import timm
-
-    source: dict[str, Any] = {"name_or_path": name_or_path}
-    if name_or_path.startswith("local-dir:"):
-        root = Path(name_or_path[len("local-dir:") :])
-        if not (root / "config.json").exists():
-            raise FileNotFoundError(f"`{root}` has no config.json; a timm local-dir checkpoint needs one.")
-        if pretrained and not (root / "model.safetensors").exists():
-            raise FileNotFoundError(
-                f"`{root}` has no model.safetensors. hf_practise loads weights only from safetensors files "
-                "(never pickles); convert the checkpoint with `safetensors.torch.save_file`."
-            )
-        source.update(json.loads((root / "config.json").read_text()))
-    model = timm.create_model(name_or_path, pretrained=pretrained, **kwargs)
-    source.setdefault("architecture", model.pretrained_cfg.get("architecture"))
-    source.setdefault("pretrained_cfg", {k: v for k, v in model.pretrained_cfg.items() if k != "state_dict"})
-    return model, source
-
-
 class PractiseCompressor:
     """Compress a pretrained vision backbone by dropping residual blocks, with a tiny set of images.
 
@@ -299,19 +279,31 @@ class PractiseCompressor:
         config: CompressionConfig | None = None,
         *,
         pretrained: bool = True,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        trust_remote_code: bool = False,
         accelerator=None,
         **model_kwargs: Any,
     ) -> PractiseCompressor:
-        """Load a timm model (`resnet50`, `local-dir:PATH`) and wrap it.
+        """Load a model from the Hub or disk and wrap it.
 
         Args:
-            name_or_path: a timm model name or `local-dir:PATH` of a timm checkpoint (config.json + model.safetensors).
+            name_or_path: a timm name (`resnet50`), `hf-hub:ORG/NAME`, `local-dir:PATH`, a Hub repo id or a
+                local folder (timm or transformers checkpoint). Weights are read from safetensors only.
             config: the compression settings.
             pretrained: load pretrained weights (False: random init, for tests).
+            revision: a branch, tag or commit of a Hub repo.
+            token: a Hub token for private repos.
+            trust_remote_code: allow a transformers repo's own code to run (off unless you ask).
             accelerator: an `accelerate.Accelerator` (one is created if None).
-            **model_kwargs: passed to `timm.create_model`.
+            **model_kwargs: passed to the model constructor.
         """
-        model, source = _load_timm(name_or_path, pretrained, **model_kwargs)
+        from .hub import load_model
+
+        model, source = load_model(
+            name_or_path, pretrained=pretrained, revision=revision, token=token, trust_remote_code=trust_remote_code,
+            **model_kwargs,
+        )
         return cls(model, config, accelerator=accelerator, source_config=source)
 
     # ---- small steps -------------------------------------------------------------------------------------
@@ -472,6 +464,7 @@ class PractiseCompressor:
         eval_set: Any = None,
         *,
         num_samples: int | None = None,
+        per_class: int | None = None,
         image_column: str | None = None,
         label_column: str | None = None,
     ) -> CompressionResult:
@@ -482,6 +475,7 @@ class PractiseCompressor:
                 (N, C, H, W) tensor or a `TinySet`. Labels are not needed.
             eval_set: optional labelled set (same kinds) to measure top-1 before and after.
             num_samples: draw this many images (seeded by `config.seed`) from `tiny_set`; all when None.
+            per_class: draw this many images of every class instead (a labelled `datasets.Dataset`).
             image_column: the image column of a `datasets.Dataset` (detected when None).
             label_column: the label column of a `datasets.Dataset` (detected when None).
         """
@@ -490,7 +484,7 @@ class PractiseCompressor:
         torch.manual_seed(cfg.seed)
         with _phase(times, "data"):
             tiny = load_tiny_set(
-                tiny_set, transform=self.eval_transform(), num_samples=num_samples, seed=cfg.seed,
+                tiny_set, transform=self.eval_transform(), num_samples=num_samples, per_class=per_class, seed=cfg.seed,
                 image_column=image_column, label_column=label_column,
             )
             eval_ds = (

@@ -210,11 +210,32 @@ def _fingerprint(images: torch.Tensor) -> str:
     return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
+def sample_per_class(labels: Sequence[int], per_class: int, seed: int) -> list[int]:
+    """`per_class` seeded indices of every class in `labels` (sorted)."""
+    if per_class < 1:
+        raise ValueError(f"`per_class` must be at least 1, got {per_class}.")
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(int(y), []).append(i)
+    if not by_class:
+        raise ValueError("The dataset is empty: PRACTISE needs at least one image (50-500 work well).")
+    g = torch.Generator().manual_seed(seed)
+    out: list[int] = []
+    for y, idx in sorted(by_class.items()):
+        if len(idx) < per_class:
+            raise ValueError(
+                f"Class {y} has only {len(idx)} images; lower `per_class` (CLI: --per-class) to at most {len(idx)}."
+            )
+        out += [idx[j] for j in torch.randperm(len(idx), generator=g)[:per_class].tolist()]
+    return sorted(out)
+
+
 def load_tiny_set(
     source: Any,
     *,
     transform: Callable | None = None,
     num_samples: int | None = None,
+    per_class: int | None = None,
     seed: int = 0,
     image_column: str | None = None,
     label_column: str | None = None,
@@ -226,6 +247,7 @@ def load_tiny_set(
         source: a `datasets.Dataset`, a torch Dataset or DataLoader, an (N, C, H, W) tensor, or a `TinySet`.
         transform: applied to PIL images (the model's eval transform); tensors are used as they are.
         num_samples: how many examples to draw (seeded); all when None.
+        per_class: draw this many examples of every class instead (needs labels; `datasets` sources only).
         seed: seeds the draw.
         image_column: for `datasets`, the column of images (detected when None).
         label_column: for `datasets`, the column of labels (detected when None; labels are optional).
@@ -244,7 +266,12 @@ def load_tiny_set(
         desc = f"DataLoader({type(source.dataset).__name__})"
     else:
         ds = as_torch_dataset(source, transform=transform, image_column=image_column, label_column=label_column)
-        idx = sample_indices(len(ds), num_samples, seed)
+        if per_class is not None:
+            if not isinstance(ds, _HFImages) or ds.label_column is None:
+                raise ValueError("`per_class` sampling needs a `datasets.Dataset` with a label column.")
+            idx = sample_per_class(source[ds.label_column], per_class, seed)
+        else:
+            idx = sample_indices(len(ds), num_samples, seed)
         loader = DataLoader(torch.utils.data.Subset(ds, idx), batch_size=64, num_workers=num_workers)
         parts = [_split_batch(b) for b in loader]
         images = torch.cat([p[0] for p in parts])

@@ -1,0 +1,184 @@
+"""The Hugging Face workflow over real HTTP: pull a model and a dataset from a local Hub, push the result back,
+pull it again with plain timm; plus the safety rules of loading (safetensors only, no remote code unasked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import datasets
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from hf_practise import get_family
+from hf_practise.hub import load_model
+
+from .conftest import REPO, tiny_resnet
+from .hub_server import LocalHub, olah_cli, publish
+from .test_compressor import image_dataset
+
+HERE = REPO / "tests"
+FAST = ["--scan-iterations", "2", "--iterations", "2", "--batch-size", "8", "--scan-batch-size", "8", "--lr", "1e-4",
+        "--latency-batch-size", "2", "--latency-repeats", "3"]
+
+
+def save_teacher(folder):
+    model = tiny_resnet("resnet18")
+    get_family(model).save_pretrained(model, folder, source_config={})
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"].update(input_size=[3, 32, 32], crop_pct=1.0, mean=[0.5] * 3, std=[0.5] * 3, license="mit")
+    (folder / "config.json").write_text(json.dumps(config))
+    return model
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    if olah_cli() is None:
+        pytest.skip("needs olah (pip install olah) for a local Hub server")
+    root = tmp_path_factory.mktemp("hub")
+    server = LocalHub(root).start()
+    teacher = root / "teacher"
+    teacher.mkdir()
+    save_teacher(teacher)
+    publish(server.mirrors, "model", "org/tiny-teacher", teacher)
+    data = root / "data"
+    (data / "data").mkdir(parents=True)
+    image_dataset(15).to_parquet(str(data / "data" / "train-00000-of-00001.parquet"))
+    image_dataset(10).to_parquet(str(data / "data" / "test-00000-of-00001.parquet"))
+    (data / "README.md").write_text("---\nlicense: mit\n---\n# tiny images\n")
+    publish(server.mirrors, "dataset", "org/tiny-images", data)
+    yield server
+    server.stop()
+
+
+def run_cli(hub, tmp_path, *args, extra_env=None):
+    env = hub.env(tmp_path / "hf-home")
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable, str(HERE / "hub_runner.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+PULL = textwrap.dedent(
+    """
+    import sys, torch, timm
+    from huggingface_hub import ModelCard
+    assert "hf_practise" not in sys.modules
+    hub = timm.create_model("hf-hub:" + sys.argv[1], pretrained=True).eval()
+    local = timm.create_model("local-dir:" + sys.argv[2], pretrained=True).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(hub(x), local(x))
+    card = ModelCard.load(sys.argv[1])
+    print("pulled", card.data.base_model)
+    """
+)
+
+
+def test_pull_compress_push_and_pull_again(hub, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(hub, tmp_path, "--model", "hf-hub:org/tiny-teacher", "--dataset", "org/tiny-images",
+                   "--split", "train", "--eval-split", "test", "--per-class", "3", "--num-blocks", "2",
+                   "--output-dir", str(out), "--push-to-hub", "--hub-model-id", "org/tiny-practise", *FAST)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Pushed to org/tiny-practise" in proc.stdout
+    report = json.loads((out / "practise_report.json").read_text())
+    assert report["tiny_set"]["num_samples"] == 15  # 3 per class x 5 classes
+    # the card parses back, its model-index holds the measured numbers, its images exist
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "org/tiny-teacher" and card.data.library_name == "timm"
+    assert card.data.license == "mit" and "org/tiny-images" in card.data.datasets
+    metrics = {r.metric_type: r for r in card.data.eval_results}
+    assert metrics["accuracy"].metric_value == pytest.approx(report["top1_after"], abs=1e-5)
+    assert metrics["latency_ms"].metric_value == pytest.approx(report["latency"]["candidate"]["median_ms"], abs=1e-3)
+    assert metrics["latency_ms"].metric_args["batch_size"] == 2
+    for png in ("block_scores.png", "top1_vs_latency.png"):
+        assert (out / png).stat().st_size > 1000 and f"]({png})" in card.text
+    assert "timm.create_model(\"hf-hub:org/tiny-practise\"" in card.text
+    assert "--token" not in card.text or "***" in card.text
+    # the mirror holds exactly what save_pretrained wrote
+    pushed = hub.mirrors / "models" / "org" / "tiny-practise"
+    assert sorted(p.name for p in pushed.iterdir() if p.name != ".git") == sorted(p.name for p in out.iterdir())
+    assert (pushed / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+    # and plain timm pulls it back over HTTP with identical logits
+    pull = subprocess.run([sys.executable, "-c", PULL, "org/tiny-practise", str(out)], env=hub.env(tmp_path / "hf2"),
+                          capture_output=True, text=True, timeout=300)
+    assert pull.returncode == 0, pull.stderr[-3000:]
+    assert "pulled org/tiny-teacher" in pull.stdout
+
+
+def test_failed_push_keeps_the_folder_and_says_how_to_retry(hub, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(hub, tmp_path, "--model", "hf-hub:org/tiny-teacher", "--dataset", "org/tiny-images",
+                   "--num-samples", "10", "--num-blocks", "1", "--output-dir", str(out), "--push-to-hub",
+                   "--hub-model-id", "org/never", *FAST, extra_env={"PRACTISE_TEST_FAIL_UPLOAD": "1"})
+    assert proc.returncode == 1
+    assert f"huggingface-cli upload org/never {out}" in proc.stderr
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+    assert not (hub.mirrors / "models" / "org" / "never").exists()
+
+
+def test_missing_hub_repo_says_what_to_check(hub, tmp_path):
+    proc = run_cli(hub, tmp_path, "--model", "hf-hub:org/does-not-exist", "--dataset", "org/tiny-images", "--num-samples", "5",
+                   "--output-dir", str(tmp_path / "o"), *FAST)
+    assert proc.returncode != 0 and "Could not download `org/does-not-exist`" in proc.stderr
+
+
+def test_weights_load_only_from_safetensors(tmp_path):
+    model = tiny_resnet("resnet18")
+    get_family(model).save_pretrained(model, tmp_path, source_config={})
+    (tmp_path / "model.safetensors").rename(tmp_path / "elsewhere")
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="never unpickles"):
+        load_model(f"local-dir:{tmp_path}")
+    with pytest.raises(FileNotFoundError, match="never unpickles"):
+        load_model(str(tmp_path))
+
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_transformers_resnet(folder):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    cfg = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[2, 2], num_labels=3)
+    model = ResNetForImageClassification(cfg).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def test_transformers_models_load_and_name_the_missing_family(tmp_path):
+    from hf_practise import PractiseCompressor
+
+    ref = tiny_transformers_resnet(tmp_path)
+    model, source = load_model(str(tmp_path))
+    assert type(model).__name__ == "ResNetForImageClassification" and source["library"] == "transformers"
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, ref(x).logits)
+    with pytest.raises(ValueError, match="No backbone adapter for `ResNetForImageClassification`; supported: timm-resnet"):
+        PractiseCompressor(model)
+
+
+def test_remote_code_runs_only_when_asked(tmp_path):
+    tiny_transformers_resnet(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForImageClassification": "modeling_evil.Model"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        load_model(str(tmp_path))
+
+
+def test_k_per_class_sampling_is_seeded_and_balanced():
+    from hf_practise.data import load_tiny_set
+
+    ds = image_dataset(25)
+    a = load_tiny_set(ds, transform=lambda im: torch.zeros(3, 4, 4), per_class=3, seed=1)
+    b = load_tiny_set(ds, transform=lambda im: torch.zeros(3, 4, 4), per_class=3, seed=1)
+    assert a.indices == b.indices and len(a) == 15
+    assert sorted(torch.bincount(a.labels).tolist()) == [3] * 5
+    with pytest.raises(ValueError, match="Class 0 has only 5 images"):
+        load_tiny_set(ds, transform=lambda im: torch.zeros(3, 4, 4), per_class=6)
+    assert isinstance(ds, datasets.Dataset)
