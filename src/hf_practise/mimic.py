@@ -136,7 +136,9 @@ def mimic_finetune(
     schedule = cosine_schedule(
         optimizer, iterations=config.iterations, warmup=config.warmup_iterations, kind=config.schedule
     )
-    model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
+    # the schedule is stepped here once per optimiser step: prepared, Accelerate would step it once per process
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(schedule)
 
     ckpt_dir = Path(work_dir) / "finetune_checkpoint" if work_dir else None
     step = 0
@@ -170,7 +172,7 @@ def mimic_finetune(
         optimizer.step()
         schedule.step()
         step += 1
-        window.append(loss.item())
+        window.append(accelerator.reduce(loss.detach(), reduction="mean").item())
         bar.update(1)
         if step % log_every == 0 or step == config.iterations:
             losses.append(sum(window) / len(window))

@@ -1,0 +1,62 @@
+"""`accelerate launch` on 2 CPU processes (gloo, DDP) against 1 process, same seed and data.
+
+What must match: the candidate scan is split across the ranks and gathered, so every block is scored exactly
+as in one process (recoverabilities equal up to float summation order: rtol 1e-4); latency comes from one
+shared table, so the same blocks are dropped; the global batch is split between the ranks and BatchNorm
+statistics are frozen, so the finetune follows the same path, and the saved models agree up to the order in
+which DDP sums gradients across ranks (logits within atol 1e-4 + rtol 1e-3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from .conftest import REPO
+from .test_backbones import reload_in_plain_timm
+from .test_cli import imagefolder, teacher_dir  # noqa: F401  (module-scoped fixtures)
+
+SCRIPT = str(REPO / "examples" / "compress.py")
+ARGS = ["--num-samples", "16", "--latency-reduction", "0.3", "--scan-iterations", "5", "--iterations", "6",
+        "--batch-size", "8", "--scan-batch-size", "8", "--lr", "1e-3", "--latency-batch-size", "2",
+        "--latency-repeats", "3", "--seed", "3"]
+
+
+def accelerate_bin() -> str | None:
+    exe = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    return exe if os.path.exists(exe) else shutil.which("accelerate")
+
+
+@pytest.mark.skipif(accelerate_bin() is None, reason="needs the accelerate CLI")
+def test_two_processes_match_one(teacher_dir, imagefolder, tmp_path):  # noqa: F811
+    table = tmp_path / "latency.json"
+    table.write_text(json.dumps({"layer1.1": 0.1, "layer2.1": 0.12, "layer3.1": 0.15, "layer4.1": 0.2}))
+    common = ["--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--latency-table", str(table), *ARGS]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, SCRIPT, *common, "--output-dir", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(
+        [accelerate_bin(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT, *common, "--output-dir", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1 = json.loads((tmp_path / "one" / "practise_report.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "practise_report.json").read_text())
+    assert r1["dropped_blocks"] == r2["dropped_blocks"] and len(r1["dropped_blocks"]) >= 2
+    assert [s["block"] for s in r1["scan"]] == [s["block"] for s in r2["scan"]]
+    for a, b in zip(r1["scan"], r2["scan"]):
+        assert b["recoverability"] == pytest.approx(a["recoverability"], rel=1e-4)
+    assert r1["depths_after"] == r2["depths_after"]
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    l1, _ = reload_in_plain_timm(tmp_path / "one", x, tmp_path)
+    l2, _ = reload_in_plain_timm(tmp_path / "two", x, tmp_path)
+    torch.testing.assert_close(l2, l1, atol=1e-4, rtol=1e-3)
+    assert r1["finetune_losses"] == pytest.approx(r2["finetune_losses"], rel=1e-3)
