@@ -1,10 +1,11 @@
 # Compress a pretrained timm backbone with PRACTISE on a tiny set of images, and save it so plain timm reloads it.
 #
-# What it shows: the whole hf_practise pipeline from the command line. It loads a model (a timm name or a
-# `local-dir:` checkpoint), draws a seeded few-shot sample from a local dataset (an imagefolder, i.e. one
-# sub-folder of images per class, or a folder written by `datasets.save_to_disk`), scores every droppable
-# block by recoverability, drops the best ones until the latency target holds, finetunes by feature mimicking
-# and writes a timm-native checkpoint.
+# What it shows: the whole hf_practise pipeline from the command line. It loads a model (a timm name,
+# `hf-hub:ORG/NAME`, `local-dir:PATH` or a Hub repo id; safetensors only), draws a seeded few-shot sample
+# (N images or K per class) from a Hub dataset or a local one (an imagefolder, i.e. one sub-folder of images
+# per class, or a folder written by `datasets.save_to_disk`), scores every droppable block by
+# recoverability, drops the best ones until the latency target holds, finetunes by feature mimicking, writes
+# a timm-native checkpoint with its model card, and optionally pushes it to the Hub.
 #
 #   python examples/compress.py --model local-dir:teacher --dataset data/ --num-samples 500 \
 #       --latency-reduction 0.22 --output-dir out/
