@@ -315,31 +315,22 @@ def load_image_dataset(path: str | os.PathLike, split: str | None = None) -> Any
         raise FileNotFoundError(f"Dataset directory `{path}` does not exist.")
     saved = (root / "dataset_dict.json").exists() or (root / "dataset_info.json").exists() or (root / "state.json").exists()
     ds = datasets.load_from_disk(str(root)) if saved else datasets.load_dataset("imagefolder", data_dir=str(root))
-    if isinstance(ds, datasets.DatasetDict):
+    return pick_split(ds, split, str(path))
+
+
+def pick_split(loaded: Any, split: str | None, name: str) -> Any:
+    """The `split` of a DatasetDict (default: train, or the first), refusing a missing or empty one."""
+    import datasets
+
+    if isinstance(loaded, datasets.DatasetDict):
         if split is None:
-            split = "train" if "train" in ds else next(iter(ds))
-        if split not in ds:
-            raise ValueError(f"Split `{split}` not found in `{path}`; available: {sorted(ds)}.")
-        ds = ds[split]
-    if len(ds) == 0:
-        raise ValueError(f"The dataset at `{path}` (split `{split}`) is empty.")
-    return ds
-
-
-def tensors_to_loader(images: torch.Tensor, *extra: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        torch.utils.data.TensorDataset(images, *extra),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=shuffle and len(images) >= batch_size,
-        generator=g,
-    )
-
-
-def labelled(ds: Dataset) -> bool:
-    """Whether the first item of a (tensor, label) dataset has a label."""
-    return len(ds) > 0 and ds[0][1] != NO_LABEL
+            split = "train" if "train" in loaded else next(iter(loaded))
+        if split not in loaded:
+            raise ValueError(f"Split `{split}` not found in `{name}`; available: {sorted(loaded)}.")
+        loaded = loaded[split]
+    if len(loaded) == 0:
+        raise ValueError(f"The dataset `{name}` (split `{split}`) is empty.")
+    return loaded
 
 
 def describe_indices(indices: Sequence[int]) -> str:

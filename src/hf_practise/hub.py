@@ -158,7 +158,7 @@ def load_dataset_source(
     """A `datasets.Dataset` from a local folder (imagefolder or `save_to_disk`) or a Hub dataset id."""
     import datasets
 
-    from .data import load_image_dataset
+    from .data import load_image_dataset, pick_split
 
     if Path(path_or_id).exists():
         return load_image_dataset(path_or_id, split)
@@ -169,12 +169,6 @@ def load_dataset_source(
             f"Could not load the dataset `{path_or_id}`: it is not a local folder, and the Hub said "
             f"{type(e).__name__}: {e}. Check the id, the revision and your token."
         ) from e
-    if split is None:
-        split = "train" if "train" in loaded else next(iter(loaded))
-    if split not in loaded:
-        raise ValueError(f"Split `{split}` not found in `{path_or_id}`; available: {sorted(loaded)}.")
-    ds = loaded[split]
-    if len(ds) == 0:
-        raise ValueError(f"The dataset `{path_or_id}` (split `{split}`) is empty.")
+    ds = pick_split(loaded, split, path_or_id)
     ds._hf_practise_hub_id = path_or_id
     return ds
