@@ -192,3 +192,28 @@ def test_ce_objective_needs_labels(tensors):
     cfg = fast_config(finetune=FinetuneConfig(iterations=2, batch_size=8, objective="ce"))
     with pytest.raises(ValueError, match="needs labels"):
         PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = fast_config(latency_table={"layer1.1": 0.1})
+    assert CompressionConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_timm_augmentation_trains_on_the_original_images():
+    ds = image_dataset(16)
+    cfg = fast_config(num_blocks=1, finetune=FinetuneConfig(iterations=3, batch_size=8, lr=1e-4, augmentation="timm"))
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(ds, num_samples=12)
+    assert result.finetune.steps == 3 and all(torch.isfinite(torch.tensor(result.finetune.losses)))
+    with pytest.raises(ValueError, match="original images"):
+        PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(torch.randn(12, 3, 32, 32))
+
+
+def test_card_without_eval_set_says_top1_was_not_measured(tensors, tmp_path):
+    from huggingface_hub import ModelCard
+
+    result = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(tensors)
+    out = result.save_pretrained(tmp_path / "out")
+    card = ModelCard.load(out / "README.md")
+    assert "top-1 was not measured" in card.text and not (out / "top1_vs_latency.png").exists()
+    assert [r.metric_type for r in card.data.eval_results] == ["latency_ms"]
+    assert (out / "block_scores.png").exists() and 'timm.create_model("local-dir:' in card.text

@@ -20,7 +20,8 @@ import torch
 
 from .conftest import REPO
 from .test_backbones import reload_in_plain_timm
-from .test_cli import imagefolder, teacher_dir  # noqa: F401  (module-scoped fixtures)
+from .test_cli import teacher_dir  # noqa: F401  (module-scoped fixture)
+from .test_compressor import image_dataset
 
 SCRIPT = str(REPO / "examples" / "compress.py")
 ARGS = ["--num-samples", "16", "--latency-reduction", "0.3", "--scan-iterations", "5", "--iterations", "6",
@@ -34,10 +35,15 @@ def accelerate_bin() -> str | None:
 
 
 @pytest.mark.skipif(accelerate_bin() is None, reason="needs the accelerate CLI")
-def test_two_processes_match_one(teacher_dir, imagefolder, tmp_path):  # noqa: F811
+def test_two_processes_match_one(teacher_dir, tmp_path):  # noqa: F811
+    import datasets
+
+    data = tmp_path / "data"
+    datasets.DatasetDict({"train": image_dataset(20), "test": image_dataset(11)}).save_to_disk(str(data))
     table = tmp_path / "latency.json"
     table.write_text(json.dumps({"layer1.1": 0.1, "layer2.1": 0.12, "layer3.1": 0.15, "layer4.1": 0.2}))
-    common = ["--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--latency-table", str(table), *ARGS]
+    common = ["--model", f"local-dir:{teacher_dir}", "--dataset", str(data), "--split", "train", "--eval-split", "test",
+              "--latency-table", str(table), *ARGS]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, SCRIPT, *common, "--output-dir", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=600)
@@ -55,6 +61,10 @@ def test_two_processes_match_one(teacher_dir, imagefolder, tmp_path):  # noqa: F
     for a, b in zip(r1["scan"], r2["scan"]):
         assert b["recoverability"] == pytest.approx(a["recoverability"], rel=1e-4)
     assert r1["depths_after"] == r2["depths_after"]
+    # top-1 is gathered across ranks without padding duplicates (11 images do not split evenly)
+    assert r1["eval_set"]["num_samples"] == 11
+    assert (r1["top1_before"], r1["top1_after"]) == (r2["top1_before"], r2["top1_after"])
+    assert round(11 * r1["top1_before"], 6) == int(round(11 * r1["top1_before"]))
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     l1, _ = reload_in_plain_timm(tmp_path / "one", x, tmp_path)
     l2, _ = reload_in_plain_timm(tmp_path / "two", x, tmp_path)
