@@ -202,10 +202,11 @@ class Bench:
         cfg = self.config(target, seed, objective=objective)
         comp = PractiseCompressor(self.teacher, cfg, family=self.family, source_config=self.compressor.source)
         dropped: list[str] = []
+        ratio = None
         if method == "teacher":
             student = self.teacher
         elif method == "filter":
-            student = self.filter_pruned(tiny, target, seed, practise_reduction, rows)
+            student, ratio = self.filter_pruned(tiny, target, seed, practise_reduction, rows)
         else:
             if objective == "ce" and tiny.labels is None:
                 raise ValueError(f"{method} needs labels; {kind} has none")
@@ -239,6 +240,7 @@ class Bench:
             "macs_reduction": 1 - count_macs(student, input_size=comp.input_size) / macs_t,
             "params": count_params(student),
             "dropped_blocks": dropped,
+            "filter_ratio": ratio,
             "finetune_iterations": cfg.finetune.iterations,
             "eval_images": len(self.test),
             "command": self.command,
@@ -248,17 +250,35 @@ class Bench:
     def filter_pruned(self, tiny: TinySet, target: float, seed: int, practise_reduction: dict, rows) -> torch.nn.Module:
         """L1 filter pruning at the one uniform ratio whose measured latency reduction matches PRACTISE's."""
         try:
-            import torch_pruning as tp
+            import torch_pruning  # noqa: F401
         except ImportError as e:
             raise SystemExit("the filter baseline needs Torch-Pruning: pip install torch-pruning") from e
-        import copy
-
         goal = practise_reduction.get(target)
         if goal is None:
             path = self.run_path("practise", tiny.source, len(tiny), seed, target)
             goal = json.loads(path.read_text())["latency_reduction"] if path.exists() else target
         cfg = self.config(target, seed)
-        x = tiny.images[:2]
+        prune = self.filter_pruner()
+        lo, hi = 0.0, 0.9
+        best = None
+        for _ in range(self.args.filter_search_steps):
+            mid = (lo + hi) / 2
+            m = prune(mid)
+            red = compare_latency(self.teacher, m, input_size=self.compressor.input_size, config=cfg.latency).reduction
+            logger.info("filter: ratio %.3f -> latency -%.1f%% (goal -%.1f%%)", mid, 100 * red, 100 * goal)
+            if red < goal:
+                lo = mid
+            else:
+                hi, best = mid, m
+        return (best, hi) if best is not None else (prune(hi), hi)
+
+    def filter_pruner(self):
+        """ratio -> the teacher with that uniform share of L1-smallest filters pruned (deterministic)."""
+        import copy
+
+        import torch_pruning as tp
+
+        x = torch.zeros(2, *self.compressor.input_size)
 
         def prune(ratio: float) -> torch.nn.Module:
             m = copy.deepcopy(self.teacher)
@@ -273,18 +293,39 @@ class Bench:
             pruner.step()
             return m.eval()
 
-        lo, hi = 0.0, 0.9
-        best = None
-        for _ in range(self.args.filter_search_steps):
-            mid = (lo + hi) / 2
-            m = prune(mid)
-            red = compare_latency(self.teacher, m, input_size=self.compressor.input_size, config=cfg.latency).reduction
-            logger.info("filter: ratio %.3f -> latency -%.1f%% (goal -%.1f%%)", mid, 100 * red, 100 * goal)
-            if red < goal:
-                lo = mid
+        return prune
+
+    def remeasure(self, repeats: int) -> None:
+        """Time every finished run's architecture against the teacher again, in one quiet pass.
+
+        Latency depends only on structure (dropped blocks, or the filter ratio), not on the finetuned weights,
+        so the numbers of runs made while the machine was busy can be replaced by clean ones.
+        """
+        from hf_practise.recoverability import build_pruned
+
+        cands = {c.path: c for c in self.family.candidates(self.teacher)}
+        prune = self.filter_pruner()
+        cfg = LatencyConfig(batch_size=64, repeats=repeats)
+        for path in sorted(self.runs.glob("*.json")):
+            rec = json.loads(path.read_text())
+            if rec["method"] == "teacher":
+                student = self.teacher
+            elif rec["method"] == "filter":
+                if rec.get("filter_ratio") is None:
+                    logger.warning("%s has no filter_ratio; rerun it to remeasure", path.name)
+                    continue
+                student = prune(rec["filter_ratio"])
             else:
-                hi, best = mid, m
-        return best if best is not None else prune(hi)
+                student = build_pruned(self.teacher, self.family, [cands[b] for b in rec["dropped_blocks"]], adaptors=False)
+            lat = compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=cfg)
+            logger.info("%s: %.1f%% -> %.1f%%", path.name, 100 * rec["latency_reduction"], 100 * lat.reduction)
+            rec["latency_reduction_during_run"] = rec.get("latency_reduction_during_run", rec["latency_reduction"])
+            rec["latency_reduction"] = lat.reduction
+            rec["latency_ms"] = {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms}
+            rec["latency_remeasured"] = {"repeats": repeats, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rec, indent=2, default=str))
+            tmp.replace(path)
 
     # ---- report --------------------------------------------------------------------------------------
     def report(self) -> None:
@@ -373,6 +414,8 @@ def main() -> int:
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--quick", action="store_true", help="smoke test: seed 0, 100 images, 50%% target, few iterations")
     p.add_argument("--report", action="store_true", help="only rewrite the tables and plot from existing runs")
+    p.add_argument("--remeasure", type=int, default=0, metavar="REPEATS",
+                   help="re-time every finished run against the teacher (REPEATS A/B pairs) on a quiet machine, then report")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.quick:
@@ -387,7 +430,9 @@ def main() -> int:
               "(apt-get install dataset-fashion-mnist)")
         return 0
     bench = Bench(args)
-    if not args.report:
+    if args.remeasure:
+        bench.remeasure(args.remeasure)
+    elif not args.report:
         total = time.perf_counter()
         for part in args.parts:
             kind, n, seeds, targets = PARTS[part]
