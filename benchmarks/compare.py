@@ -213,6 +213,10 @@ class Bench:
             chosen, _ = comp.select_in_order(self.order(method, rows, seed))
             dropped = [r.block for r in chosen]
             student = comp.build_student(chosen)
+        top1_before_finetune = None
+        if method == "practise":
+            # the pruned network with the scan's adaptors, before any finetune: what the finetune recovers from
+            top1_before_finetune = evaluate_top1(student, self.test, batch_size=256)
         if method != "teacher":
             mimic_finetune(
                 student, self.teacher, self.family, tiny.images, config=cfg.finetune, accelerator=comp.accelerator,
@@ -233,6 +237,7 @@ class Bench:
             "seed": seed,
             "latency_target": target,
             "top1": top1,
+            "top1_before_finetune": top1_before_finetune,
             "teacher_top1": self.teacher_top1(),
             "latency_reduction": lat.reduction,
             "latency_ms": {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms},
