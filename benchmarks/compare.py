@@ -365,11 +365,78 @@ class Bench:
                     f"{ms([r['macs_reduction'] for r in rs])} | {statistics.mean(r['wall_seconds'] for r in rs):.0f} |"
                 )
             lines.append("")
+        lines += self.claims(groups)
         commands = sorted({r["command"] for r in recs})
         lines += ["Commands that produced these runs:", ""] + [f"- `{c}`" for c in commands]
         (self.out / "results.md").write_text("\n".join(lines) + "\n")
         self.plot(recs)
         print("\n".join(lines))
+
+    def claims(self, groups: dict[tuple, list[dict]]) -> list[str]:
+        """The paper's four claims, checked on the runs there are (means over seeds; says which are missing)."""
+
+        def mean(kind, n, target, method, key="top1"):
+            rs = groups.get((kind, n, target, method), [])
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            return (statistics.mean(vals), len(vals)) if vals else (None, 0)
+
+        def pct(v):
+            return "n/a" if v is None else f"{100 * v:.2f}%"
+
+        settings = sorted({k[:3] for k in groups if k[0] == "fmnist"}, key=lambda s: (-s[1], s[2]))
+        out = ["## The paper's claims, checked here", "",
+               "Computed by `benchmarks/compare.py --report` from the runs above (means over the seeds present).", ""]
+        # (a) block dropping vs filter pruning at equal measured latency
+        out.append("**(a) Block dropping beats filter pruning at equal measured latency.**")
+        for kind, n, t in settings:
+            p, k = mean(kind, n, t, "practise")
+            f, kf = mean(kind, n, t, "filter")
+            if p is None or f is None:
+                continue
+            lp, _ = mean(kind, n, t, "practise", "latency_reduction")
+            lf, _ = mean(kind, n, t, "filter", "latency_reduction")
+            out.append(f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at -{100 * lp:.1f}% latency vs filter "
+                       f"pruning {pct(f)} at -{100 * lf:.1f}% ({k} vs {kf} seeds): {'holds' if p > f else 'does not hold'}.")
+        out += ["", "**(b) Mimic finetuning beats cross-entropy finetuning on tiny sets** (same blocks, same start)."]
+        for kind, n, t in settings:
+            p, k = mean(kind, n, t, "practise")
+            c, kc = mean(kind, n, t, "ce")
+            kd, _ = mean(kind, n, t, "kd")
+            if p is None or c is None:
+                continue
+            out.append(f"- {n} images, target {100 * t:.0f}%: mimic {pct(p)}, cross-entropy {pct(c)}, logit KD {pct(kd)}: "
+                       f"{'holds' if p > c else 'does not hold'}.")
+        out += ["", "**(c) Recoverability picks better blocks** than the initial-loss, random and last-block choices "
+                "(all then mimic-finetuned alike)."]
+        for kind, n, t in settings:
+            p, k = mean(kind, n, t, "practise")
+            if p is None:
+                continue
+            rand = [r["top1"] for m in ("random-0", "random-1", "random-2") for r in groups.get((kind, n, t, m), [])]
+            others = {"initial loss": mean(kind, n, t, "initial")[0], "last block": mean(kind, n, t, "last")[0],
+                      "random (mean of draws)": statistics.mean(rand) if rand else None}
+            present = {k2: v for k2, v in others.items() if v is not None}
+            if not present:
+                continue
+            beaten = [k2 for k2, v in present.items() if p > v]
+            verdict = "holds" if len(beaten) == len(present) else (
+                "holds against " + ", ".join(beaten) if beaten else "does not hold")
+            out.append(f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)}; "
+                       + ", ".join(f"{k2} {pct(v)}" for k2, v in present.items()) + f": {verdict}.")
+        out += ["", "**(d) Out-of-domain and data-free tiny sets still recover most of the accuracy.** Recovered share "
+                "= (top-1 after finetune - top-1 of the pruned network before it) / (teacher - before)."]
+        for kind in ("digits-ood", "data-free", "fmnist"):
+            for (k2, n, t), _ in sorted({k[:3]: 1 for k in groups if k[0] == kind and k[2] == 0.5}.items()):
+                p, _ = mean(k2, n, t, "practise")
+                b, _ = mean(k2, n, t, "practise", "top1_before_finetune")
+                teacher = groups[(k2, n, t, "practise")][0]["teacher_top1"] if (k2, n, t, "practise") in groups else None
+                if p is None or b is None or teacher is None:
+                    continue
+                share = (p - b) / (teacher - b) if teacher > b else float("nan")
+                out.append(f"- {kind}, {n} images, target 50%: before finetune {pct(b)}, after {pct(p)}, teacher "
+                           f"{pct(teacher)}: recovered {100 * share:.0f}% of the gap"
+                           + ("" if kind == "fmnist" else f": {'holds' if share > 0.5 else 'does not hold'}") + ".")
+        return out + [""]
 
     def plot(self, recs: list[dict]) -> None:
         try:
