@@ -150,6 +150,10 @@ def test_scan_resumes_from_work_dir(tmp_path, tensors):
     assert len(list((tmp_path / "work" / "scan").glob("*.json"))) == 4
     second = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
     assert [r.recoverability for r in second.scan] == [r.recoverability for r in first.scan]
+    # a different choice of blocks gets its own finetune checkpoint, never another run's
+    third = PractiseCompressor(tiny_resnet("resnet18"), fast_config(work_dir=str(tmp_path / "work"), num_blocks=2)).compress(tensors)
+    assert third.finetune.resumed_from == 0
+    assert len(list((tmp_path / "work").glob("finetune-*"))) <= 2
     assert [r.seconds for r in second.scan] == [r.seconds for r in first.scan]  # read back, not re-run
 
 

@@ -9,6 +9,7 @@ for researchers who want to run them alone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -510,7 +511,7 @@ class PractiseCompressor:
                 config=cfg.finetune, accelerator=acc, seed=cfg.seed,
                 targets=targets if cfg.finetune.objective == "features" else None, labels=tiny.labels,
                 augmented=self._augmented(tiny_set, tiny, image_column, label_column),
-                work_dir=cfg.work_dir,
+                work_dir=self._finetune_dir(chosen, tiny),
             )
             student = acc.unwrap_model(student)
             acc.free_memory()
@@ -525,6 +526,16 @@ class PractiseCompressor:
         if hub_id:
             result.tiny_set["hub_id"] = hub_id
         return result
+
+    def _finetune_dir(self, chosen: Sequence[ScanRow], tiny: TinySet) -> Path | None:
+        """A checkpoint folder per (blocks, finetune settings, data), so a resumed run never picks up another's."""
+        if not self.config.work_dir:
+            return None
+        key = json.dumps(
+            [sorted(r.block for r in chosen), self.config.to_dict()["finetune"], self.config.seed, tiny.fingerprint],
+            sort_keys=True,
+        )
+        return Path(self.config.work_dir) / f"finetune-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def _augmented(self, source: Any, tiny: TinySet, image_column: str | None, label_column: str | None):
         if self.config.finetune.augmentation == "none":
