@@ -22,3 +22,7 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m slow -q
+
+bench-quick: install
+	$(PY) -m pip install -q torch-pruning
+	$(PY) benchmarks/compare.py --quick
