@@ -89,7 +89,7 @@ def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
 
     proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(tmp_path / "nowhere"), "--output-dir",
                str(tmp_path / "o2"), *FAST)
-    assert proc.returncode != 0 and "does not exist" in proc.stderr
+    assert proc.returncode != 0 and "is not a local folder" in proc.stderr
 
     proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--num-samples", "12",
                "--latency-reduction", "0.99", "--output-dir", str(tmp_path / "o3"), *FAST)
