@@ -137,10 +137,8 @@ def test_weights_load_only_from_safetensors(tmp_path):
         load_model(str(tmp_path))
 
 
-transformers = pytest.importorskip("transformers")
-
-
 def tiny_transformers_resnet(folder):
+    pytest.importorskip("transformers")
     from transformers import ResNetConfig, ResNetForImageClassification
 
     cfg = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[2, 2], num_labels=3)
