@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import os
 import platform
 import shlex
 import statistics
@@ -144,7 +142,9 @@ class Bench:
             torch.save({"images": images, **({"labels": labels} if labels is not None else {})}, path)
         from hf_practise.data import _fingerprint
 
-        return TinySet(images=images, labels=labels, indices=list(range(n)), source=kind, fingerprint=_fingerprint(images))
+        return TinySet(
+            images=images, labels=labels, indices=list(range(n)), source=kind, fingerprint=_fingerprint(images)
+        )
 
     # ---- runs ----------------------------------------------------------------------------------------
     def run_path(self, method: str, kind: str, n: int, seed: int, target: float) -> Path:
@@ -178,7 +178,9 @@ class Bench:
         rows = None
         scan_seconds = 0.0
         if any(m in BLOCK_METHODS or m == "filter" for m, _ in todo):
-            comp = PractiseCompressor(self.teacher, self.config(0.5, seed), family=self.family, source_config=self.compressor.source)
+            comp = PractiseCompressor(
+                self.teacher, self.config(0.5, seed), family=self.family, source_config=self.compressor.source
+            )
             comp.config.work_dir = str(self.cache / f"scan_{kind}_{n}_s{seed}")
             start = time.perf_counter()
             rows = comp.scan(tiny, latency_saving=self.fractions())
@@ -194,8 +196,17 @@ class Bench:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(rec, indent=2, default=str))
             tmp.replace(path)
-            logger.info("%s %s-%d s%d t%.2f: top1 %.2f%% latency -%.1f%% (%.0fs)", method, kind, n, seed, target,
-                        100 * rec["top1"], 100 * rec["latency_reduction"], rec["wall_seconds"])
+            logger.info(
+                "%s %s-%d s%d t%.2f: top1 %.2f%% latency -%.1f%% (%.0fs)",
+                method,
+                kind,
+                n,
+                seed,
+                target,
+                100 * rec["top1"],
+                100 * rec["latency_reduction"],
+                rec["wall_seconds"],
+            )
 
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
         objective = {"ce": "ce", "kd": "kd"}.get(method, "features")
@@ -219,8 +230,14 @@ class Bench:
             top1_before_finetune = evaluate_top1(student, self.test, batch_size=256)
         if method != "teacher":
             mimic_finetune(
-                student, self.teacher, self.family, tiny.images, config=cfg.finetune, accelerator=comp.accelerator,
-                labels=tiny.labels, seed=seed,
+                student,
+                self.teacher,
+                self.family,
+                tiny.images,
+                config=cfg.finetune,
+                accelerator=comp.accelerator,
+                labels=tiny.labels,
+                seed=seed,
             )
             fold_adaptors(student)
             student.eval()
@@ -241,7 +258,9 @@ class Bench:
             "teacher_top1": self.teacher_top1(),
             "latency_reduction": lat.reduction,
             "latency_ms": {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms},
-            "latency_setup": {k: v for k, v in lat.base.to_dict().items() if k not in ("median_ms", "p25_ms", "p75_ms")},
+            "latency_setup": {
+                k: v for k, v in lat.base.to_dict().items() if k not in ("median_ms", "p25_ms", "p75_ms")
+            },
             "macs_reduction": 1 - count_macs(student, input_size=comp.input_size) / macs_t,
             "params": count_params(student),
             "dropped_blocks": dropped,
@@ -290,7 +309,10 @@ class Bench:
             for p in m.parameters():
                 p.requires_grad_(True)
             pruner = tp.pruner.MagnitudePruner(
-                m, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+                m,
+                x,
+                importance=tp.importance.MagnitudeImportance(p=1),
+                pruning_ratio=ratio,
                 # keep the channels of the final feature map, so the features can be mimicked
                 ignored_layers=[self.family.classifier(m)]
                 + [layer for block in self.family.stages(m)[-1] for layer in self.family.branch_outputs(block)],
@@ -321,7 +343,9 @@ class Bench:
                     continue
                 student = prune(rec["filter_ratio"])
             else:
-                student = build_pruned(self.teacher, self.family, [cands[b] for b in rec["dropped_blocks"]], adaptors=False)
+                student = build_pruned(
+                    self.teacher, self.family, [cands[b] for b in rec["dropped_blocks"]], adaptors=False
+                )
             lat = compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=cfg)
             logger.info("%s: %.1f%% -> %.1f%%", path.name, 100 * rec["latency_reduction"], 100 * lat.reduction)
             rec["latency_reduction_during_run"] = rec.get("latency_reduction_during_run", rec["latency_reduction"])
@@ -346,15 +370,23 @@ class Bench:
                 return f"{scale * vals[0]:.2f}"
             return f"{scale * statistics.mean(vals):.2f} ± {scale * statistics.stdev(vals):.2f}"
 
-        lines = [f"# Comparison on {self.name}", "", f"Eval: {recs[0]['eval_images']} Fashion-MNIST test images. "
-                 f"Machine: {json.dumps(recs[0]['machine'])}.", "",
-                 "Mean ± std over seeds (n = number of seeds). Latency reduction is measured against the teacher, "
-                 "alternating A/B in one process, batch 64.", ""]
+        lines = [
+            f"# Comparison on {self.name}",
+            "",
+            f"Eval: {recs[0]['eval_images']} Fashion-MNIST test images. Machine: {json.dumps(recs[0]['machine'])}.",
+            "",
+            "Mean ± std over seeds (n = number of seeds). Latency reduction is measured against the teacher, "
+            "alternating A/B in one process, batch 64.",
+            "",
+        ]
         settings = sorted({k[:3] for k in groups}, key=lambda s: (s[0] != "fmnist", -s[1], s[2]))
         for kind, n, target in settings:
-            lines += [f"## {kind}, {n} images, latency target {100 * target:.0f}%", "",
-                      "| method | n | top-1 (%) | Δ vs teacher (pts) | latency reduction (%) | MACs reduction (%) | wall s |",
-                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            lines += [
+                f"## {kind}, {n} images, latency target {100 * target:.0f}%",
+                "",
+                "| method | n | top-1 (%) | Δ vs teacher (pts) | latency reduction (%) | MACs reduction (%) | wall s |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
             for method in ALL_METHODS:
                 rs = groups.get((kind, n, target, method))
                 if not rs:
@@ -384,8 +416,12 @@ class Bench:
             return "n/a" if v is None else f"{100 * v:.2f}%"
 
         settings = sorted({k[:3] for k in groups if k[0] == "fmnist"}, key=lambda s: (-s[1], s[2]))
-        out = ["## The paper's claims, checked here", "",
-               "Computed by `benchmarks/compare.py --report` from the runs above (means over the seeds present).", ""]
+        out = [
+            "## The paper's claims, checked here",
+            "",
+            "Computed by `benchmarks/compare.py --report` from the runs above (means over the seeds present).",
+            "",
+        ]
         # (a) block dropping vs filter pruning at equal measured latency
         out.append("**(a) Block dropping beats filter pruning at equal measured latency.**")
         for kind, n, t in settings:
@@ -395,8 +431,10 @@ class Bench:
                 continue
             lp, _ = mean(kind, n, t, "practise", "latency_reduction")
             lf, _ = mean(kind, n, t, "filter", "latency_reduction")
-            out.append(f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at -{100 * lp:.1f}% latency vs filter "
-                       f"pruning {pct(f)} at -{100 * lf:.1f}% ({k} vs {kf} seeds): {'holds' if p > f else 'does not hold'}.")
+            out.append(
+                f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at -{100 * lp:.1f}% latency vs filter "
+                f"pruning {pct(f)} at -{100 * lf:.1f}% ({k} vs {kf} seeds): {'holds' if p > f else 'does not hold'}."
+            )
         out += ["", "**(b) Mimic finetuning beats cross-entropy finetuning on tiny sets** (same blocks, same start)."]
         for kind, n, t in settings:
             p, k = mean(kind, n, t, "practise")
@@ -404,38 +442,60 @@ class Bench:
             kd, _ = mean(kind, n, t, "kd")
             if p is None or c is None:
                 continue
-            out.append(f"- {n} images, target {100 * t:.0f}%: mimic {pct(p)}, cross-entropy {pct(c)}, logit KD {pct(kd)}: "
-                       f"{'holds' if p > c else 'does not hold'}.")
-        out += ["", "**(c) Recoverability picks better blocks** than the initial-loss, random and last-block choices "
-                "(all then mimic-finetuned alike)."]
+            out.append(
+                f"- {n} images, target {100 * t:.0f}%: mimic {pct(p)}, cross-entropy {pct(c)}, logit KD {pct(kd)}: "
+                f"{'holds' if p > c else 'does not hold'}."
+            )
+        out += [
+            "",
+            "**(c) Recoverability picks better blocks** than the initial-loss, random and last-block choices "
+            "(all then mimic-finetuned alike).",
+        ]
         for kind, n, t in settings:
             p, k = mean(kind, n, t, "practise")
             if p is None:
                 continue
             rand = [r["top1"] for m in ("random-0", "random-1", "random-2") for r in groups.get((kind, n, t, m), [])]
-            others = {"initial loss": mean(kind, n, t, "initial")[0], "last block": mean(kind, n, t, "last")[0],
-                      "random (mean of draws)": statistics.mean(rand) if rand else None}
+            others = {
+                "initial loss": mean(kind, n, t, "initial")[0],
+                "last block": mean(kind, n, t, "last")[0],
+                "random (mean of draws)": statistics.mean(rand) if rand else None,
+            }
             present = {k2: v for k2, v in others.items() if v is not None}
             if not present:
                 continue
             beaten = [k2 for k2, v in present.items() if p > v]
-            verdict = "holds" if len(beaten) == len(present) else (
-                "holds against " + ", ".join(beaten) if beaten else "does not hold")
-            out.append(f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)}; "
-                       + ", ".join(f"{k2} {pct(v)}" for k2, v in present.items()) + f": {verdict}.")
-        out += ["", "**(d) Out-of-domain and data-free tiny sets still recover most of the accuracy.** Recovered share "
-                "= (top-1 after finetune - top-1 of the pruned network before it) / (teacher - before)."]
+            verdict = (
+                "holds"
+                if len(beaten) == len(present)
+                else ("holds against " + ", ".join(beaten) if beaten else "does not hold")
+            )
+            out.append(
+                f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)}; "
+                + ", ".join(f"{k2} {pct(v)}" for k2, v in present.items())
+                + f": {verdict}."
+            )
+        out += [
+            "",
+            "**(d) Out-of-domain and data-free tiny sets still recover most of the accuracy.** Recovered share "
+            "= (top-1 after finetune - top-1 of the pruned network before it) / (teacher - before).",
+        ]
         for kind in ("digits-ood", "data-free", "fmnist"):
             for (k2, n, t), _ in sorted({k[:3]: 1 for k in groups if k[0] == kind and k[2] == 0.5}.items()):
                 p, _ = mean(k2, n, t, "practise")
                 b, _ = mean(k2, n, t, "practise", "top1_before_finetune")
-                teacher = groups[(k2, n, t, "practise")][0]["teacher_top1"] if (k2, n, t, "practise") in groups else None
+                teacher = (
+                    groups[(k2, n, t, "practise")][0]["teacher_top1"] if (k2, n, t, "practise") in groups else None
+                )
                 if p is None or b is None or teacher is None:
                     continue
                 share = (p - b) / (teacher - b) if teacher > b else float("nan")
-                out.append(f"- {kind}, {n} images, target 50%: before finetune {pct(b)}, after {pct(p)}, teacher "
-                           f"{pct(teacher)}: recovered {100 * share:.0f}% of the gap"
-                           + ("" if kind == "fmnist" else f": {'holds' if share > 0.5 else 'does not hold'}") + ".")
+                out.append(
+                    f"- {kind}, {n} images, target 50%: before finetune {pct(b)}, after {pct(p)}, teacher "
+                    f"{pct(teacher)}: recovered {100 * share:.0f}% of the gap"
+                    + ("" if kind == "fmnist" else f": {'holds' if share > 0.5 else 'does not hold'}")
+                    + "."
+                )
         return out + [""]
 
     def plot(self, recs: list[dict]) -> None:
@@ -451,14 +511,22 @@ class Bench:
         sel = [r for r in recs if r["tiny_set"] == "fmnist" and r["num_samples"] == max(x["num_samples"] for x in recs)]
         markers = dict(zip(ALL_METHODS, "o^vsDxx+P*"))
         for method in ALL_METHODS:
-            rs = [r for r in sel if r["method"] == method or (method == "random-0" and r["method"].startswith("random"))]
+            rs = [
+                r for r in sel if r["method"] == method or (method == "random-0" and r["method"].startswith("random"))
+            ]
             if method.startswith("random-") and method != "random-0":
                 continue
             if not rs:
                 continue
             label = "random" if method == "random-0" else method
-            ax.scatter([100 * r["latency_reduction"] for r in rs], [100 * r["top1"] for r in rs], label=label,
-                       marker=markers[method], s=40, alpha=0.8)
+            ax.scatter(
+                [100 * r["latency_reduction"] for r in rs],
+                [100 * r["top1"] for r in rs],
+                label=label,
+                marker=markers[method],
+                s=40,
+                alpha=0.8,
+            )
         ax.set_xlabel("measured latency reduction (%)")
         ax.set_ylabel("top-1 on the full test split (%)")
         n = max(x["num_samples"] for x in recs)
@@ -476,7 +544,12 @@ def main() -> int:
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     p.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the seeds of every part")
-    p.add_argument("--iterations", type=int, default=500, help="finetune steps of every method (the library default is 1000; 500 keeps the full run near four hours on 2 cores)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=500,
+        help="finetune steps of every method (the library default is 1000; 500 keeps the full run near four hours on 2 cores)",
+    )
     p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
     p.add_argument("--latency-repeats", type=int, default=15)
     p.add_argument("--eval-samples", type=int, default=None, help="evaluate on a seeded subset (default: all 10,000)")
@@ -486,8 +559,13 @@ def main() -> int:
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--quick", action="store_true", help="smoke test: seed 0, 100 images, 50%% target, few iterations")
     p.add_argument("--report", action="store_true", help="only rewrite the tables and plot from existing runs")
-    p.add_argument("--remeasure", type=int, default=0, metavar="REPEATS",
-                   help="re-time every finished run against the teacher (REPEATS A/B pairs) on a quiet machine, then report")
+    p.add_argument(
+        "--remeasure",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="re-time every finished run against the teacher (REPEATS A/B pairs) on a quiet machine, then report",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.quick:
@@ -498,8 +576,10 @@ def main() -> int:
         if args.results == str(HERE / "results"):
             args.results = str(HERE / "cache" / "quick-results")
     if not (Path(args.teacher) / "config.json").exists() or not fmnist.available():
-        print(f"skipped: needs the teacher at {args.teacher} and Fashion-MNIST under {fmnist.FMNIST_DIR} "
-              "(apt-get install dataset-fashion-mnist)")
+        print(
+            f"skipped: needs the teacher at {args.teacher} and Fashion-MNIST under {fmnist.FMNIST_DIR} "
+            "(apt-get install dataset-fashion-mnist)"
+        )
         return 0
     bench = Bench(args)
     if args.remeasure:
@@ -516,8 +596,18 @@ def main() -> int:
             log = bench.out / "timings.jsonl"
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("a") as f:
-                f.write(json.dumps({"part": part, "seconds": elapsed, "machine": machine(), "command": bench.command,
-                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "part": part,
+                            "seconds": elapsed,
+                            "machine": machine(),
+                            "command": bench.command,
+                            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        }
+                    )
+                    + "\n"
+                )
             logger.info("part %s took %.0f s", part, elapsed)
         logger.info("all parts took %.0f s", time.perf_counter() - total)
     bench.report()

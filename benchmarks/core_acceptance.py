@@ -40,10 +40,15 @@ def machine() -> dict:
 
 
 def write_markdown(stem: Path, records: list[dict]) -> None:
-    lines = [f"# PRACTISE on {records[0]['teacher']}: {records[0]['num_samples']} Fashion-MNIST train images (seed {records[0]['seed']})", ""]
+    lines = [
+        f"# PRACTISE on {records[0]['teacher']}: {records[0]['num_samples']} Fashion-MNIST train images (seed {records[0]['seed']})",
+        "",
+    ]
     lines += [f"Command: `{records[0]['command']}`", "", f"Machine: {json.dumps(records[0]['machine'])}", ""]
-    lines += ["| target | measured latency reduction | teacher top-1 | compressed top-1 | dropped | MACs | wall s |",
-              "| ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    lines += [
+        "| target | measured latency reduction | teacher top-1 | compressed top-1 | dropped | MACs | wall s |",
+        "| ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
     for r in records:
         lines.append(
             f"| {100 * r['latency_target']:.0f}% | {100 * r['latency_reduction']:.1f}% | {100 * r['top1_before']:.2f}% "
@@ -59,7 +64,11 @@ def write_markdown(stem: Path, records: list[dict]) -> None:
         )
         lines.append("")
         lines.append("Seconds per phase: " + ", ".join(f"{k} {v:.0f}" for k, v in r["phase_seconds"].items()))
-        lines += ["", "| block | initial error | recoverability | latency share | score |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "| block | initial error | recoverability | latency share | score |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for s in r["scan"]:
             mark = " **dropped**" if s["block"] in r["dropped_blocks"] else ""
             lines.append(
@@ -103,7 +112,9 @@ def main() -> int:
             seed=args.seed,
             work_dir=args.work_dir,
             scan=ScanConfig(iterations=args.scan_iterations),
-            finetune=FinetuneConfig(iterations=args.iterations, lr=args.lr, adaptor_init=args.adaptor_init, checkpoint_every=0),
+            finetune=FinetuneConfig(
+                iterations=args.iterations, lr=args.lr, adaptor_init=args.adaptor_init, checkpoint_every=0
+            ),
             latency=LatencyConfig(batch_size=64, repeats=20),
         )
         start = time.perf_counter()

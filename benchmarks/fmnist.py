@@ -36,7 +36,9 @@ def load_raw(split: str) -> tuple[np.ndarray, np.ndarray]:
             "or set FMNIST_DIR."
         )
     prefix = "train" if split == "train" else "t10k"
-    return _read_idx(FMNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(FMNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+    return _read_idx(FMNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(
+        FMNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz"
+    )
 
 
 def to_tensor(images: np.ndarray, mean: float = MEAN, std: float = STD) -> torch.Tensor:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 
+import fmnist
 import numpy as np
 import torch
 from torch import nn
-
-import fmnist
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +38,16 @@ def digits_ood(num_samples: int, seed: int) -> torch.Tensor:
     return fmnist.to_tensor(np.ascontiguousarray(x))
 
 
-def data_free(teacher: nn.Module, num_samples: int, seed: int, *, steps: int = 200, batch_size: int = 100,
-              lr: float = 0.1, bn_weight: float = 1.0) -> torch.Tensor:
+def data_free(
+    teacher: nn.Module,
+    num_samples: int,
+    seed: int,
+    *,
+    steps: int = 200,
+    batch_size: int = 100,
+    lr: float = 0.1,
+    bn_weight: float = 1.0,
+) -> torch.Tensor:
     """Synthesise `num_samples` images from `teacher` by BatchNorm-statistics matching (see module docstring)."""
     teacher = teacher.eval()
     for p in teacher.parameters():

@@ -31,13 +31,16 @@ logger = get_logger(__name__)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__ or "Compress a timm backbone with PRACTISE.")
     p.add_argument(
-        "--model", required=True,
+        "--model",
+        required=True,
         help="timm name, hf-hub:ORG/NAME, local-dir:PATH, a Hub repo id or a local model folder (safetensors only)",
     )
     p.add_argument("--revision", default=None, help="branch, tag or commit of the model's Hub repo")
     p.add_argument("--token", default=None, help="Hub token (default: the one from `huggingface-cli login`)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a transformers repo's own code to run")
-    p.add_argument("--dataset", required=True, help="Hub dataset id, local imagefolder or datasets.save_to_disk directory")
+    p.add_argument(
+        "--dataset", required=True, help="Hub dataset id, local imagefolder or datasets.save_to_disk directory"
+    )
     p.add_argument("--dataset-revision", default=None, help="branch, tag or commit of the dataset's Hub repo")
     p.add_argument("--split", default=None, help="split to draw the tiny set from (default: train, or the only one)")
     p.add_argument("--eval-split", default=None, help="labelled split to measure top-1 on before and after")
@@ -74,11 +77,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-threads", type=int, default=None)
     p.add_argument("--latency-repeats", type=int, default=LatencyConfig.repeats)
     p.add_argument(
-        "--latency-table", default=None,
+        "--latency-table",
+        default=None,
         help="json {block path: share of the model's latency} measured on your deployment device; replaces local timing",
     )
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
-    p.add_argument("--report-to", default=None, help="Accelerate tracker(s) for the finetune loss: tensorboard, wandb, all")
+    p.add_argument(
+        "--report-to", default=None, help="Accelerate tracker(s) for the finetune loss: tensorboard, wandb, all"
+    )
     return p.parse_args(argv)
 
 
@@ -99,7 +105,9 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
             adaptor_init=args.adaptor_init,
             augmentation=args.augmentation,
         ),
-        latency=LatencyConfig(batch_size=args.latency_batch_size, threads=args.latency_threads, repeats=args.latency_repeats),
+        latency=LatencyConfig(
+            batch_size=args.latency_batch_size, threads=args.latency_threads, repeats=args.latency_repeats
+        ),
         latency_table=json.loads(Path(args.latency_table).read_text()) if args.latency_table else None,
     )
 
@@ -137,7 +145,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     config = build_config(args)
     accelerator = Accelerator(cpu=args.cpu, log_with=args.report_to)
     if args.report_to:
-        accelerator.init_trackers("hf_practise", config={k: v for k, v in vars(args).items() if v is not None and k != "token"})
+        accelerator.init_trackers(
+            "hf_practise", config={k: v for k, v in vars(args).items() if v is not None and k != "token"}
+        )
 
     tiny = load_dataset_source(args.dataset, args.split, revision=args.dataset_revision, token=args.token)
     if args.per_class is None and args.num_samples > len(tiny):
@@ -154,13 +164,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             eval_set._hf_practise_hub_id = hub_id
 
     compressor = PractiseCompressor.from_pretrained(
-        args.model, config, accelerator=accelerator, revision=args.revision, token=args.token,
+        args.model,
+        config,
+        accelerator=accelerator,
+        revision=args.revision,
+        token=args.token,
         trust_remote_code=args.trust_remote_code,
     )
     result = compressor.compress(
-        tiny, eval_set,
-        num_samples=None if args.per_class else args.num_samples, per_class=args.per_class,
-        image_column=args.image_column, label_column=args.label_column,
+        tiny,
+        eval_set,
+        num_samples=None if args.per_class else args.num_samples,
+        per_class=args.per_class,
+        image_column=args.image_column,
+        label_column=args.label_column,
     )
     result.command = reproduce_command(argv)
     status = 0

@@ -32,7 +32,9 @@ def digits_dataset(root: Path):
     digits = load_digits()
     images = (digits.images / 16.0 * 255).astype(np.uint8)
     pil = [Image.fromarray(im).resize((32, 32), Image.BILINEAR).convert("RGB") for im in images]
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])})
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
     g = np.random.default_rng(0)
     order = g.permutation(len(pil))
     split = int(0.75 * len(pil))
@@ -128,22 +130,35 @@ def main() -> int:
         dd = datasets.load_from_disk(str(data_dir))
     if not (teacher_dir / "model.safetensors").exists():
         print(f"training a resnet18 teacher on {len(dd['train'])} digits ({args.teacher_epochs} epochs)")
-        print(f"teacher test top-1: {100 * train_teacher(dd, teacher_dir, epochs=args.teacher_epochs, seed=args.seed):.2f}%")
+        print(
+            f"teacher test top-1: {100 * train_teacher(dd, teacher_dir, epochs=args.teacher_epochs, seed=args.seed):.2f}%"
+        )
     import compress
 
     return compress.main(
         [
-            "--model", f"local-dir:{teacher_dir}",
-            "--dataset", str(data_dir),
-            "--split", "train",
-            "--eval-split", "test",
-            "--num-samples", str(args.num_samples),
-            "--latency-reduction", str(args.latency_reduction),
-            "--iterations", str(args.iterations),
-            "--scan-iterations", "50",
-            "--seed", str(args.seed),
-            "--output-dir", str(out / "compressed"),
-            "--work-dir", str(out / "work"),
+            "--model",
+            f"local-dir:{teacher_dir}",
+            "--dataset",
+            str(data_dir),
+            "--split",
+            "train",
+            "--eval-split",
+            "test",
+            "--num-samples",
+            str(args.num_samples),
+            "--latency-reduction",
+            str(args.latency_reduction),
+            "--iterations",
+            str(args.iterations),
+            "--scan-iterations",
+            "50",
+            "--seed",
+            str(args.seed),
+            "--output-dir",
+            str(out / "compressed"),
+            "--work-dir",
+            str(out / "work"),
             "--overwrite",
         ]
     )

@@ -35,7 +35,9 @@ def publish(mirrors: str | Path, repo_type: str, repo_id: str, folder: str | Pat
     shutil.copytree(folder, repo, dirs_exist_ok=True)
     subprocess.run([*GIT, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*GIT, "commit", "-q", "--allow-empty", "-m", "upload"], cwd=repo, check=True)
-    return subprocess.run([*GIT, "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [*GIT, "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 class LocalHub:
@@ -55,7 +57,9 @@ class LocalHub:
             f'mirrors-path = ["{self.mirrors}"]\n[accessibility]\noffline = true\n'
         )
         self.log = open(self.root / "olah.log", "w")
-        self.proc = subprocess.Popen([olah_cli(), "-c", "configs.toml"], cwd=self.root, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(
+            [olah_cli(), "-c", "configs.toml"], cwd=self.root, stdout=self.log, stderr=self.log
+        )
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -80,6 +84,12 @@ class LocalHub:
     def env(self, home: Path) -> dict[str, str]:
         """Environment for a subprocess that talks to this hub (a fresh HF cache under `home`)."""
         env = dict(os.environ)
-        env.update(HF_ENDPOINT=self.url, HF_HOME=str(home), HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0",
-                   HF_HUB_DISABLE_TELEMETRY="1", PRACTISE_TEST_MIRRORS=str(self.mirrors))
+        env.update(
+            HF_ENDPOINT=self.url,
+            HF_HOME=str(home),
+            HF_HUB_OFFLINE="0",
+            HF_DATASETS_OFFLINE="0",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            PRACTISE_TEST_MIRRORS=str(self.mirrors),
+        )
         return env

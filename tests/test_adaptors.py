@@ -108,7 +108,9 @@ def test_linear_adaptors_fold_exactly():
     net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4))
     from hf_practise.backbones.base import AdaptorSite
 
-    insert_adaptors(net, [AdaptorSite(net[0], "post", "0"), AdaptorSite(net[2], "pre", "2"), AdaptorSite(net[2], "post", "2")])
+    insert_adaptors(
+        net, [AdaptorSite(net[0], "post", "0"), AdaptorSite(net[2], "pre", "2"), AdaptorSite(net[2], "post", "2")]
+    )
     perturb_adaptors(net)
     x = torch.randn(3, 6)
     with torch.no_grad():

@@ -9,7 +9,6 @@ import textwrap
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from hf_practise import get_family
@@ -91,7 +90,9 @@ def reload_in_plain_timm(save_dir, x, tmp_path) -> tuple[torch.Tensor, str]:
     torch.save(x, tmp_path / "x.pt")
     out = subprocess.run(
         [sys.executable, "-c", RELOAD, str(save_dir), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return torch.load(tmp_path / "y.pt", weights_only=True), out.stdout
 
@@ -100,7 +101,8 @@ def test_native_save_reloads_with_plain_timm(model, images, tmp_path):
     family = get_family(model)
     pruned = build_pruned(model, family, family.candidates(model)[-2:], adaptors=False).eval()
     save_dir = save_directory_atomically(
-        tmp_path / "saved", lambda d: family.save_pretrained(pruned, d, source_config={}),
+        tmp_path / "saved",
+        lambda d: family.save_pretrained(pruned, d, source_config={}),
     )
     config = json.loads((save_dir / "config.json").read_text())
     assert config["model_args"]["layers"] == [len(s) for s in family.stages(pruned)]

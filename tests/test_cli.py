@@ -18,8 +18,22 @@ from .test_backbones import reload_in_plain_timm
 from .test_compressor import image_dataset
 
 SCRIPT = REPO / "examples" / "compress.py"
-FAST = ["--scan-iterations", "2", "--iterations", "2", "--batch-size", "8", "--scan-batch-size", "8", "--lr", "1e-4",
-        "--latency-batch-size", "2", "--latency-repeats", "3"]
+FAST = [
+    "--scan-iterations",
+    "2",
+    "--iterations",
+    "2",
+    "--batch-size",
+    "8",
+    "--scan-batch-size",
+    "8",
+    "--lr",
+    "1e-4",
+    "--latency-batch-size",
+    "2",
+    "--latency-repeats",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +64,19 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_on_imagefolder_saves_a_plain_timm_model(teacher_dir, imagefolder, tmp_path):
     out = tmp_path / "out"
-    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--num-samples", "12",
-               "--num-blocks", "2", "--output-dir", str(out), *FAST)
+    proc = run(
+        "--model",
+        f"local-dir:{teacher_dir}",
+        "--dataset",
+        str(imagefolder),
+        "--num-samples",
+        "12",
+        "--num-blocks",
+        "2",
+        "--output-dir",
+        str(out),
+        *FAST,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Recoverability scan" in proc.stdout and "| block |" in proc.stdout and "Dropped:" in proc.stdout
     config = json.loads((out / "config.json").read_text())
@@ -67,16 +92,40 @@ def test_cli_on_save_to_disk_with_eval_split(teacher_dir, tmp_path):
     data = tmp_path / "data"
     datasets.DatasetDict({"train": image_dataset(16), "test": image_dataset(10)}).save_to_disk(str(data))
     out = tmp_path / "out"
-    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(data), "--split", "train", "--eval-split", "test",
-               "--num-samples", "10", "--num-blocks", "1", "--output-dir", str(out), *FAST)
+    proc = run(
+        "--model",
+        f"local-dir:{teacher_dir}",
+        "--dataset",
+        str(data),
+        "--split",
+        "train",
+        "--eval-split",
+        "test",
+        "--num-samples",
+        "10",
+        "--num-blocks",
+        "1",
+        "--output-dir",
+        str(out),
+        *FAST,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "practise_report.json").read_text())
     assert report["top1_before"] is not None and report["tiny_set"]["num_samples"] == 10
 
 
 def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
-    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--num-samples", "500",
-               "--output-dir", str(tmp_path / "o1"), *FAST)
+    proc = run(
+        "--model",
+        f"local-dir:{teacher_dir}",
+        "--dataset",
+        str(imagefolder),
+        "--num-samples",
+        "500",
+        "--output-dir",
+        str(tmp_path / "o1"),
+        *FAST,
+    )
     assert proc.returncode != 0 and "--num-samples 500 is larger than the 18 images" in proc.stderr
     assert not (tmp_path / "o1").exists()
 
@@ -87,11 +136,29 @@ def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
     assert proc.returncode != 0 and "--overwrite" in proc.stderr
     assert [p.name for p in busy.iterdir()] == ["x"]
 
-    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(tmp_path / "nowhere"), "--output-dir",
-               str(tmp_path / "o2"), *FAST)
+    proc = run(
+        "--model",
+        f"local-dir:{teacher_dir}",
+        "--dataset",
+        str(tmp_path / "nowhere"),
+        "--output-dir",
+        str(tmp_path / "o2"),
+        *FAST,
+    )
     assert proc.returncode != 0 and "is not a local folder" in proc.stderr
 
-    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--num-samples", "12",
-               "--latency-reduction", "0.99", "--output-dir", str(tmp_path / "o3"), *FAST)
+    proc = run(
+        "--model",
+        f"local-dir:{teacher_dir}",
+        "--dataset",
+        str(imagefolder),
+        "--num-samples",
+        "12",
+        "--latency-reduction",
+        "0.99",
+        "--output-dir",
+        str(tmp_path / "o3"),
+        *FAST,
+    )
     assert proc.returncode != 0 and "cannot be reached" in proc.stderr
     assert not (tmp_path / "o3").exists()

@@ -76,7 +76,9 @@ def test_hf_dataset_without_labels_is_accepted(tensors):
 
 
 def test_latency_target_is_met_when_measured(tensors):
-    cfg = fast_config(num_blocks=None, latency_reduction=0.05, latency=LatencyConfig(batch_size=8, repeats=5, input_size=(3, 32, 32)))
+    cfg = fast_config(
+        num_blocks=None, latency_reduction=0.05, latency=LatencyConfig(batch_size=8, repeats=5, input_size=(3, 32, 32))
+    )
     result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
     assert result.selection and result.selection[-1]["measured"] >= 0.05
     assert len(result.dropped) == result.selection[-1]["blocks"]
@@ -151,7 +153,9 @@ def test_scan_resumes_from_work_dir(tmp_path, tensors):
     second = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
     assert [r.recoverability for r in second.scan] == [r.recoverability for r in first.scan]
     # a different choice of blocks gets its own finetune checkpoint, never another run's
-    third = PractiseCompressor(tiny_resnet("resnet18"), fast_config(work_dir=str(tmp_path / "work"), num_blocks=2)).compress(tensors)
+    third = PractiseCompressor(
+        tiny_resnet("resnet18"), fast_config(work_dir=str(tmp_path / "work"), num_blocks=2)
+    ).compress(tensors)
     assert third.finetune.resumed_from == 0
     assert len(list((tmp_path / "work").glob("finetune-*"))) <= 2
     assert [r.seconds for r in second.scan] == [r.seconds for r in first.scan]  # read back, not re-run
@@ -186,7 +190,9 @@ def test_finetune_objectives_reduce_their_loss(tensors, objective):
     student = build_pruned(teacher, family, family.candidates(teacher)[:2])
     labels = torch.arange(len(tensors)) % 5
     ft = FinetuneConfig(iterations=30, batch_size=8, lr=1e-3, optimizer="adamw", objective=objective)
-    res = mimic_finetune(student, teacher, family, tensors, config=ft, accelerator=Accelerator(), labels=labels, log_every=10)
+    res = mimic_finetune(
+        student, teacher, family, tensors, config=ft, accelerator=Accelerator(), labels=labels, log_every=10
+    )
     assert res.losses[-1] < res.losses[0]
     frozen = objective == "features"
     assert all(p.requires_grad != frozen for p in family.classifier(student).parameters())

@@ -21,8 +21,22 @@ from .hub_server import LocalHub, olah_cli, publish
 from .test_compressor import image_dataset
 
 HERE = REPO / "tests"
-FAST = ["--scan-iterations", "2", "--iterations", "2", "--batch-size", "8", "--scan-batch-size", "8", "--lr", "1e-4",
-        "--latency-batch-size", "2", "--latency-repeats", "3"]
+FAST = [
+    "--scan-iterations",
+    "2",
+    "--iterations",
+    "2",
+    "--batch-size",
+    "8",
+    "--scan-batch-size",
+    "8",
+    "--lr",
+    "1e-4",
+    "--latency-batch-size",
+    "2",
+    "--latency-repeats",
+    "3",
+]
 
 
 def save_teacher(folder):
@@ -57,8 +71,9 @@ def hub(tmp_path_factory):
 def run_cli(hub, tmp_path, *args, extra_env=None):
     env = hub.env(tmp_path / "hf-home")
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, str(HERE / "hub_runner.py"), *args], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(HERE / "hub_runner.py"), *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 PULL = textwrap.dedent(
@@ -79,9 +94,28 @@ PULL = textwrap.dedent(
 
 def test_pull_compress_push_and_pull_again(hub, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(hub, tmp_path, "--model", "hf-hub:org/tiny-teacher", "--dataset", "org/tiny-images",
-                   "--split", "train", "--eval-split", "test", "--per-class", "3", "--num-blocks", "2",
-                   "--output-dir", str(out), "--push-to-hub", "--hub-model-id", "org/tiny-practise", *FAST)
+    proc = run_cli(
+        hub,
+        tmp_path,
+        "--model",
+        "hf-hub:org/tiny-teacher",
+        "--dataset",
+        "org/tiny-images",
+        "--split",
+        "train",
+        "--eval-split",
+        "test",
+        "--per-class",
+        "3",
+        "--num-blocks",
+        "2",
+        "--output-dir",
+        str(out),
+        "--push-to-hub",
+        "--hub-model-id",
+        "org/tiny-practise",
+        *FAST,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Pushed to org/tiny-practise" in proc.stdout
     report = json.loads((out / "practise_report.json").read_text())
@@ -96,24 +130,45 @@ def test_pull_compress_push_and_pull_again(hub, tmp_path):
     assert metrics["latency_ms"].metric_args["batch_size"] == 2
     for png in ("block_scores.png", "top1_vs_latency.png"):
         assert (out / png).stat().st_size > 1000 and f"]({png})" in card.text
-    assert "timm.create_model(\"hf-hub:org/tiny-practise\"" in card.text
+    assert 'timm.create_model("hf-hub:org/tiny-practise"' in card.text
     assert "--token" not in card.text or "***" in card.text
     # the mirror holds exactly what save_pretrained wrote
     pushed = hub.mirrors / "models" / "org" / "tiny-practise"
     assert sorted(p.name for p in pushed.iterdir() if p.name != ".git") == sorted(p.name for p in out.iterdir())
     assert (pushed / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
     # and plain timm pulls it back over HTTP with identical logits
-    pull = subprocess.run([sys.executable, "-c", PULL, "org/tiny-practise", str(out)], env=hub.env(tmp_path / "hf2"),
-                          capture_output=True, text=True, timeout=300)
+    pull = subprocess.run(
+        [sys.executable, "-c", PULL, "org/tiny-practise", str(out)],
+        env=hub.env(tmp_path / "hf2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pull.returncode == 0, pull.stderr[-3000:]
     assert "pulled org/tiny-teacher" in pull.stdout
 
 
 def test_failed_push_keeps_the_folder_and_says_how_to_retry(hub, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(hub, tmp_path, "--model", "hf-hub:org/tiny-teacher", "--dataset", "org/tiny-images",
-                   "--num-samples", "10", "--num-blocks", "1", "--output-dir", str(out), "--push-to-hub",
-                   "--hub-model-id", "org/never", *FAST, extra_env={"PRACTISE_TEST_FAIL_UPLOAD": "1"})
+    proc = run_cli(
+        hub,
+        tmp_path,
+        "--model",
+        "hf-hub:org/tiny-teacher",
+        "--dataset",
+        "org/tiny-images",
+        "--num-samples",
+        "10",
+        "--num-blocks",
+        "1",
+        "--output-dir",
+        str(out),
+        "--push-to-hub",
+        "--hub-model-id",
+        "org/never",
+        *FAST,
+        extra_env={"PRACTISE_TEST_FAIL_UPLOAD": "1"},
+    )
     assert proc.returncode == 1
     assert f"huggingface-cli upload org/never {out}" in proc.stderr
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()
@@ -121,8 +176,19 @@ def test_failed_push_keeps_the_folder_and_says_how_to_retry(hub, tmp_path):
 
 
 def test_missing_hub_repo_says_what_to_check(hub, tmp_path):
-    proc = run_cli(hub, tmp_path, "--model", "hf-hub:org/does-not-exist", "--dataset", "org/tiny-images", "--num-samples", "5",
-                   "--output-dir", str(tmp_path / "o"), *FAST)
+    proc = run_cli(
+        hub,
+        tmp_path,
+        "--model",
+        "hf-hub:org/does-not-exist",
+        "--dataset",
+        "org/tiny-images",
+        "--num-samples",
+        "5",
+        "--output-dir",
+        str(tmp_path / "o"),
+        *FAST,
+    )
     assert proc.returncode != 0 and "Could not download `org/does-not-exist`" in proc.stderr
 
 
@@ -156,7 +222,9 @@ def test_transformers_models_load_and_name_the_missing_family(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x).logits, ref(x).logits)
-    with pytest.raises(ValueError, match="No backbone adapter for `ResNetForImageClassification`; supported: timm-resnet"):
+    with pytest.raises(
+        ValueError, match="No backbone adapter for `ResNetForImageClassification`; supported: timm-resnet"
+    ):
         PractiseCompressor(model)
 
 

@@ -24,9 +24,28 @@ from .test_cli import teacher_dir  # noqa: F401  (module-scoped fixture)
 from .test_compressor import image_dataset
 
 SCRIPT = str(REPO / "examples" / "compress.py")
-ARGS = ["--num-samples", "16", "--latency-reduction", "0.3", "--scan-iterations", "5", "--iterations", "6",
-        "--batch-size", "8", "--scan-batch-size", "8", "--lr", "1e-3", "--latency-batch-size", "2",
-        "--latency-repeats", "3", "--seed", "3"]
+ARGS = [
+    "--num-samples",
+    "16",
+    "--latency-reduction",
+    "0.3",
+    "--scan-iterations",
+    "5",
+    "--iterations",
+    "6",
+    "--batch-size",
+    "8",
+    "--scan-batch-size",
+    "8",
+    "--lr",
+    "1e-3",
+    "--latency-batch-size",
+    "2",
+    "--latency-repeats",
+    "3",
+    "--seed",
+    "3",
+]
 
 
 def accelerate_bin() -> str | None:
@@ -42,16 +61,50 @@ def test_two_processes_match_one(teacher_dir, tmp_path):  # noqa: F811
     datasets.DatasetDict({"train": image_dataset(20), "test": image_dataset(11)}).save_to_disk(str(data))
     table = tmp_path / "latency.json"
     table.write_text(json.dumps({"layer1.1": 0.1, "layer2.1": 0.12, "layer3.1": 0.15, "layer4.1": 0.2}))
-    common = ["--model", f"local-dir:{teacher_dir}", "--dataset", str(data), "--split", "train", "--eval-split", "test",
-              "--latency-table", str(table), *ARGS]
+    common = [
+        "--model",
+        f"local-dir:{teacher_dir}",
+        "--dataset",
+        str(data),
+        "--split",
+        "train",
+        "--eval-split",
+        "test",
+        "--latency-table",
+        str(table),
+        *ARGS,
+    ]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, SCRIPT, *common, "--output-dir", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, SCRIPT, *common, "--output-dir", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
-        [accelerate_bin(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT, *common, "--output-dir", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            accelerate_bin(),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            SCRIPT,
+            *common,
+            "--output-dir",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     r1 = json.loads((tmp_path / "one" / "practise_report.json").read_text())

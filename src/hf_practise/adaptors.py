@@ -16,7 +16,16 @@ from torch import nn
 
 from .backbones.base import AdaptorSite
 
-__all__ = ["AdaptedLayer", "make_adaptor", "insert_adaptors", "fold_adaptors", "adaptor_parameters", "adapted_layers", "adaptor_state", "load_adaptor_state"]
+__all__ = [
+    "AdaptedLayer",
+    "make_adaptor",
+    "insert_adaptors",
+    "fold_adaptors",
+    "adaptor_parameters",
+    "adapted_layers",
+    "adaptor_state",
+    "load_adaptor_state",
+]
 
 
 def make_adaptor(layer: nn.Module, side: str) -> nn.Module:
@@ -24,7 +33,9 @@ def make_adaptor(layer: nn.Module, side: str) -> nn.Module:
     ref = layer.weight
     if isinstance(layer, nn.Conv2d):
         channels = layer.in_channels if side == "pre" else layer.out_channels
-        adaptor: nn.Module = nn.Conv2d(channels, channels, kernel_size=1, bias=False, device=ref.device, dtype=ref.dtype)
+        adaptor: nn.Module = nn.Conv2d(
+            channels, channels, kernel_size=1, bias=False, device=ref.device, dtype=ref.dtype
+        )
         with torch.no_grad():
             adaptor.weight.copy_(torch.eye(channels, device=ref.device, dtype=ref.dtype)[:, :, None, None])
     elif isinstance(layer, nn.Linear):

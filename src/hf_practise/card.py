@@ -133,10 +133,16 @@ def render_model_card(result: CompressionResult, *, repo_id: str | None = None, 
     lat = result.latency
     name = (repo_id or "compressed-model").split("/")[-1]
     hub_id = src.get("hub_id")
-    base_link = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"`{src.get('name_or_path') or src.get('architecture')}`"
+    base_link = (
+        f"[{hub_id}](https://huggingface.co/{hub_id})"
+        if hub_id
+        else f"`{src.get('name_or_path') or src.get('architecture')}`"
+    )
     cfg = result.config
     target = (
-        f"drop {cfg.num_blocks} blocks" if cfg.num_blocks is not None else f"{100 * cfg.latency_reduction:.0f}% lower latency"
+        f"drop {cfg.num_blocks} blocks"
+        if cfg.num_blocks is not None
+        else f"{100 * cfg.latency_reduction:.0f}% lower latency"
     )
     eval_set = result.eval_set or {}
     if result.top1_after is not None:

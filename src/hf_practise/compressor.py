@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .adaptors import fold_adaptors, insert_adaptors, load_adaptor_state
+from .adaptors import fold_adaptors, load_adaptor_state
 from .backbones import BackboneFamily, get_family
 from .config import CompressionConfig
 from .data import TinySet, as_torch_dataset, describe_indices, describe_source, load_tiny_set, model_transform
@@ -176,10 +176,14 @@ class CompressionResult:
                 else "- |"
             ),
         ]
-        device = f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
+        device = (
+            f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
+        )
         return "\n".join(rows) + f"\n\nLatency measured on {device}, {lat.base.dtype}, torch {lat.base.torch_version}."
 
-    def save_pretrained(self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None) -> Path:
+    def save_pretrained(
+        self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None
+    ) -> Path:
         """Write the compressed model so the family's own library reloads it, with its model card (README.md and
         plots) and `practise_report.json`. The folder is written to a temporary sibling and renamed when complete.
 
@@ -229,7 +233,10 @@ class CompressionResult:
         try:
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             info = api.upload_folder(
-                repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision,
+                repo_id=repo_id,
+                folder_path=str(folder),
+                commit_message=commit_message,
+                revision=revision,
                 repo_type="model",
             )
         except Exception as e:
@@ -302,7 +309,11 @@ class PractiseCompressor:
         from .hub import load_model
 
         model, source = load_model(
-            name_or_path, pretrained=pretrained, revision=revision, token=token, trust_remote_code=trust_remote_code,
+            name_or_path,
+            pretrained=pretrained,
+            revision=revision,
+            token=token,
+            trust_remote_code=trust_remote_code,
             **model_kwargs,
         )
         return cls(model, config, accelerator=accelerator, source_config=source)
@@ -343,18 +354,26 @@ class PractiseCompressor:
                 )
             return {c.path: float(table[c.path]) for c in cands}, None
         return self._on_main(
-            lambda: block_latency_table(self.model, self.family, cands, input_size=self.input_size, config=self.config.latency)
+            lambda: block_latency_table(
+                self.model, self.family, cands, input_size=self.input_size, config=self.config.latency
+            )
         )
 
-    def scan(self, tiny: TinySet, *, targets: torch.Tensor | None = None, latency_saving: dict[str, float] | None = None) -> list[ScanRow]:
+    def scan(
+        self, tiny: TinySet, *, targets: torch.Tensor | None = None, latency_saving: dict[str, float] | None = None
+    ) -> list[ScanRow]:
         """Recoverability of every candidate, split across processes and gathered on all of them."""
         from accelerate.utils import gather_object
 
         cands = self.candidates()
         if targets is None:
-            targets = teacher_features(self.model, self.family, tiny.images, batch_size=self.config.scan.batch_size).cpu()
+            targets = teacher_features(
+                self.model, self.family, tiny.images, batch_size=self.config.scan.batch_size
+            ).cpu()
         cache = Path(self.config.work_dir) / "scan" if self.config.work_dir else None
-        fingerprint = f"{tiny.fingerprint}-{json.dumps(self.config.to_dict()['scan'], sort_keys=True)}-{self.config.seed}"
+        fingerprint = (
+            f"{tiny.fingerprint}-{json.dumps(self.config.to_dict()['scan'], sort_keys=True)}-{self.config.seed}"
+        )
         from tqdm.auto import tqdm
 
         with self.accelerator.split_between_processes(cands) as mine:
@@ -364,13 +383,25 @@ class PractiseCompressor:
                 bar.update(1)
                 bar.set_postfix(block=row.block, recov=f"{row.recoverability:.3g}")
                 logger.info(
-                    "scan: %s initial %.4g -> recoverability %.4g (%.1fs)", row.block, row.initial_error, row.recoverability, row.seconds
+                    "scan: %s initial %.4g -> recoverability %.4g (%.1fs)",
+                    row.block,
+                    row.initial_error,
+                    row.recoverability,
+                    row.seconds,
                 )
 
             rows = scan_blocks(
-                self.model, self.family, list(mine), tiny.images, targets,
-                config=self.config.scan, seed=self.config.seed, latency_saving=latency_saving,
-                cache_dir=cache, fingerprint=fingerprint, on_row=on_row,
+                self.model,
+                self.family,
+                list(mine),
+                tiny.images,
+                targets,
+                config=self.config.scan,
+                seed=self.config.seed,
+                latency_saving=latency_saving,
+                cache_dir=cache,
+                fingerprint=fingerprint,
+                on_row=on_row,
             )
             bar.close()
         if self.accelerator.num_processes > 1:
@@ -412,7 +443,9 @@ class PractiseCompressor:
             chosen = ranked[:k]
             measured = self.measure_pruned([r.ref for r in chosen])
             checks.append({"blocks": len(chosen), "predicted": predicted, "measured": measured.reduction})
-            logger.info("select: %d blocks, predicted %.1f%%, measured %.1f%%", k, 100 * predicted, 100 * measured.reduction)
+            logger.info(
+                "select: %d blocks, predicted %.1f%%, measured %.1f%%", k, 100 * predicted, 100 * measured.reduction
+            )
             if measured.reduction >= target:
                 return chosen, checks
             if k == len(ranked):
@@ -436,7 +469,9 @@ class PractiseCompressor:
         if cfg.num_blocks is not None:
             n = len(self.candidates())
             if cfg.num_blocks > n:
-                raise ValueError(f"Asked to drop {cfg.num_blocks} blocks but the model has only {n} droppable ones; use at most {n}.")
+                raise ValueError(
+                    f"Asked to drop {cfg.num_blocks} blocks but the model has only {n} droppable ones; use at most {n}."
+                )
             return
         if sum(fractions.values()) >= cfg.latency_reduction or cfg.latency_table is not None:
             return
@@ -485,11 +520,18 @@ class PractiseCompressor:
         torch.manual_seed(cfg.seed)
         with _phase(times, "data"):
             tiny = load_tiny_set(
-                tiny_set, transform=self.eval_transform(), num_samples=num_samples, per_class=per_class, seed=cfg.seed,
-                image_column=image_column, label_column=label_column,
+                tiny_set,
+                transform=self.eval_transform(),
+                num_samples=num_samples,
+                per_class=per_class,
+                seed=cfg.seed,
+                image_column=image_column,
+                label_column=label_column,
             )
             eval_ds = (
-                as_torch_dataset(eval_set, transform=self.eval_transform(), image_column=image_column, label_column=label_column)
+                as_torch_dataset(
+                    eval_set, transform=self.eval_transform(), image_column=image_column, label_column=label_column
+                )
                 if eval_set is not None
                 else None
             )
@@ -507,9 +549,15 @@ class PractiseCompressor:
         with _phase(times, "finetune"):
             student = self.build_student(chosen)
             ft = mimic_finetune(
-                student, self.model, family, tiny.images,
-                config=cfg.finetune, accelerator=acc, seed=cfg.seed,
-                targets=targets if cfg.finetune.objective == "features" else None, labels=tiny.labels,
+                student,
+                self.model,
+                family,
+                tiny.images,
+                config=cfg.finetune,
+                accelerator=acc,
+                seed=cfg.seed,
+                targets=targets if cfg.finetune.objective == "features" else None,
+                labels=tiny.labels,
                 augmented=self._augmented(tiny_set, tiny, image_column, label_column),
                 work_dir=self._finetune_dir(chosen, tiny),
             )
@@ -560,8 +608,12 @@ class PractiseCompressor:
         top1_before = top1_after = None
         if eval_ds is not None:
             with _phase(times, "evaluate"):
-                top1_before = evaluate_top1(self.model, eval_ds, accelerator=acc, batch_size=cfg.eval_batch_size, desc="eval teacher")
-                top1_after = evaluate_top1(student, eval_ds, accelerator=acc, batch_size=cfg.eval_batch_size, desc="eval compressed")
+                top1_before = evaluate_top1(
+                    self.model, eval_ds, accelerator=acc, batch_size=cfg.eval_batch_size, desc="eval teacher"
+                )
+                top1_after = evaluate_top1(
+                    student, eval_ds, accelerator=acc, batch_size=cfg.eval_batch_size, desc="eval compressed"
+                )
         result = CompressionResult(
             model=student,
             family=family,

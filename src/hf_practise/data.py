@@ -169,7 +169,9 @@ def describe_source(source: Any) -> dict[str, Any]:
     if _is_hf_dataset(source):
         hub_id = getattr(source, "_hf_practise_hub_id", None)
         name = hub_id or getattr(source.info, "dataset_name", None) or getattr(source.info, "builder_name", None)
-        info.update(name=name or "dataset", split=str(source.split) if source.split is not None else None, hub_id=hub_id)
+        info.update(
+            name=name or "dataset", split=str(source.split) if source.split is not None else None, hub_id=hub_id
+        )
     with contextlib.suppress(TypeError):
         info["num_samples"] = len(source)
     return info
@@ -278,7 +280,9 @@ def load_tiny_set(
         labels = torch.cat([p[1] for p in parts])
         desc = getattr(source, "info", None) and getattr(source.info, "dataset_name", None) or type(source).__name__
     if images.ndim != 4:
-        raise ValueError(f"Images must be (C, H, W) tensors after the transform; got batch shape {tuple(images.shape)}.")
+        raise ValueError(
+            f"Images must be (C, H, W) tensors after the transform; got batch shape {tuple(images.shape)}."
+        )
     has_labels = bool((labels != NO_LABEL).all())
     return TinySet(
         images=images.float().contiguous(),
@@ -313,7 +317,9 @@ def load_image_dataset(path: str | os.PathLike, split: str | None = None) -> Any
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"Dataset directory `{path}` does not exist.")
-    saved = (root / "dataset_dict.json").exists() or (root / "dataset_info.json").exists() or (root / "state.json").exists()
+    saved = (
+        (root / "dataset_dict.json").exists() or (root / "dataset_info.json").exists() or (root / "state.json").exists()
+    )
     ds = datasets.load_from_disk(str(root)) if saved else datasets.load_dataset("imagefolder", data_dir=str(root))
     return pick_split(ds, split, str(path))
 

@@ -120,12 +120,18 @@ def load_model(
         return _load_timm_dir(root, pretrained=pretrained, source=source, **model_kwargs)
     local = Path(name_or_path)
     if local.is_dir():
-        return _dispatch_dir(local, pretrained=pretrained, trust_remote_code=trust_remote_code, source=source, **model_kwargs)
+        return _dispatch_dir(
+            local, pretrained=pretrained, trust_remote_code=trust_remote_code, source=source, **model_kwargs
+        )
     if "/" in name_or_path:
         root = _snapshot(name_or_path, revision=revision, token=token)
         source.update(hub_id=name_or_path, revision=root.name)
-        return _dispatch_dir(root, pretrained=pretrained, trust_remote_code=trust_remote_code, source=source, **model_kwargs)
-    return _load_timm_name(name_or_path, pretrained=pretrained, revision=revision, token=token, source=source, **model_kwargs)
+        return _dispatch_dir(
+            root, pretrained=pretrained, trust_remote_code=trust_remote_code, source=source, **model_kwargs
+        )
+    return _load_timm_name(
+        name_or_path, pretrained=pretrained, revision=revision, token=token, source=source, **model_kwargs
+    )
 
 
 def _load_timm_name(name: str, *, pretrained: bool, revision, token, source: dict[str, Any], **kwargs: Any):

@@ -151,7 +151,9 @@ def _eval_format(models: Sequence[nn.Module], channels_last: bool) -> Iterator[N
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, *, input_size: Sequence[int], config: LatencyConfig | None = None) -> LatencyStats:
+def measure_latency(
+    model: nn.Module, *, input_size: Sequence[int], config: LatencyConfig | None = None
+) -> LatencyStats:
     """Median latency of one forward pass of a batch, in milliseconds."""
     config = config or LatencyConfig()
     device, _ = _model_device_dtype(model)
@@ -216,7 +218,9 @@ def block_latency_table(
         hooks = []
         for ref in blocks:
             module = family.resolve(model, ref)
-            hooks.append(module.register_forward_pre_hook(lambda m, args, path=ref.path: inputs.__setitem__(path, args[0])))
+            hooks.append(
+                module.register_forward_pre_hook(lambda m, args, path=ref.path: inputs.__setitem__(path, args[0]))
+            )
         try:
             model(x)
         finally:

@@ -42,7 +42,9 @@ def _loss(objective: str, output: torch.Tensor, target: torch.Tensor, temperatur
     if objective == "kd":
         t = temperature
         return torch.nn.functional.kl_div(
-            torch.log_softmax(output / t, dim=-1), torch.log_softmax(target / t, dim=-1), log_target=True,
+            torch.log_softmax(output / t, dim=-1),
+            torch.log_softmax(target / t, dim=-1),
+            log_target=True,
             reduction="batchmean",
         ) * (t * t)
     if (target < 0).any():
@@ -104,7 +106,9 @@ def mimic_finetune(
     else:
         raise ValueError(f"Unknown finetune objective `{objective}`; choose `features`, `kd` or `ce`.")
     if objective == "ce" and augmented is None and labels is None:
-        raise ValueError("The `ce` objective needs labels: give a labelled tiny set, or use `features` (no labels needed).")
+        raise ValueError(
+            "The `ce` objective needs labels: give a labelled tiny set, or use `features` (no labels needed)."
+        )
     teacher.eval()
     g = torch.Generator().manual_seed(seed)
     if augmented is not None:
@@ -128,7 +132,9 @@ def mimic_finetune(
         dataset, batch_size=per_process, shuffle=True, drop_last=len(dataset) >= config.batch_size, generator=g
     )
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(_param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True)
+        optimizer = torch.optim.SGD(
+            _param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True
+        )
     elif config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     else:
@@ -180,7 +186,12 @@ def mimic_finetune(
             logger.info("finetune: step %d/%d loss %.5g", step, config.iterations, losses[-1])
             accelerator.log({"finetune/loss": losses[-1], "finetune/lr": schedule.get_last_lr()[0]}, step=step)
             window = []
-        if ckpt_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.iterations:
+        if (
+            ckpt_dir is not None
+            and config.checkpoint_every
+            and step % config.checkpoint_every == 0
+            and step < config.iterations
+        ):
             accelerator.save_state(str(ckpt_dir))
             if accelerator.is_main_process:
                 (ckpt_dir / "step.json").write_text(json.dumps({"step": step}))
@@ -195,7 +206,9 @@ def mimic_finetune(
 
 
 @torch.no_grad()
-def evaluate_top1(model: nn.Module, dataset: Dataset, *, accelerator=None, batch_size: int = 256, desc: str = "eval") -> float:
+def evaluate_top1(
+    model: nn.Module, dataset: Dataset, *, accelerator=None, batch_size: int = 256, desc: str = "eval"
+) -> float:
     """Top-1 accuracy of `model` on a Dataset of (image tensor, label) pairs, gathered across processes."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     if accelerator is not None:

@@ -61,7 +61,9 @@ class ScanRow:
         return d
 
 
-def build_pruned(teacher: nn.Module, family: BackboneFamily, blocks: Sequence[BlockRef], *, adaptors: bool = True) -> nn.Module:
+def build_pruned(
+    teacher: nn.Module, family: BackboneFamily, blocks: Sequence[BlockRef], *, adaptors: bool = True
+) -> nn.Module:
     """A copy of `teacher` without `blocks`, with identity adaptors around the holes when `adaptors`."""
     student = copy.deepcopy(teacher)
     if adaptors:
@@ -71,12 +73,17 @@ def build_pruned(teacher: nn.Module, family: BackboneFamily, blocks: Sequence[Bl
 
 
 @torch.no_grad()
-def teacher_features(teacher: nn.Module, family: BackboneFamily, images: torch.Tensor, *, batch_size: int) -> torch.Tensor:
+def teacher_features(
+    teacher: nn.Module, family: BackboneFamily, images: torch.Tensor, *, batch_size: int
+) -> torch.Tensor:
     """The teacher's pre-pooling features for every image, computed once (eval mode) on the teacher's device."""
     device = next(teacher.parameters()).device
     was_training = teacher.training
     teacher.eval()
-    out = [family.forward_features(teacher, images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+    out = [
+        family.forward_features(teacher, images[i : i + batch_size].to(device))
+        for i in range(0, len(images), batch_size)
+    ]
     teacher.train(was_training)
     return torch.cat(out)
 
@@ -138,7 +145,12 @@ def score_block(
         final = feature_error(student, family, images, targets, batch_size=config.batch_size)
         if final > initial:
             # the adaptors are free to stay at identity: training that made things worse is undone
-            logger.info("scan: %s adaptor training raised the error (%.4g -> %.4g); keeping identity", block.path, initial, final)
+            logger.info(
+                "scan: %s adaptor training raised the error (%.4g -> %.4g); keeping identity",
+                block.path,
+                initial,
+                final,
+            )
             with torch.no_grad():
                 for p in params:
                     p.copy_(torch.eye(p.shape[0], dtype=p.dtype, device=p.device).reshape(p.shape))
@@ -206,8 +218,14 @@ def scan_blocks(
         row = _load_cached(Path(cache_dir), block, fingerprint) if cache_dir else None
         if row is None:
             row = score_block(
-                teacher, family, block, images, targets,
-                config=config, seed=seed, latency_saving=latency_saving.get(block.path, float("nan")),
+                teacher,
+                family,
+                block,
+                images,
+                targets,
+                config=config,
+                seed=seed,
+                latency_saving=latency_saving.get(block.path, float("nan")),
             )
             if cache_dir:
                 _save_cached(Path(cache_dir), row, fingerprint)

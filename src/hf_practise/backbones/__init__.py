@@ -7,7 +7,15 @@ from torch import nn
 from .base import AdaptorSite, BackboneFamily, BlockRef
 from .timm_resnet import TimmResNetFamily
 
-__all__ = ["AdaptorSite", "BackboneFamily", "BlockRef", "TimmResNetFamily", "get_family", "register_family", "registered_families"]
+__all__ = [
+    "AdaptorSite",
+    "BackboneFamily",
+    "BlockRef",
+    "TimmResNetFamily",
+    "get_family",
+    "register_family",
+    "registered_families",
+]
 
 _REGISTRY: list[type[BackboneFamily]] = [TimmResNetFamily]
 
