@@ -248,3 +248,20 @@ def test_k_per_class_sampling_is_seeded_and_balanced():
     with pytest.raises(ValueError, match="Class 0 has only 5 images"):
         load_tiny_set(ds, transform=lambda im: torch.zeros(3, 4, 4), per_class=6)
     assert isinstance(ds, datasets.Dataset)
+
+
+def test_timm_names_resolve_to_their_hub_checkpoint(hub, tmp_path):
+    folder = tmp_path / "r18"
+    folder.mkdir()
+    save_teacher(folder)
+    sha = publish(hub.mirrors, "model", "timm/resnet18.a1_in1k", folder)
+    code = (
+        "from hf_practise.hub import load_model\n"
+        "m, s = load_model('resnet18')\n"
+        "print(s['hub_id'], s['revision'], m.num_classes)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=hub.env(tmp_path / "h"), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["timm/resnet18.a1_in1k", sha, "5"]
