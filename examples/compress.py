@@ -159,9 +159,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.eval_split:
         eval_set = load_dataset_source(args.dataset, args.eval_split, revision=args.dataset_revision, token=args.token)
         if args.eval_num_samples:
-            hub_id = getattr(eval_set, "_hf_practise_hub_id", None)
-            eval_set = eval_set.shuffle(seed=args.seed).select(range(min(args.eval_num_samples, len(eval_set))))
-            eval_set._hf_practise_hub_id = hub_id
+            subset = eval_set.shuffle(seed=args.seed).select(range(min(args.eval_num_samples, len(eval_set))))
+            for attr in ("_hf_practise_hub_id", "_hf_practise_path"):  # where it came from, for the card
+                setattr(subset, attr, getattr(eval_set, attr, None))
+            eval_set = subset
 
     compressor = PractiseCompressor.from_pretrained(
         args.model,

@@ -18,7 +18,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["render_model_card", "save_plots", "TEMPLATE_PATH"]
 
 TEMPLATE_PATH = Path(__file__).with_name("MODEL_CARD_TEMPLATE.md")
-LIBRARY_URL = "https://github.com/hf-practise/hf_practise"
 SCORES_PNG = "block_scores.png"
 TOP1_PNG = "top1_vs_latency.png"
 
@@ -68,7 +67,7 @@ def save_plots(result: CompressionResult, directory: Path) -> dict[str, str | No
     return out
 
 
-def _card_data(result: CompressionResult, repo_id: str | None):
+def _card_data(result: CompressionResult, repo_id: str | None, name: str):
     from huggingface_hub import EvalResult, ModelCardData
 
     src = result.source
@@ -112,7 +111,7 @@ def _card_data(result: CompressionResult, repo_id: str | None):
     license_ = (src.get("pretrained_cfg") or {}).get("license") or src.get("license")
     datasets = [d for d in {result.tiny_set.get("hub_id"), (result.eval_set or {}).get("hub_id")} if d]
     return ModelCardData(
-        model_name=(repo_id or "compressed-model").split("/")[-1],
+        model_name=name,
         base_model=hub_id,
         base_model_relation="finetune" if hub_id else None,
         library_name=result.family.library_name,
@@ -124,14 +123,20 @@ def _card_data(result: CompressionResult, repo_id: str | None):
     )
 
 
-def render_model_card(result: CompressionResult, *, repo_id: str | None = None, plots: dict[str, Any] | None = None):
-    """The `huggingface_hub.ModelCard` of a compression result."""
+def render_model_card(
+    result: CompressionResult,
+    *,
+    repo_id: str | None = None,
+    name: str | None = None,
+    plots: dict[str, Any] | None = None,
+):
+    """The `huggingface_hub.ModelCard` of a compression result, titled `name` (default: the repo's name)."""
     from huggingface_hub import ModelCard
 
     plots = plots or {}
     src = result.source
     lat = result.latency
-    name = (repo_id or "compressed-model").split("/")[-1]
+    name = name or (repo_id or "compressed-model").split("/")[-1]
     hub_id = src.get("hub_id")
     base_link = (
         f"[{hub_id}](https://huggingface.co/{hub_id})"
@@ -159,11 +164,10 @@ def render_model_card(result: CompressionResult, *, repo_id: str | None = None, 
         f"# PractiseCompressor.from_pretrained({src.get('name_or_path')!r}, CompressionConfig(...)).compress(...)"
     )
     return ModelCard.from_template(
-        _card_data(result, repo_id),
+        _card_data(result, repo_id, name),
         template_path=str(TEMPLATE_PATH),
         model_name=name,
         base_link=base_link,
-        library_url=LIBRARY_URL,
         library_name=result.family.library_name,
         num_dropped=len(result.dropped),
         num_blocks_before=sum(result.depths_before),

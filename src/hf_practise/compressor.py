@@ -196,19 +196,20 @@ class CompressionResult:
         def write(tmp: Path) -> None:
             self.family.save_pretrained(self.model, tmp, source_config=self.source)
             (tmp / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2, default=str))
-            self.model_card(repo_id=repo_id, directory=tmp).save(tmp / "README.md")
+            name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
+            self.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
 
         path = save_directory_atomically(save_directory, write, overwrite=overwrite)
         self.saved_to = path
         logger.info("saved the compressed model to %s", path)
         return path
 
-    def model_card(self, *, repo_id: str | None = None, directory: Path | None = None):
+    def model_card(self, *, repo_id: str | None = None, directory: Path | None = None, name: str | None = None):
         """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given."""
         from .card import render_model_card, save_plots
 
         plots = save_plots(self, directory) if directory is not None else {}
-        return render_model_card(self, repo_id=repo_id, plots=plots)
+        return render_model_card(self, repo_id=repo_id, name=name, plots=plots)
 
     def push_to_hub(
         self,

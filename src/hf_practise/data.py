@@ -168,7 +168,12 @@ def describe_source(source: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"name": type(source).__name__}
     if _is_hf_dataset(source):
         hub_id = getattr(source, "_hf_practise_hub_id", None)
-        name = hub_id or getattr(source.info, "dataset_name", None) or getattr(source.info, "builder_name", None)
+        name = (
+            hub_id
+            or getattr(source, "_hf_practise_path", None)
+            or getattr(source.info, "dataset_name", None)
+            or getattr(source.info, "builder_name", None)
+        )
         info.update(
             name=name or "dataset", split=str(source.split) if source.split is not None else None, hub_id=hub_id
         )
@@ -278,7 +283,7 @@ def load_tiny_set(
         parts = [_split_batch(b) for b in loader]
         images = torch.cat([p[0] for p in parts])
         labels = torch.cat([p[1] for p in parts])
-        desc = getattr(source, "info", None) and getattr(source.info, "dataset_name", None) or type(source).__name__
+        desc = describe_source(source)["name"]
     if images.ndim != 4:
         raise ValueError(
             f"Images must be (C, H, W) tensors after the transform; got batch shape {tuple(images.shape)}."
@@ -321,7 +326,9 @@ def load_image_dataset(path: str | os.PathLike, split: str | None = None) -> Any
         (root / "dataset_dict.json").exists() or (root / "dataset_info.json").exists() or (root / "state.json").exists()
     )
     ds = datasets.load_from_disk(str(root)) if saved else datasets.load_dataset("imagefolder", data_dir=str(root))
-    return pick_split(ds, split, str(path))
+    ds = pick_split(ds, split, str(path))
+    ds._hf_practise_path = str(path)
+    return ds
 
 
 def pick_split(loaded: Any, split: str | None, name: str) -> Any:
