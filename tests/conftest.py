@@ -46,6 +46,26 @@ def tiny_resnet(arch: str, num_classes: int = 5, seed: int = 0) -> nn.Module:
     return randomise_norms(model, seed)
 
 
+# CLI flags that make examples/compress.py finish in seconds on a tiny model
+CLI_FAST = "--scan-iterations 2 --iterations 2 --batch-size 8 --scan-batch-size 8 --lr 1e-4".split() + (
+    "--latency-batch-size 2 --latency-repeats 3".split()
+)
+
+
+def save_tiny_teacher(folder: Path) -> nn.Module:
+    """A tiny resnet18 saved as a timm checkpoint whose config expects 32x32 inputs."""
+    import json
+
+    from hf_practise import get_family
+
+    model = tiny_resnet("resnet18")
+    get_family(model).save_pretrained(model, folder, source_config={})
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"].update(input_size=[3, 32, 32], crop_pct=1.0, mean=[0.5] * 3, std=[0.5] * 3, license="mit")
+    (folder / "config.json").write_text(json.dumps(config))
+    return model
+
+
 @pytest.fixture(params=sorted(TINY_RESNETS))
 def arch(request) -> str:
     return request.param

@@ -11,39 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_practise import get_family
-
-from .conftest import REPO, tiny_resnet
+from .conftest import CLI_FAST, REPO, save_tiny_teacher
 from .test_backbones import reload_in_plain_timm
 from .test_compressor import image_dataset
 
 SCRIPT = REPO / "examples" / "compress.py"
-FAST = [
-    "--scan-iterations",
-    "2",
-    "--iterations",
-    "2",
-    "--batch-size",
-    "8",
-    "--scan-batch-size",
-    "8",
-    "--lr",
-    "1e-4",
-    "--latency-batch-size",
-    "2",
-    "--latency-repeats",
-    "3",
-]
+FAST = CLI_FAST
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("teacher")
-    model = tiny_resnet("resnet18")
-    get_family(model).save_pretrained(model, root, source_config={})
-    config = json.loads((root / "config.json").read_text())
-    config["pretrained_cfg"].update(input_size=[3, 32, 32], crop_pct=1.0, mean=[0.5] * 3, std=[0.5] * 3)
-    (root / "config.json").write_text(json.dumps(config))
+    save_tiny_teacher(root)
     return root
 
 

@@ -16,36 +16,12 @@ from huggingface_hub import ModelCard
 from hf_practise import get_family
 from hf_practise.hub import load_model
 
-from .conftest import REPO, tiny_resnet
+from .conftest import CLI_FAST, REPO, save_tiny_teacher, tiny_resnet
 from .hub_server import LocalHub, olah_cli, publish
 from .test_compressor import image_dataset
 
 HERE = REPO / "tests"
-FAST = [
-    "--scan-iterations",
-    "2",
-    "--iterations",
-    "2",
-    "--batch-size",
-    "8",
-    "--scan-batch-size",
-    "8",
-    "--lr",
-    "1e-4",
-    "--latency-batch-size",
-    "2",
-    "--latency-repeats",
-    "3",
-]
-
-
-def save_teacher(folder):
-    model = tiny_resnet("resnet18")
-    get_family(model).save_pretrained(model, folder, source_config={})
-    config = json.loads((folder / "config.json").read_text())
-    config["pretrained_cfg"].update(input_size=[3, 32, 32], crop_pct=1.0, mean=[0.5] * 3, std=[0.5] * 3, license="mit")
-    (folder / "config.json").write_text(json.dumps(config))
-    return model
+FAST = CLI_FAST
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +32,7 @@ def hub(tmp_path_factory):
     server = LocalHub(root).start()
     teacher = root / "teacher"
     teacher.mkdir()
-    save_teacher(teacher)
+    save_tiny_teacher(teacher)
     publish(server.mirrors, "model", "org/tiny-teacher", teacher)
     data = root / "data"
     (data / "data").mkdir(parents=True)
@@ -253,7 +229,7 @@ def test_k_per_class_sampling_is_seeded_and_balanced():
 def test_timm_names_resolve_to_their_hub_checkpoint(hub, tmp_path):
     folder = tmp_path / "r18"
     folder.mkdir()
-    save_teacher(folder)
+    save_tiny_teacher(folder)
     sha = publish(hub.mirrors, "model", "timm/resnet18.a1_in1k", folder)
     code = (
         "from hf_practise.hub import load_model\n"
