@@ -118,3 +118,18 @@ def test_linear_adaptors_fold_exactly():
         fold_adaptors(net)
         torch.testing.assert_close(net(x), y, rtol=1e-5, atol=1e-5)
     assert [type(m) for m in net] == [nn.Linear, nn.ReLU, nn.Linear]
+
+
+def test_adaptors_can_be_removed_without_folding(model, images):
+    from hf_practise.adaptors import remove_adaptors
+
+    family = get_family(model)
+    with torch.no_grad():
+        before = model(images)
+        sites = family.adaptor_sites(model, family.candidates(model)[-1:])
+        insert_adaptors(model, sites)
+        perturb_adaptors(model)
+        assert not torch.allclose(model(images), before)
+        assert remove_adaptors(model) == len(sites)
+        torch.testing.assert_close(model(images), before, rtol=0, atol=0)
+    assert not any(isinstance(m, AdaptedLayer) for m in model.modules())

@@ -144,6 +144,17 @@ def fold_adaptors(model: nn.Module) -> int:
     return count
 
 
+def remove_adaptors(model: nn.Module) -> int:
+    """Put every wrapped layer back unchanged, discarding its adaptors, in place; return how many were removed."""
+    parents = _parents(model)
+    count = 0
+    for wrapper in adapted_layers(model):
+        count += len(wrapper.adaptors())
+        parent, name = parents[id(wrapper)]
+        setattr(parent, name, wrapper.layer)
+    return count
+
+
 def adaptor_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The trainable parameters of every adaptor in the model."""
     return [p for w in adapted_layers(model) for a in w.adaptors().values() for p in a.parameters()]
