@@ -221,7 +221,9 @@ class Bench:
         else:
             if objective == "ce" and tiny.labels is None:
                 raise ValueError(f"{method} needs labels; {kind} has none")
-            chosen, _ = comp.select_in_order(self.order(method, rows, seed))
+            chosen = self.practise_blocks(kind, n, seed, target, rows) if method in ("ce", "kd") else None
+            if chosen is None:
+                chosen, _ = comp.select_in_order(self.order(method, rows, seed))
             dropped = [r.block for r in chosen]
             student = comp.build_student(chosen)
         top1_before_finetune = None
@@ -270,6 +272,14 @@ class Bench:
             "command": self.command,
             "machine": machine(),
         }
+
+    def practise_blocks(self, kind: str, n: int, seed: int, target: float, rows) -> list | None:
+        """The blocks the practise run of this setting dropped: ce and kd finetune exactly those."""
+        path = self.run_path("practise", kind, n, seed, target)
+        if not path.exists():
+            return None
+        by_name = {r.block: r for r in rows}
+        return [by_name[b] for b in json.loads(path.read_text())["dropped_blocks"]]
 
     def filter_pruned(self, tiny: TinySet, target: float, seed: int, practise_reduction: dict, rows) -> torch.nn.Module:
         """L1 filter pruning at the one uniform ratio whose measured latency reduction matches PRACTISE's."""
