@@ -9,7 +9,7 @@ layer for an `AdaptedLayer` wrapper in its parent, and removed by swapping the f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -132,27 +132,26 @@ def adapted_layers(model: nn.Module) -> list[AdaptedLayer]:
     return [m for m in model.modules() if isinstance(m, AdaptedLayer)]
 
 
-@torch.no_grad()
-def fold_adaptors(model: nn.Module) -> int:
-    """Fold every adaptor into its layer and put the plain layer back, in place; return how many were folded."""
+def _unwrap(model: nn.Module, replacement: Callable[[AdaptedLayer], nn.Module]) -> int:
+    """Swap every `AdaptedLayer` for `replacement(wrapper)`, in place; return how many adaptors went."""
     parents = _parents(model)
     count = 0
     for wrapper in adapted_layers(model):
         count += len(wrapper.adaptors())
         parent, name = parents[id(wrapper)]
-        setattr(parent, name, wrapper.folded())
+        setattr(parent, name, replacement(wrapper))
     return count
+
+
+@torch.no_grad()
+def fold_adaptors(model: nn.Module) -> int:
+    """Fold every adaptor into its layer and put the plain layer back, in place; return how many were folded."""
+    return _unwrap(model, AdaptedLayer.folded)
 
 
 def remove_adaptors(model: nn.Module) -> int:
     """Put every wrapped layer back unchanged, discarding its adaptors, in place; return how many were removed."""
-    parents = _parents(model)
-    count = 0
-    for wrapper in adapted_layers(model):
-        count += len(wrapper.adaptors())
-        parent, name = parents[id(wrapper)]
-        setattr(parent, name, wrapper.layer)
-    return count
+    return _unwrap(model, lambda wrapper: wrapper.layer)
 
 
 def adaptor_parameters(model: nn.Module) -> list[nn.Parameter]:
