@@ -37,25 +37,18 @@ def imagefolder(tmp_path_factory):
     return root
 
 
+def compress(teacher_dir, dataset: str, output_dir: str, *flags: str) -> subprocess.CompletedProcess:
+    """examples/compress.py on the tiny teacher, with the fast flags."""
+    return run("--model", f"local-dir:{teacher_dir}", "--dataset", dataset, "--output-dir", output_dir, *flags, *FAST)
+
+
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
 
 
 def test_cli_on_imagefolder_saves_a_plain_timm_model(teacher_dir, imagefolder, tmp_path):
     out = tmp_path / "out"
-    proc = run(
-        "--model",
-        f"local-dir:{teacher_dir}",
-        "--dataset",
-        str(imagefolder),
-        "--num-samples",
-        "12",
-        "--num-blocks",
-        "2",
-        "--output-dir",
-        str(out),
-        *FAST,
-    )
+    proc = compress(teacher_dir, str(imagefolder), str(out), "--num-samples", "12", "--num-blocks", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Recoverability scan" in proc.stdout and "| block |" in proc.stdout and "Dropped:" in proc.stdout
     config = json.loads((out / "config.json").read_text())
@@ -71,11 +64,10 @@ def test_cli_on_save_to_disk_with_eval_split(teacher_dir, tmp_path):
     data = tmp_path / "data"
     datasets.DatasetDict({"train": image_dataset(16), "test": image_dataset(10)}).save_to_disk(str(data))
     out = tmp_path / "out"
-    proc = run(
-        "--model",
-        f"local-dir:{teacher_dir}",
-        "--dataset",
+    proc = compress(
+        teacher_dir,
         str(data),
+        str(out),
         "--split",
         "train",
         "--eval-split",
@@ -84,9 +76,6 @@ def test_cli_on_save_to_disk_with_eval_split(teacher_dir, tmp_path):
         "10",
         "--num-blocks",
         "1",
-        "--output-dir",
-        str(out),
-        *FAST,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "practise_report.json").read_text())
@@ -94,50 +83,22 @@ def test_cli_on_save_to_disk_with_eval_split(teacher_dir, tmp_path):
 
 
 def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
-    proc = run(
-        "--model",
-        f"local-dir:{teacher_dir}",
-        "--dataset",
-        str(imagefolder),
-        "--num-samples",
-        "500",
-        "--output-dir",
-        str(tmp_path / "o1"),
-        *FAST,
-    )
+    proc = compress(teacher_dir, str(imagefolder), str(tmp_path / "o1"), "--num-samples", "500")
     assert proc.returncode != 0 and "--num-samples 500 is larger than the 18 images" in proc.stderr
     assert not (tmp_path / "o1").exists()
 
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("x")
-    proc = run("--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder), "--output-dir", str(busy), *FAST)
+    proc = compress(teacher_dir, str(imagefolder), str(busy))
     assert proc.returncode != 0 and "--overwrite" in proc.stderr
     assert [p.name for p in busy.iterdir()] == ["x"]
 
-    proc = run(
-        "--model",
-        f"local-dir:{teacher_dir}",
-        "--dataset",
-        str(tmp_path / "nowhere"),
-        "--output-dir",
-        str(tmp_path / "o2"),
-        *FAST,
-    )
+    proc = compress(teacher_dir, str(tmp_path / "nowhere"), str(tmp_path / "o2"))
     assert proc.returncode != 0 and "is not a local folder" in proc.stderr
 
-    proc = run(
-        "--model",
-        f"local-dir:{teacher_dir}",
-        "--dataset",
-        str(imagefolder),
-        "--num-samples",
-        "12",
-        "--latency-reduction",
-        "0.99",
-        "--output-dir",
-        str(tmp_path / "o3"),
-        *FAST,
+    proc = compress(
+        teacher_dir, str(imagefolder), str(tmp_path / "o3"), "--num-samples", "12", "--latency-reduction", "0.99"
     )
     assert proc.returncode != 0 and "cannot be reached" in proc.stderr
     assert not (tmp_path / "o3").exists()
