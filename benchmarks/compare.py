@@ -440,11 +440,83 @@ class Bench:
                 )
             lines.append("")
         lines += self.claims(groups)
+        lines += self.wall_time()
+        discussion = HERE / "discussion" / f"{self.name}.md"
+        if discussion.exists():
+            lines += [discussion.read_text().rstrip(), ""]
         commands = sorted({r["command"] for r in recs})
         lines += ["Commands that produced these runs:", ""] + [f"- `{c}`" for c in commands]
         (self.out / "results.md").write_text("\n".join(lines) + "\n")
         self.plot(recs)
+        self.update_readme(groups, settings)
         print("\n".join(lines))
+
+    def headline(self, groups: dict[tuple, list[dict]], settings: list[tuple]) -> list[str]:
+        """One table, methods x settings: mean top-1 (± std over seeds) and mean measured latency reduction."""
+        head = [f"{kind}, {n} img, target {100 * t:.0f}%" for kind, n, t in settings]
+        out = ["| method | " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(settings)]
+        for method in ALL_METHODS:
+            cells = []
+            for kind, n, t in settings:
+                rs = groups.get((kind, n, t, method))
+                if not rs:
+                    cells.append("")
+                    continue
+                top1 = [100 * r["top1"] for r in rs]
+                lat = statistics.mean(100 * r["latency_reduction"] for r in rs)
+                spread = f" ± {statistics.stdev(top1):.2f}" if len(top1) > 1 else ""
+                cells.append(f"{statistics.mean(top1):.2f}{spread} ({-lat:+.1f}%)")
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        seeds = {s: sorted({r["seed"] for k, rs in groups.items() if k[:3] == s for r in rs}) for s in settings}
+        out += [
+            "",
+            "Cells: top-1 % on the teacher's test split (mean ± std over seeds) and, in brackets, the measured "
+            "latency change against the teacher (CPU, batch 64). Seeds per column: "
+            + "; ".join(f"{h}: {', '.join(map(str, seeds[s]))}" for h, s in zip(head, settings))
+            + ".",
+        ]
+        return out
+
+    def update_readme(self, groups: dict[tuple, list[dict]], settings: list[tuple]) -> None:
+        """Rewrite the README's table between its markers (only for the repo's own results folder)."""
+        readme = HERE.parent / "README.md"
+        begin, end = f"<!-- bench:{self.name}:begin -->", f"<!-- bench:{self.name}:end -->"
+        if self.out.parent.resolve() != (HERE / "results").resolve() or not readme.exists():
+            return
+        text = readme.read_text()
+        if begin not in text or end not in text:
+            return
+        before, rest = text.split(begin, 1)
+        _, after = rest.split(end, 1)
+        body = "\n".join(self.headline(groups, settings))
+        tmp = readme.with_suffix(".md.tmp")
+        tmp.write_text(f"{before}{begin}\n{body}\n{end}{after}")
+        tmp.replace(readme)
+
+    def wall_time(self) -> list[str]:
+        """Where the time went: one row per finished invocation of a part (from timings.jsonl)."""
+        log = self.out / "timings.jsonl"
+        if not log.exists():
+            return []
+        entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        out = [
+            "## Wall time",
+            "",
+            "Each row is one invocation of a part (scan, every method's finetune, evaluation and latency timing; "
+            "runs already on disk are skipped, so a resumed part shows only what it did).",
+            "",
+            "| part | seeds | minutes | finished | where | command |",
+            "| --- | --- | ---: | --- | --- | --- |",
+        ]
+        for e in entries:
+            seeds = e.get("seeds") or _seeds_from_command(e["command"]) or PARTS[e["part"]][2]
+            m = e["machine"]
+            where = f"{m['gpu'] or m['cpu']}, {m['threads']} threads"
+            out.append(
+                f"| {e['part']} | {', '.join(map(str, seeds))} | {e['seconds'] / 60:.1f} | {e['finished']} | "
+                f"{where} | `{e['command']}` |"
+            )
+        return out + [""]
 
     def claims(self, groups: dict[tuple, list[dict]]) -> list[str]:
         """The paper's four claims, checked on the runs there are (means over seeds; says which are missing)."""
@@ -456,6 +528,24 @@ class Bench:
 
         def pct(v):
             return "n/a" if v is None else f"{100 * v:.2f}%"
+
+        def by_seed(kind, n, target, methods) -> dict[int, float]:
+            """seed -> top-1 (mean over `methods`, e.g. the random draws of that seed)."""
+            vals: dict[int, list[float]] = {}
+            for m in methods:
+                for r in groups.get((kind, n, target, m), []):
+                    vals.setdefault(r["seed"], []).append(r["top1"])
+            return {s: statistics.mean(v) for s, v in vals.items()}
+
+        def wins(kind, n, target, other: tuple[str, ...]) -> str:
+            """'PRACTISE higher in w/k seeds' over the seeds both have."""
+            a, b = by_seed(kind, n, target, ("practise",)), by_seed(kind, n, target, other)
+            common = sorted(set(a) & set(b))
+            return f"{sum(a[s] > b[s] for s in common)}/{len(common)}"
+
+        def lat(kind, n, target, methods) -> str:
+            vals = [r["latency_reduction"] for m in methods for r in groups.get((kind, n, target, m), [])]
+            return f"-{100 * statistics.mean(vals):.1f}%" if vals else "n/a"
 
         settings = sorted({k[:3] for k in groups if k[0] == "fmnist"}, key=lambda s: (-s[1], s[2]))
         out = [
@@ -475,7 +565,8 @@ class Bench:
             lf, _ = mean(kind, n, t, "filter", "latency_reduction")
             out.append(
                 f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at -{100 * lp:.1f}% latency vs filter "
-                f"pruning {pct(f)} at -{100 * lf:.1f}% ({k} vs {kf} seeds): {'holds' if p > f else 'does not hold'}."
+                f"pruning {pct(f)} at -{100 * lf:.1f}% ({k} vs {kf} seeds; PRACTISE higher in "
+                f"{wins(kind, n, t, ('filter',))} seeds): {'holds' if p > f else 'does not hold'}."
             )
         out += ["", "**(b) Mimic finetuning beats cross-entropy finetuning on tiny sets** (same blocks, same start)."]
         for kind, n, t in settings:
@@ -485,8 +576,9 @@ class Bench:
             if p is None or c is None:
                 continue
             out.append(
-                f"- {n} images, target {100 * t:.0f}%: mimic {pct(p)}, cross-entropy {pct(c)}, logit KD {pct(kd)}: "
-                f"{'holds' if p > c else 'does not hold'}."
+                f"- {n} images, target {100 * t:.0f}%: mimic {pct(p)}, cross-entropy {pct(c)}, logit KD {pct(kd)} "
+                f"(mimic above cross-entropy in {wins(kind, n, t, ('ce',))} seeds, above KD in "
+                f"{wins(kind, n, t, ('kd',))}): {'holds' if p > c else 'does not hold'}."
             )
         out += [
             "",
@@ -497,24 +589,28 @@ class Bench:
             p, k = mean(kind, n, t, "practise")
             if p is None:
                 continue
-            rand = [r["top1"] for m in ("random-0", "random-1", "random-2") for r in groups.get((kind, n, t, m), [])]
+            randoms = ("random-0", "random-1", "random-2")
+            rand = [r["top1"] for m in randoms for r in groups.get((kind, n, t, m), [])]
             others = {
-                "initial loss": mean(kind, n, t, "initial")[0],
-                "last block": mean(kind, n, t, "last")[0],
-                "random (mean of draws)": statistics.mean(rand) if rand else None,
+                "initial loss": (mean(kind, n, t, "initial")[0], ("initial",)),
+                "last block": (mean(kind, n, t, "last")[0], ("last",)),
+                "random (mean of draws)": (statistics.mean(rand) if rand else None, randoms),
             }
-            present = {k2: v for k2, v in others.items() if v is not None}
+            present = {k2: v for k2, v in others.items() if v[0] is not None}
             if not present:
                 continue
-            beaten = [k2 for k2, v in present.items() if p > v]
+            beaten = [k2 for k2, (v, _) in present.items() if p > v]
             verdict = (
                 "holds"
                 if len(beaten) == len(present)
                 else ("holds against " + ", ".join(beaten) if beaten else "does not hold")
             )
             out.append(
-                f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)}; "
-                + ", ".join(f"{k2} {pct(v)}" for k2, v in present.items())
+                f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at {lat(kind, n, t, ('practise',))}; "
+                + ", ".join(
+                    f"{k2} {pct(v)} at {lat(kind, n, t, ms)} (PRACTISE higher in {wins(kind, n, t, ms)} seeds)"
+                    for k2, (v, ms) in present.items()
+                )
                 + f": {verdict}."
             )
         out += [
@@ -580,6 +676,19 @@ class Bench:
         plt.close(fig)
 
 
+def _seeds_from_command(command: str) -> list[int] | None:
+    """The --seeds of a recorded command line (older timings entries do not store them)."""
+    words = shlex.split(command)
+    if "--seeds" not in words:
+        return None
+    out = []
+    for w in words[words.index("--seeds") + 1 :]:
+        if not w.isdigit():
+            break
+        out.append(int(w))
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default=str(DEFAULT_TEACHER), help="path of a timm local-dir teacher")
@@ -642,6 +751,7 @@ def main() -> int:
                     json.dumps(
                         {
                             "part": part,
+                            "seeds": list(args.seeds or seeds),
                             "seconds": elapsed,
                             "machine": machine(),
                             "command": bench.command,
