@@ -347,20 +347,30 @@ class Bench:
         cands = {c.path: c for c in self.family.candidates(self.teacher)}
         prune = self.filter_pruner()
         cfg = LatencyConfig(batch_size=64, repeats=repeats)
+        # many runs share an architecture (ce/kd reuse practise's blocks; criteria often agree): time each once
+        timed: dict[tuple, object] = {}
         for path in sorted(self.runs.glob("*.json")):
             rec = json.loads(path.read_text())
             if rec["method"] == "teacher":
-                student = self.teacher
+                key: tuple = ("teacher",)
             elif rec["method"] == "filter":
                 if rec.get("filter_ratio") is None:
                     logger.warning("%s has no filter_ratio; rerun it to remeasure", path.name)
                     continue
-                student = prune(rec["filter_ratio"])
+                key = ("filter", rec["filter_ratio"])
             else:
-                student = build_pruned(
-                    self.teacher, self.family, [cands[b] for b in rec["dropped_blocks"]], adaptors=False
-                )
-            lat = compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=cfg)
+                key = ("blocks", *sorted(rec["dropped_blocks"]))
+            if key not in timed:
+                if key[0] == "teacher":
+                    student = self.teacher
+                elif key[0] == "filter":
+                    student = prune(rec["filter_ratio"])
+                else:
+                    student = build_pruned(
+                        self.teacher, self.family, [cands[b] for b in rec["dropped_blocks"]], adaptors=False
+                    )
+                timed[key] = compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=cfg)
+            lat = timed[key]
             logger.info("%s: %.1f%% -> %.1f%%", path.name, 100 * rec["latency_reduction"], 100 * lat.reduction)
             rec["latency_reduction_during_run"] = rec.get("latency_reduction_during_run", rec["latency_reduction"])
             rec["latency_reduction"] = lat.reduction
