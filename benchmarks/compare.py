@@ -62,6 +62,14 @@ PARTS = {
 }
 
 
+def write_json(path: Path, rec: dict) -> None:
+    """Write a run record atomically (temp file + rename), so an interrupted run never leaves half a json."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, indent=2, default=str))
+    tmp.replace(path)
+
+
 def machine() -> dict:
     return {
         "cpu": device_name(torch.device("cpu")),
@@ -192,10 +200,7 @@ class Bench:
             rec["wall_seconds"] = time.perf_counter() - start
             rec["scan_seconds_shared"] = scan_seconds
             path = self.run_path(method, kind, n, seed, target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rec, indent=2, default=str))
-            tmp.replace(path)
+            write_json(path, rec)
             logger.info(
                 "%s %s-%d s%d t%.2f: top1 %.2f%% latency -%.1f%% (%.0fs)",
                 method,
@@ -336,39 +341,34 @@ class Bench:
 
         return prune
 
+    def blocks_removed(self, dropped: list[str]) -> torch.nn.Module:
+        """The teacher with these blocks simply removed (no adaptors): the structure a block-dropping run has."""
+        from hf_practise.recoverability import build_pruned
+
+        cands = {c.path: c for c in self.family.candidates(self.teacher)}
+        return build_pruned(self.teacher, self.family, [cands[b] for b in dropped], adaptors=False)
+
     def remeasure(self, repeats: int) -> None:
         """Time every finished run's architecture against the teacher again, in one quiet pass.
 
         Latency depends only on structure (dropped blocks, or the filter ratio), not on the finetuned weights,
         so the numbers of runs made while the machine was busy can be replaced by clean ones.
         """
-        from hf_practise.recoverability import build_pruned
-
-        cands = {c.path: c for c in self.family.candidates(self.teacher)}
         prune = self.filter_pruner()
         cfg = LatencyConfig(batch_size=64, repeats=repeats)
         # many runs share an architecture (ce/kd reuse practise's blocks; criteria often agree): time each once
         timed: dict[tuple, object] = {}
         for path in sorted(self.runs.glob("*.json")):
             rec = json.loads(path.read_text())
-            if rec["method"] == "teacher":
-                key: tuple = ("teacher",)
-            elif rec["method"] == "filter":
-                if rec.get("filter_ratio") is None:
-                    logger.warning("%s has no filter_ratio; rerun it to remeasure", path.name)
-                    continue
-                key = ("filter", rec["filter_ratio"])
-            else:
-                key = ("blocks", *sorted(rec["dropped_blocks"]))
+            if rec["method"] == "filter" and rec.get("filter_ratio") is None:
+                logger.warning("%s has no filter_ratio; rerun it to remeasure", path.name)
+                continue
+            key = (rec["method"] == "filter", rec.get("filter_ratio"), *sorted(rec["dropped_blocks"]))
             if key not in timed:
-                if key[0] == "teacher":
-                    student = self.teacher
-                elif key[0] == "filter":
+                if rec["method"] == "filter":
                     student = prune(rec["filter_ratio"])
-                else:
-                    student = build_pruned(
-                        self.teacher, self.family, [cands[b] for b in rec["dropped_blocks"]], adaptors=False
-                    )
+                else:  # the teacher has no dropped blocks
+                    student = self.blocks_removed(rec["dropped_blocks"])
                 timed[key] = compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=cfg)
             lat = timed[key]
             logger.info("%s: %.1f%% -> %.1f%%", path.name, 100 * rec["latency_reduction"], 100 * lat.reduction)
@@ -376,9 +376,7 @@ class Bench:
             rec["latency_reduction"] = lat.reduction
             rec["latency_ms"] = {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms}
             rec["latency_remeasured"] = {"repeats": repeats, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rec, indent=2, default=str))
-            tmp.replace(path)
+            write_json(path, rec)
 
     # ---- report --------------------------------------------------------------------------------------
     def fill_no_recovery(self) -> None:
@@ -386,27 +384,19 @@ class Bench:
 
         It depends only on the teacher and the blocks, so it is computed once per set of blocks and cached.
         """
-        from hf_practise.recoverability import build_pruned
-
         cache_path = self.cache / f"no_recovery_top1_{len(self.test)}.json"
         cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-        cands = {c.path: c for c in self.family.candidates(self.teacher)}
         for path in sorted(self.runs.glob("practise__*.json")):
             rec = json.loads(path.read_text())
             if rec.get("top1_no_recovery") is not None:
                 continue
             key = ",".join(sorted(rec["dropped_blocks"]))
             if key not in cache:
-                pruned = build_pruned(
-                    self.teacher, self.family, [cands[b] for b in rec["dropped_blocks"]], adaptors=False
-                )
-                cache[key] = evaluate_top1(pruned, self.test, batch_size=256)
+                cache[key] = evaluate_top1(self.blocks_removed(rec["dropped_blocks"]), self.test, batch_size=256)
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
                 cache_path.write_text(json.dumps(cache, indent=2))
             rec["top1_no_recovery"] = cache[key]
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rec, indent=2, default=str))
-            tmp.replace(path)
+            write_json(path, rec)
 
     def report(self) -> None:
         self.fill_no_recovery()
@@ -431,7 +421,7 @@ class Bench:
             "alternating A/B in one process, batch 64.",
             "",
         ]
-        settings = sorted({k[:3] for k in groups}, key=lambda s: (s[0] != "fmnist", -s[1], s[2]))
+        settings = sorted({k[:3] for k in groups}, key=lambda s: (s[0] != "fmnist", -s[1], s[2], s[0]))
         for kind, n, target in settings:
             lines += [
                 f"## {kind}, {n} images, latency target {100 * target:.0f}%",
@@ -519,8 +509,7 @@ class Bench:
             "| --- | --- | ---: | --- | --- | --- |",
         ]
         for e in entries:
-            seeds = e.get("seeds") or _seeds_from_command(e["command"]) or PARTS[e["part"]][2]
-            m = e["machine"]
+            seeds, m = e["seeds"], e["machine"]
             where = f"{m['gpu'] or m['cpu']}, {m['threads']} threads"
             out.append(
                 f"| {e['part']} | {', '.join(map(str, seeds))} | {e['seconds'] / 60:.1f} | {e['finished']} | "
@@ -684,19 +673,6 @@ class Bench:
         fig.tight_layout()
         fig.savefig(self.out / "top1_vs_latency.png", dpi=120)
         plt.close(fig)
-
-
-def _seeds_from_command(command: str) -> list[int] | None:
-    """The --seeds of a recorded command line (older timings entries do not store them)."""
-    words = shlex.split(command)
-    if "--seeds" not in words:
-        return None
-    out = []
-    for w in words[words.index("--seeds") + 1 :]:
-        if not w.isdigit():
-            break
-        out.append(int(w))
-    return out
 
 
 def main() -> int:
