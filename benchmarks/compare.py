@@ -509,11 +509,13 @@ class Bench:
             "| --- | --- | ---: | --- | --- | --- |",
         ]
         for e in entries:
-            seeds, m = e["seeds"], e["machine"]
-            where = f"{m['gpu'] or m['cpu']}, {m['threads']} threads"
+            # entries written before a field existed (a results folder kept from an older version) show "?"
+            seeds = ", ".join(map(str, e["seeds"])) if "seeds" in e else "?"
+            m = e.get("machine")
+            where = f"{m.get('gpu') or m.get('cpu')}, {m.get('threads')} threads" if m else "?"
             out.append(
-                f"| {e['part']} | {', '.join(map(str, seeds))} | {e['seconds'] / 60:.1f} | {e['finished']} | "
-                f"{where} | `{e['command']}` |"
+                f"| {e.get('part', '?')} | {seeds} | {e['seconds'] / 60:.1f} | {e.get('finished', '?')} | "
+                f"{where} | `{e.get('command', '?')}` |"
             )
         return out + [""]
 

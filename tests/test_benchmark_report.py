@@ -1,0 +1,53 @@
+"""The benchmark report reads results folders written by older versions of the runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+COMPARE = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("bench_compare", COMPARE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_wall_time_table_tolerates_entries_without_newer_fields(compare, tmp_path):
+    machine = {"cpu": "Some CPU", "threads": 2, "gpu": None}
+    entries = [
+        # written before entries carried their seeds
+        {"part": "fmnist100", "seconds": 60.0, "machine": machine, "command": "python a", "finished": "t0"},
+        {
+            "part": "fmnist50",
+            "seeds": [0, 2],
+            "seconds": 120.0,
+            "machine": machine,
+            "command": "python b",
+            "finished": "t1",
+        },
+        # the bare minimum
+        {"seconds": 30.0},
+    ]
+    (tmp_path / "timings.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    lines = compare.Bench.wall_time(SimpleNamespace(out=tmp_path))
+    rows = [line for line in lines if line.startswith("| fmnist") or line.startswith("| ?")]
+    assert rows == [
+        "| fmnist100 | ? | 1.0 | t0 | Some CPU, 2 threads | `python a` |",
+        "| fmnist50 | 0, 2 | 2.0 | t1 | Some CPU, 2 threads | `python b` |",
+        "| ? | ? | 0.5 | ? | ? | `?` |",
+    ]
+
+
+def test_no_timings_no_wall_time_section(compare, tmp_path):
+    assert compare.Bench.wall_time(SimpleNamespace(out=tmp_path)) == []
