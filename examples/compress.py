@@ -72,6 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=["cosine", "constant"], default=FinetuneConfig.schedule)
     p.add_argument("--adaptor-init", choices=["scan", "identity"], default=FinetuneConfig.adaptor_init)
     p.add_argument("--augmentation", choices=["none", "timm"], default=FinetuneConfig.augmentation)
+    p.add_argument(
+        "--objective",
+        choices=["features", "kd", "ce"],
+        default=FinetuneConfig.objective,
+        help="finetune loss: features = MSE on pre-pooling features (PRACTISE, no labels needed); kd = KL to the "
+        "teacher's logits; ce = cross-entropy on the tiny set's labels",
+    )
+    p.add_argument("--kd-temperature", type=float, default=FinetuneConfig.kd_temperature)
     # latency
     p.add_argument("--latency-batch-size", type=int, default=LatencyConfig.batch_size)
     p.add_argument("--latency-threads", type=int, default=None)
@@ -104,6 +112,8 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
             schedule=args.schedule,
             adaptor_init=args.adaptor_init,
             augmentation=args.augmentation,
+            objective=args.objective,
+            kd_temperature=args.kd_temperature,
         ),
         latency=LatencyConfig(
             batch_size=args.latency_batch_size, threads=args.latency_threads, repeats=args.latency_repeats

@@ -82,6 +82,27 @@ def test_cli_on_save_to_disk_with_eval_split(teacher_dir, tmp_path):
     assert report["top1_before"] is not None and report["tiny_set"]["num_samples"] == 10
 
 
+def test_cli_objective_flag_reaches_the_finetune_and_the_card(teacher_dir, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    proc = compress(
+        teacher_dir,
+        str(imagefolder),
+        str(out),
+        "--num-samples",
+        "12",
+        "--num-blocks",
+        "1",
+        "--objective",
+        "kd",
+        "--kd-temperature",
+        "2",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "practise_report.json").read_text())
+    assert report["config"]["finetune"]["objective"] == "kd"
+    assert "KL divergence to the teacher's logits at temperature 2" in (out / "README.md").read_text()
+
+
 def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
     proc = compress(teacher_dir, str(imagefolder), str(tmp_path / "o1"), "--num-samples", "500")
     assert proc.returncode != 0 and "--num-samples 500 is larger than the 18 images" in proc.stderr

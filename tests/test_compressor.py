@@ -227,3 +227,4 @@ def test_card_without_eval_set_says_top1_was_not_measured(tensors, tmp_path):
     assert "top-1 was not measured" in card.text and not (out / "top1_vs_latency.png").exists()
     assert [r.metric_type for r in card.data.eval_results] == ["latency_ms"]
     assert (out / "block_scores.png").exists() and 'timm.create_model("local-dir:' in card.text
+    assert "MSE on pre-pooling features" in card.text  # the card names the finetune objective that was used

@@ -19,6 +19,12 @@ __all__ = ["render_model_card", "save_plots", "TEMPLATE_PATH"]
 
 TEMPLATE_PATH = Path(__file__).with_name("MODEL_CARD_TEMPLATE.md")
 SCORES_PNG = "block_scores.png"
+#: how the model card names each finetune objective of `FinetuneConfig`
+OBJECTIVES = {
+    "features": "MSE on pre-pooling features (feature mimicking)",
+    "kd": "KL divergence to the teacher's logits at temperature {t:g}",
+    "ce": "cross-entropy on the tiny set's labels",
+}
 TOP1_PNG = "top1_vs_latency.png"
 
 
@@ -217,6 +223,7 @@ def render_model_card(
         finetune_optimizer=cfg.finetune.optimizer,
         finetune_lr=cfg.finetune.lr,
         finetune_schedule=cfg.finetune.schedule,
+        finetune_objective=OBJECTIVES[cfg.finetune.objective].format(t=cfg.finetune.kd_temperature),
         target=target,
         wall_time=", ".join(f"{k} {v:.0f} s" for k, v in result.phase_seconds.items()),
         command=command,
