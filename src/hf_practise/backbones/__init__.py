@@ -5,19 +5,25 @@ from __future__ import annotations
 from torch import nn
 
 from .base import AdaptorSite, BackboneFamily, BlockRef
+from .timm_common import TimmFamily
+from .timm_convnext import TimmConvNeXtFamily
 from .timm_resnet import TimmResNetFamily
+from .timm_vit import TimmViTFamily
 
 __all__ = [
     "AdaptorSite",
     "BackboneFamily",
     "BlockRef",
+    "TimmConvNeXtFamily",
+    "TimmFamily",
     "TimmResNetFamily",
+    "TimmViTFamily",
     "get_family",
     "register_family",
     "registered_families",
 ]
 
-_REGISTRY: list[type[BackboneFamily]] = [TimmResNetFamily]
+_REGISTRY: list[type[BackboneFamily]] = [TimmResNetFamily, TimmViTFamily, TimmConvNeXtFamily]
 
 
 def register_family(family: type[BackboneFamily]) -> type[BackboneFamily]:

@@ -73,6 +73,14 @@ class BackboneFamily(abc.ABC):
         """Layers before the stage's blocks that write the stream the stage starts from (e.g. a patch embed)."""
         return []
 
+    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        """Layers that read the stream the stage ends with: by default, the branch inputs of the next stage's
+        first block; a family whose stages open with their own layers (e.g. a downsampling conv) names those."""
+        stages = self.stages(model)
+        if stage + 1 < len(stages) and len(stages[stage + 1]) > 0:
+            return self.branch_inputs(stages[stage + 1][0])
+        return []
+
     # ---- forward -----------------------------------------------------------------------------------------
     @abc.abstractmethod
     def forward_features(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -131,15 +139,20 @@ class BackboneFamily(abc.ABC):
 
         For a hole in stage s: after the last layer of each branch that writes the stream before it (the
         stage's earlier kept blocks, their shortcut convs, and whatever writes the stage's input), and before
-        the first layer of each branch that reads the stream after it (later kept blocks of the stage and the
-        first block of the next stage). Sites shared by several holes appear once.
+        the first layer of each branch that reads the stream after it (later kept blocks of the stage and
+        whatever reads the stage's output). Sites shared by several holes appear once.
         """
         stages = self.stages(model)
         names = {id(m): n for n, m in model.named_modules()}
         gone = {(r.stage, r.index) for r in dropped}
         sites: dict[tuple[int, str], AdaptorSite] = {}
 
+        # layers inside dropped blocks get no adaptor (e.g. the next stage's first block, when it is dropped too)
+        inside_gone = {id(m) for r in dropped for m in stages[r.stage][r.index].modules()}
+
         def add(module: nn.Module, side: Literal["pre", "post"]) -> None:
+            if id(module) in inside_gone:
+                return
             key = names[id(module)]
             sites.setdefault((id(module), side), AdaptorSite(module=module, side=side, key=key))
 
@@ -156,7 +169,6 @@ class BackboneFamily(abc.ABC):
                 elif j > ref.index:
                     for layer in self.branch_inputs(block):
                         add(layer, "pre")
-            if ref.stage + 1 < len(stages) and len(stages[ref.stage + 1]) > 0 and (ref.stage + 1, 0) not in gone:
-                for layer in self.branch_inputs(stages[ref.stage + 1][0]):
-                    add(layer, "pre")
+            for layer in self.stage_exit_inputs(model, ref.stage):
+                add(layer, "pre")
         return list(sites.values())

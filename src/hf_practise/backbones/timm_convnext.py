@@ -1,0 +1,72 @@
+"""timm ConvNeXt (v1 and v2 blocks, with linear or 1x1-conv MLPs).
+
+Stages are the `blocks` Sequentials of `model.stages`; the downsampling lives in each stage's own
+`downsample` (norm + strided conv), so every block keeps its input's shape and all are droppable. A block is
+one residual branch: depthwise conv, norm, `fc1`, activation, `fc2` (then layer scale). Its output layer is
+`fc2`. A channel-mixing adaptor cannot fold into a depthwise conv, so the input-side adaptor sits before the
+branch's first ungrouped layer, `fc1`. The stream entering a stage is written by the stage's downsampling
+conv (the stem's conv for the first stage) and read, after the last block, by the next stage's downsampling
+conv. Dropping rebuilds `blocks`, so plain timm reloads the result with `model_args={"depths": [...]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .timm_common import TimmFamily
+
+_MIXING = (nn.Conv2d, nn.Linear)
+
+
+def _ungrouped(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, _MIXING) and getattr(m, "groups", 1) == 1]
+
+
+def _convs(module: nn.Module | None) -> list[nn.Conv2d]:
+    return [] if module is None else [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+class TimmConvNeXtFamily(TimmFamily):
+    name = "timm-convnext"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from timm.models.convnext import ConvNeXt, ConvNeXtBlock
+        except ImportError:
+            return False
+        return isinstance(model, ConvNeXt) and all(
+            isinstance(b, ConvNeXtBlock) for stage in model.stages for b in stage.blocks
+        )
+
+    # ---- structure -------------------------------------------------------------------------------------
+    def stages(self, model: nn.Module) -> list[nn.Sequential]:
+        return [stage.blocks for stage in model.stages]
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        # a block with a projecting shortcut or a strided depthwise conv changes the shape (timm builds none
+        # inside its stages, but a custom config could)
+        return not _convs(block.shortcut) and block.conv_dw.stride in ((1, 1), 1)
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return [_ungrouped(block.mlp)[-1]]
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return [_ungrouped(block.mlp)[0]]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        convs = _convs(model.stages[stage].downsample) or (_convs(model.stem) if stage == 0 else [])
+        return convs[-1:]
+
+    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        if stage + 1 < len(model.stages):
+            convs = _convs(model.stages[stage + 1].downsample)
+            if convs:
+                return convs[:1]
+        return super().stage_exit_inputs(model, stage)
+
+    # ---- saving ------------------------------------------------------------------------------------------
+    def block_args(self, model: nn.Module) -> dict[str, Any]:
+        return {"depths": [len(stage.blocks) for stage in model.stages]}

@@ -1,0 +1,72 @@
+"""timm Vision Transformers (ViT, DeiT and the other `VisionTransformer` models with pre-norm blocks).
+
+One stage: `model.blocks`, every block of which keeps its input's shape, so all are droppable. Each block
+has two residual branches, attention and MLP; an attention branch reads the stream through its first linear
+(`qkv`) and writes it through its last (`proj`), an MLP through `fc1` and `fc2`. Whatever writes the stream
+before the first block is the patch embedding's conv. Adaptors are linear layers (1x1 conv at the patch
+embedding) and fold into those weights exactly. Dropping rebuilds `blocks` without the block, so plain timm
+reloads the result with `model_args={"depth": n}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .timm_common import TimmFamily
+
+
+def _linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _is_block(block: nn.Module) -> bool:
+    """A pre-norm block with an attention and an MLP branch, each a chain of at least two linear layers."""
+    attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+    return attn is not None and mlp is not None and len(_linears(attn)) >= 2 and len(_linears(mlp)) >= 2
+
+
+class TimmViTFamily(TimmFamily):
+    name = "timm-vit"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from timm.models.vision_transformer import VisionTransformer
+        except ImportError:
+            return False
+        return isinstance(model, VisionTransformer) and all(_is_block(b) for b in model.blocks)
+
+    # ---- structure -------------------------------------------------------------------------------------
+    def stages(self, model: nn.Module) -> list[nn.Sequential]:
+        return [model.blocks]
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return True  # x + attn(x), then + mlp(x): the token shape never changes
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return [_linears(block.attn)[-1], _linears(block.mlp)[-1]]
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        # every linear of a branch but its output projection reads the (normalised) stream: qkv, or q/k/v; fc1,
+        # or the two halves of a gated MLP
+        return _linears(block.attn)[:-1] + _linears(block.mlp)[:-1]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        proj = getattr(getattr(model, "patch_embed", None), "proj", None)
+        return [proj] if isinstance(proj, (nn.Conv2d, nn.Linear)) else []
+
+    # ---- forward -----------------------------------------------------------------------------------------
+    def data_config(self, model: nn.Module) -> dict[str, Any]:
+        """timm's data config, with the input size the patch embedding was built for (a ViT created with
+        `img_size=32` keeps its architecture's pretrained_cfg, which may still say 224)."""
+        config = super().data_config(model)
+        img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        if img_size is not None and not getattr(model, "dynamic_img_size", False):
+            config["input_size"] = (config["input_size"][0], *img_size)
+        return config
+
+    # ---- saving ------------------------------------------------------------------------------------------
+    def block_args(self, model: nn.Module) -> dict[str, Any]:
+        return {"depth": len(model.blocks)}
