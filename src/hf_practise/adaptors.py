@@ -63,6 +63,15 @@ class AdaptedLayer(nn.Module):
         self.pre: nn.Module | None = None
         self.post: nn.Module | None = None
 
+    # code that reads a layer's weight (e.g. for its dtype) reads the wrapped layer's
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.layer.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre is not None:
             x = self.pre(x)

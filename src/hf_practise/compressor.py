@@ -417,7 +417,9 @@ class PractiseCompressor:
 
     def select_in_order(self, ranked: Sequence[ScanRow]) -> tuple[list[ScanRow], list[dict]]:
         """Take blocks from the front of `ranked` until the target holds (see `select`)."""
-        ranked = list(ranked)
+        # less the blocks that, with the ones before them, would empty a stage the family must keep
+        allowed = set(self.family.feasible(self.model, [r.ref for r in ranked]))
+        ranked = [r for r in ranked if r.ref in allowed]
         cfg = self.config
         if cfg.num_blocks is not None:
             if cfg.num_blocks > len(ranked):
@@ -468,7 +470,7 @@ class PractiseCompressor:
         """Fail before any training when even dropping every candidate cannot meet the latency target."""
         cfg = self.config
         if cfg.num_blocks is not None:
-            n = len(self.candidates())
+            n = len(self.family.feasible(self.model, self.candidates()))
             if cfg.num_blocks > n:
                 raise ValueError(
                     f"Asked to drop {cfg.num_blocks} blocks but the model has only {n} droppable ones; use at most {n}."
@@ -476,11 +478,12 @@ class PractiseCompressor:
             return
         if sum(fractions.values()) >= cfg.latency_reduction or cfg.latency_table is not None:
             return
-        measured = self.measure_pruned(self.candidates())
+        most = self.family.feasible(self.model, self.candidates())
+        measured = self.measure_pruned(most)
         if measured.reduction < cfg.latency_reduction:
             raise ValueError(
                 f"Latency target {100 * cfg.latency_reduction:.1f}% cannot be reached: dropping all "
-                f"{len(fractions)} droppable blocks saves {100 * measured.reduction:.1f}% (measured on "
+                f"{len(most)} droppable blocks saves {100 * measured.reduction:.1f}% (measured on "
                 f"{measured.base.device}). Use a target of at most {measured.reduction:.2f}, or --num-blocks."
             )
 

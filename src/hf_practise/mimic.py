@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from .adaptors import adaptor_parameters
 from .backbones.base import BackboneFamily
 from .config import FinetuneConfig
-from .training import FeatureModel, check_finite, cosine_schedule, cycle, freeze_norm_stats
+from .training import FeatureModel, as_logits, check_finite, cosine_schedule, cycle, freeze_norm_stats
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def mimic_finetune(
                 t = family.forward_features(teacher, x)
                 if objective == "kd":
                     t = family.forward_head(teacher, t)
-        loss = _loss(objective, model(x), t, config.kd_temperature)
+        loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
         check_finite(loss, phase="finetune", step=step)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -224,7 +224,7 @@ def evaluate_top1(
     from tqdm.auto import tqdm
 
     for x, y in tqdm(loader, desc=desc, disable=not main, leave=False):
-        pred = model(x.to(device)).argmax(dim=-1)
+        pred = as_logits(model(x.to(device))).argmax(dim=-1)
         y = y.to(device)
         if accelerator is not None:
             pred, y = accelerator.gather_for_metrics((pred, y))

@@ -10,7 +10,12 @@ from torch import nn
 
 from .backbones.base import BackboneFamily
 
-__all__ = ["FeatureModel", "cosine_schedule", "check_finite", "cycle", "freeze_norm_stats"]
+__all__ = ["FeatureModel", "as_logits", "cosine_schedule", "check_finite", "cycle", "freeze_norm_stats"]
+
+
+def as_logits(output) -> torch.Tensor:
+    """A classifier's logits, whether it returns them (timm) or an output object holding them (transformers)."""
+    return output if isinstance(output, torch.Tensor) else output.logits
 
 
 class FeatureModel(nn.Module):

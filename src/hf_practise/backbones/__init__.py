@@ -5,6 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from .base import AdaptorSite, BackboneFamily, BlockRef
+from .hf_transformers import (
+    TransformersConvNextFamily,
+    TransformersFamily,
+    TransformersResNetFamily,
+    TransformersViTFamily,
+)
 from .timm_common import TimmFamily
 from .timm_convnext import TimmConvNeXtFamily
 from .timm_resnet import TimmResNetFamily
@@ -18,12 +24,23 @@ __all__ = [
     "TimmFamily",
     "TimmResNetFamily",
     "TimmViTFamily",
+    "TransformersConvNextFamily",
+    "TransformersFamily",
+    "TransformersResNetFamily",
+    "TransformersViTFamily",
     "get_family",
     "register_family",
     "registered_families",
 ]
 
-_REGISTRY: list[type[BackboneFamily]] = [TimmResNetFamily, TimmViTFamily, TimmConvNeXtFamily]
+_REGISTRY: list[type[BackboneFamily]] = [
+    TimmResNetFamily,
+    TimmViTFamily,
+    TimmConvNeXtFamily,
+    TransformersResNetFamily,
+    TransformersViTFamily,
+    TransformersConvNextFamily,
+]
 
 
 def register_family(family: type[BackboneFamily]) -> type[BackboneFamily]:

@@ -46,6 +46,9 @@ class BackboneFamily(abc.ABC):
     name: str = "base"
     #: library that reloads a saved model natively ("timm" or "transformers")
     library_name: str = "timm"
+    #: blocks every stage keeps (1 where the family's library cannot build an empty stage, or where a model
+    #: without blocks would ignore its input, like a ViT reading its class token)
+    min_blocks_per_stage: int = 0
 
     @classmethod
     @abc.abstractmethod
@@ -99,9 +102,32 @@ class BackboneFamily(abc.ABC):
         """Input size, mean, std, interpolation, crop: what preprocessing the model expects."""
 
     # ---- editing and saving ------------------------------------------------------------------------------
-    @abc.abstractmethod
     def drop_blocks(self, model: nn.Module, blocks: Sequence[BlockRef]) -> None:
-        """Remove the blocks for good, in place, so the model is the family's own architecture with fewer blocks."""
+        """Remove the blocks for good, in place, so the model is the family's own architecture with fewer blocks.
+
+        By default each stage container is rebuilt (same container type) without the dropped blocks, so
+        state-dict keys renumber as the family's library numbers a shallower model.
+        """
+        stages = self.stages(model)
+        gone = {(r.stage, r.index) for r in blocks}
+        for ref in blocks:
+            if not 0 <= ref.stage < len(stages) or not 0 <= ref.index < len(stages[ref.stage]):
+                raise ValueError(f"Block {ref.path} (stage {ref.stage}, index {ref.index}) is not in this model.")
+            if not self.is_droppable(stages[ref.stage][ref.index]):
+                raise ValueError(f"Block {ref.path} changes the shape of its input and cannot be dropped.")
+        for s, stage in enumerate(stages):
+            kept = sum((s, i) not in gone for i in range(len(stage)))
+            if kept < min(self.min_blocks_per_stage, len(stage)):
+                raise ValueError(
+                    f"Dropping these blocks leaves stage {s} with {kept} blocks; a {self.name} model keeps at least "
+                    f"{self.min_blocks_per_stage} per stage. Drop fewer blocks of that stage."
+                )
+        parents = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
+        for s, stage in enumerate(stages):
+            kept = [b for i, b in enumerate(stage) if (s, i) not in gone]
+            if len(kept) != len(stage):
+                parent, name = parents[id(stage)]
+                setattr(parent, name, nn.Sequential(*kept) if isinstance(stage, nn.Sequential) else nn.ModuleList(kept))
 
     @abc.abstractmethod
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
@@ -127,9 +153,24 @@ class BackboneFamily(abc.ABC):
         ]
 
     def candidates(self, model: nn.Module) -> list[BlockRef]:
-        """Blocks whose input and output shapes match: the ones PRACTISE may drop."""
+        """Blocks whose input and output shapes match: the ones PRACTISE may drop (each on its own)."""
         stages = self.stages(model)
-        return [ref for ref in self.blocks(model) if self.is_droppable(stages[ref.stage][ref.index])]
+        return [
+            ref
+            for ref in self.blocks(model)
+            if self.is_droppable(stages[ref.stage][ref.index]) and len(stages[ref.stage]) > self.min_blocks_per_stage
+        ]
+
+    def feasible(self, model: nn.Module, ordered: Sequence[BlockRef]) -> list[BlockRef]:
+        """The blocks of `ordered`, in order, less those whose drop (with every earlier kept one) would leave a
+        stage with fewer than `min_blocks_per_stage` blocks: any prefix of the result can be dropped at once."""
+        left = [len(s) for s in self.stages(model)]
+        out = []
+        for ref in ordered:
+            if left[ref.stage] - 1 >= self.min_blocks_per_stage:
+                left[ref.stage] -= 1
+                out.append(ref)
+        return out
 
     def resolve(self, model: nn.Module, ref: BlockRef) -> nn.Module:
         return self.stages(model)[ref.stage][ref.index]

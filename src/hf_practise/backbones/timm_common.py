@@ -9,7 +9,6 @@ arguments rebuild its block-dropped model (`model_args`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .base import BackboneFamily, BlockRef
+from .base import BackboneFamily
 
 #: pretrained_cfg entries that point at the original weights, not at the saved ones
 _SOURCE_KEYS = ("file", "source", "state_dict", "url", "hf_hub_id", "hf_hub_filename", "test_input_size")
@@ -57,23 +56,7 @@ class TimmFamily(BackboneFamily):
 
         return resolve_data_config({}, model=model)
 
-    # ---- editing and saving ------------------------------------------------------------------------------
-    def drop_blocks(self, model: nn.Module, blocks: Sequence[BlockRef]) -> None:
-        """Rebuild each stage's `nn.Sequential` without the dropped blocks (state-dict keys renumber)."""
-        stages = self.stages(model)
-        gone = {(r.stage, r.index) for r in blocks}
-        for ref in blocks:
-            if not 0 <= ref.stage < len(stages) or not 0 <= ref.index < len(stages[ref.stage]):
-                raise ValueError(f"Block {ref.path} (stage {ref.stage}, index {ref.index}) is not in this model.")
-            if not self.is_droppable(stages[ref.stage][ref.index]):
-                raise ValueError(f"Block {ref.path} changes the shape of its input and cannot be dropped.")
-        parents = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
-        for s, stage in enumerate(stages):
-            kept = [b for i, b in enumerate(stage) if (s, i) not in gone]
-            if len(kept) != len(stage):
-                parent, name = parents[id(stage)]
-                setattr(parent, name, nn.Sequential(*kept))
-
+    # ---- saving ------------------------------------------------------------------------------
     def block_args(self, model: nn.Module) -> dict[str, Any]:
         """Constructor kwargs that fix the (possibly block-dropped) architecture, e.g. `{"depth": 10}`."""
         raise NotImplementedError

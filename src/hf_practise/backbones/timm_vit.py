@@ -29,6 +29,7 @@ def _is_block(block: nn.Module) -> bool:
 
 class TimmViTFamily(TimmFamily):
     name = "timm-vit"
+    min_blocks_per_stage = 1  # with no block left, the class token never sees the image
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

@@ -1,0 +1,235 @@
+"""transformers image classifiers: ResNet, ViT and ConvNeXt (`*ForImageClassification`).
+
+Same structure as their timm counterparts, found from classes, never from attribute paths (transformers 5
+keeps ViT's layers at `vit.layers` while saved keys say `vit.encoder.layer.N`). Dropping rebuilds each layer
+stack without the block; saving rebuilds the config with the new depths (`depths` or `num_hidden_layers`,
+and without the backbone fields that would go stale), then calls the model's own `save_pretrained` on a copy,
+so `AutoModelForImageClassification.from_pretrained(DIR)` reloads it with no missing or unexpected keys. The
+preprocessing comes from the checkpoint's `preprocessor_config.json` (and is saved beside the model).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import BackboneFamily
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: PIL resample codes of image processors -> timm interpolation names
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic", 1: "lanczos"}
+#: config fields of backbone-capable models that describe the original stages and go stale after a drop
+_STALE = ("stage_names", "out_features", "out_indices", "_out_features", "_out_indices")
+PREPROCESSOR = "preprocessor_config.json"
+
+
+def _stacks(root: nn.Module, layer_type: type) -> list[nn.ModuleList | nn.Sequential]:
+    """Every ModuleList/Sequential under `root` whose items are `layer_type`, in forward (registration) order."""
+    return [
+        m
+        for m in root.modules()
+        if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) and all(isinstance(b, layer_type) for b in m)
+    ]
+
+
+def _of(module: nn.Module | None, kinds: tuple[type, ...]) -> list[nn.Module]:
+    return [] if module is None else [m for m in module.modules() if isinstance(m, kinds)]
+
+
+class TransformersFamily(BackboneFamily):
+    """Base of the transformers families: the head split, the image processor, the native save."""
+
+    library_name = "transformers"
+    #: the `*ForImageClassification` class this family handles, and the name of its base-model attribute
+    model_class_name: str = ""
+    base_attr: str = ""
+    #: config field(s) holding the blocks per stage
+    depth_field: str = "depths"
+
+    @classmethod
+    def _model_class(cls) -> type | None:
+        try:
+            import transformers
+        except ImportError:
+            return None
+        return getattr(transformers, cls.model_class_name, None)
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        klass = cls._model_class()
+        return klass is not None and isinstance(model, klass)
+
+    # ---- forward -----------------------------------------------------------------------------------------
+    def forward_features(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        return getattr(model, self.base_attr)(pixel_values).last_hidden_state
+
+    def classifier(self, model: nn.Module) -> nn.Module:
+        return model.classifier
+
+    def data_config(self, model: nn.Module) -> dict[str, Any]:
+        """The timm-style data config of the checkpoint's image processor (ImageNet defaults without one)."""
+        proc: dict[str, Any] = {}
+        path = Path(str(getattr(model, "name_or_path", "") or "")) / PREPROCESSOR
+        if path.is_file():
+            proc = json.loads(path.read_text())
+        size = proc.get("crop_size") if proc.get("do_center_crop") else proc.get("size")
+        if isinstance(size, dict):
+            side = size.get("height") or size.get("shortest_edge")
+            size = (side, size.get("width") or side)
+        elif isinstance(size, int):
+            size = (size, size)
+        if not size:
+            image_size = getattr(model.config, "image_size", 224)
+            size = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+        crop_pct = proc.get("crop_pct") or 1.0
+        return {
+            "input_size": (getattr(model.config, "num_channels", 3), int(size[0]), int(size[1])),
+            "interpolation": _RESAMPLE.get(proc.get("resample", 2), "bilinear"),
+            "mean": tuple(proc.get("image_mean") or IMAGENET_MEAN),
+            "std": tuple(proc.get("image_std") or IMAGENET_STD),
+            "crop_pct": crop_pct,
+            "crop_mode": "center",
+        }
+
+    # ---- saving ------------------------------------------------------------------------------------------
+    def depth_value(self, model: nn.Module) -> Any:
+        return [len(s) for s in self.stages(model)]
+
+    def pruned_config(self, model: nn.Module):
+        """The model's config with the current depths, rebuilt (editing in place leaves stale stage fields)."""
+        cfg = model.config
+        d = cfg.to_dict()
+        for key in _STALE:
+            d.pop(key, None)
+        d[self.depth_field] = self.depth_value(model)
+        new = type(cfg).from_dict(d)
+        attn = getattr(cfg, "_attn_implementation", None)
+        if attn is not None:
+            new._attn_implementation = attn
+        return new
+
+    def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
+        new = self.pruned_config(model)
+        clone = copy.deepcopy(model)  # the live model keeps its config object; the copy gets the new one
+        old = clone.config
+        for m in clone.modules():  # every submodule holding the config shares the one object
+            if getattr(m, "config", None) is old:
+                m.config = new
+        clone.save_pretrained(str(save_dir), safe_serialization=True)
+        proc = Path(str(getattr(model, "name_or_path", "") or "")) / PREPROCESSOR
+        if proc.is_file():
+            shutil.copyfile(proc, save_dir / PREPROCESSOR)
+        return sorted(p.name for p in save_dir.iterdir())
+
+    def load_snippet(self, repo_or_path: str, *, hub: bool) -> str:
+        return (
+            "from transformers import AutoModelForImageClassification\n\n"
+            f'model = AutoModelForImageClassification.from_pretrained("{repo_or_path}").eval()'
+        )
+
+
+class TransformersResNetFamily(TransformersFamily):
+    """`ResNetForImageClassification`: a block is droppable when its shortcut is the identity."""
+
+    name = "transformers-resnet"
+    min_blocks_per_stage = 1  # transformers builds a stage of depth 0 with one block
+    model_class_name = "ResNetForImageClassification"
+    base_attr = "resnet"
+
+    def stages(self, model: nn.Module) -> list[nn.Module]:
+        return [stage.layers for stage in model.resnet.encoder.stages]
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return not _of(block.shortcut, (nn.Conv2d,))
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return _of(block.layer, (nn.Conv2d,))[-1:] + _of(block.shortcut, (nn.Conv2d,))
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return _of(block.layer, (nn.Conv2d,))[:1] + _of(block.shortcut, (nn.Conv2d,))
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.classifier(model.resnet.pooler(features))
+
+
+class TransformersViTFamily(TransformersFamily):
+    """`ViTForImageClassification`: one stack of pre-norm layers, all droppable; the head reads the [CLS] token."""
+
+    name = "transformers-vit"
+    min_blocks_per_stage = 1  # with no layer left, the [CLS] token never sees the image
+    model_class_name = "ViTForImageClassification"
+    base_attr = "vit"
+    depth_field = "num_hidden_layers"
+
+    def stages(self, model: nn.Module) -> list[nn.Module]:
+        from transformers.models.vit.modeling_vit import ViTLayer
+
+        return _stacks(model.vit, ViTLayer)[:1]  # never empty: the family keeps a layer
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return True
+
+    def _branches(self, block: nn.Module) -> list[list[nn.Linear]]:
+        # attention: q/k/v read the stream, the output projection writes it; MLP: fc1 reads, fc2 writes
+        # (transformers 4 split these over `attention`, `intermediate` and `output`; 5 has `attention` + `mlp`)
+        children = [c for c in block.children() if _of(c, (nn.Linear,))]
+        return [_of(c, (nn.Linear,)) for c in children]
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return [linears[-1] for linears in self._branches(block)]
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return [lin for linears in self._branches(block) for lin in linears[:-1]]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        return _of(model.vit.embeddings, (nn.Conv2d,))[-1:]
+
+    def depth_value(self, model: nn.Module) -> Any:
+        return len(self.stages(model)[0])
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.classifier(features[:, 0, :])
+
+
+class TransformersConvNextFamily(TransformersFamily):
+    """`ConvNextForImageClassification`: stages downsample in their own `downsampling_layer`, so every block is
+    droppable; adaptors as for timm's ConvNeXt (`pwconv2` writes, `pwconv1` reads: the depthwise conv cannot take
+    a folded channel mix)."""
+
+    name = "transformers-convnext"
+    model_class_name = "ConvNextForImageClassification"
+    base_attr = "convnext"
+
+    def stages(self, model: nn.Module) -> list[nn.Module]:
+        return [stage.layers for stage in model.convnext.encoder.stages]
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return block.dwconv.stride in ((1, 1), 1)
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return [block.pwconv2]
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return [block.pwconv1]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        convs = _of(model.convnext.encoder.stages[stage].downsampling_layer, (nn.Conv2d,))
+        return (convs or (_of(model.convnext.embeddings, (nn.Conv2d,)) if stage == 0 else []))[-1:]
+
+    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        stages = model.convnext.encoder.stages
+        if stage + 1 < len(stages):
+            convs = _of(stages[stage + 1].downsampling_layer, (nn.Conv2d,))
+            if convs:
+                return convs[:1]
+        return super().stage_exit_inputs(model, stage)
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.classifier(model.convnext.layernorm(features.mean([-2, -1])))
