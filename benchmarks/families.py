@@ -1,0 +1,332 @@
+"""Every supported family on real data: train a small teacher of each on Fashion-MNIST, compress it with
+PRACTISE from 500 train images, and check the result against the teacher, against the same blocks simply
+removed, and against its own native reload.
+
+    python benchmarks/families.py                          # all families, targets 22% and 50%
+    python benchmarks/families.py --families timm-vit --targets 0.3
+    python benchmarks/families.py --report                 # rewrite the markdown from the json
+
+The shared teachers are ResNets only, so the teachers here are trained by this script (seeded; cached in
+benchmarks/cache/families/ and saved natively, so a rerun reuses them). Needs Debian's
+`dataset-fashion-mnist`; says `skipped` without it. Writes results/families.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fmnist  # noqa: E402
+from compare import machine, write_json  # noqa: E402
+
+from hf_practise import (  # noqa: E402
+    CompressionConfig,
+    FinetuneConfig,
+    LatencyConfig,
+    PractiseCompressor,
+    ScanConfig,
+    get_family,
+)
+from hf_practise.mimic import evaluate_top1  # noqa: E402
+from hf_practise.recoverability import build_pruned  # noqa: E402
+from hf_practise.training import as_logits  # noqa: E402
+
+logger = logging.getLogger("families")
+RESULTS = HERE / "results"
+INPUT = (3, 32, 32)
+
+
+def build(name: str) -> tuple[nn.Module, str]:
+    """A small randomly initialised classifier of the family for 32x32 inputs, and what it is (for the table)."""
+    if name == "timm-vit":
+        import timm
+
+        kw = dict(img_size=32, patch_size=4, embed_dim=64, depth=8, num_heads=2, num_classes=10)
+        return timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw), "timm ViT (dim 64, 8 blocks, patch 4)"
+    if name == "timm-convnext":
+        import timm
+
+        kw = dict(dims=(32, 64, 128, 256), depths=(2, 2, 6, 2), num_classes=10)
+        return timm.create_model(
+            "convnext_atto", pretrained=False, **kw
+        ), "timm ConvNeXt (widths 32-256, depths 2-2-6-2)"
+    import transformers as T
+
+    if name == "hf-vit":
+        cfg = T.ViTConfig(
+            hidden_size=64,
+            num_hidden_layers=8,
+            num_attention_heads=2,
+            intermediate_size=256,
+            image_size=32,
+            patch_size=4,
+            num_labels=10,
+        )
+        return T.ViTForImageClassification(cfg), "transformers ViT (hidden 64, 8 layers, patch 4)"
+    if name == "hf-convnext":
+        cfg = T.ConvNextConfig(hidden_sizes=[32, 64, 128, 256], depths=[2, 2, 6, 2], num_labels=10)
+        return T.ConvNextForImageClassification(cfg), "transformers ConvNeXt (widths 32-256, depths 2-2-6-2)"
+    if name == "hf-resnet":
+        cfg = T.ResNetConfig(
+            embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[2, 2, 4, 2], layer_type="basic", num_labels=10
+        )
+        return T.ResNetForImageClassification(cfg), "transformers ResNet (basic, widths 32-256, depths 2-2-4-2)"
+    raise ValueError(f"unknown family `{name}`; choose from {FAMILIES}")
+
+
+FAMILIES = ["timm-vit", "timm-convnext", "hf-vit", "hf-convnext", "hf-resnet"]
+
+
+def save_native(model: nn.Module, folder: Path, architecture: str | None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if get_family(model).library_name == "timm":
+        get_family(model).save_pretrained(model, folder, source_config={"architecture": architecture})
+    else:
+        model.save_pretrained(str(folder))
+
+
+def load_native(folder: Path, library: str) -> nn.Module:
+    if library == "timm":
+        import timm
+
+        return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    from transformers import AutoModelForImageClassification
+
+    return AutoModelForImageClassification.from_pretrained(str(folder))
+
+
+def train_teacher(name: str, train, test, *, steps: int, seed: int, folder: Path) -> dict:
+    """Train (or reuse) the family's teacher; return its record (top-1, seconds, description)."""
+    meta_path = folder / "teacher.json"
+    if meta_path.exists():
+        return json.loads(meta_path.read_text())
+    torch.manual_seed(seed)
+    model, description = build(name)
+    family = get_family(model)
+    lr = 1e-3 if "vit" in name else 2e-3
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    warmup = steps // 20
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))),
+    )
+    g = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(train, batch_size=128, shuffle=True, drop_last=True, generator=g)
+    start, step = time.perf_counter(), 0
+    model.train()
+    while step < steps:
+        for x, y in loader:
+            # light augmentation: horizontal flips and 2-pixel shifts
+            flip = torch.rand(len(x), generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
+            x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+            loss = nn.functional.cross_entropy(as_logits(model(x)), y, label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 100 == 0:
+                logger.info("%s teacher: step %d/%d loss %.3f", name, step, steps, loss.item())
+            if step == steps:
+                break
+    model.eval()
+    seconds = time.perf_counter() - start
+    top1 = evaluate_top1(model, test, batch_size=256, desc=f"eval {name} teacher")
+    architecture = model.pretrained_cfg.get("architecture") if family.library_name == "timm" else None
+    save_native(model, folder / "teacher", architecture)
+    meta = {"family": family.name, "model": description, "top1": top1, "train_steps": steps, "train_seconds": seconds}
+    write_json(meta_path, meta)
+    logger.info("%s teacher: top-1 %.2f%% after %d steps (%.0f s)", name, 100 * top1, steps, seconds)
+    return meta
+
+
+RELOAD = textwrap.dedent(
+    """
+    import sys, torch
+    assert "hf_practise" not in sys.modules
+    if sys.argv[1] == "timm":
+        import timm
+        model = timm.create_model("local-dir:" + sys.argv[2], pretrained=True)
+    else:
+        from transformers import AutoModelForImageClassification
+        model = AutoModelForImageClassification.from_pretrained(sys.argv[2])
+    with torch.no_grad():
+        out = model.eval()(torch.load(sys.argv[3], weights_only=True))
+    torch.save(out if isinstance(out, torch.Tensor) else out.logits, sys.argv[4])
+    """
+)
+
+
+def native_reload_gap(folder: Path, library: str, student: nn.Module, x: torch.Tensor) -> float:
+    """Largest |logit| difference between the compressed model and its reload in a process without hf_practise."""
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(x, Path(tmp) / "x.pt")
+        subprocess.run(
+            [sys.executable, "-c", RELOAD, library, str(folder), str(Path(tmp) / "x.pt"), str(Path(tmp) / "y.pt")],
+            check=True,
+            capture_output=True,
+        )
+        reloaded = torch.load(Path(tmp) / "y.pt", weights_only=True)
+    with torch.no_grad():
+        return (reloaded - as_logits(student.eval()(x))).abs().max().item()
+
+
+def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
+    folder = Path(args.cache) / name
+    meta = train_teacher(name, args.train_set, test, steps=args.train_steps, seed=args.seed, folder=folder)
+    library = "timm" if name.startswith("timm") else "transformers"
+    records = []
+    for target in args.targets:
+        teacher = load_native(folder / "teacher", library).eval()
+        config = CompressionConfig(
+            latency_reduction=target,
+            seed=args.seed,
+            work_dir=str(folder / f"work_{args.num_samples}_{args.seed}"),
+            scan=ScanConfig(iterations=args.scan_iterations),
+            finetune=FinetuneConfig(iterations=args.iterations, checkpoint_every=0),
+            latency=LatencyConfig(batch_size=64, repeats=20, input_size=INPUT),
+        )
+        start = time.perf_counter()
+        result = PractiseCompressor(teacher, config).compress(tiny, test)
+        wall = time.perf_counter() - start
+        family = result.family
+        removed = build_pruned(teacher, family, [r.ref for r in result.dropped], adaptors=False).eval()
+        removed_top1 = evaluate_top1(removed, test, batch_size=256, desc="eval removed")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = result.save_pretrained(Path(tmp) / "out")
+            gap = native_reload_gap(out, library, result.model, test.tensors[0][:64])
+        rec = {
+            "family": family.name,
+            "model": meta["model"],
+            "teacher_top1": meta["top1"],
+            "teacher_train_steps": meta["train_steps"],
+            "teacher_train_seconds": meta["train_seconds"],
+            "latency_target": target,
+            "latency_reduction": result.latency.reduction,
+            "teacher_ms": result.latency.base.median_ms,
+            "compressed_ms": result.latency.candidate.median_ms,
+            "macs_before": result.macs_before,
+            "macs_after": result.macs_after,
+            "blocks": f"{sum(result.depths_after)} of {sum(result.depths_before)}",
+            "dropped": [r.block for r in result.dropped],
+            "removed_top1": removed_top1,
+            "top1": result.top1_after,
+            "native_reload_max_abs_logit_gap": gap,
+            "num_samples": args.num_samples,
+            "seed": args.seed,
+            "wall_seconds": wall,
+            "phase_seconds": result.phase_seconds,
+            "command": command,
+            "machine": machine(),
+        }
+        logger.info(
+            "%s @%.0f%%: top-1 %.2f%% (removed %.2f%%, teacher %.2f%%), latency -%.1f%%, reload gap %.2g",
+            name,
+            100 * target,
+            100 * rec["top1"],
+            100 * removed_top1,
+            100 * meta["top1"],
+            100 * rec["latency_reduction"],
+            gap,
+        )
+        records.append(rec)
+    return records
+
+
+def write_markdown(path: Path, records: list[dict]) -> None:
+    first = records[0]
+    lines = [
+        "# Every family on Fashion-MNIST",
+        "",
+        "Teachers trained here on the 60,000 Fashion-MNIST train images (`benchmarks/families.py`), compressed "
+        f"with PRACTISE from {first['num_samples']} seeded train images (seed {first['seed']}), top-1 on all 10,000 "
+        "test images. *Removed* is the teacher with the same blocks dropped and no recovery at all. "
+        "*Reload gap*: largest |logit| difference between the compressed model and its reload by plain "
+        "timm / transformers in a process that never imports hf_practise (64 test images).",
+        "",
+        "| family | teacher | target | latency | MACs | blocks kept | removed | PRACTISE | teacher top-1 | reload gap | wall |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['family']} | {r['model']} | {100 * r['latency_target']:.0f}% | -{100 * r['latency_reduction']:.1f}% "
+            f"| -{100 * (1 - r['macs_after'] / r['macs_before']):.1f}% | {r['blocks']} | {100 * r['removed_top1']:.2f}% "
+            f"| **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% | {r['native_reload_max_abs_logit_gap']:.1g} "
+            f"| {r['wall_seconds'] / 60:.1f} min |"
+        )
+    lines += ["", "Blocks dropped:", ""]
+    lines += [f"- {r['family']} at {100 * r['latency_target']:.0f}%: {', '.join(r['dropped'])}" for r in records]
+    teachers = {r["family"]: r for r in records}
+    lines += ["", "Teacher training (AdamW, batch 128, cosine, flips and 2-pixel shifts):", ""]
+    lines += [
+        f"- {f}: {r['teacher_train_steps']} steps, {r['teacher_train_seconds'] / 60:.1f} min"
+        for f, r in teachers.items()
+    ]
+    m = first["machine"]
+    lines += [
+        "",
+        f"Latency: CPU, batch 64, input 3x32x32, median of alternating runs. Machine: {m['cpu']}, {m['threads']} "
+        f"threads, torch {m['torch']}.",
+        "",
+        "Commands:",
+        "",
+    ]
+    lines += [f"- `{c}`" for c in dict.fromkeys(r["command"] for r in records)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
+    p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-steps", type=int, default=1500, help="teacher training steps (batch 128)")
+    p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
+    p.add_argument("--iterations", type=int, default=500, help="mimic finetune steps")
+    p.add_argument("--cache", default=str(HERE / "cache" / "families"))
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--report", action="store_true", help="only rewrite the markdown from the json")
+    args = p.parse_args()
+    out = Path(args.results) / "families.json"
+    if args.report:
+        write_markdown(out.with_suffix(".md"), json.loads(out.read_text()))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not fmnist.available():
+        print(f"skipped: needs Fashion-MNIST under {fmnist.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+        return 0
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    args.train_set = fmnist.load("train")
+    tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
+    test = fmnist.load("test")
+    # records of families not rerun now are kept, so the table grows family by family
+    kept = [r for r in json.loads(out.read_text())] if out.exists() else []
+    for name in args.families:
+        records = run_family(name, args, tiny, test, command)
+        kept = [r for r in kept if r["family"] != records[0]["family"]] + records
+        write_json(out, kept)
+        write_markdown(out.with_suffix(".md"), kept)
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
