@@ -83,3 +83,32 @@ def images() -> torch.Tensor:
 
 def pytest_configure(config) -> None:
     sys.path.insert(0, str(REPO))
+
+
+# loads a saved folder with the family's own library, in a process that never imports hf_practise
+NATIVE_RELOAD = """
+import sys, torch
+assert "hf_practise" not in sys.modules
+library, folder, x_path, y_path = sys.argv[1:5]
+if library == "timm":
+    import timm
+    model = timm.create_model("local-dir:" + folder, pretrained=True)
+else:
+    from transformers import AutoModelForImageClassification
+    model, info = AutoModelForImageClassification.from_pretrained(folder, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+with torch.no_grad():
+    out = model.eval()(torch.load(x_path, weights_only=True))
+torch.save(out if isinstance(out, torch.Tensor) else out.logits, y_path)
+"""
+
+
+def reload_natively(library: str, folder: Path, x: torch.Tensor, tmp_path: Path) -> torch.Tensor:
+    """Logits of `x` from `folder` reloaded by plain timm or transformers (no hf_practise import)."""
+    import subprocess
+
+    torch.save(x, tmp_path / "x.pt")
+    cmd = [sys.executable, "-c", NATIVE_RELOAD, library, str(folder), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return torch.load(tmp_path / "y.pt", weights_only=True)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -16,6 +13,8 @@ from hf_practise.adaptors import adapted_layers, fold_adaptors
 from hf_practise.backbones import TimmConvNeXtFamily, TimmViTFamily
 from hf_practise.compressor import save_directory_atomically
 from hf_practise.recoverability import build_pruned
+
+from .conftest import reload_natively
 
 # name -> (architecture, kwargs, family): tiny, randomly initialised, 32x32 inputs
 TINY = {
@@ -148,26 +147,8 @@ def test_convnext_adaptor_sites_follow_the_paper():
     assert ("stem.0", "post") in {(s.key, s.side) for s in family.adaptor_sites(model, [first])}
 
 
-RELOAD = textwrap.dedent(
-    """
-    import sys, torch, timm
-    assert "hf_practise" not in sys.modules
-    model = timm.create_model("local-dir:" + sys.argv[1], pretrained=True).eval()
-    with torch.no_grad():
-        torch.save(model(torch.load(sys.argv[2], weights_only=True)), sys.argv[3])
-    """
-)
-
-
-def reload_logits(save_dir, x, tmp_path) -> torch.Tensor:
-    torch.save(x, tmp_path / "x.pt")
-    proc = subprocess.run(
-        [sys.executable, "-c", RELOAD, str(save_dir), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return torch.load(tmp_path / "y.pt", weights_only=True)
+def reload_logits(folder, x, tmp_path) -> torch.Tensor:
+    return reload_natively("timm", folder, x, tmp_path)
 
 
 @pytest.mark.parametrize("name", ["vit", "convnext", "convnext-linear-mlp"])

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -15,6 +12,7 @@ from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, Practi
 from hf_practise.adaptors import adapted_layers, fold_adaptors
 from hf_practise.recoverability import build_pruned
 
+from .conftest import reload_natively
 from .test_compressor import image_dataset
 
 transformers = pytest.importorskip("transformers")
@@ -117,28 +115,8 @@ def test_vit_keeps_a_layer():
     assert len(family.feasible(model, cands)) == len(cands) - 1
 
 
-RELOAD = textwrap.dedent(
-    """
-    import sys, torch
-    from transformers import AutoModelForImageClassification
-    model, info = AutoModelForImageClassification.from_pretrained(sys.argv[1], output_loading_info=True)
-    assert "hf_practise" not in sys.modules
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    with torch.no_grad():
-        torch.save(model.eval()(torch.load(sys.argv[2], weights_only=True)).logits, sys.argv[3])
-    """
-)
-
-
 def reload_logits(folder, x, tmp_path) -> torch.Tensor:
-    torch.save(x, tmp_path / "x.pt")
-    proc = subprocess.run(
-        [sys.executable, "-c", RELOAD, str(folder), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return torch.load(tmp_path / "y.pt", weights_only=True)
+    return reload_natively("transformers", folder, x, tmp_path)
 
 
 @pytest.mark.parametrize("name", NAMES)
