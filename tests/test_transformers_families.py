@@ -136,6 +136,34 @@ def test_dropped_model_reloads_in_plain_transformers(name, x, tmp_path):
         torch.testing.assert_close(reload_logits(out, x, tmp_path), pruned(x).logits, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "processor, expected",
+    [
+        # ViT: resize straight to 224x224
+        ({"size": {"height": 224, "width": 224}, "resample": 2}, ((3, 224, 224), 1.0, "bilinear")),
+        # ConvNeXt / ResNet: resize to 224 / 0.875, centre-crop 224
+        ({"size": {"shortest_edge": 224}, "crop_pct": 0.875, "resample": 3}, ((3, 224, 224), 0.875, "bicubic")),
+        # ConvNeXt at 384: no crop
+        ({"size": {"shortest_edge": 384}, "crop_pct": 0.875}, ((3, 384, 384), 1.0, "bilinear")),
+        # resize the short side to 256, then centre-crop 224
+        (
+            {"size": {"shortest_edge": 256}, "do_center_crop": True, "crop_size": {"height": 224, "width": 224}},
+            ((3, 224, 224), 0.875, "bilinear"),
+        ),
+        # no processor: the config's image size and ImageNet statistics
+        ({}, ((3, 32, 32), 1.0, "bilinear")),
+    ],
+)
+def test_image_processor_becomes_a_timm_data_config(processor, expected):
+    from types import SimpleNamespace
+
+    from hf_practise.backbones.hf_transformers import IMAGENET_MEAN, processor_data_config
+
+    cfg = processor_data_config(processor, SimpleNamespace(image_size=32, num_channels=3))
+    assert (cfg["input_size"], cfg["crop_pct"], cfg["interpolation"]) == expected
+    assert cfg["mean"] == IMAGENET_MEAN
+
+
 def test_from_a_folder_to_a_native_folder_with_its_preprocessing(x, tmp_path):
     src = tmp_path / "teacher"
     tiny("vit").save_pretrained(src)

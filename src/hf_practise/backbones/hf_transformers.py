@@ -43,6 +43,37 @@ def _of(module: nn.Module | None, kinds: tuple[type, ...]) -> list[nn.Module]:
     return [] if module is None else [m for m in module.modules() if isinstance(m, kinds)]
 
 
+def _hw(size: Any) -> tuple[int, int] | None:
+    """(height, width) of an image processor's `size` / `crop_size` entry."""
+    if isinstance(size, dict):
+        side = size.get("height") or size.get("shortest_edge")
+        return (side, size.get("width") or side) if side else None
+    return (size, size) if isinstance(size, int) else None
+
+
+def processor_data_config(proc: dict[str, Any], config: Any) -> dict[str, Any]:
+    """timm's data config (for `timm.data.create_transform`) that preprocesses as the image processor `proc` does."""
+    resize = _hw(proc.get("size"))
+    crop = _hw(proc.get("crop_size")) if proc.get("do_center_crop") else None
+    if crop is not None:  # resize, then cut the centre crop out of it
+        size, crop_pct = crop, (crop[0] / resize[0] if resize else 1.0)
+    elif resize is not None:
+        # ConvNeXt's processor resizes to size / crop_pct and crops back below 384 pixels, and ignores it above
+        size, crop_pct = resize, ((proc.get("crop_pct") or 1.0) if resize[0] < 384 else 1.0)
+    else:
+        image_size = getattr(config, "image_size", 224)
+        size = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+        crop_pct = 1.0
+    return {
+        "input_size": (getattr(config, "num_channels", 3), int(size[0]), int(size[1])),
+        "interpolation": _RESAMPLE.get(proc.get("resample", 2), "bilinear"),
+        "mean": tuple(proc.get("image_mean") or IMAGENET_MEAN),
+        "std": tuple(proc.get("image_std") or IMAGENET_STD),
+        "crop_pct": crop_pct,
+        "crop_mode": "center",
+    }
+
+
 class TransformersFamily(BackboneFamily):
     """Base of the transformers families: the head split, the image processor, the native save."""
 
@@ -75,28 +106,8 @@ class TransformersFamily(BackboneFamily):
 
     def data_config(self, model: nn.Module) -> dict[str, Any]:
         """The timm-style data config of the checkpoint's image processor (ImageNet defaults without one)."""
-        proc: dict[str, Any] = {}
         path = Path(str(getattr(model, "name_or_path", "") or "")) / PREPROCESSOR
-        if path.is_file():
-            proc = json.loads(path.read_text())
-        size = proc.get("crop_size") if proc.get("do_center_crop") else proc.get("size")
-        if isinstance(size, dict):
-            side = size.get("height") or size.get("shortest_edge")
-            size = (side, size.get("width") or side)
-        elif isinstance(size, int):
-            size = (size, size)
-        if not size:
-            image_size = getattr(model.config, "image_size", 224)
-            size = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
-        crop_pct = proc.get("crop_pct") or 1.0
-        return {
-            "input_size": (getattr(model.config, "num_channels", 3), int(size[0]), int(size[1])),
-            "interpolation": _RESAMPLE.get(proc.get("resample", 2), "bilinear"),
-            "mean": tuple(proc.get("image_mean") or IMAGENET_MEAN),
-            "std": tuple(proc.get("image_std") or IMAGENET_STD),
-            "crop_pct": crop_pct,
-            "crop_mode": "center",
-        }
+        return processor_data_config(json.loads(path.read_text()) if path.is_file() else {}, model.config)
 
     # ---- saving ------------------------------------------------------------------------------------------
     def depth_value(self, model: nn.Module) -> Any:
