@@ -1,11 +1,13 @@
-# Compress a pretrained timm backbone with PRACTISE on a tiny set of images, and save it so plain timm reloads it.
+# Compress a pretrained timm or transformers backbone with PRACTISE on a tiny set of images, and save it so its own
+# library (timm or transformers) reloads it.
 #
 # What it shows: the whole hf_practise pipeline from the command line. It loads a model (a timm name,
-# `hf-hub:ORG/NAME`, `local-dir:PATH` or a Hub repo id; safetensors only), draws a seeded few-shot sample
-# (N images or K per class) from a Hub dataset or a local one (an imagefolder, i.e. one sub-folder of images
-# per class, or a folder written by `datasets.save_to_disk`), scores every droppable block by
+# `hf-hub:ORG/NAME`, `local-dir:PATH`, a Hub repo id or a local timm/transformers folder; safetensors only),
+# draws a seeded few-shot sample (N images or K per class) from a Hub dataset or a local one (an imagefolder,
+# i.e. one sub-folder of images per class, or a folder written by `datasets.save_to_disk`), scores every
+# droppable block by
 # recoverability, drops the best ones until the latency target holds, finetunes by feature mimicking, writes
-# a timm-native checkpoint with its model card, and optionally pushes it to the Hub.
+# a native checkpoint (timm or transformers) with its model card, and optionally pushes it to the Hub.
 #
 #   python examples/compress.py --model local-dir:teacher --dataset data/ --num-samples 500 \
 #       --latency-reduction 0.22 --output-dir out/
@@ -29,7 +31,7 @@ logger = get_logger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__ or "Compress a timm backbone with PRACTISE.")
+    p = argparse.ArgumentParser(description=__doc__ or "Compress a timm or transformers vision backbone with PRACTISE.")
     p.add_argument(
         "--model",
         required=True,
