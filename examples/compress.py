@@ -5,9 +5,9 @@
 # `hf-hub:ORG/NAME`, `local-dir:PATH`, a Hub repo id or a local timm/transformers folder; safetensors only),
 # draws a seeded few-shot sample (N images or K per class) from a Hub dataset or a local one (an imagefolder,
 # i.e. one sub-folder of images per class, or a folder written by `datasets.save_to_disk`), scores every
-# droppable block by
-# recoverability, drops the best ones until the latency target holds, finetunes by feature mimicking, writes
-# a native checkpoint (timm or transformers) with its model card, and optionally pushes it to the Hub.
+# droppable block by recoverability, drops the best ones until the latency target holds, finetunes by feature
+# mimicking, writes a native checkpoint (timm or transformers) with its model card, and optionally pushes it
+# to the Hub.
 #
 #   python examples/compress.py --model local-dir:teacher --dataset data/ --num-samples 500 \
 #       --latency-reduction 0.22 --output-dir out/
