@@ -228,3 +228,19 @@ def test_card_without_eval_set_says_top1_was_not_measured(tensors, tmp_path):
     assert [r.metric_type for r in card.data.eval_results] == ["latency_ms"]
     assert (out / "block_scores.png").exists() and 'timm.create_model("local-dir:' in card.text
     assert "MSE on pre-pooling features" in card.text  # the card names the finetune objective that was used
+
+
+def test_zero_finetune_steps_keeps_the_scan_adaptors_folded(tensors):
+    """`iterations=0` (CLI: --iterations 0): the pruned network with the scan's adaptors, folded, no finetune."""
+    from hf_practise.adaptors import adapted_layers
+    from hf_practise.recoverability import build_pruned
+
+    teacher = tiny_resnet("resnet18")
+    cfg = fast_config(num_blocks=2, finetune=FinetuneConfig(iterations=0, batch_size=8))
+    compressor = PractiseCompressor(teacher, cfg)
+    result = compressor.compress(tensors)
+    assert result.finetune.steps == 0 and not adapted_layers(result.model)
+    # the scan's adaptors did change the network: it is not the teacher with the blocks simply removed
+    removed = build_pruned(teacher, result.family, [r.ref for r in result.dropped], adaptors=False).eval()
+    with torch.no_grad():
+        assert not torch.allclose(result.model.eval()(tensors), removed(tensors))
