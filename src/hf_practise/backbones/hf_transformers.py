@@ -3,14 +3,13 @@
 Same structure as their timm counterparts, found from classes, never from attribute paths (transformers 5
 keeps ViT's layers at `vit.layers` while saved keys say `vit.encoder.layer.N`). Dropping rebuilds each layer
 stack without the block; saving rebuilds the config with the new depths (`depths` or `num_hidden_layers`,
-and without the backbone fields that would go stale), then calls the model's own `save_pretrained` on a copy,
+and without the backbone fields that would go stale), then calls the model's own `save_pretrained` with it,
 so `AutoModelForImageClassification.from_pretrained(DIR)` reloads it with no missing or unexpected keys. The
 preprocessing comes from the checkpoint's `preprocessor_config.json` (and is saved beside the model).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -127,13 +126,16 @@ class TransformersFamily(BackboneFamily):
         return new
 
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
-        new = self.pruned_config(model)
-        clone = copy.deepcopy(model)  # the live model keeps its config object; the copy gets the new one
-        old = clone.config
-        for m in clone.modules():  # every submodule holding the config shares the one object
-            if getattr(m, "config", None) is old:
+        new, old = self.pruned_config(model), model.config
+        # every submodule holding the config shares the one object: swap it for the save, then put it back
+        holders = [m for m in model.modules() if getattr(m, "config", None) is old]
+        try:
+            for m in holders:
                 m.config = new
-        clone.save_pretrained(str(save_dir), safe_serialization=True)
+            model.save_pretrained(str(save_dir), safe_serialization=True)
+        finally:
+            for m in holders:
+                m.config = old
         proc = Path(str(getattr(model, "name_or_path", "") or "")) / PREPROCESSOR
         if proc.is_file():
             shutil.copyfile(proc, save_dir / PREPROCESSOR)
