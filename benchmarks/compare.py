@@ -70,6 +70,22 @@ def write_json(path: Path, rec: dict) -> None:
     tmp.replace(path)
 
 
+def update_readme_section(name: str, lines: list[str]) -> None:
+    """Replace what stands between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` in the top-level
+    README (atomically; nothing happens when the README or its markers are missing)."""
+    readme = HERE.parent / "README.md"
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    text = readme.read_text() if readme.exists() else ""
+    if begin not in text or end not in text:
+        return
+    before, rest = text.split(begin, 1)
+    _, after = rest.split(end, 1)
+    body = "\n".join(lines)
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(f"{before}{begin}\n{body}\n{end}{after}")
+    tmp.replace(readme)
+
+
 def machine() -> dict:
     return {
         "cpu": device_name(torch.device("cpu")),
@@ -479,19 +495,8 @@ class Bench:
 
     def update_readme(self, groups: dict[tuple, list[dict]], settings: list[tuple]) -> None:
         """Rewrite the README's table between its markers (only for the repo's own results folder)."""
-        readme = HERE.parent / "README.md"
-        begin, end = f"<!-- bench:{self.name}:begin -->", f"<!-- bench:{self.name}:end -->"
-        if self.out.parent.resolve() != (HERE / "results").resolve() or not readme.exists():
-            return
-        text = readme.read_text()
-        if begin not in text or end not in text:
-            return
-        before, rest = text.split(begin, 1)
-        _, after = rest.split(end, 1)
-        body = "\n".join(self.headline(groups, settings))
-        tmp = readme.with_suffix(".md.tmp")
-        tmp.write_text(f"{before}{begin}\n{body}\n{end}{after}")
-        tmp.replace(readme)
+        if self.out.parent.resolve() == (HERE / "results").resolve():
+            update_readme_section(self.name, self.headline(groups, settings))
 
     def wall_time(self) -> list[str]:
         """Where the time went: one row per finished invocation of a part (from timings.jsonl)."""

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fmnist  # noqa: E402
-from compare import machine, write_json  # noqa: E402
+from compare import machine, update_readme_section, write_json  # noqa: E402
 
 from hf_practise import (  # noqa: E402
     CompressionConfig,
@@ -292,6 +292,26 @@ def write_markdown(path: Path, records: list[dict]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def headline(records: list[dict]) -> list[str]:
+    """The README's short table: one row per family and target."""
+    out = [
+        "| family | target | measured latency | blocks kept | simply removed | PRACTISE | teacher |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for r in records:
+        out.append(
+            f"| {r['family']} | {100 * r['latency_target']:.0f}% | -{100 * r['latency_reduction']:.1f}% | {r['blocks']} "
+            f"| {100 * r['removed_top1']:.2f}% | **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% |"
+        )
+    return out
+
+
+def report(out: Path, records: list[dict]) -> None:
+    write_markdown(out.with_suffix(".md"), records)
+    if out.parent.resolve() == RESULTS.resolve():  # the repo's own results: refresh the README's table too
+        update_readme_section("families", headline(records))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
@@ -307,7 +327,7 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.results) / "families.json"
     if args.report:
-        write_markdown(out.with_suffix(".md"), json.loads(out.read_text()))
+        report(out, json.loads(out.read_text()))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not fmnist.available():
@@ -323,7 +343,7 @@ def main() -> int:
         records = run_family(name, args, tiny, test, command)
         kept = [r for r in kept if r["family"] != records[0]["family"]] + records
         write_json(out, kept)
-        write_markdown(out.with_suffix(".md"), kept)
+        report(out, kept)
     print(out.with_suffix(".md").read_text())
     return 0
 
