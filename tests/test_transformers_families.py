@@ -1,4 +1,7 @@
-"""transformers ResNet, ViT and ConvNeXt: structure, exact folding, stage minimums, native reload, end to end."""
+"""transformers ResNet, ViT and ConvNeXt specifics: the head split, stage minimums, preprocessing, end to end.
+
+The invariants every family shares (exact folding, shapes, native reload) are in test_family_invariants.py.
+"""
 
 from __future__ import annotations
 
@@ -6,63 +9,15 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig, get_family
-from hf_practise.adaptors import adapted_layers, fold_adaptors
 from hf_practise.recoverability import build_pruned
 
 from .conftest import reload_natively
 from .test_compressor import image_dataset
+from .tiny_models import TINY_IDS, tiny_model
 
 transformers = pytest.importorskip("transformers")
-
-
-def tiny(name: str, seed: int = 0) -> nn.Module:
-    """A tiny random `*ForImageClassification`, with a fan-in scaled init so that every block matters."""
-    T = transformers
-    torch.manual_seed(seed)
-    if name == "resnet-basic":
-        cfg = T.ResNetConfig(
-            embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[2, 2, 3, 1], layer_type="basic", num_labels=5
-        )
-        model = T.ResNetForImageClassification(cfg)
-    elif name == "resnet-bottleneck":
-        cfg = T.ResNetConfig(embedding_size=8, hidden_sizes=[16, 16, 32, 32], depths=[2, 1, 2, 2], num_labels=5)
-        model = T.ResNetForImageClassification(cfg)
-    elif name == "vit":
-        cfg = T.ViTConfig(
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
-        )
-        model = T.ViTForImageClassification(cfg)
-    else:
-        cfg = T.ConvNextConfig(
-            hidden_sizes=[8, 16, 16, 24], depths=[2, 1, 2, 1], layer_scale_init_value=0.5, num_labels=5
-        )
-        model = T.ConvNextForImageClassification(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model.eval()
-
-
-NAMES = ["resnet-basic", "resnet-bottleneck", "vit", "convnext"]
-FAMILIES = {
-    "resnet-basic": "transformers-resnet",
-    "resnet-bottleneck": "transformers-resnet",
-    "vit": "transformers-vit",
-    "convnext": "transformers-convnext",
-}
 
 
 @pytest.fixture
@@ -70,34 +25,17 @@ def x() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_structure_head_split_and_exact_fold(name, x):
-    model = tiny(name)
+@pytest.mark.parametrize("model_id", [i for i in TINY_IDS if i.startswith("transformers-")])
+def test_features_and_head_compute_the_models_logits(model_id, x):
+    model = tiny_model(model_id)
     family = get_family(model)
-    assert family.name == FAMILIES[name] and family.library_name == "transformers"
-    with torch.no_grad():  # features + head is exactly what the model computes
+    assert family.library_name == "transformers"
+    with torch.no_grad():
         torch.testing.assert_close(family.forward_head(model, family.forward_features(model, x)), model(x).logits)
-    cands = family.candidates(model)
-    assert cands
-    for dropped in ([cands[0]], family.feasible(model, cands[::-1])[:3]):
-        plain = build_pruned(model, family, dropped, adaptors=False).eval()
-        adapted = build_pruned(model, family, dropped).eval()
-        assert adapted_layers(adapted)
-        with torch.no_grad():
-            torch.testing.assert_close(adapted(x).logits, plain(x).logits, rtol=0, atol=0)
-            g = torch.Generator().manual_seed(2)
-            for wrapper in adapted_layers(adapted):
-                for a in wrapper.adaptors().values():
-                    a.weight.add_(0.1 * torch.randn(a.weight.shape, generator=g))
-            before = adapted(x).logits
-            assert not torch.allclose(before, plain(x).logits)
-            assert fold_adaptors(adapted) > 0
-            after = adapted(x).logits
-        assert (after - before).norm() / before.norm() < 1e-4 and not adapted_layers(adapted)
 
 
 def test_resnet_stages_keep_a_block_and_shape_changing_blocks_stay():
-    model = tiny("resnet-basic")
+    model = tiny_model("transformers-resnet/basic")
     family = get_family(model)
     paths = [c.path for c in family.candidates(model)]
     assert "resnet.encoder.stages.1.layers.0" not in paths  # 8 -> 16 channels, stride 2: has a shortcut conv
@@ -109,31 +47,10 @@ def test_resnet_stages_keep_a_block_and_shape_changing_blocks_stay():
 
 
 def test_vit_keeps_a_layer():
-    model = tiny("vit")
+    model = tiny_model("transformers-vit/vit")
     family = get_family(model)
     cands = family.candidates(model)
     assert len(family.feasible(model, cands)) == len(cands) - 1
-
-
-def reload_logits(folder, x, tmp_path) -> torch.Tensor:
-    return reload_natively("transformers", folder, x, tmp_path)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_dropped_model_reloads_in_plain_transformers(name, x, tmp_path):
-    model = tiny(name)
-    family = get_family(model)
-    dropped = family.feasible(model, family.candidates(model))[:2]
-    pruned = build_pruned(model, family, dropped, adaptors=False).eval()
-    out = tmp_path / "saved"
-    out.mkdir()
-    family.save_pretrained(pruned, out, source_config={})
-    config = json.loads((out / "config.json").read_text())
-    depths = config.get("depths", config.get("num_hidden_layers"))
-    assert depths == family.depth_value(pruned)
-    assert model.config.to_dict()[family.depth_field] != depths  # the live model's config is untouched
-    with torch.no_grad():
-        torch.testing.assert_close(reload_logits(out, x, tmp_path), pruned(x).logits, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +74,7 @@ def test_dropped_model_reloads_in_plain_transformers(name, x, tmp_path):
 def test_image_processor_becomes_a_timm_data_config(processor, expected):
     from types import SimpleNamespace
 
-    from hf_practise.backbones.hf_transformers import IMAGENET_MEAN, processor_data_config
+    from hf_practise.backbones.transformers_common import IMAGENET_MEAN, processor_data_config
 
     cfg = processor_data_config(processor, SimpleNamespace(image_size=32, num_channels=3))
     assert (cfg["input_size"], cfg["crop_pct"], cfg["interpolation"]) == expected
@@ -166,7 +83,7 @@ def test_image_processor_becomes_a_timm_data_config(processor, expected):
 
 def test_from_a_folder_to_a_native_folder_with_its_preprocessing(x, tmp_path):
     src = tmp_path / "teacher"
-    tiny("vit").save_pretrained(src)
+    tiny_model("transformers-vit/vit").save_pretrained(src)
     processor = {
         "do_resize": True,
         "size": {"height": 32, "width": 32},
@@ -193,4 +110,6 @@ def test_from_a_folder_to_a_native_folder_with_its_preprocessing(x, tmp_path):
     assert "AutoModelForImageClassification.from_pretrained" in (out / "README.md").read_text()
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
     with torch.no_grad():
-        torch.testing.assert_close(reload_logits(out, x, tmp_path), result.model.eval()(x).logits, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            reload_natively("transformers", out, x, tmp_path), result.model.eval()(x).logits, rtol=1e-5, atol=1e-6
+        )

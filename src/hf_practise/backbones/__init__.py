@@ -5,16 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from .base import AdaptorSite, BackboneFamily, BlockRef
-from .hf_transformers import (
-    TransformersConvNextFamily,
-    TransformersFamily,
-    TransformersResNetFamily,
-    TransformersViTFamily,
-)
 from .timm_common import TimmFamily
 from .timm_convnext import TimmConvNeXtFamily
 from .timm_resnet import TimmResNetFamily
 from .timm_vit import TimmViTFamily
+from .transformers_common import TransformersFamily
+from .transformers_convnext import TransformersConvNextFamily
+from .transformers_resnet import TransformersResNetFamily
+from .transformers_vit import TransformersViTFamily
 
 __all__ = [
     "AdaptorSite",

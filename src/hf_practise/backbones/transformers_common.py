@@ -1,11 +1,12 @@
-"""transformers image classifiers: ResNet, ViT and ConvNeXt (`*ForImageClassification`).
+"""What the transformers families share: the head split, the image processor, the native save.
 
-Same structure as their timm counterparts, found from classes, never from attribute paths (transformers 5
-keeps ViT's layers at `vit.layers` while saved keys say `vit.encoder.layer.N`). Dropping rebuilds each layer
-stack without the block; saving rebuilds the config with the new depths (`depths` or `num_hidden_layers`,
-and without the backbone fields that would go stale), then calls the model's own `save_pretrained` with it,
-so `AutoModelForImageClassification.from_pretrained(DIR)` reloads it with no missing or unexpected keys. The
-preprocessing comes from the checkpoint's `preprocessor_config.json` (and is saved beside the model).
+A transformers image classifier keeps its blocks in stacks (`ModuleList`s) of its base model. Dropping
+rebuilds a stack without the block; saving rebuilds the config with the new depths (`depths` or
+`num_hidden_layers`, and without the backbone fields that would go stale) and calls the model's own
+`save_pretrained` with it, so `AutoModelForImageClassification.from_pretrained(DIR)` reloads the result with
+no missing or unexpected keys. Preprocessing comes from the checkpoint's `preprocessor_config.json`, which is
+saved beside the model. Structure is found from classes, never from attribute paths (transformers 5 keeps
+ViT's layers at `vit.layers` while saved keys say `vit.encoder.layer.N`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ _STALE = ("stage_names", "out_features", "out_indices", "_out_features", "_out_i
 PREPROCESSOR = "preprocessor_config.json"
 
 
-def _stacks(root: nn.Module, layer_type: type) -> list[nn.ModuleList | nn.Sequential]:
+def layer_stacks(root: nn.Module, layer_type: type) -> list[nn.ModuleList | nn.Sequential]:
     """Every ModuleList/Sequential under `root` whose items are `layer_type`, in forward (registration) order."""
     return [
         m
@@ -38,7 +39,7 @@ def _stacks(root: nn.Module, layer_type: type) -> list[nn.ModuleList | nn.Sequen
     ]
 
 
-def _of(module: nn.Module | None, kinds: tuple[type, ...]) -> list[nn.Module]:
+def layers_of(module: nn.Module | None, kinds: tuple[type, ...]) -> list[nn.Module]:
     return [] if module is None else [m for m in module.modules() if isinstance(m, kinds)]
 
 
@@ -146,103 +147,3 @@ class TransformersFamily(BackboneFamily):
             "from transformers import AutoModelForImageClassification\n\n"
             f'model = AutoModelForImageClassification.from_pretrained("{repo_or_path}").eval()'
         )
-
-
-class TransformersResNetFamily(TransformersFamily):
-    """`ResNetForImageClassification`: a block is droppable when its shortcut is the identity."""
-
-    name = "transformers-resnet"
-    min_blocks_per_stage = 1  # transformers builds a stage of depth 0 with one block
-    model_class_name = "ResNetForImageClassification"
-    base_attr = "resnet"
-
-    def stages(self, model: nn.Module) -> list[nn.Module]:
-        return [stage.layers for stage in model.resnet.encoder.stages]
-
-    def is_droppable(self, block: nn.Module) -> bool:
-        return not _of(block.shortcut, (nn.Conv2d,))
-
-    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return _of(block.layer, (nn.Conv2d,))[-1:] + _of(block.shortcut, (nn.Conv2d,))
-
-    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        return _of(block.layer, (nn.Conv2d,))[:1] + _of(block.shortcut, (nn.Conv2d,))
-
-    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        return model.classifier(model.resnet.pooler(features))
-
-
-class TransformersViTFamily(TransformersFamily):
-    """`ViTForImageClassification`: one stack of pre-norm layers, all droppable; the head reads the [CLS] token."""
-
-    name = "transformers-vit"
-    min_blocks_per_stage = 1  # with no layer left, the [CLS] token never sees the image
-    model_class_name = "ViTForImageClassification"
-    base_attr = "vit"
-    depth_field = "num_hidden_layers"
-
-    def stages(self, model: nn.Module) -> list[nn.Module]:
-        from transformers.models.vit.modeling_vit import ViTLayer
-
-        return _stacks(model.vit, ViTLayer)[:1]  # never empty: the family keeps a layer
-
-    def is_droppable(self, block: nn.Module) -> bool:
-        return True
-
-    def _branches(self, block: nn.Module) -> list[list[nn.Linear]]:
-        # attention: q/k/v read the stream, the output projection writes it; MLP: fc1 reads, fc2 writes
-        # (transformers 4 split these over `attention`, `intermediate` and `output`; 5 has `attention` + `mlp`)
-        children = [c for c in block.children() if _of(c, (nn.Linear,))]
-        return [_of(c, (nn.Linear,)) for c in children]
-
-    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return [linears[-1] for linears in self._branches(block)]
-
-    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        return [lin for linears in self._branches(block) for lin in linears[:-1]]
-
-    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        return _of(model.vit.embeddings, (nn.Conv2d,))[-1:]
-
-    def depth_value(self, model: nn.Module) -> Any:
-        return len(self.stages(model)[0])
-
-    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        return model.classifier(features[:, 0, :])
-
-
-class TransformersConvNextFamily(TransformersFamily):
-    """`ConvNextForImageClassification`: stages downsample in their own `downsampling_layer`, so every block is
-    droppable; adaptors as for timm's ConvNeXt (`pwconv2` writes, `pwconv1` reads: the depthwise conv cannot take
-    a folded channel mix)."""
-
-    name = "transformers-convnext"
-    model_class_name = "ConvNextForImageClassification"
-    base_attr = "convnext"
-
-    def stages(self, model: nn.Module) -> list[nn.Module]:
-        return [stage.layers for stage in model.convnext.encoder.stages]
-
-    def is_droppable(self, block: nn.Module) -> bool:
-        return block.dwconv.stride in ((1, 1), 1)
-
-    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return [block.pwconv2]
-
-    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        return [block.pwconv1]
-
-    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        convs = _of(model.convnext.encoder.stages[stage].downsampling_layer, (nn.Conv2d,))
-        return (convs or (_of(model.convnext.embeddings, (nn.Conv2d,)) if stage == 0 else []))[-1:]
-
-    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        stages = model.convnext.encoder.stages
-        if stage + 1 < len(stages):
-            convs = _of(stages[stage + 1].downsampling_layer, (nn.Conv2d,))
-            if convs:
-                return convs[:1]
-        return super().stage_exit_inputs(model, stage)
-
-    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        return model.classifier(model.convnext.layernorm(features.mean([-2, -1])))

@@ -1,0 +1,38 @@
+"""transformers ResNets (`ResNetForImageClassification`, basic and bottleneck layers).
+
+Stages are the `layers` of `resnet.encoder.stages`; a layer is droppable when its shortcut is the identity.
+Adaptors sit as in the timm ResNet family: after the last conv of each earlier layer's branch and shortcut,
+before the first conv of each later layer and of the next stage's first layer. transformers builds a stage
+of depth 0 with one layer, so every stage keeps one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .transformers_common import TransformersFamily, layers_of
+
+
+class TransformersResNetFamily(TransformersFamily):
+    """`ResNetForImageClassification`: a block is droppable when its shortcut is the identity."""
+
+    name = "transformers-resnet"
+    min_blocks_per_stage = 1  # transformers builds a stage of depth 0 with one block
+    model_class_name = "ResNetForImageClassification"
+    base_attr = "resnet"
+
+    def stages(self, model: nn.Module) -> list[nn.Module]:
+        return [stage.layers for stage in model.resnet.encoder.stages]
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return not layers_of(block.shortcut, (nn.Conv2d,))
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return layers_of(block.layer, (nn.Conv2d,))[-1:] + layers_of(block.shortcut, (nn.Conv2d,))
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return layers_of(block.layer, (nn.Conv2d,))[:1] + layers_of(block.shortcut, (nn.Conv2d,))
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.classifier(model.resnet.pooler(features))

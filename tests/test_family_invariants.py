@@ -1,0 +1,101 @@
+"""What every registered family must satisfy, on tiny random models of each (see tests/tiny_models.py).
+
+Identity adaptors leave the output unchanged; folded adaptors equal the adapted network and leave only the
+original layer types; every candidate keeps its input's shape; dropping k blocks removes exactly k and leaves
+the original alone; a dropped model reloads with its own library, in a process without hf_practise, with
+identical logits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_practise import get_family
+from hf_practise.adaptors import adapted_layers, fold_adaptors
+from hf_practise.backbones import registered_families
+from hf_practise.compressor import save_directory_atomically
+from hf_practise.recoverability import build_pruned
+
+from .conftest import reload_natively
+from .tiny_models import TINY_IDS, TINY_MODELS, logits, tiny_model
+
+
+@pytest.fixture(params=TINY_IDS)
+def model_id(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_every_registered_family_has_tiny_models():
+    assert {f.name for f in registered_families()} == set(TINY_MODELS)
+
+
+def test_found_structurally_and_candidates_keep_their_shape(model_id, x):
+    model = tiny_model(model_id)
+    family = get_family(model)
+    assert family.name == model_id.split("/")[0]
+    cands = family.candidates(model)
+    assert cands and set(cands) <= set(family.blocks(model))
+    shapes = []
+    hooks = [
+        family.resolve(model, r).register_forward_hook(lambda m, i, o: shapes.append((i[0].shape, o.shape)))
+        for r in cands
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    assert len(shapes) == len(cands) and all(a == b for a, b in shapes)
+
+
+def test_identity_adaptors_then_exact_fold(model_id, x):
+    model = tiny_model(model_id)
+    family = get_family(model)
+    cands = family.candidates(model)
+    types = sorted({type(m).__name__ for m in model.modules()})
+    for dropped in ([cands[0]], family.feasible(model, cands[::-1])[:3]):
+        plain = build_pruned(model, family, dropped, adaptors=False).eval()
+        adapted = build_pruned(model, family, dropped).eval()
+        assert adapted_layers(adapted), "no adaptor was placed"
+        with torch.no_grad():
+            torch.testing.assert_close(logits(adapted, x), logits(plain, x), rtol=0, atol=0)
+            g = torch.Generator().manual_seed(2)
+            for wrapper in adapted_layers(adapted):
+                for a in wrapper.adaptors().values():
+                    a.weight.add_(0.1 * torch.randn(a.weight.shape, generator=g))
+            before = logits(adapted, x)
+            assert not torch.allclose(before, logits(plain, x))  # the adaptors do change the function
+            assert fold_adaptors(adapted) > 0
+            after = logits(adapted, x)
+        assert (after - before).norm() / before.norm() < 1e-4 and not adapted_layers(adapted)
+        assert sorted({type(m).__name__ for m in adapted.modules()}) == types  # only the original layer types
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_dropping_k_blocks_removes_exactly_k(model_id, x, k):
+    model = tiny_model(model_id)
+    family = get_family(model)
+    before = sum(len(s) for s in family.stages(model))
+    dropped = family.feasible(model, family.candidates(model))[-k:]
+    pruned = build_pruned(model, family, dropped, adaptors=False)
+    assert sum(len(s) for s in family.stages(pruned)) == before - k
+    assert sum(len(s) for s in family.stages(model)) == before  # the original is untouched
+    with torch.no_grad():
+        assert logits(pruned, x).shape == logits(model, x).shape
+
+
+def test_dropped_model_reloads_natively_with_identical_logits(model_id, x, tmp_path):
+    model = tiny_model(model_id)
+    family = get_family(model)
+    pruned = build_pruned(model, family, family.feasible(model, family.candidates(model))[:2], adaptors=False).eval()
+    folder = save_directory_atomically(
+        tmp_path / "saved", lambda d: family.save_pretrained(pruned, d, source_config={})
+    )
+    with torch.no_grad():
+        expected = logits(pruned, x)
+    torch.testing.assert_close(reload_natively(family.library_name, folder, x, tmp_path), expected, rtol=0, atol=0)
