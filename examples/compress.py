@@ -67,9 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scan-batch-size", type=int, default=ScanConfig.batch_size)
     # finetune
     p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations, help="mimic finetune steps")
-    p.add_argument("--lr", type=float, default=FinetuneConfig.lr)
+    p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: 0.01 for SGD, 1e-4 for AdamW)")
     p.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=FinetuneConfig.optimizer)
+    p.add_argument(
+        "--optimizer",
+        choices=["auto", "sgd", "adamw"],
+        default=FinetuneConfig.optimizer,
+        help="auto: SGD for BatchNorm ResNets, AdamW for LayerNorm ViTs and ConvNeXts",
+    )
     p.add_argument("--weight-decay", type=float, default=FinetuneConfig.weight_decay)
     p.add_argument("--schedule", choices=["cosine", "constant"], default=FinetuneConfig.schedule)
     p.add_argument("--adaptor-init", choices=["scan", "identity"], default=FinetuneConfig.adaptor_init)

@@ -79,3 +79,19 @@ def test_compress_end_to_end_and_reload(model_id, tmp_path):
     x = images[:3]
     with torch.no_grad():
         torch.testing.assert_close(reload_natively("timm", out, x, tmp_path), student(x), rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_optimizer_follows_the_family_unless_set():
+    from hf_practise.backbones import TimmConvNeXtFamily, TimmResNetFamily, TransformersViTFamily
+
+    auto = FinetuneConfig()
+    assert (auto.optimizer, auto.lr) == ("auto", None)
+    assert (auto.resolved(TimmResNetFamily()).optimizer, auto.resolved(TimmResNetFamily()).lr) == ("sgd", 0.01)
+    for family in (TimmConvNeXtFamily(), TransformersViTFamily()):
+        assert (auto.resolved(family).optimizer, auto.resolved(family).lr) == ("adamw", 1e-4)
+    assert FinetuneConfig(optimizer="sgd").resolved(TimmConvNeXtFamily()).lr == 0.01
+    assert FinetuneConfig(lr=3e-3).resolved(TimmConvNeXtFamily()).lr == 3e-3
+    # what the compressor records (report, card) is what runs
+    config = CompressionConfig(num_blocks=1)
+    assert PractiseCompressor(tiny_model("timm-vit/vit"), config).config.finetune.optimizer == "adamw"
+    assert config.finetune.optimizer == "auto"  # the caller's config is left alone

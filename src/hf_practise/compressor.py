@@ -9,6 +9,7 @@ for researchers who want to run them alone.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -269,8 +270,10 @@ class PractiseCompressor:
     ) -> None:
         from accelerate import Accelerator
 
-        self.config = config or CompressionConfig()
         self.family = family or get_family(model)
+        config = config or CompressionConfig()
+        # "auto" optimizer and learning rate become the family's, so the report and card show what ran
+        self.config = dataclasses.replace(config, finetune=config.finetune.resolved(self.family))
         self.accelerator = accelerator or Accelerator()
         self.model = model.to(self.accelerator.device).eval()
         for p in self.model.parameters():

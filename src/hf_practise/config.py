@@ -28,8 +28,9 @@ class FinetuneConfig:
 
     iterations: int = 1000  # optimiser steps
     batch_size: int = 64  # images per step and process
-    lr: float = 0.01  # peak learning rate
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD uses nesterov momentum 0.9
+    lr: float | None = None  # peak learning rate (None: 0.01 for SGD, 1e-4 for AdamW)
+    optimizer: Literal["auto", "sgd", "adamw"] = "auto"  # auto: the family's (SGD for BatchNorm ResNets, AdamW
+    # for LayerNorm ViTs and ConvNeXts); SGD uses nesterov momentum 0.9
     weight_decay: float = 1e-4  # applied to weights only, never to norms, biases or adaptors
     schedule: Literal["cosine", "constant"] = "cosine"  # learning-rate schedule after warm-up
     warmup_iterations: int = 0  # linear warm-up steps
@@ -40,6 +41,21 @@ class FinetuneConfig:
     # kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels (the baselines of the paper)
     kd_temperature: float = 4.0  # softmax temperature of the kd objective
     checkpoint_every: int = 200  # steps between resumable checkpoints when a work_dir is set (0: never)
+
+    def resolved(self, family: Any) -> FinetuneConfig:
+        """This config with `optimizer="auto"` and `lr=None` replaced by the family's choice and its learning rate.
+
+        A BatchNorm ResNet takes SGD at 0.01; a LayerNorm network (ViT, ConvNeXt) is ruined by that and takes
+        AdamW at 1e-4 (measured in benchmarks/results/families.md)."""
+        optimizer = family.finetune_optimizer if self.optimizer == "auto" else self.optimizer
+        if optimizer not in DEFAULT_LR:
+            raise ValueError(f"Unknown optimizer `{optimizer}`; choose `auto`, `sgd` or `adamw`.")
+        lr = DEFAULT_LR[optimizer] if self.lr is None else self.lr
+        return dataclasses.replace(self, optimizer=optimizer, lr=lr)
+
+
+#: the finetune's peak learning rate per optimizer when `FinetuneConfig.lr` is None
+DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-4}
 
 
 @dataclass

@@ -94,6 +94,7 @@ def mimic_finetune(
         log_every: steps per logged loss.
     """
     start = time.perf_counter()
+    config = config.resolved(family)
     objective = config.objective
     for p in student.parameters():
         p.requires_grad_(True)

@@ -49,6 +49,9 @@ class BackboneFamily(abc.ABC):
     #: blocks every stage keeps (1 where the family's library cannot build an empty stage, or where a model
     #: without blocks would ignore its input, like a ViT reading its class token)
     min_blocks_per_stage: int = 0
+    #: optimizer of the mimic finetune when `FinetuneConfig.optimizer` is "auto": SGD suits BatchNorm networks,
+    #: AdamW the LayerNorm ones (SGD at 0.01 pushes a ConvNeXt below the same blocks simply removed)
+    finetune_optimizer: str = "sgd"
 
     @classmethod
     @abc.abstractmethod

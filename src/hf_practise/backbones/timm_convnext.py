@@ -30,6 +30,7 @@ def _convs(module: nn.Module | None) -> list[nn.Conv2d]:
 
 class TimmConvNeXtFamily(TimmFamily):
     name = "timm-convnext"
+    finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

@@ -29,6 +29,7 @@ def _is_block(block: nn.Module) -> bool:
 
 class TimmViTFamily(TimmFamily):
     name = "timm-vit"
+    finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     min_blocks_per_stage = 1  # with no block left, the class token never sees the image
 
     @classmethod

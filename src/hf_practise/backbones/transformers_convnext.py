@@ -20,6 +20,7 @@ class TransformersConvNextFamily(TransformersFamily):
     a folded channel mix)."""
 
     name = "transformers-convnext"
+    finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     model_class_name = "ConvNextForImageClassification"
     base_attr = "convnext"
 

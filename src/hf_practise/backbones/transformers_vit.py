@@ -19,6 +19,7 @@ class TransformersViTFamily(TransformersFamily):
     """`ViTForImageClassification`: one stack of pre-norm layers, all droppable; the head reads the [CLS] token."""
 
     name = "transformers-vit"
+    finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     min_blocks_per_stage = 1  # with no layer left, the [CLS] token never sees the image
     model_class_name = "ViTForImageClassification"
     base_attr = "vit"
