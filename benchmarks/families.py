@@ -249,6 +249,7 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             "removed_top1": removed_top1,
             "top1": result.top1_after,
             "native_reload_max_abs_logit_gap": gap,
+            "finetune": {k: getattr(result.config.finetune, k) for k in ("optimizer", "lr", "iterations")},
             "num_samples": args.num_samples,
             "seed": args.seed,
             "wall_seconds": wall,
@@ -297,6 +298,14 @@ def write_markdown(path: Path, records: list[dict]) -> None:
             f"| **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% | {r['native_reload_max_abs_logit_gap']:.1g} "
             f"| {r['wall_seconds'] / 60:.1f} min |"
         )
+    lines += ["", "Finetune (the library picks the optimizer by family unless told):", ""]
+    lines += [
+        f"- {r['family']} at {100 * r['latency_target']:.0f}%: {r['finetune']['iterations']} steps, "
+        f"{r['finetune']['optimizer']} lr {r['finetune']['lr']:g}"
+        if "finetune" in r
+        else f"- {r['family']} at {100 * r['latency_target']:.0f}%: not recorded"
+        for r in records
+    ]
     lines += ["", "Blocks dropped:", ""]
     lines += [
         f"- {r['family']} at {100 * r['latency_target']:.0f}%: {', '.join(r['dropped'])}"
