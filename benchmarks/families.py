@@ -194,8 +194,8 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
     meta = train_teacher(name, args.train_set, test, steps=args.train_steps, seed=args.seed, folder=folder)
     library = "timm" if name.startswith("timm") else "transformers"
     records = []
+    teacher = load_native(folder / "teacher", library).eval()  # the compressor only reads it
     for target in args.targets:
-        teacher = load_native(folder / "teacher", library).eval()
         config = CompressionConfig(
             latency_reduction=target,
             seed=args.seed,
@@ -204,26 +204,25 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             finetune=FinetuneConfig(iterations=args.iterations, checkpoint_every=0),
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=INPUT),
         )
+        # what every record of this family and target says, run or not
+        common = {
+            "family": get_family(teacher).name,
+            "model": meta["model"],
+            "teacher_top1": meta["top1"],
+            "teacher_train_steps": meta["train_steps"],
+            "teacher_train_seconds": meta["train_seconds"],
+            "latency_target": target,
+            "num_samples": args.num_samples,
+            "seed": args.seed,
+            "command": command,
+            "machine": machine(),
+        }
         start = time.perf_counter()
         try:
             result = PractiseCompressor(teacher, config).compress(tiny, test)
         except ValueError as e:  # e.g. a target this family cannot reach: say so in the table, go on
             logger.warning("%s @%.0f%%: %s", name, 100 * target, e)
-            records.append(
-                {
-                    "family": get_family(teacher).name,
-                    "model": meta["model"],
-                    "teacher_top1": meta["top1"],
-                    "teacher_train_steps": meta["train_steps"],
-                    "teacher_train_seconds": meta["train_seconds"],
-                    "latency_target": target,
-                    "error": str(e),
-                    "num_samples": args.num_samples,
-                    "seed": args.seed,
-                    "command": command,
-                    "machine": machine(),
-                }
-            )
+            records.append({**common, "error": str(e)})
             continue
         wall = time.perf_counter() - start
         family = result.family
@@ -233,12 +232,7 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             out = result.save_pretrained(Path(tmp) / "out")
             gap = native_reload_gap(out, library, result.model, test.tensors[0][:64])
         rec = {
-            "family": family.name,
-            "model": meta["model"],
-            "teacher_top1": meta["top1"],
-            "teacher_train_steps": meta["train_steps"],
-            "teacher_train_seconds": meta["train_seconds"],
-            "latency_target": target,
+            **common,
             "latency_reduction": result.latency.reduction,
             "teacher_ms": result.latency.base.median_ms,
             "compressed_ms": result.latency.candidate.median_ms,
@@ -250,12 +244,8 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             "top1": result.top1_after,
             "native_reload_max_abs_logit_gap": gap,
             "finetune": {k: getattr(result.config.finetune, k) for k in ("optimizer", "lr", "iterations")},
-            "num_samples": args.num_samples,
-            "seed": args.seed,
             "wall_seconds": wall,
             "phase_seconds": result.phase_seconds,
-            "command": command,
-            "machine": machine(),
         }
         logger.info(
             "%s @%.0f%%: top-1 %.2f%% (removed %.2f%%, teacher %.2f%%), latency -%.1f%%, reload gap %.2g",

@@ -18,6 +18,11 @@ import torch
 from torch import nn
 
 
+def layers_of(module: nn.Module | None, kinds: type | tuple[type, ...]) -> list[nn.Module]:
+    """The submodules of `module` (itself included) that are `kinds`, in registration order; none for None."""
+    return [] if module is None else [m for m in module.modules() if isinstance(m, kinds)]
+
+
 @dataclass(frozen=True)
 class BlockRef:
     """A residual block, by position: block `index` of stage `stage` in the original network.

@@ -15,17 +15,13 @@ from typing import Any
 
 from torch import nn
 
+from .base import layers_of
 from .timm_common import TimmFamily
-
-_MIXING = (nn.Conv2d, nn.Linear)
 
 
 def _ungrouped(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if isinstance(m, _MIXING) and getattr(m, "groups", 1) == 1]
-
-
-def _convs(module: nn.Module | None) -> list[nn.Conv2d]:
-    return [] if module is None else [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    """The conv/linear layers of `module` a channel-mixing adaptor can fold into (no grouped convs)."""
+    return [m for m in layers_of(module, (nn.Conv2d, nn.Linear)) if getattr(m, "groups", 1) == 1]
 
 
 class TimmConvNeXtFamily(TimmFamily):
@@ -49,7 +45,7 @@ class TimmConvNeXtFamily(TimmFamily):
     def is_droppable(self, block: nn.Module) -> bool:
         # a block with a projecting shortcut or a strided depthwise conv changes the shape (timm builds none
         # inside its stages, but a custom config could)
-        return not _convs(block.shortcut) and block.conv_dw.stride in ((1, 1), 1)
+        return not layers_of(block.shortcut, nn.Conv2d) and block.conv_dw.stride in ((1, 1), 1)
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
         return [_ungrouped(block.mlp)[-1]]
@@ -58,12 +54,14 @@ class TimmConvNeXtFamily(TimmFamily):
         return [_ungrouped(block.mlp)[0]]
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        convs = _convs(model.stages[stage].downsample) or (_convs(model.stem) if stage == 0 else [])
+        convs = layers_of(model.stages[stage].downsample, nn.Conv2d) or (
+            layers_of(model.stem, nn.Conv2d) if stage == 0 else []
+        )
         return convs[-1:]
 
     def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         if stage + 1 < len(model.stages):
-            convs = _convs(model.stages[stage + 1].downsample)
+            convs = layers_of(model.stages[stage + 1].downsample, nn.Conv2d)
             if convs:
                 return convs[:1]
         return super().stage_exit_inputs(model, stage)

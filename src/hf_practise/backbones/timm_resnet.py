@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from .base import layers_of
 from .timm_common import TimmFamily
 
 
@@ -51,9 +52,7 @@ class TimmResNetFamily(TimmFamily):
 
     @staticmethod
     def _shortcut_conv(block: nn.Module) -> nn.Module | None:
-        if block.downsample is None:
-            return None
-        convs = [m for m in block.downsample.modules() if isinstance(m, nn.Conv2d)]
+        convs = layers_of(block.downsample, nn.Conv2d)
         return convs[-1] if convs else None
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:

@@ -14,17 +14,19 @@ from typing import Any
 
 from torch import nn
 
+from .base import layers_of
 from .timm_common import TimmFamily
-
-
-def _linears(module: nn.Module) -> list[nn.Linear]:
-    return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
 def _is_block(block: nn.Module) -> bool:
     """A pre-norm block with an attention and an MLP branch, each a chain of at least two linear layers."""
     attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
-    return attn is not None and mlp is not None and len(_linears(attn)) >= 2 and len(_linears(mlp)) >= 2
+    return (
+        attn is not None
+        and mlp is not None
+        and len(layers_of(attn, nn.Linear)) >= 2
+        and len(layers_of(mlp, nn.Linear)) >= 2
+    )
 
 
 class TimmViTFamily(TimmFamily):
@@ -48,12 +50,12 @@ class TimmViTFamily(TimmFamily):
         return True  # x + attn(x), then + mlp(x): the token shape never changes
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return [_linears(block.attn)[-1], _linears(block.mlp)[-1]]
+        return [layers_of(block.attn, nn.Linear)[-1], layers_of(block.mlp, nn.Linear)[-1]]
 
     def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
         # every linear of a branch but its output projection reads the (normalised) stream: qkv, or q/k/v; fc1,
         # or the two halves of a gated MLP
-        return _linears(block.attn)[:-1] + _linears(block.mlp)[:-1]
+        return layers_of(block.attn, nn.Linear)[:-1] + layers_of(block.mlp, nn.Linear)[:-1]
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         proj = getattr(getattr(model, "patch_embed", None), "proj", None)

@@ -39,10 +39,6 @@ def layer_stacks(root: nn.Module, layer_type: type) -> list[nn.ModuleList | nn.S
     ]
 
 
-def layers_of(module: nn.Module | None, kinds: tuple[type, ...]) -> list[nn.Module]:
-    return [] if module is None else [m for m in module.modules() if isinstance(m, kinds)]
-
-
 def _hw(size: Any) -> tuple[int, int] | None:
     """(height, width) of an image processor's `size` / `crop_size` entry."""
     if isinstance(size, dict):
@@ -104,10 +100,16 @@ class TransformersFamily(BackboneFamily):
     def classifier(self, model: nn.Module) -> nn.Module:
         return model.classifier
 
+    @staticmethod
+    def _processor_file(model: nn.Module) -> Path | None:
+        """The `preprocessor_config.json` beside the checkpoint the model was loaded from, if there is one."""
+        path = Path(str(getattr(model, "name_or_path", "") or "")) / PREPROCESSOR
+        return path if path.is_file() else None
+
     def data_config(self, model: nn.Module) -> dict[str, Any]:
         """The timm-style data config of the checkpoint's image processor (ImageNet defaults without one)."""
-        path = Path(str(getattr(model, "name_or_path", "") or "")) / PREPROCESSOR
-        return processor_data_config(json.loads(path.read_text()) if path.is_file() else {}, model.config)
+        path = self._processor_file(model)
+        return processor_data_config(json.loads(path.read_text()) if path else {}, model.config)
 
     # ---- saving ------------------------------------------------------------------------------------------
     def depth_value(self, model: nn.Module) -> Any:
@@ -137,8 +139,8 @@ class TransformersFamily(BackboneFamily):
         finally:
             for m in holders:
                 m.config = old
-        proc = Path(str(getattr(model, "name_or_path", "") or "")) / PREPROCESSOR
-        if proc.is_file():
+        proc = self._processor_file(model)
+        if proc is not None:
             shutil.copyfile(proc, save_dir / PREPROCESSOR)
         return sorted(p.name for p in save_dir.iterdir())
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .transformers_common import TransformersFamily, layers_of
+from .base import layers_of
+from .transformers_common import TransformersFamily
 
 
 class TransformersConvNextFamily(TransformersFamily):

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .transformers_common import TransformersFamily, layer_stacks, layers_of
+from .base import layers_of
+from .transformers_common import TransformersFamily, layer_stacks
 
 
 class TransformersViTFamily(TransformersFamily):
