@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from hf_practise.backbones.tiny import randomise_norms
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -23,19 +25,6 @@ TINY_RESNETS = {
     "resnet26": dict(channels=(4, 8, 8, 16)),
     "resnet26d": dict(channels=(4, 8, 8, 16), stem_width=8),
 }
-
-
-def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """timm zero-initialises each block's last BN, which makes every block an identity; undo that."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model.eval()
 
 
 def tiny_resnet(arch: str, num_classes: int = 5, seed: int = 0) -> nn.Module:
@@ -85,30 +74,8 @@ def pytest_configure(config) -> None:
     sys.path.insert(0, str(REPO))
 
 
-# loads a saved folder with the family's own library, in a process that never imports hf_practise
-NATIVE_RELOAD = """
-import sys, torch
-assert "hf_practise" not in sys.modules
-library, folder, x_path, y_path = sys.argv[1:5]
-if library == "timm":
-    import timm
-    model = timm.create_model("local-dir:" + folder, pretrained=True)
-else:
-    from transformers import AutoModelForImageClassification
-    model, info = AutoModelForImageClassification.from_pretrained(folder, output_loading_info=True)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-with torch.no_grad():
-    out = model.eval()(torch.load(x_path, weights_only=True))
-torch.save(out if isinstance(out, torch.Tensor) else out.logits, y_path)
-"""
-
-
-def reload_natively(library: str, folder: Path, x: torch.Tensor, tmp_path: Path) -> torch.Tensor:
+def reload_natively(library: str, folder: Path, x: torch.Tensor, tmp_path: Path | None = None) -> torch.Tensor:
     """Logits of `x` from `folder` reloaded by plain timm or transformers (no hf_practise import)."""
-    import subprocess
+    from hf_practise.native import reload_logits
 
-    torch.save(x, tmp_path / "x.pt")
-    cmd = [sys.executable, "-c", NATIVE_RELOAD, library, str(folder), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return torch.load(tmp_path / "y.pt", weights_only=True)
+    return reload_logits(folder, library, x)

@@ -58,7 +58,7 @@ def test_compress_end_to_end_and_reload(tmp_path, tensors):
     out = result.save_pretrained(tmp_path / "out")
     report = json.loads((out / "practise_report.json").read_text())
     assert report["dropped_blocks"] == [r.block for r in result.dropped]
-    logits, _ = reload_in_plain_timm(out, tensors[:4], tmp_path)
+    logits = reload_in_plain_timm(out, tensors[:4], tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(logits, result.model(tensors[:4]), rtol=0, atol=0)
 

@@ -82,7 +82,9 @@ def test_compress_end_to_end_and_reload(model_id, tmp_path):
 
 
 def test_finetune_optimizer_follows_the_family_unless_set():
-    from hf_practise.backbones import TimmConvNeXtFamily, TimmResNetFamily, TransformersViTFamily
+    from hf_practise.backbones.timm_convnext import TimmConvNeXtFamily
+    from hf_practise.backbones.timm_resnet import TimmResNetFamily
+    from hf_practise.backbones.transformers_vit import TransformersViTFamily
 
     auto = FinetuneConfig()
     assert (auto.optimizer, auto.lr) == ("auto", None)

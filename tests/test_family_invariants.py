@@ -32,7 +32,28 @@ def x() -> torch.Tensor:
 
 
 def test_every_registered_family_has_tiny_models():
-    assert {f.name for f in registered_families()} == set(TINY_MODELS)
+    families = registered_families()
+    assert len(families) >= 6 and {f.name for f in families} == set(TINY_MODELS)
+    assert all(TINY_MODELS[f.name] for f in families), [f.name for f in families if not f.tiny_models]
+    # each tiny model is handled by the family that lists it
+    for model_id in TINY_IDS:
+        assert get_family(tiny_model(model_id)).name == model_id.split("/")[0], model_id
+
+
+def test_an_incomplete_family_fails_at_registration():
+    from hf_practise.backbones import register_family
+    from hf_practise.backbones.timm_common import TimmFamily
+
+    class NoBlockArgs(TimmFamily):  # forgets block_args (and the structure)
+        name = "incomplete"
+
+        @classmethod
+        def matches(cls, model):
+            return False
+
+    with pytest.raises(TypeError, match="does not implement .*block_args"):
+        register_family(NoBlockArgs)
+    assert "incomplete" not in {f.name for f in registered_families()}
 
 
 def test_found_structurally_and_candidates_keep_their_shape(model_id, x):

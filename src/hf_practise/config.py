@@ -8,8 +8,27 @@ candidate block), the mimic finetune of the chosen pruned network, and latency m
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+
+
+def _positive(name: str, value: Any, flag: str, *, allow_zero: bool = False, integer: bool = False) -> None:
+    """`value` must be a finite number > 0 (>= 0 with `allow_zero`); the message names the CLI flag too."""
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    bound = ">= 0" if allow_zero else "> 0"
+    _check(ok, f"`{name}` (CLI: {flag}) must be {'an integer' if integer else 'a number'} {bound}; got {value!r}.")
 
 
 @dataclass
@@ -20,6 +39,12 @@ class ScanConfig:
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # peak learning rate of the adaptors (AdamW, cosine decay)
     weight_decay: float = 0.0  # adaptors start at identity; decay would pull them to zero
+
+    def __post_init__(self) -> None:
+        _positive("scan.iterations", self.iterations, "--scan-iterations", allow_zero=True, integer=True)
+        _positive("scan.batch_size", self.batch_size, "--scan-batch-size", integer=True)
+        _positive("scan.lr", self.lr, "--scan-lr")
+        _positive("scan.weight_decay", self.weight_decay, "(API only)", allow_zero=True)
 
 
 @dataclass
@@ -42,6 +67,21 @@ class FinetuneConfig:
     kd_temperature: float = 4.0  # softmax temperature of the kd objective
     checkpoint_every: int = 200  # steps between resumable checkpoints when a work_dir is set (0: never)
 
+    def __post_init__(self) -> None:
+        _positive("finetune.iterations", self.iterations, "--iterations", allow_zero=True, integer=True)
+        _positive("finetune.batch_size", self.batch_size, "--batch-size", integer=True)
+        if self.lr is not None:
+            _positive("finetune.lr", self.lr, "--lr")
+        _choice("finetune.optimizer", self.optimizer, ("auto", "sgd", "adamw"))
+        _positive("finetune.weight_decay", self.weight_decay, "--weight-decay", allow_zero=True)
+        _choice("finetune.schedule", self.schedule, ("cosine", "constant"))
+        _positive("finetune.warmup_iterations", self.warmup_iterations, "(API only)", allow_zero=True, integer=True)
+        _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
+        _choice("finetune.augmentation", self.augmentation, ("none", "timm"))
+        _choice("finetune.objective", self.objective, ("features", "kd", "ce"))
+        _positive("finetune.kd_temperature", self.kd_temperature, "--kd-temperature")
+        _positive("finetune.checkpoint_every", self.checkpoint_every, "(API only)", allow_zero=True, integer=True)
+
     def resolved(self, family: Any) -> FinetuneConfig:
         """This config with `optimizer="auto"` and `lr=None` replaced by the family's choice and its learning rate.
 
@@ -52,6 +92,36 @@ class FinetuneConfig:
             raise ValueError(f"Unknown optimizer `{optimizer}`; choose `auto`, `sgd` or `adamw`.")
         lr = DEFAULT_LR[optimizer] if self.lr is None else self.lr
         return dataclasses.replace(self, optimizer=optimizer, lr=lr)
+
+
+def check_latency_table(table: Any, *, source: str = "the latency table") -> dict[str, float]:
+    """`table` as {block path: share}, refusing anything but finite shares in (0, 1) that sum to at most 1.
+
+    Raises:
+        ValueError: naming the entries that are wrong and `source` (a file name, when read from one).
+    """
+    if not isinstance(table, dict) or not table:
+        raise ValueError(
+            f"{source} must be a non-empty JSON object {{block path: share of the model's latency}}, e.g. "
+            '{"layer1.1": 0.05}; got ' + type(table).__name__ + "."
+        )
+    bad = {}
+    for key, value in table.items():
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (isinstance(key, str) and ok and 0.0 < value < 1.0):
+            bad[key] = value
+    if bad:
+        raise ValueError(
+            f"{source} has shares that are not finite fractions in (0, 1): {bad}. Each entry is the block's share "
+            "of the whole model's latency on your device (block time / model time), e.g. 0.05."
+        )
+    total = sum(table.values())
+    if total > 1.0 + 1e-6:
+        raise ValueError(
+            f"The shares in {source} add up to {total:.3f}, more than the whole model; each must be the block's "
+            "share of the model's latency (block time / model time)."
+        )
+    return {k: float(v) for k, v in table.items()}
 
 
 #: the finetune's peak learning rate per optimizer when `FinetuneConfig.lr` is None
@@ -68,6 +138,19 @@ class LatencyConfig:
     repeats: int = 15  # timed passes (A/B pairs when comparing two models)
     input_size: tuple[int, int, int] | None = None  # (C, H, W); None reads the model's pretrained config
     channels_last: bool = False  # time in channels_last memory format
+
+    def __post_init__(self) -> None:
+        _positive("latency.batch_size", self.batch_size, "--latency-batch-size", integer=True)
+        if self.threads is not None:
+            _positive("latency.threads", self.threads, "--latency-threads", integer=True)
+        _positive("latency.warmup", self.warmup, "(API only)", allow_zero=True, integer=True)
+        _positive("latency.repeats", self.repeats, "--latency-repeats", integer=True)
+        if self.input_size is not None:
+            size = tuple(self.input_size)
+            _check(
+                len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size),
+                f"`latency.input_size` is (channels, height, width) of positive integers; got {self.input_size!r}.",
+            )
 
 
 @dataclass
@@ -88,17 +171,23 @@ class CompressionConfig:
     def __post_init__(self) -> None:
         if self.num_blocks is None and self.latency_reduction is None:
             raise ValueError("Set a target: `latency_reduction` (e.g. 0.22) or `num_blocks` (e.g. 3).")
-        if self.num_blocks is not None and self.num_blocks < 1:
-            raise ValueError(f"`num_blocks` must be at least 1, got {self.num_blocks}.")
-        if self.num_blocks is None and not 0.0 < float(self.latency_reduction) < 1.0:
-            raise ValueError(
-                f"`latency_reduction` is a fraction in (0, 1), e.g. 0.22 for 22%; got {self.latency_reduction}."
+        if self.num_blocks is not None:
+            _check(
+                isinstance(self.num_blocks, int) and not isinstance(self.num_blocks, bool) and self.num_blocks >= 1,
+                f"`num_blocks` (CLI: --num-blocks) must be at least 1, got {self.num_blocks!r}.",
             )
-        for name in ("scan", "finetune"):
-            phase = getattr(self, name)
-            if phase.iterations < 0 or phase.batch_size < 1:
-                raise ValueError(f"`{name}.iterations` must be >= 0 and `{name}.batch_size` >= 1.")
-
+        else:
+            r = self.latency_reduction
+            _check(
+                isinstance(r, (int, float)) and math.isfinite(r) and 0.0 < r < 1.0,
+                f"`latency_reduction` (CLI: --latency-reduction) is a fraction in (0, 1), e.g. 0.22 for 22%; got {r!r}.",
+            )
+        _positive("seed", self.seed, "--seed", allow_zero=True, integer=True)
+        _positive("eval_batch_size", self.eval_batch_size, "(API only)", integer=True)
+        for name, kind in (("scan", ScanConfig), ("finetune", FinetuneConfig), ("latency", LatencyConfig)):
+            _check(isinstance(getattr(self, name), kind), f"`{name}` must be a `{kind.__name__}`.")
+        if self.latency_table is not None:
+            self.latency_table = check_latency_table(self.latency_table)
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

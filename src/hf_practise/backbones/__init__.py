@@ -1,68 +1,17 @@
-"""Backbone families: one file per family, a small registry, and the base class they implement."""
+"""Backbone families: one file per family, each registering itself with `@register_family`.
+
+Every module of this package is imported here, so a new family file is found without edits elsewhere.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
+import pkgutil
 
 from .base import AdaptorSite, BackboneFamily, BlockRef
-from .timm_common import TimmFamily
-from .timm_convnext import TimmConvNeXtFamily
-from .timm_resnet import TimmResNetFamily
-from .timm_vit import TimmViTFamily
-from .transformers_common import TransformersFamily
-from .transformers_convnext import TransformersConvNextFamily
-from .transformers_resnet import TransformersResNetFamily
-from .transformers_vit import TransformersViTFamily
+from .registry import get_family, register_family, registered_families
 
-__all__ = [
-    "AdaptorSite",
-    "BackboneFamily",
-    "BlockRef",
-    "TimmConvNeXtFamily",
-    "TimmFamily",
-    "TimmResNetFamily",
-    "TimmViTFamily",
-    "TransformersConvNextFamily",
-    "TransformersFamily",
-    "TransformersResNetFamily",
-    "TransformersViTFamily",
-    "get_family",
-    "register_family",
-    "registered_families",
-]
+__all__ = ["AdaptorSite", "BackboneFamily", "BlockRef", "get_family", "register_family", "registered_families"]
 
-_REGISTRY: list[type[BackboneFamily]] = [
-    TimmResNetFamily,
-    TimmViTFamily,
-    TimmConvNeXtFamily,
-    TransformersResNetFamily,
-    TransformersViTFamily,
-    TransformersConvNextFamily,
-]
-
-
-def register_family(family: type[BackboneFamily]) -> type[BackboneFamily]:
-    """Add a family adapter (usable as a class decorator); later registrations are tried first."""
-    if family not in _REGISTRY:
-        _REGISTRY.insert(0, family)
-    return family
-
-
-def registered_families() -> list[type[BackboneFamily]]:
-    return list(_REGISTRY)
-
-
-def get_family(model: nn.Module) -> BackboneFamily:
-    """The family adapter that handles `model`.
-
-    Raises:
-        ValueError: no registered family handles the model.
-    """
-    for family in _REGISTRY:
-        if family.matches(model):
-            return family()
-    supported = ", ".join(f.name for f in _REGISTRY)
-    raise ValueError(
-        f"No backbone adapter for `{type(model).__name__}`; supported: {supported}. "
-        "Add one by subclassing `hf_practise.backbones.BackboneFamily` and calling `register_family`."
-    )
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")

@@ -12,7 +12,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -57,6 +57,9 @@ class BackboneFamily(abc.ABC):
     #: optimizer of the mimic finetune when `FinetuneConfig.optimizer` is "auto": SGD suits BatchNorm networks,
     #: AdamW the LayerNorm ones (SGD at 0.01 pushes a ConvNeXt below the same blocks simply removed)
     finetune_optimizer: str = "sgd"
+    #: tiny random models that the shared invariant suite tests this family on: variant -> builder(seed)
+    #: (see `hf_practise.backbones.tiny`); a registered family without any fails that suite
+    tiny_models: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     @abc.abstractmethod

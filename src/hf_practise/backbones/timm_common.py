@@ -8,12 +8,12 @@ arguments rebuild its block-dropped model (`model_args`).
 
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from .base import BackboneFamily
@@ -56,44 +56,34 @@ class TimmFamily(BackboneFamily):
 
         return resolve_data_config({}, model=model)
 
-    # ---- saving ------------------------------------------------------------------------------
+    # ---- saving ------------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def block_args(self, model: nn.Module) -> dict[str, Any]:
         """Constructor kwargs that fix the (possibly block-dropped) architecture, e.g. `{"depth": 10}`."""
-        raise NotImplementedError
-
-    def model_args(self, model: nn.Module) -> dict[str, Any]:
-        """Constructor kwargs that rebuild this model with `timm.create_model(architecture, **model_args)`.
-
-        The kwargs the model was created with (timm keeps them), less training-only ones, plus `block_args`.
-        """
-        args = json_safe(getattr(model, "_model_args", {}))
-        for key in list(args):
-            if key.startswith("drop_") or key.endswith("_drop_rate"):
-                args.pop(key)
-        args.update(self.block_args(model))
-        # num_classes lives at the top level of config.json (transformers' TimmWrapper rejects it here too)
-        args.pop("num_classes", None)
-        return args
 
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
-        pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-        pretrained_cfg.update(source_config.get("pretrained_cfg", {}))
-        for key in _SOURCE_KEYS:
-            pretrained_cfg.pop(key, None)
-        architecture = source_config.get("architecture") or pretrained_cfg.get("architecture")
+        """timm's own `save_for_hf`: `model.safetensors` and a `config.json` whose `model_args` rebuild the model
+        (the kwargs it was built with, which timm records, with `block_args` for the new depths)."""
+        from timm.models import save_for_hf
+
+        pretrained_cfg = {k: v for k, v in (source_config.get("pretrained_cfg") or {}).items() if k not in _SOURCE_KEYS}
+        architecture = source_config.get("architecture") or (getattr(model, "pretrained_cfg", None) or {}).get(
+            "architecture"
+        )
         if not architecture:
             raise ValueError("Cannot tell the timm architecture of this model; pass it in `source_config`.")
-        pretrained_cfg.pop("architecture", None)
-        pretrained_cfg["num_classes"] = model.num_classes
-        model_args = self.model_args(model)
-        config = {"architecture": architecture, "num_classes": model.num_classes, "num_features": model.num_features}
-        if "global_pool" in model_args:
-            config["global_pool"] = model_args["global_pool"]
-        config.update(model_args=model_args, pretrained_cfg=json_safe(pretrained_cfg))
+        pretrained_cfg["architecture"] = architecture
+        model_config: dict[str, Any] = {"pretrained_cfg": json_safe(pretrained_cfg)}
         for key in ("label_names", "label_descriptions"):
             if key in source_config:
-                config[key] = source_config[key]
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(save_dir / "model.safetensors"), metadata={"format": "pt"})
-        (save_dir / "config.json").write_text(json.dumps(config, indent=2))
+                model_config[key] = source_config[key]
+        save_for_hf(
+            model, str(save_dir), model_config=model_config, model_args=self.block_args(model), safe_serialization=True
+        )
+        # the top-level `num_classes` carries the head size; a second one in `model_args` makes transformers'
+        # TimmWrapper fail ("multiple values for keyword argument 'num_classes'"), plain timm needs neither twice
+        config_path = save_dir / "config.json"
+        config = json.loads(config_path.read_text())
+        config.get("model_args", {}).pop("num_classes", None)
+        config_path.write_text(json.dumps(config, indent=2))
         return ["config.json", "model.safetensors"]

@@ -16,7 +16,9 @@ from typing import Any
 from torch import nn
 
 from .base import layers_of
+from .registry import register_family
 from .timm_common import TimmFamily
+from .tiny import timm_tiny
 
 
 def _ungrouped(module: nn.Module) -> list[nn.Module]:
@@ -24,8 +26,16 @@ def _ungrouped(module: nn.Module) -> list[nn.Module]:
     return [m for m in layers_of(module, (nn.Conv2d, nn.Linear)) if getattr(m, "groups", 1) == 1]
 
 
+@register_family
 class TimmConvNeXtFamily(TimmFamily):
     name = "timm-convnext"
+    tiny_models = {
+        "convnext": timm_tiny("convnext_atto", dims=(8, 16, 16, 24), depths=(2, 2, 3, 2), ls_init_value=0.5),
+        "convnext-linear-mlp": timm_tiny(
+            "convnext_atto", dims=(8, 16, 16, 24), depths=(2, 1, 2, 1), ls_init_value=0.5, conv_mlp=False
+        ),
+        "convnextv2": timm_tiny("convnextv2_atto", dims=(8, 16, 16, 24), depths=(1, 2, 2, 1)),
+    }
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
 
     @classmethod

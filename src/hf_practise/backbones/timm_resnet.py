@@ -13,7 +13,9 @@ from typing import Any
 from torch import nn
 
 from .base import layers_of
+from .registry import register_family
 from .timm_common import TimmFamily
+from .tiny import timm_tiny
 
 
 def _resnet_classes() -> tuple[type, type, type]:
@@ -22,8 +24,13 @@ def _resnet_classes() -> tuple[type, type, type]:
     return ResNet, BasicBlock, Bottleneck
 
 
+@register_family
 class TimmResNetFamily(TimmFamily):
     name = "timm-resnet"
+    tiny_models = {  # BasicBlock and Bottleneck, plain and -d (deep stem, avg-pool downsample)
+        "resnet18": timm_tiny("resnet18", init="norms", channels=(8, 16, 16, 32)),
+        "resnet26d": timm_tiny("resnet26d", init="norms", channels=(4, 8, 8, 16), stem_width=8),
+    }
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -67,11 +74,4 @@ class TimmResNetFamily(TimmFamily):
 
     # ---- editing and saving ------------------------------------------------------------------------------
     def block_args(self, model: nn.Module) -> dict[str, Any]:
-        stages = self.stages(model)
-        args: dict[str, Any] = {"layers": [len(s) for s in stages]}
-        if all(len(s) for s in stages):
-            args["channels"] = [self._last_conv(s[0]).out_channels // s[0].expansion for s in stages]
-        first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-        args["in_chans"] = first.in_channels
-        args["global_pool"] = model.global_pool.pool_type if hasattr(model.global_pool, "pool_type") else "avg"
-        return args
+        return {"layers": [len(s) for s in self.stages(model)]}

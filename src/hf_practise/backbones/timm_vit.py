@@ -15,7 +15,9 @@ from typing import Any
 from torch import nn
 
 from .base import layers_of
+from .registry import register_family
 from .timm_common import TimmFamily
+from .tiny import timm_tiny
 
 
 def _is_block(block: nn.Module) -> bool:
@@ -29,8 +31,16 @@ def _is_block(block: nn.Module) -> bool:
     )
 
 
+@register_family
 class TimmViTFamily(TimmFamily):
     name = "timm-vit"
+    tiny_models = {
+        "vit": timm_tiny("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=4, embed_dim=32, num_heads=2),
+        "deit": timm_tiny("deit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2),
+        "vit-layerscale": timm_tiny(
+            "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2, init_values=0.5
+        ),
+    }
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     min_blocks_per_stage = 1  # with no block left, the class token never sees the image
 

@@ -12,9 +12,12 @@ import torch
 from torch import nn
 
 from .base import layers_of
+from .registry import register_family
+from .tiny import transformers_tiny
 from .transformers_common import TransformersFamily
 
 
+@register_family
 class TransformersConvNextFamily(TransformersFamily):
     """`ConvNextForImageClassification`: stages downsample in their own `downsampling_layer`, so every block is
     droppable; adaptors as for timm's ConvNeXt (`pwconv2` writes, `pwconv1` reads: the depthwise conv cannot take
@@ -24,6 +27,15 @@ class TransformersConvNextFamily(TransformersFamily):
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     model_class_name = "ConvNextForImageClassification"
     base_attr = "convnext"
+    tiny_models = {
+        "convnext": transformers_tiny(
+            "ConvNextForImageClassification",
+            "ConvNextConfig",
+            hidden_sizes=[8, 16, 16, 24],
+            depths=[2, 1, 2, 1],
+            layer_scale_init_value=0.5,
+        ),
+    }
 
     def stages(self, model: nn.Module) -> list[nn.Module]:
         return [stage.layers for stage in model.convnext.encoder.stages]

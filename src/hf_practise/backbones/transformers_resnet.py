@@ -12,9 +12,12 @@ import torch
 from torch import nn
 
 from .base import layers_of
+from .registry import register_family
+from .tiny import transformers_tiny
 from .transformers_common import TransformersFamily
 
 
+@register_family
 class TransformersResNetFamily(TransformersFamily):
     """`ResNetForImageClassification`: a block is droppable when its shortcut is the identity."""
 
@@ -22,6 +25,19 @@ class TransformersResNetFamily(TransformersFamily):
     min_blocks_per_stage = 1  # transformers builds a stage of depth 0 with one block
     model_class_name = "ResNetForImageClassification"
     base_attr = "resnet"
+    tiny_models = {
+        "basic": transformers_tiny(
+            "ResNetForImageClassification",
+            "ResNetConfig",
+            embedding_size=8,
+            hidden_sizes=[8, 16, 16, 32],
+            depths=[2, 2, 3, 1],
+            layer_type="basic",
+        ),
+        "bottleneck": transformers_tiny(
+            "ResNetForImageClassification", "ResNetConfig", embedding_size=8, hidden_sizes=[16, 16, 32, 32], depths=[2, 1, 2, 2]
+        ),
+    }
 
     def stages(self, model: nn.Module) -> list[nn.Module]:
         return [stage.layers for stage in model.resnet.encoder.stages]

@@ -13,9 +13,12 @@ import torch
 from torch import nn
 
 from .base import layers_of
+from .registry import register_family
+from .tiny import transformers_tiny
 from .transformers_common import TransformersFamily, layer_stacks
 
 
+@register_family
 class TransformersViTFamily(TransformersFamily):
     """`ViTForImageClassification`: one stack of pre-norm layers, all droppable; the head reads the [CLS] token."""
 
@@ -24,6 +27,18 @@ class TransformersViTFamily(TransformersFamily):
     min_blocks_per_stage = 1  # with no layer left, the [CLS] token never sees the image
     model_class_name = "ViTForImageClassification"
     base_attr = "vit"
+    tiny_models = {
+        "vit": transformers_tiny(
+            "ViTForImageClassification",
+            "ViTConfig",
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        ),
+    }
     depth_field = "num_hidden_layers"
 
     def stages(self, model: nn.Module) -> list[nn.Module]:

@@ -1,0 +1,72 @@
+"""Tiny random models for a family's tests: builders that families list beside their code (`tiny_models`).
+
+Random inits hide what PRACTISE acts on: timm zero-initialises each ResNet block's last BN, ConvNeXt's layer
+scale starts at 1e-6 (every block an identity) and a std-0.02 ViT barely lets the class token see the image.
+These builders undo that, so every block and every adaptor visibly changes the output. Inputs are 32x32 RGB,
+5 classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["TinyBuilder", "fan_in_init", "randomise_norms", "timm_tiny", "transformers_tiny"]
+
+#: builds a tiny model from a seed
+TinyBuilder = Callable[[int], nn.Module]
+NUM_CLASSES = 5
+
+
+def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """BatchNorm affine weights and running statistics away from the identity (timm zero-inits some)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+    return model.eval()
+
+
+def fan_in_init(model: nn.Module, seed: int) -> nn.Module:
+    """Weights of every conv/linear ~ N(0, 1/fan_in); BatchNorm statistics away from the identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+    return model.eval()
+
+
+def timm_tiny(arch: str, *, init: str = "fan_in", **kwargs) -> TinyBuilder:
+    """A builder of `timm.create_model(arch, **kwargs)` with 5 classes, randomly initialised (`fan_in` or `norms`)."""
+
+    def build(seed: int = 0) -> nn.Module:
+        import timm
+
+        torch.manual_seed(seed)
+        model = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
+        return randomise_norms(model, seed) if init == "norms" else fan_in_init(model, seed)
+
+    return build
+
+
+def transformers_tiny(model_class: str, config_class: str, **kwargs) -> TinyBuilder:
+    """A builder of a transformers `model_class(config_class(**kwargs))` with 5 labels, fan-in initialised."""
+
+    def build(seed: int = 0) -> nn.Module:
+        import transformers
+
+        torch.manual_seed(seed)
+        config = getattr(transformers, config_class)(num_labels=NUM_CLASSES, **kwargs)
+        return fan_in_init(getattr(transformers, model_class)(config), seed)
+
+    return build
