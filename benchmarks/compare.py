@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -43,8 +41,9 @@ import tiny_sets  # noqa: E402
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
 from hf_practise.adaptors import fold_adaptors  # noqa: E402
 from hf_practise.data import TinySet  # noqa: E402
-from hf_practise.latency import compare_latency, count_macs, count_params, device_name  # noqa: E402
+from hf_practise.latency import compare_latency, count_macs, count_params  # noqa: E402
 from hf_practise.mimic import evaluate_top1, mimic_finetune  # noqa: E402
+from hf_practise.provenance import machine, recorded_command  # noqa: E402
 from hf_practise.recoverability import rank_blocks  # noqa: E402
 
 logger = logging.getLogger("compare")
@@ -86,16 +85,6 @@ def update_readme_section(name: str, lines: list[str]) -> None:
     tmp.replace(readme)
 
 
-def machine() -> dict:
-    return {
-        "cpu": device_name(torch.device("cpu")),
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-    }
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -104,7 +93,7 @@ class Bench:
         self.out = Path(args.results) / self.name
         self.runs = self.out / "runs"
         self.cache = Path(args.cache) / self.name
-        self.command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+        self.command = args.command
         self.test = fmnist.load("test", num_samples=args.eval_samples, seed=0)
         self.compressor = PractiseCompressor.from_pretrained(f"local-dir:{self.teacher_path}", self.config(0.5, 0))
         self.teacher = self.compressor.model
@@ -711,6 +700,7 @@ def main() -> int:
         help="re-time every finished run against the teacher (REPEATS A/B pairs) on a quiet machine, then report",
     )
     args = p.parse_args()
+    args.command = recorded_command("python benchmarks/compare.py", p, args, paths=("teacher", "results", "cache"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.quick:
         args.parts, args.seeds = ["fmnist100"], [0]

@@ -12,31 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fmnist  # noqa: E402
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
+from hf_practise.provenance import machine, recorded_command  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> dict:
-    from hf_practise.latency import device_name
-
-    return {
-        "cpu": device_name(torch.device("cpu")),
-        "cores": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-    }
 
 
 def write_markdown(stem: Path, records: list[dict]) -> None:
@@ -104,7 +90,7 @@ def main() -> int:
     name = teacher.name
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed)
     test = fmnist.load("test")
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = recorded_command("python benchmarks/core_acceptance.py", p, args, paths=("teacher", "results"))
     records = []
     for target in args.targets:
         config = CompressionConfig(

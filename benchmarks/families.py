@@ -18,11 +18,8 @@ import json
 import logging
 import math
 import re
-import shlex
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -33,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fmnist  # noqa: E402
-from compare import machine, update_readme_section, write_json  # noqa: E402
+from compare import update_readme_section, write_json  # noqa: E402
 
 from hf_practise import (  # noqa: E402
     CompressionConfig,
@@ -44,6 +41,8 @@ from hf_practise import (  # noqa: E402
     get_family,
 )
 from hf_practise.mimic import evaluate_top1  # noqa: E402
+from hf_practise.native import native_reload_gap  # noqa: E402
+from hf_practise.provenance import machine, recorded_command  # noqa: E402
 from hf_practise.recoverability import build_pruned  # noqa: E402
 from hf_practise.training import as_logits  # noqa: E402
 
@@ -156,37 +155,6 @@ def train_teacher(name: str, train, test, *, steps: int, seed: int, folder: Path
     write_json(meta_path, meta)
     logger.info("%s teacher: top-1 %.2f%% after %d steps (%.0f s)", name, 100 * top1, steps, seconds)
     return meta
-
-
-RELOAD = textwrap.dedent(
-    """
-    import sys, torch
-    assert "hf_practise" not in sys.modules
-    if sys.argv[1] == "timm":
-        import timm
-        model = timm.create_model("local-dir:" + sys.argv[2], pretrained=True)
-    else:
-        from transformers import AutoModelForImageClassification
-        model = AutoModelForImageClassification.from_pretrained(sys.argv[2])
-    with torch.no_grad():
-        out = model.eval()(torch.load(sys.argv[3], weights_only=True))
-    torch.save(out if isinstance(out, torch.Tensor) else out.logits, sys.argv[4])
-    """
-)
-
-
-def native_reload_gap(folder: Path, library: str, student: nn.Module, x: torch.Tensor) -> float:
-    """Largest |logit| difference between the compressed model and its reload in a process without hf_practise."""
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(x, Path(tmp) / "x.pt")
-        subprocess.run(
-            [sys.executable, "-c", RELOAD, library, str(folder), str(Path(tmp) / "x.pt"), str(Path(tmp) / "y.pt")],
-            check=True,
-            capture_output=True,
-        )
-        reloaded = torch.load(Path(tmp) / "y.pt", weights_only=True)
-    with torch.no_grad():
-        return (reloaded - as_logits(student.eval()(x))).abs().max().item()
 
 
 def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
@@ -372,7 +340,7 @@ def main() -> int:
     if not fmnist.available():
         print(f"skipped: needs Fashion-MNIST under {fmnist.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
         return 0
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = recorded_command("python benchmarks/families.py", p, args, paths=("results", "cache"))
     args.train_set = fmnist.load("train")
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
     test = fmnist.load("test")

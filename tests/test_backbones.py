@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -14,7 +11,7 @@ from torch import nn
 from hf_practise import get_family
 from hf_practise.backbones import registered_families
 from hf_practise.backbones.timm_resnet import TimmResNetFamily
-from hf_practise.compressor import save_directory_atomically
+from hf_practise.files import save_directory_atomically
 from hf_practise.recoverability import build_pruned
 
 from .conftest import reload_natively

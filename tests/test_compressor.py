@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -161,21 +162,81 @@ def test_scan_resumes_from_work_dir(tmp_path, tensors):
     assert [r.seconds for r in second.scan] == [r.seconds for r in first.scan]  # read back, not re-run
 
 
-def test_finetune_resumes_from_checkpoint(tmp_path, tensors):
+def _finetune(teacher, family, tensors, work_dir, *, optimizer="sgd", iterations=6, fail_at=None, monkeypatch=None):
+    """mimic_finetune of a fixed pruned student; with `fail_at`, the run is killed when that step's loss is taken."""
     from accelerate import Accelerator
 
-    from hf_practise.mimic import mimic_finetune
+    import hf_practise.mimic as mimic
     from hf_practise.recoverability import build_pruned
+
+    if fail_at is not None:
+        calls, real = [], mimic._loss
+
+        def dying(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == fail_at:
+                raise KeyboardInterrupt("killed")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(mimic, "_loss", dying)
+    ft = FinetuneConfig(iterations=iterations, batch_size=8, checkpoint_every=2, optimizer=optimizer, lr=1e-3)
+    student = build_pruned(teacher, family, family.candidates(teacher)[:1])
+    torch.manual_seed(123)  # the global RNG is part of what a checkpoint restores
+    res = mimic.mimic_finetune(
+        student, teacher, family, tensors, config=ft, accelerator=Accelerator(), work_dir=work_dir, log_every=1
+    )
+    if fail_at is not None:
+        monkeypatch.setattr(mimic, "_loss", real)
+    return student, res
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_killed_finetune_resumes_to_the_uninterrupted_weights(tmp_path, tensors, monkeypatch, optimizer):
+    teacher = tiny_resnet("resnet18")
+    family = PractiseCompressor(teacher, fast_config()).family
+    whole, whole_res = _finetune(teacher, family, tensors, tmp_path / "a", optimizer=optimizer)
+    with pytest.raises(KeyboardInterrupt):  # killed during step 5, after the checkpoint at step 4
+        _finetune(teacher, family, tensors, tmp_path / "b", optimizer=optimizer, fail_at=5, monkeypatch=monkeypatch)
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["checkpoint-0000004"]
+    # a half-written later checkpoint (a kill before its state.json) is ignored
+    (tmp_path / "b" / "checkpoint-0000006").mkdir()
+    (tmp_path / "b" / "checkpoint-0000006" / "model.safetensors").write_bytes(b"partial")
+    resumed, res = _finetune(teacher, family, tensors, tmp_path / "b", optimizer=optimizer)
+    assert (res.resumed_from, res.steps, res.reused_finished) == (4, 6, False)
+    assert res.losses == whole_res.losses and len(res.losses) == 6  # the whole curve, not only the resumed part
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) == 0.0
+
+
+def test_a_finished_finetune_is_reused_not_continued(tmp_path, tensors):
+    teacher = tiny_resnet("resnet18")
+    family = PractiseCompressor(teacher, fast_config()).family
+    first, _ = _finetune(teacher, family, tensors, tmp_path)
+    state = json.loads((tmp_path / "checkpoint-0000006" / "state.json").read_text())
+    assert state["finished"] is True
+    again, res = _finetune(teacher, family, tensors, tmp_path)
+    assert res.reused_finished and res.resumed_from == 6
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+
+
+def test_a_planted_pickle_in_the_work_dir_is_never_loaded(tmp_path, tensors):
+    """Accelerate's checkpoints held pickles (custom_checkpoint_*.pkl) that a resume unpickled: code ran."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
 
     teacher = tiny_resnet("resnet18")
     family = PractiseCompressor(teacher, fast_config()).family
-    ft = FinetuneConfig(iterations=4, batch_size=8, checkpoint_every=2)
-    student = build_pruned(teacher, family, family.candidates(teacher)[:1])
-    first = mimic_finetune(student, teacher, family, tensors, config=ft, accelerator=Accelerator(), work_dir=tmp_path)
-    assert first.resumed_from == 0 and (tmp_path / "finetune_checkpoint" / "step.json").exists()
-    student2 = build_pruned(teacher, family, family.candidates(teacher)[:1])
-    second = mimic_finetune(student2, teacher, family, tensors, config=ft, accelerator=Accelerator(), work_dir=tmp_path)
-    assert second.resumed_from == 2 and second.steps == 4
+    for folder in (tmp_path / "work" / "finetune_checkpoint", tmp_path / "work"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Evil()))
+        (folder / "step.json").write_text('{"step": 2}')
+    _, res = _finetune(teacher, family, tensors, tmp_path / "work")
+    assert res.resumed_from == 0 and not marker.exists()
 
 
 @pytest.mark.parametrize("objective", ["features", "kd", "ce"])
@@ -200,7 +261,7 @@ def test_finetune_objectives_reduce_their_loss(tensors, objective):
 
 def test_ce_objective_needs_labels(tensors):
     cfg = fast_config(finetune=FinetuneConfig(iterations=2, batch_size=8, objective="ce"))
-    with pytest.raises(ValueError, match="needs labels"):
+    with pytest.raises(ValueError, match="needs a label for every tiny-set image"):
         PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
 
 

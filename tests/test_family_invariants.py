@@ -14,7 +14,7 @@ import torch
 from hf_practise import get_family
 from hf_practise.adaptors import adapted_layers, fold_adaptors
 from hf_practise.backbones import registered_families
-from hf_practise.compressor import save_directory_atomically
+from hf_practise.files import save_directory_atomically
 from hf_practise.recoverability import build_pruned
 
 from .conftest import reload_natively

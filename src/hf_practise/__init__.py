@@ -2,12 +2,14 @@
 
 from .adaptors import fold_adaptors, insert_adaptors
 from .backbones import BackboneFamily, BlockRef, get_family, register_family
-from .compressor import CompressionResult, PractiseCompressor
+from .compressor import PractiseCompressor
 from .config import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig
 from .data import TinySet, load_image_dataset, load_tiny_set
 from .latency import compare_latency, count_macs, count_params, measure_latency
 from .mimic import evaluate_top1, mimic_finetune
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks
+from .result import CompressionResult
+from .selection import check_reachable, select_in_order
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,7 @@ __all__ = [
     "ScanRow",
     "TinySet",
     "build_pruned",
+    "check_reachable",
     "compare_latency",
     "count_macs",
     "count_params",
@@ -37,4 +40,5 @@ __all__ = [
     "rank_blocks",
     "register_family",
     "scan_blocks",
+    "select_in_order",
 ]

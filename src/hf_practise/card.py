@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .compressor import CompressionResult
+    from .result import CompressionResult
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,12 @@ OBJECTIVES = {
     "ce": "cross-entropy on the tiny set's labels",
 }
 TOP1_PNG = "top1_vs_latency.png"
+#: what each objective does with the classifier: only feature mimicking leaves the head out of training
+CLASSIFIER = {
+    "features": "classifier frozen",
+    "kd": "classifier trained with the rest",
+    "ce": "classifier trained with the rest",
+}
 
 
 def _pct(v: float | None) -> str:
@@ -147,7 +153,7 @@ def render_model_card(
     base_link = (
         f"[{hub_id}](https://huggingface.co/{hub_id})"
         if hub_id
-        else f"`{src.get('name_or_path') or src.get('architecture')}`"
+        else f"`{result.public_source()['name']}` (weights `{src.get('fingerprint')}`)"
     )
     cfg = result.config
     target = (
@@ -167,7 +173,7 @@ def render_model_card(
     load_snippet = result.family.load_snippet(repo_id or "path/to/this/folder", hub=repo_id is not None)
     command = result.command or (
         "# Python API\n"
-        f"# PractiseCompressor.from_pretrained({src.get('name_or_path')!r}, CompressionConfig(...)).compress(...)"
+        f"# PractiseCompressor.from_pretrained({result.public_source()['name']!r}, CompressionConfig(...)).compress(...)"
     )
     return ModelCard.from_template(
         _card_data(result, repo_id, name),
@@ -224,6 +230,8 @@ def render_model_card(
         finetune_lr=cfg.finetune.lr,
         finetune_schedule=cfg.finetune.schedule,
         finetune_objective=OBJECTIVES[cfg.finetune.objective].format(t=cfg.finetune.kd_temperature),
+        classifier=CLASSIFIER[cfg.finetune.objective],
+        resume_note=result.resume_note(),
         target=target,
         wall_time=", ".join(f"{k} {v:.0f} s" for k, v in result.phase_seconds.items()),
         command=command,

@@ -2,8 +2,9 @@
 
 load model -> measure per-block latency -> recoverability scan -> choose blocks (checked by measuring the
 pruned model) -> mimic finetune with adaptors -> fold adaptors -> measure and evaluate -> save natively.
-Each step is also a public function (`scan_blocks`, `mimic_finetune`, `fold_adaptors`, `compare_latency`, ...)
-for researchers who want to run them alone.
+Each step is also a public function (`scan_blocks`, `mimic_finetune`, `fold_adaptors`, `compare_latency`,
+`select_in_order`, ...) for researchers who want to run them alone; the result and its saving live in
+`result.py`, the choice of blocks in `selection.py`.
 """
 
 from __future__ import annotations
@@ -14,30 +15,30 @@ import hashlib
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .adaptors import fold_adaptors, load_adaptor_state
 from .backbones import BackboneFamily, get_family
+from .checkpoint import claim_work_dir
 from .config import CompressionConfig
 from .data import TinySet, as_torch_dataset, describe_indices, describe_source, load_tiny_set, model_transform
 from .latency import LatencyComparison, block_latency_table, compare_latency, count_macs, count_params
-from .mimic import FinetuneResult, evaluate_top1, mimic_finetune
+from .mimic import evaluate_top1, mimic_finetune
+from .provenance import model_fingerprint
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
+from .result import CompressionResult
+from .selection import check_reachable, select_in_order
+from .training import as_logits
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PractiseCompressor", "CompressionResult", "save_directory_atomically"]
-
-REPORT_FILE = "practise_report.json"
+__all__ = ["PractiseCompressor"]
 
 
 @contextlib.contextmanager
@@ -49,205 +50,6 @@ def _phase(times: dict[str, float], name: str) -> Iterator[None]:
     finally:
         times[name] = times.get(name, 0.0) + time.perf_counter() - start
         logger.info("phase %s: %.1f s", name, times[name])
-
-
-def save_directory_atomically(
-    save_directory: str | Path, write: Callable[[Path], None], *, overwrite: bool = False
-) -> Path:
-    """Run `write(tmp_dir)` and move the result to `save_directory` only once it is complete.
-
-    Raises:
-        FileExistsError: `save_directory` exists, is not empty, and `overwrite` is False.
-    """
-    target = Path(save_directory)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-        raise FileExistsError(
-            f"Output directory `{target}` exists and is not empty; choose another one or pass `overwrite=True` "
-            "(CLI: --overwrite)."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{time.time_ns()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-@dataclass
-class CompressionResult:
-    """What `PractiseCompressor.compress` returns: the compressed model and every number about it."""
-
-    model: nn.Module  # the block-dropped, finetuned network with adaptors folded in
-    family: BackboneFamily
-    config: CompressionConfig
-    source: dict[str, Any]  # the teacher's config (architecture, pretrained_cfg, name)
-    dropped: list[ScanRow]  # the dropped blocks, in the order they were chosen
-    scan: list[ScanRow]  # every candidate's scan row, in forward order
-    latency: LatencyComparison  # teacher vs compressed, measured alternately
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
-    depths_before: list[int]
-    depths_after: list[int]
-    tiny_set: dict[str, Any]  # source, size, seed, fingerprint, indices hash
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-    top1_before: float | None = None
-    top1_after: float | None = None
-    finetune: FinetuneResult | None = None
-    selection: list[dict[str, Any]] = field(default_factory=list)  # latency checks made while choosing
-    eval_set: dict[str, Any] | None = None  # name, split, size (and Hub id) of the data top-1 was measured on
-    command: str | None = None  # the command line that produced this result, for the model card
-    saved_to: Path | None = None  # where `save_pretrained` last wrote it
-
-    @property
-    def latency_reduction(self) -> float:
-        return self.latency.reduction
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "family": self.family.name,
-            "source": {k: v for k, v in self.source.items() if k in ("name_or_path", "architecture")},
-            "dropped_blocks": [r.block for r in self.dropped],
-            "depths_before": self.depths_before,
-            "depths_after": self.depths_after,
-            "scan": [r.to_dict() for r in self.scan],
-            "latency": self.latency.to_dict(),
-            "latency_reduction": self.latency.reduction,
-            "macs_before": self.macs_before,
-            "macs_after": self.macs_after,
-            "params_before": self.params_before,
-            "params_after": self.params_after,
-            "top1_before": self.top1_before,
-            "top1_after": self.top1_after,
-            "tiny_set": self.tiny_set,
-            "phase_seconds": self.phase_seconds,
-            "finetune_losses": self.finetune.losses if self.finetune else [],
-            "selection": self.selection,
-            "eval_set": self.eval_set,
-            "command": self.command,
-            "config": self.config.to_dict(),
-        }
-
-    def scan_table(self) -> str:
-        """The scan as a markdown table, in forward order."""
-        chosen = {r.block: i + 1 for i, r in enumerate(self.dropped)}
-        lines = [
-            "| block | initial error | recoverability | latency saving | score | dropped | seconds |",
-            "| --- | ---: | ---: | ---: | ---: | :---: | ---: |",
-        ]
-        for r in self.scan:
-            mark = f"#{chosen[r.block]}" if r.block in chosen else ""
-            lines.append(
-                f"| {r.block} | {r.initial_error:.4g} | {r.recoverability:.4g} | {100 * r.latency_saving:.1f}% "
-                f"| {r.score:.4g} | {mark} | {r.seconds:.1f} |"
-            )
-        return "\n".join(lines)
-
-    def summary(self) -> str:
-        """Before/after numbers as a markdown table."""
-        lat = self.latency
-
-        def top1(v: float | None) -> str:
-            return "-" if v is None else f"{100 * v:.2f}%"
-
-        rows = [
-            "| | teacher | compressed | change |",
-            "| --- | ---: | ---: | ---: |",
-            f"| latency (ms / batch {lat.base.batch_size}) | {lat.base.median_ms:.2f} | {lat.candidate.median_ms:.2f} "
-            f"| -{100 * lat.reduction:.1f}% |",
-            f"| MACs / image | {self.macs_before / 1e6:.1f}M | {self.macs_after / 1e6:.1f}M "
-            f"| -{100 * (1 - self.macs_after / self.macs_before):.1f}% |",
-            f"| params | {self.params_before / 1e6:.2f}M | {self.params_after / 1e6:.2f}M "
-            f"| -{100 * (1 - self.params_after / self.params_before):.1f}% |",
-            f"| blocks per stage | {self.depths_before} | {self.depths_after} | -{len(self.dropped)} |",
-            f"| top-1 | {top1(self.top1_before)} | {top1(self.top1_after)} | "
-            + (
-                f"{100 * (self.top1_after - self.top1_before):+.2f} pts |"
-                if self.top1_before is not None and self.top1_after is not None
-                else "- |"
-            ),
-        ]
-        device = (
-            f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
-        )
-        return "\n".join(rows) + f"\n\nLatency measured on {device}, {lat.base.dtype}, torch {lat.base.torch_version}."
-
-    def save_pretrained(
-        self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None
-    ) -> Path:
-        """Write the compressed model so the family's own library reloads it, with its model card (README.md and
-        plots) and `practise_report.json`. The folder is written to a temporary sibling and renamed when complete.
-
-        Args:
-            save_directory: the folder to write; it must not exist or be empty unless `overwrite`.
-            overwrite: replace a non-empty folder.
-            repo_id: the Hub repository the card's load snippet should name (a local path otherwise).
-        """
-
-        def write(tmp: Path) -> None:
-            self.family.save_pretrained(self.model, tmp, source_config=self.source)
-            (tmp / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2, default=str))
-            name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
-            self.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
-
-        path = save_directory_atomically(save_directory, write, overwrite=overwrite)
-        self.saved_to = path
-        logger.info("saved the compressed model to %s", path)
-        return path
-
-    def model_card(self, *, repo_id: str | None = None, directory: Path | None = None, name: str | None = None):
-        """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given."""
-        from .card import render_model_card, save_plots
-
-        plots = save_plots(self, directory) if directory is not None else {}
-        return render_model_card(self, repo_id=repo_id, name=name, plots=plots)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        revision: str | None = None,
-        commit_message: str = "Upload model compressed with hf_practise",
-    ) -> str:
-        """Upload exactly the folder `save_pretrained` wrote (saving to a temporary folder first if needed).
-
-        Returns the URL of the commit. A failed upload leaves the local folder in place and says how to retry.
-        """
-        from huggingface_hub import HfApi
-
-        folder = self.saved_to
-        if folder is None or not folder.exists():
-            folder = Path(tempfile.mkdtemp(prefix="hf_practise-")) / repo_id.split("/")[-1]
-            self.save_pretrained(folder, repo_id=repo_id)
-        api = HfApi(token=token)
-        try:
-            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            info = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=str(folder),
-                commit_message=commit_message,
-                revision=revision,
-                repo_type="model",
-            )
-        except Exception as e:
-            raise RuntimeError(
-                f"Uploading {folder} to {repo_id} failed: {e}. The compressed model is saved in {folder}; retry with "
-                f"`huggingface-cli upload {repo_id} {folder}` or `result.push_to_hub({repo_id!r})`."
-            ) from e
-        logger.info("pushed %s to %s", folder, repo_id)
-        return str(getattr(info, "commit_url", info))
 
 
 class PractiseCompressor:
@@ -279,6 +81,7 @@ class PractiseCompressor:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.source = dict(source_config or {})
+        self.source["fingerprint"] = model_fingerprint(self.model)
         if "architecture" not in self.source:
             cfg = getattr(model, "pretrained_cfg", None) or {}
             self.source["architecture"] = cfg.get("architecture")
@@ -335,6 +138,19 @@ class PractiseCompressor:
     def candidates(self):
         return self.family.candidates(self.model)
 
+    def check_candidates(self) -> None:
+        """Fail with the reason when the model has no block PRACTISE could drop."""
+        if self.family.feasible(self.model, self.candidates()):
+            return
+        depths = [len(s) for s in self.family.stages(self.model)]
+        keep = self.family.min_blocks_per_stage
+        raise ValueError(
+            f"There is nothing to drop in this `{type(self.model).__name__}` ({self.family.name}, blocks per stage "
+            f"{depths}): every block changes the shape of its input"
+            + (f", or its stage is down to the {keep} block(s) a {self.family.name} model keeps" if keep else "")
+            + ". PRACTISE removes residual blocks whose input and output shapes match; pick a deeper model."
+        )
+
     def _on_main(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the main process only and give its result to every process (one measurement, one choice)."""
         if self.accelerator.num_processes == 1:
@@ -376,7 +192,8 @@ class PractiseCompressor:
             ).cpu()
         cache = Path(self.config.work_dir) / "scan" if self.config.work_dir else None
         fingerprint = (
-            f"{tiny.fingerprint}-{json.dumps(self.config.to_dict()['scan'], sort_keys=True)}-{self.config.seed}"
+            f"{self.source['fingerprint']}-{tiny.fingerprint}-"
+            f"{json.dumps(self.config.to_dict()['scan'], sort_keys=True)}-{self.config.seed}"
         )
         from tqdm.auto import tqdm
 
@@ -415,80 +232,27 @@ class PractiseCompressor:
 
     def select(self, rows: Sequence[ScanRow], *, criterion: str = "score") -> tuple[list[ScanRow], list[dict]]:
         """Lowest-score blocks until the target holds; a latency target is checked by measuring the pruned model."""
-        ranked = rank_blocks(rows, criterion=criterion)
-        return self.select_in_order(ranked)
+        return self.select_in_order(rank_blocks(rows, criterion=criterion))
 
     def select_in_order(self, ranked: Sequence[ScanRow]) -> tuple[list[ScanRow], list[dict]]:
-        """Take blocks from the front of `ranked` until the target holds (see `select`)."""
-        # less the blocks that, with the ones before them, would empty a stage the family must keep
+        """Take blocks from the front of `ranked` until the target holds (see `selection.select_in_order`), less
+        the blocks that, with the ones before them, would empty a stage the family must keep."""
         allowed = set(self.family.feasible(self.model, [r.ref for r in ranked]))
-        ranked = [r for r in ranked if r.ref in allowed]
-        cfg = self.config
-        if cfg.num_blocks is not None:
-            if cfg.num_blocks > len(ranked):
-                raise ValueError(
-                    f"Asked to drop {cfg.num_blocks} blocks but the model has only {len(ranked)} droppable ones; "
-                    f"use at most {len(ranked)}."
-                )
-            return ranked[: cfg.num_blocks], []
-        target = float(cfg.latency_reduction)
-        predicted, k = 0.0, 0
-        while k < len(ranked) and predicted < target:
-            predicted += ranked[k].latency_saving
-            k += 1
-        checks: list[dict] = []
-        if cfg.latency_table is not None:
-            # the user's table was measured on the deployment device: trust it rather than timing locally
-            if predicted < target:
-                raise ValueError(
-                    f"Latency target {100 * target:.1f}% cannot be reached: by the given latency table, dropping all "
-                    f"{len(ranked)} droppable blocks saves {100 * predicted:.1f}%. Use a target of at most {predicted:.2f}."
-                )
-            return ranked[:k], [{"blocks": k, "predicted": predicted, "measured": None}]
-        while True:
-            chosen = ranked[:k]
-            measured = self.measure_pruned([r.ref for r in chosen])
-            checks.append({"blocks": len(chosen), "predicted": predicted, "measured": measured.reduction})
-            logger.info(
-                "select: %d blocks, predicted %.1f%%, measured %.1f%%", k, 100 * predicted, 100 * measured.reduction
-            )
-            if measured.reduction >= target:
-                return chosen, checks
-            if k == len(ranked):
-                raise ValueError(
-                    f"Latency target {100 * target:.1f}% cannot be reached: dropping all {k} droppable blocks saves "
-                    f"{100 * measured.reduction:.1f}% (measured on {measured.base.device}). Use a target of at most "
-                    f"{measured.reduction:.2f}, or --num-blocks."
-                )
-            predicted += ranked[k].latency_saving
-            k += 1
+        feasible = [r for r in ranked if r.ref in allowed]
+        return select_in_order(feasible, config=self.config, measure=self.measure_pruned)
 
     def measure_pruned(self, blocks) -> LatencyComparison:
+        """The model without `blocks` (no adaptors) timed against the whole model, on the main process."""
         pruned = build_pruned(self.model, self.family, blocks, adaptors=False)
         return self._on_main(
             lambda: compare_latency(self.model, pruned, input_size=self.input_size, config=self.config.latency)
         )
 
-    def check_reachable(self, fractions: dict[str, float]) -> None:
-        """Fail before any training when even dropping every candidate cannot meet the latency target."""
-        cfg = self.config
-        if cfg.num_blocks is not None:
-            n = len(self.family.feasible(self.model, self.candidates()))
-            if cfg.num_blocks > n:
-                raise ValueError(
-                    f"Asked to drop {cfg.num_blocks} blocks but the model has only {n} droppable ones; use at most {n}."
-                )
-            return
-        if sum(fractions.values()) >= cfg.latency_reduction or cfg.latency_table is not None:
-            return
-        most = self.family.feasible(self.model, self.candidates())
-        measured = self.measure_pruned(most)
-        if measured.reduction < cfg.latency_reduction:
-            raise ValueError(
-                f"Latency target {100 * cfg.latency_reduction:.1f}% cannot be reached: dropping all "
-                f"{len(most)} droppable blocks saves {100 * measured.reduction:.1f}% (measured on "
-                f"{measured.base.device}). Use a target of at most {measured.reduction:.2f}, or --num-blocks."
-            )
+    def check_reachable(self, shares: dict[str, float]) -> None:
+        """Fail before any training when even dropping every feasible block cannot meet the target."""
+        by_share = sorted(self.candidates(), key=lambda r: -shares.get(r.path, 0.0))
+        feasible = self.family.feasible(self.model, by_share)
+        check_reachable(feasible, shares, config=self.config, measure=self.measure_pruned)
 
     def build_student(self, chosen: Sequence[ScanRow]) -> nn.Module:
         """The pruned network with adaptors around every hole, initialised as `finetune.adaptor_init` says."""
@@ -510,6 +274,7 @@ class PractiseCompressor:
         per_class: int | None = None,
         image_column: str | None = None,
         label_column: str | None = None,
+        skip_broken: bool = False,
     ) -> CompressionResult:
         """Run PRACTISE end to end.
 
@@ -521,10 +286,14 @@ class PractiseCompressor:
             per_class: draw this many images of every class instead (a labelled `datasets.Dataset`).
             image_column: the image column of a `datasets.Dataset` (detected when None).
             label_column: the label column of a `datasets.Dataset` (detected when None).
+            skip_broken: leave out tiny-set images that cannot be decoded (logged) instead of failing on them.
         """
         cfg, acc, family = self.config, self.accelerator, self.family
         times: dict[str, float] = {}
         torch.manual_seed(cfg.seed)
+        self.check_candidates()
+        if cfg.work_dir:
+            claim_work_dir(cfg.work_dir, model_fingerprint=self.source["fingerprint"], model_name=self._model_name)
         with _phase(times, "data"):
             tiny = load_tiny_set(
                 tiny_set,
@@ -534,7 +303,13 @@ class PractiseCompressor:
                 seed=cfg.seed,
                 image_column=image_column,
                 label_column=label_column,
+                skip_broken=skip_broken,
             )
+            if cfg.finetune.objective == "ce" and tiny.labels is None:
+                raise ValueError(
+                    "The `ce` objective needs a label for every tiny-set image, and this tiny set has none (or not "
+                    "for all). Use `features` (CLI: --objective features; no labels needed) or a labelled set."
+                )
             eval_ds = (
                 as_torch_dataset(
                     eval_set, transform=self.eval_transform(), image_column=image_column, label_column=label_column
@@ -574,6 +349,7 @@ class PractiseCompressor:
             student.eval()
             for p in student.parameters():
                 p.requires_grad_(False)
+            self._check_outputs(student, tiny)
         result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, times)
         if eval_set is not None:
             result.eval_set = describe_source(eval_set)
@@ -582,12 +358,35 @@ class PractiseCompressor:
             result.tiny_set["hub_id"] = hub_id
         return result
 
+    @property
+    def _model_name(self) -> str | None:
+        return self.source.get("hub_id") or self.source.get("name_or_path") or self.source.get("architecture")
+
+    def _check_outputs(self, student: nn.Module, tiny: TinySet) -> None:
+        """The compressed model's logits on a few tiny-set images must be finite: weights can be finite and the
+        outputs still overflow after a last diverging step."""
+        device = next(student.parameters()).device
+        with torch.no_grad():
+            out = as_logits(student(tiny.images[: self.config.finetune.batch_size].to(device)))
+        if not torch.isfinite(out).all():
+            raise FloatingPointError(
+                "The compressed model's outputs are NaN/inf on the tiny set: the finetune diverged. Lower "
+                f"`finetune.lr` (CLI: --lr; now {self.config.finetune.lr}); nothing was saved."
+            )
+
     def _finetune_dir(self, chosen: Sequence[ScanRow], tiny: TinySet) -> Path | None:
-        """A checkpoint folder per (blocks, finetune settings, data), so a resumed run never picks up another's."""
+        """A checkpoint folder per (model, blocks, finetune settings, data), so a resumed run never picks up
+        another's."""
         if not self.config.work_dir:
             return None
         key = json.dumps(
-            [sorted(r.block for r in chosen), self.config.to_dict()["finetune"], self.config.seed, tiny.fingerprint],
+            [
+                self.source["fingerprint"],
+                sorted(r.block for r in chosen),
+                self.config.to_dict()["finetune"],
+                self.config.seed,
+                tiny.fingerprint,
+            ],
             sort_keys=True,
         )
         return Path(self.config.work_dir) / f"finetune-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -642,6 +441,7 @@ class PractiseCompressor:
                 "fingerprint": tiny.fingerprint,
                 "indices_sha256": describe_indices(tiny.indices),
                 "labelled": tiny.labels is not None,
+                "skipped_broken": list(tiny.skipped),
             },
             phase_seconds=times,
             top1_before=top1_before,

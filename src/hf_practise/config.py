@@ -188,6 +188,7 @@ class CompressionConfig:
             _check(isinstance(getattr(self, name), kind), f"`{name}` must be a `{kind.__name__}`.")
         if self.latency_table is not None:
             self.latency_table = check_latency_table(self.latency_table)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -19,11 +19,32 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .provenance import public_name
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["TinySet", "load_tiny_set", "as_torch_dataset", "load_image_dataset", "model_transform", "sample_indices"]
+__all__ = [
+    "BrokenImageError",
+    "TinySet",
+    "load_tiny_set",
+    "as_torch_dataset",
+    "load_image_dataset",
+    "model_transform",
+    "sample_indices",
+]
 
 NO_LABEL = -1
+
+
+class BrokenImageError(ValueError):
+    """An image of the data set cannot be decoded; `where` names its file (or its example index)."""
+
+    def __init__(self, where: str, index: int, cause: BaseException) -> None:
+        self.where, self.index = where, index
+        super().__init__(
+            f"Image {where} (example {index}) cannot be decoded ({type(cause).__name__}: {cause}). Remove or replace "
+            "it, or leave broken images out with `skip_broken=True` (CLI: --skip-broken-images)."
+        )
 
 
 def model_transform(data_config: dict[str, Any], *, training: bool = False) -> Callable:
@@ -95,12 +116,25 @@ class _HFImages(Dataset):
         return len(self.ds)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        row = self.ds[int(i)]
-        image = row[self.image_column]
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        try:
+            row = self.ds[int(i)]
+            image = row[self.image_column]
+            image = image.convert("RGB")  # decodes the whole image: a truncated file fails here, not later
+            x = self.transform(image)
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            raise BrokenImageError(self._where(int(i)), int(i), e) from e
         label = NO_LABEL if self.label_column is None else int(row[self.label_column])
-        return self.transform(image), label
+        return x, label
+
+    def _where(self, i: int) -> str:
+        """The file of example `i`, read without decoding it."""
+        from datasets import Image
+
+        try:
+            raw = self.ds.cast_column(self.image_column, Image(decode=False))[i][self.image_column]
+        except Exception:  # noqa: BLE001 - only for the message
+            return f"#{i}"
+        return f"`{raw.get('path')}`" if raw.get("path") else f"#{i}"
 
 
 class _TorchItems(Dataset):
@@ -170,7 +204,7 @@ def describe_source(source: Any) -> dict[str, Any]:
         hub_id = getattr(source, "_hf_practise_hub_id", None)
         name = (
             hub_id
-            or getattr(source, "_hf_practise_path", None)
+            or public_name(getattr(source, "_hf_practise_path", None))
             or getattr(source.info, "dataset_name", None)
             or getattr(source.info, "builder_name", None)
         )
@@ -208,6 +242,7 @@ class TinySet:
     indices: list[int]  # which examples of the source were used
     source: str  # a description of where they came from
     fingerprint: str = field(default="")  # sha256 of the preprocessed images (first 16 hex digits)
+    skipped: list[str] = field(default_factory=list)  # images left out because they could not be decoded
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -246,7 +281,7 @@ def load_tiny_set(
     seed: int = 0,
     image_column: str | None = None,
     label_column: str | None = None,
-    num_workers: int = 0,
+    skip_broken: bool = False,
 ) -> TinySet:
     """Sample and preprocess a tiny set from any supported source.
 
@@ -258,10 +293,12 @@ def load_tiny_set(
         seed: seeds the draw.
         image_column: for `datasets`, the column of images (detected when None).
         label_column: for `datasets`, the column of labels (detected when None; labels are optional).
-        num_workers: DataLoader workers used while preprocessing.
+        skip_broken: leave out images that cannot be decoded (logged, and listed in `TinySet.skipped`) instead
+            of failing on the first one.
     """
     if isinstance(source, TinySet):
         return source
+    skipped: list[str] = []
     if isinstance(source, DataLoader):
         batches = [_split_batch(b) for b in source]
         if not batches:
@@ -279,10 +316,22 @@ def load_tiny_set(
             idx = sample_per_class(source[ds.label_column], per_class, seed)
         else:
             idx = sample_indices(len(ds), num_samples, seed)
-        loader = DataLoader(torch.utils.data.Subset(ds, idx), batch_size=64, num_workers=num_workers)
-        parts = [_split_batch(b) for b in loader]
-        images = torch.cat([p[0] for p in parts])
-        labels = torch.cat([p[1] for p in parts])
+        items, kept = [], []
+        for i in idx:
+            try:
+                items.append(ds[i])
+            except BrokenImageError as e:
+                if not skip_broken:
+                    raise
+                skipped.append(e.where)
+                logger.warning("tiny set: left out %s, which cannot be decoded", e.where)
+                continue
+            kept.append(i)
+        if not items:
+            raise ValueError(f"None of the {len(idx)} sampled images could be decoded: {', '.join(skipped[:5])} ...")
+        idx = kept
+        images = torch.stack([torch.as_tensor(x) for x, _ in items])
+        labels = torch.tensor([y for _, y in items], dtype=torch.long)
         desc = describe_source(source)["name"]
     if images.ndim != 4:
         raise ValueError(
@@ -295,6 +344,7 @@ def load_tiny_set(
         indices=list(idx),
         source=str(desc),
         fingerprint=_fingerprint(images),
+        skipped=skipped,
     )
 
 

@@ -2,13 +2,14 @@
 
 The pruned network (adaptors included) is trained end to end so its pre-pooling features match the teacher's
 (MSE); the classifier is frozen, so the teacher's head keeps working on the student's features. The same loop
-runs on one CPU or many GPUs: the model, optimiser, data and schedule go through `accelerator.prepare` and the
-loss through `accelerator.backward`. With a work directory, the run checkpoints and resumes.
+runs on one CPU or many GPUs: the model, optimiser and data go through `accelerator.prepare` and the loss
+through `accelerator.backward`. With a work directory, the run checkpoints (safetensors + JSON, never pickles)
+and resumes exactly: the data order is a function of (seed, epoch) and the RNG states are restored, so a
+resumed finetune ends with the weights an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .adaptors import adaptor_parameters
 from .backbones.base import BackboneFamily
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import FinetuneConfig
 from .training import FeatureModel, as_logits, check_finite, cosine_schedule, cycle, freeze_norm_stats
 
@@ -32,8 +34,26 @@ __all__ = ["FinetuneResult", "mimic_finetune", "evaluate_top1"]
 class FinetuneResult:
     steps: int
     seconds: float
-    losses: list[float] = field(default_factory=list)  # mean loss of each logging window
-    resumed_from: int = 0
+    losses: list[float] = field(default_factory=list)  # mean loss of each logging window, the whole run
+    resumed_from: int = 0  # the step a checkpoint put the run at (0: started fresh)
+    reused_finished: bool = False  # a finished run's final checkpoint was loaded; no step was trained
+
+
+class EpochSampler(Sampler[int]):
+    """A fresh permutation each epoch, a pure function of (seed, epoch): a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def _loss(objective: str, output: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -111,7 +131,6 @@ def mimic_finetune(
             "The `ce` objective needs labels: give a labelled tiny set, or use `features` (no labels needed)."
         )
     teacher.eval()
-    g = torch.Generator().manual_seed(seed)
     if augmented is not None:
         dataset: Dataset = augmented
     else:
@@ -130,7 +149,10 @@ def mimic_finetune(
     split = getattr(accelerator, "split_batches", False)
     per_process = config.batch_size if split else max(1, config.batch_size // accelerator.num_processes)
     loader = DataLoader(
-        dataset, batch_size=per_process, shuffle=True, drop_last=len(dataset) >= config.batch_size, generator=g
+        dataset,
+        batch_size=per_process,
+        sampler=EpochSampler(len(dataset), seed),
+        drop_last=len(dataset) >= config.batch_size,
     )
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(
@@ -145,21 +167,42 @@ def mimic_finetune(
     )
     # the schedule is stepped here once per optimiser step: prepared, Accelerate would step it once per process
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(schedule)
 
-    ckpt_dir = Path(work_dir) / "finetune_checkpoint" if work_dir else None
-    step = 0
-    if ckpt_dir is not None and (ckpt_dir / "step.json").exists():
-        accelerator.load_state(str(ckpt_dir))
-        step = json.loads((ckpt_dir / "step.json").read_text())["step"]
-        logger.info("finetune: resumed from %s at step %d", ckpt_dir, step)
+    ckpt_dir = Path(work_dir) if work_dir else None
+    step, losses, window = 0, [], []
+    saved = load_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+    if saved is not None:
+        accelerator.unwrap_model(model).load_state_dict(saved["model"], strict=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        step, losses, window = saved["step"], saved["losses"], saved["window"]
+        logger.info(
+            "finetune: resumed from %s at step %d%s", ckpt_dir, step, " (finished)" if saved["finished"] else ""
+        )
     resumed_from = step
 
     model.train()
     if not config.train_norm_stats:
         freeze_norm_stats(model)
-    losses, window = [], []
-    batches = cycle(loader)
+    per_epoch = len(loader)
+    batches = cycle(loader, start_epoch=step // per_epoch if per_epoch else 0)
+    for _ in range(step % per_epoch if per_epoch else 0):  # the batches this epoch already used
+        next(batches)
+    if saved is not None:  # after the skipped batches drew from it, the RNG is put back to where the run stopped
+        set_rng_state(*saved["rng"])
+
+    def checkpoint(finished: bool = False) -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(
+                ckpt_dir,
+                step=step,
+                model_state=accelerator.unwrap_model(model).state_dict(),
+                optimizer_state=optimizer.state_dict(),
+                extra={"schedule": schedule.state_dict(), "losses": losses, "window": window},
+                finished=finished,
+            )
+        accelerator.wait_for_everyone()
+
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -187,23 +230,24 @@ def mimic_finetune(
             logger.info("finetune: step %d/%d loss %.5g", step, config.iterations, losses[-1])
             accelerator.log({"finetune/loss": losses[-1], "finetune/lr": schedule.get_last_lr()[0]}, step=step)
             window = []
-        if (
-            ckpt_dir is not None
-            and config.checkpoint_every
-            and step % config.checkpoint_every == 0
-            and step < config.iterations
-        ):
-            accelerator.save_state(str(ckpt_dir))
-            if accelerator.is_main_process:
-                (ckpt_dir / "step.json").write_text(json.dumps({"step": step}))
-            accelerator.wait_for_everyone()
+        if ckpt_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
+            if step < config.iterations:
+                checkpoint()
     bar.close()
     if not all(torch.isfinite(p).all() for p in student.parameters()):
         raise FloatingPointError(
             f"The finetune phase diverged: the weights hold NaN/inf after {step} steps. Lower `finetune.lr` (now {config.lr})."
         )
+    if ckpt_dir is not None and not (saved is not None and saved["finished"]):
+        checkpoint(finished=True)  # a rerun of the same command loads this and trains no step
     model.eval()
-    return FinetuneResult(steps=step, seconds=time.perf_counter() - start, losses=losses, resumed_from=resumed_from)
+    return FinetuneResult(
+        steps=step,
+        seconds=time.perf_counter() - start,
+        losses=losses,
+        resumed_from=resumed_from,
+        reused_finished=bool(saved is not None and saved["finished"]),
+    )
 
 
 @torch.no_grad()

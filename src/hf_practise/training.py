@@ -54,15 +54,20 @@ def check_finite(loss: torch.Tensor, *, phase: str, step: int, block: str | None
         )
 
 
-def cycle(loader: Iterable) -> Iterator:
-    """Loop over a DataLoader forever (a fresh shuffle each pass)."""
+def cycle(loader: Iterable, *, start_epoch: int = 0) -> Iterator:
+    """Loop over a DataLoader forever, telling it (or its sampler) the epoch before each pass."""
+    epoch = start_epoch
     while True:
+        target = loader if hasattr(loader, "set_epoch") else getattr(loader, "sampler", None)
+        if hasattr(target, "set_epoch"):
+            target.set_epoch(epoch)
         yielded = False
         for batch in loader:
             yielded = True
             yield batch
         if not yielded:
             raise ValueError("The training DataLoader is empty; the tiny set needs at least one full batch.")
+        epoch += 1
 
 
 def freeze_norm_stats(model: nn.Module) -> None:

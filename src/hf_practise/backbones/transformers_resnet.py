@@ -35,7 +35,11 @@ class TransformersResNetFamily(TransformersFamily):
             layer_type="basic",
         ),
         "bottleneck": transformers_tiny(
-            "ResNetForImageClassification", "ResNetConfig", embedding_size=8, hidden_sizes=[16, 16, 32, 32], depths=[2, 1, 2, 2]
+            "ResNetForImageClassification",
+            "ResNetConfig",
+            embedding_size=8,
+            hidden_sizes=[16, 16, 32, 32],
+            depths=[2, 1, 2, 2],
         ),
     }
 

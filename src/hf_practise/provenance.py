@@ -1,0 +1,99 @@
+"""What a result records about where it came from, without leaking what it should not.
+
+A model is identified by a hash of its weights and architecture (so a work dir or a cache can tell two teachers
+apart), a local folder by its name (never the user's absolute path), a run by a command rebuilt from its parsed
+arguments (secrets left out, whatever way they were typed), and a machine by its processor, threads and
+library versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shlex
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["model_fingerprint", "public_name", "recorded_command", "machine"]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 (16 hex digits) of the model's class, state-dict names, shapes, dtypes and values."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def public_name(name_or_path: str | os.PathLike | None) -> str | None:
+    """A model or data location as it may be published: Hub ids and timm names unchanged, local paths reduced
+    to their last component (`local-dir:/home/me/teachers/r34` -> `local-dir:r34`)."""
+    if name_or_path is None:
+        return None
+    text = str(name_or_path)
+    for prefix in ("local-dir:", "file:"):
+        if text.startswith(prefix):
+            return prefix + Path(text[len(prefix) :]).name
+    if text.startswith(("/", "./", "../", "~")) or os.sep in text and Path(text).exists() or Path(text).is_absolute():
+        return Path(text).name or text
+    return text
+
+
+def recorded_command(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    *,
+    secrets: Iterable[str] = ("token",),
+    paths: Iterable[str] = (),
+) -> str:
+    """The command line that reproduces `args`, rebuilt from the parsed values (never from argv text).
+
+    Options at their default are left out, options named in `secrets` always are (however the user typed them:
+    `--token X`, `--token=X`, `--tok X`), and the options named in `paths` keep only their last path component.
+    """
+    secrets, paths = set(secrets), set(paths)
+    words: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or action.dest in secrets or not action.option_strings:
+            continue
+        value = getattr(args, action.dest, None)
+        if value == action.default or value is None:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            words.append(flag)
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        shown = [public_name(v) if action.dest in paths else v for v in values]
+        words += [flag, *(shlex.quote(str(v)) for v in shown)]
+    return " ".join([prog, *words])
+
+
+def machine() -> dict[str, Any]:
+    """The machine a number was measured on: processor, cores, threads, OS and library versions."""
+    from .latency import device_name
+
+    info: dict[str, Any] = {
+        "cpu": device_name(torch.device("cpu")),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    for lib in ("timm", "transformers", "accelerate"):
+        try:
+            info[lib] = __import__(lib).__version__
+        except ImportError:
+            pass
+    return info

@@ -1,0 +1,226 @@
+"""`CompressionResult`: the compressed model, every number measured about it, and how to save, push and show it.
+
+`save_pretrained` writes the family's native checkpoint (so timm / transformers reload it without hf_practise),
+`practise_report.json` and the model card, to a temporary folder renamed when complete; `push_to_hub` uploads
+exactly that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .backbones import BackboneFamily
+from .config import CompressionConfig
+from .files import save_directory_atomically
+from .latency import LatencyComparison
+from .mimic import FinetuneResult
+from .provenance import public_name
+from .recoverability import ScanRow
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CompressionResult", "REPORT_FILE"]
+
+REPORT_FILE = "practise_report.json"
+
+
+@dataclass
+class CompressionResult:
+    """What `PractiseCompressor.compress` returns: the compressed model and every number about it."""
+
+    model: nn.Module  # the block-dropped, finetuned network with adaptors folded in
+    family: BackboneFamily
+    config: CompressionConfig
+    source: dict[str, Any]  # the teacher's config (architecture, pretrained_cfg, name)
+    dropped: list[ScanRow]  # the dropped blocks, in the order they were chosen
+    scan: list[ScanRow]  # every candidate's scan row, in forward order
+    latency: LatencyComparison  # teacher vs compressed, measured alternately
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    depths_before: list[int]
+    depths_after: list[int]
+    tiny_set: dict[str, Any]  # source, size, seed, fingerprint, indices hash
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    top1_before: float | None = None
+    top1_after: float | None = None
+    finetune: FinetuneResult | None = None
+    selection: list[dict[str, Any]] = field(default_factory=list)  # latency checks made while choosing
+    eval_set: dict[str, Any] | None = None  # name, split, size (and Hub id) of the data top-1 was measured on
+    command: str | None = None  # the command line that produced this result, for the model card
+    saved_to: Path | None = None  # where `save_pretrained` last wrote it
+
+    @property
+    def latency_reduction(self) -> float:
+        return self.latency.reduction
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family.name,
+            "source": self.public_source(),
+            "dropped_blocks": [r.block for r in self.dropped],
+            "depths_before": self.depths_before,
+            "depths_after": self.depths_after,
+            "scan": [r.to_dict() for r in self.scan],
+            "latency": self.latency.to_dict(),
+            "latency_reduction": self.latency.reduction,
+            "macs_before": self.macs_before,
+            "macs_after": self.macs_after,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "top1_before": self.top1_before,
+            "top1_after": self.top1_after,
+            "tiny_set": self.tiny_set,
+            "phase_seconds": self.phase_seconds,
+            "finetune_losses": self.finetune.losses if self.finetune else [],
+            "finetune_resumed_from": self.finetune.resumed_from if self.finetune else 0,
+            "finetune_reused_finished": self.finetune.reused_finished if self.finetune else False,
+            "selection": self.selection,
+            "eval_set": self.eval_set,
+            "command": self.command,
+            "config": self.config.to_dict(),
+        }
+
+    def public_source(self) -> dict[str, Any]:
+        """Where the teacher came from, as it may be published: a Hub id and revision, or a local folder's name,
+        with the fingerprint of its weights (never the user's absolute path)."""
+        src = self.source
+        out = {
+            "name": public_name(src.get("hub_id") or src.get("name_or_path") or src.get("architecture")),
+            "architecture": src.get("architecture"),
+            "fingerprint": src.get("fingerprint"),
+        }
+        for key in ("hub_id", "revision"):
+            if src.get(key):
+                out[key] = src[key]
+        return out
+
+    def resume_note(self) -> str | None:
+        """How the finetune was resumed, if it was (for the card and the summary)."""
+        ft = self.finetune
+        if ft is None or not ft.resumed_from:
+            return None
+        if ft.reused_finished:
+            return (
+                f"The finetune was not rerun: its finished checkpoint ({ft.steps} steps) was loaded from the work dir."
+            )
+        return f"The finetune was resumed from its checkpoint at step {ft.resumed_from} of {ft.steps} (work dir)."
+
+    def scan_table(self) -> str:
+        """The scan as a markdown table, in forward order."""
+        chosen = {r.block: i + 1 for i, r in enumerate(self.dropped)}
+        lines = [
+            "| block | initial error | recoverability | latency saving | score | dropped | seconds |",
+            "| --- | ---: | ---: | ---: | ---: | :---: | ---: |",
+        ]
+        for r in self.scan:
+            mark = f"#{chosen[r.block]}" if r.block in chosen else ""
+            lines.append(
+                f"| {r.block} | {r.initial_error:.4g} | {r.recoverability:.4g} | {100 * r.latency_saving:.1f}% "
+                f"| {r.score:.4g} | {mark} | {r.seconds:.1f} |"
+            )
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """Before/after numbers as a markdown table."""
+        lat = self.latency
+
+        def top1(v: float | None) -> str:
+            return "-" if v is None else f"{100 * v:.2f}%"
+
+        rows = [
+            "| | teacher | compressed | change |",
+            "| --- | ---: | ---: | ---: |",
+            f"| latency (ms / batch {lat.base.batch_size}) | {lat.base.median_ms:.2f} | {lat.candidate.median_ms:.2f} "
+            f"| -{100 * lat.reduction:.1f}% |",
+            f"| MACs / image | {self.macs_before / 1e6:.1f}M | {self.macs_after / 1e6:.1f}M "
+            f"| -{100 * (1 - self.macs_after / self.macs_before):.1f}% |",
+            f"| params | {self.params_before / 1e6:.2f}M | {self.params_after / 1e6:.2f}M "
+            f"| -{100 * (1 - self.params_after / self.params_before):.1f}% |",
+            f"| blocks per stage | {self.depths_before} | {self.depths_after} | -{len(self.dropped)} |",
+            f"| top-1 | {top1(self.top1_before)} | {top1(self.top1_after)} | "
+            + (
+                f"{100 * (self.top1_after - self.top1_before):+.2f} pts |"
+                if self.top1_before is not None and self.top1_after is not None
+                else "- |"
+            ),
+        ]
+        device = (
+            f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
+        )
+        return "\n".join(rows) + f"\n\nLatency measured on {device}, {lat.base.dtype}, torch {lat.base.torch_version}."
+
+    def save_pretrained(
+        self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None
+    ) -> Path:
+        """Write the compressed model so the family's own library reloads it, with its model card (README.md and
+        plots) and `practise_report.json`. The folder is written to a temporary sibling and renamed when complete.
+
+        Args:
+            save_directory: the folder to write; it must not exist or be empty unless `overwrite`.
+            overwrite: replace a non-empty folder.
+            repo_id: the Hub repository the card's load snippet should name (a local path otherwise).
+        """
+
+        def write(tmp: Path) -> None:
+            self.family.save_pretrained(self.model, tmp, source_config=self.source)
+            (tmp / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+            name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
+            self.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
+
+        path = save_directory_atomically(save_directory, write, overwrite=overwrite)
+        self.saved_to = path
+        logger.info("saved the compressed model to %s", path)
+        return path
+
+    def model_card(self, *, repo_id: str | None = None, directory: Path | None = None, name: str | None = None):
+        """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given."""
+        from .card import render_model_card, save_plots
+
+        plots = save_plots(self, directory) if directory is not None else {}
+        return render_model_card(self, repo_id=repo_id, name=name, plots=plots)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str = "Upload model compressed with hf_practise",
+    ) -> str:
+        """Upload exactly the folder `save_pretrained` wrote (saving to a temporary folder first if needed).
+
+        Returns the URL of the commit. A failed upload leaves the local folder in place and says how to retry.
+        """
+        from huggingface_hub import HfApi
+
+        folder = self.saved_to
+        if folder is None or not folder.exists():
+            folder = Path(tempfile.mkdtemp(prefix="hf_practise-")) / repo_id.split("/")[-1]
+            self.save_pretrained(folder, repo_id=repo_id)
+        api = HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                commit_message=commit_message,
+                revision=revision,
+                repo_type="model",
+            )
+        except Exception as e:
+            raise RuntimeError(
+                f"Uploading {folder} to {repo_id} failed: {e}. The compressed model is saved in {folder}; retry with "
+                f"`huggingface-cli upload {repo_id} {folder}` or `result.push_to_hub({repo_id!r})`."
+            ) from e
+        logger.info("pushed %s to %s", folder, repo_id)
+        return str(getattr(info, "commit_url", info))
