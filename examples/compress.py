@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 from pathlib import Path
 
@@ -25,12 +24,16 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
+from hf_practise.checkpoint import read_json
+from hf_practise.config import check_latency_table
+from hf_practise.files import check_writable_parent
 from hf_practise.hub import load_dataset_source
+from hf_practise.provenance import recorded_command
 
 logger = get_logger(__name__)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__ or "Compress a timm or transformers vision backbone with PRACTISE.")
     p.add_argument(
         "--model",
@@ -51,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-column", default=None, help="label column (detected when omitted; labels are optional)")
     p.add_argument("--num-samples", type=int, default=500, help="tiny-set size (50-500 work well)")
     p.add_argument("--per-class", type=int, default=None, help="draw this many images per class instead")
+    p.add_argument(
+        "--skip-broken-images", action="store_true", help="leave out tiny-set images that cannot be decoded (logged)"
+    )
     p.add_argument("--seed", type=int, default=0)
     target = p.add_mutually_exclusive_group()
     target.add_argument("--latency-reduction", type=float, default=None, help="target fraction, e.g. 0.22 (default)")
@@ -100,12 +106,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--report-to", default=None, help="Accelerate tracker(s) for the finetune loss: tensorboard, wandb, all"
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+#: options whose values are local paths: the recorded command keeps only their last component
+PATH_OPTIONS = ("model", "dataset", "output_dir", "work_dir", "latency_table")
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The command line for the model card, rebuilt from the parsed arguments: no token, however it was typed,
+    and no absolute local paths."""
+    return recorded_command("accelerate launch examples/compress.py", build_parser(), args, paths=PATH_OPTIONS)
+
+
+def read_latency_table(path: str) -> dict[str, float]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--latency-table `{path}` does not exist.")
+    return check_latency_table(read_json(file, "The latency table"), source=f"The latency table `{path}`")
 
 
 def build_config(args: argparse.Namespace) -> CompressionConfig:
     return CompressionConfig(
-        latency_reduction=None if args.num_blocks is not None else (args.latency_reduction or 0.22),
+        latency_reduction=None
+        if args.num_blocks is not None
+        else (0.22 if args.latency_reduction is None else args.latency_reduction),
         num_blocks=args.num_blocks,
         seed=args.seed,
         work_dir=args.work_dir,
@@ -125,7 +154,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
         latency=LatencyConfig(
             batch_size=args.latency_batch_size, threads=args.latency_threads, repeats=args.latency_repeats
         ),
-        latency_table=json.loads(Path(args.latency_table).read_text()) if args.latency_table else None,
+        latency_table=read_latency_table(args.latency_table) if args.latency_table else None,
     )
 
 
@@ -134,32 +163,42 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("hf_practise").setLevel(logging.INFO)
     try:
-        return run(args, sys.argv[1:] if argv is None else argv)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+        return run(args)
+    except (ValueError, OSError, FloatingPointError) as e:  # OSError: missing files, permissions, disk
         logging.getLogger(__name__).debug("failed", exc_info=True)
         sys.exit(f"error: {e}")
 
 
-def reproduce_command(argv: list[str]) -> str:
-    """The command line, without secrets, for the model card."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            out.append("***")
-            skip = False
-            continue
-        out.append(shlex.quote(a))
-        skip = a == "--token"
-    return "accelerate launch examples/compress.py " + " ".join(out)
-
-
-def run(args: argparse.Namespace, argv: list[str]) -> int:
+def validate(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the first forward pass, so a mistake costs seconds, not a run."""
     out = Path(args.output_dir)
+    check_writable_parent(out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
-        sys.exit(f"error: --output-dir {out} exists and is not empty; choose another one or pass --overwrite.")
-    if args.push_to_hub and not args.hub_model_id:
-        sys.exit("error: --push-to-hub needs --hub-model-id ORG/NAME.")
-    config = build_config(args)
+        raise FileExistsError(f"--output-dir {out} exists and is not empty; choose another one or pass --overwrite.")
+    if args.work_dir and Path(args.work_dir).exists() and not Path(args.work_dir).is_dir():
+        raise ValueError(f"--work-dir {args.work_dir} is a file; pass a folder.")
+    if args.push_to_hub:
+        if not args.hub_model_id:
+            raise ValueError("--push-to-hub needs --hub-model-id ORG/NAME.")
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(args.hub_model_id)
+        except HFValidationError as e:
+            raise ValueError(f"--hub-model-id `{args.hub_model_id}` is not a Hub repo id (ORG/NAME): {e}") from e
+    for flag, value in (("--num-samples", args.num_samples), ("--per-class", args.per_class)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}.")
+    if args.eval_num_samples is not None and args.eval_num_samples < 1:
+        raise ValueError(f"--eval-num-samples must be at least 1, got {args.eval_num_samples}.")
+    if args.eval_num_samples is not None and not args.eval_split:
+        raise ValueError("--eval-num-samples needs --eval-split (the labelled split to evaluate on).")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)  # refuses bad numbers before anything is loaded
+    validate(args)
+    out = Path(args.output_dir)
     accelerator = Accelerator(cpu=args.cpu, log_with=args.report_to)
     if args.report_to:
         accelerator.init_trackers(
@@ -196,14 +235,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         per_class=args.per_class,
         image_column=args.image_column,
         label_column=args.label_column,
+        skip_broken=args.skip_broken_images,
     )
-    result.command = reproduce_command(argv)
+    result.command = reproduce_command(args)
     status = 0
     if accelerator.is_main_process:
         print("\nRecoverability scan (lower score = better block to drop):\n")
         print(result.scan_table())
         print(f"\nDropped: {', '.join(r.block for r in result.dropped)}\n")
         print(result.summary())
+        if result.resume_note():
+            print("\n" + result.resume_note())
         print("\nWall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in result.phase_seconds.items()}))
         path = result.save_pretrained(out, overwrite=args.overwrite, repo_id=args.hub_model_id)
         print(f"\nSaved to {path}. Reload with plain {result.family.library_name}:")

@@ -3,8 +3,10 @@
 A model is one of: a timm name (`resnet50`), `hf-hub:ORG/NAME` (a timm checkpoint on the Hub),
 `local-dir:PATH` (a timm checkpoint on disk), a Hub repo id `ORG/NAME` or a local folder holding either a
 timm `config.json` (with `architecture`) or a transformers one (with `model_type`). Weights are only ever
-read from safetensors files: pickled checkpoints are not even downloaded. Remote code runs only when the
-caller passes `trust_remote_code=True`.
+read from safetensors files, and exactly the ones that were checked: pickled checkpoints are not even
+downloaded, and a `pytorch_model.bin` beside a `model.safetensors` is never read. A checkpoint whose weights do
+not cover the model (missing or unexpected keys) is refused rather than left partly random. Remote code runs
+only when the caller passes `trust_remote_code=True`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
 from torch import nn
+
+from .checkpoint import read_json
+from .provenance import public_name
 
 logger = logging.getLogger(__name__)
 
@@ -38,24 +44,93 @@ def _snapshot(repo_id: str, *, revision: str | None, token: str | bool | None, r
     return Path(path)
 
 
-def _require_safetensors(root: Path, what: str) -> None:
-    if not any(root.glob("*.safetensors")):
+def _check_safetensors(path: Path, what: str) -> None:
+    """Open `path`'s header: a truncated, empty or foreign file fails here with its name, not deep in a loader."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                f.get_slice(key)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(
+            f"{what}: `{path.name}` is not a valid safetensors file ({e}). It may be truncated or corrupted: download "
+            "or save it again."
+        ) from e
+
+
+def _safetensors_files(root: Path, what: str) -> list[Path]:
+    files = sorted(root.glob("*.safetensors"))
+    if not files:
         raise FileNotFoundError(
             f"{what} has no .safetensors weights. hf_practise never unpickles checkpoints; convert it with "
             "`safetensors.torch.save_file` (or ask its author for a safetensors upload)."
         )
+    for f in files:
+        _check_safetensors(f, what)
+    return files
+
+
+def check_state_dict(model: nn.Module, state: dict[str, Any], what: str) -> None:
+    """Load `state` into `model` strictly, refusing missing, unexpected or wrongly shaped weights by name.
+
+    Raises:
+        ValueError: the checkpoint does not match the architecture its config describes.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", shapes)):
+        if keys:
+            problems.append(f"{len(keys)} {label} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})")
+    if problems:
+        raise ValueError(
+            f"{what}: the weights do not match the architecture in config.json: {'; '.join(problems)}. The "
+            "checkpoint is incomplete or belongs to another model; download or save it again."
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _read_config(root: Path, what: str) -> dict[str, Any]:
+    path = root / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{what} has no config.json: it is not a model folder.")
+    config = read_json(path, "The model config")
+    if not isinstance(config, dict):
+        raise ValueError(f"The model config `{path}` must be a JSON object.")
+    return config
 
 
 def _load_timm_dir(root: Path, *, pretrained: bool, source: dict[str, Any], **kwargs: Any) -> tuple[nn.Module, dict]:
     import timm
+    from safetensors.torch import load_file
+    from timm.models._hub import load_model_config_from_path
 
-    if not (root / "config.json").exists():
-        raise FileNotFoundError(f"`{root}` has no config.json; a timm checkpoint folder needs one.")
+    what = f"`{public_name(source.get('name_or_path', root))}`"
+    if not root.is_dir():
+        raise FileNotFoundError(f"Model folder `{root}` does not exist.")
+    config = _read_config(root, what)
+    weights = root / "model.safetensors"
     if pretrained:
-        _require_safetensors(root, f"`{source.get('name_or_path', root)}`")
-    config = json.loads((root / "config.json").read_text())
+        if not weights.exists():
+            _safetensors_files(root, what)  # says "no safetensors" when there are none
+            raise FileNotFoundError(f"{what} has no model.safetensors, the file a timm checkpoint keeps its weights in.")
+        _check_safetensors(weights, what)
+    architecture = config.get("architecture")
+    if not isinstance(architecture, str) or not timm.is_model(architecture):
+        raise ValueError(
+            f"{what}: config.json names the architecture `{architecture}`, which this timm ({timm.__version__}) does "
+            "not know. Upgrade timm (`pip install -U timm`) or check the name."
+        )
+    pretrained_cfg, name, model_args = load_model_config_from_path(root)
     source.update(config)
-    model = timm.create_model(f"local-dir:{root}", pretrained=pretrained, **kwargs)
+    try:
+        model = timm.create_model(name, pretrained=False, pretrained_cfg=pretrained_cfg, **{**model_args, **kwargs})
+    except TypeError as e:
+        raise ValueError(f"{what}: timm cannot build `{name}` with the model_args of config.json ({e}).") from e
+    if pretrained:
+        # exactly the file checked above; timm itself would prefer a pytorch_model.bin lying beside it
+        check_state_dict(model, load_file(str(weights)), what)
     source.setdefault("architecture", model.pretrained_cfg.get("architecture"))
     return model, source
 
@@ -67,19 +142,27 @@ def _load_transformers_dir(root: Path, *, trust_remote_code: bool, source: dict[
         raise ImportError(
             "This is a transformers model; install the extra: `pip install hf-practise[transformers]`."
         ) from e
-    _require_safetensors(root, f"`{source.get('name_or_path', root)}`")
-    model = AutoModelForImageClassification.from_pretrained(
-        str(root), use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
-    )
+    what = f"`{public_name(source.get('name_or_path', root))}`"
+    _safetensors_files(root, what)
+    try:
+        model, info = AutoModelForImageClassification.from_pretrained(
+            str(root), use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
+        )
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{what}: transformers could not load this checkpoint ({type(e).__name__}: {e}).") from e
+    problems = [f"{k.replace('_', ' ')}: {sorted(v)[:5]}" for k, v in info.items() if k != "error_msgs" and v]
+    if problems or info.get("error_msgs"):
+        raise ValueError(
+            f"{what}: the weights do not match the architecture in config.json ({'; '.join(problems)}"
+            f"{info.get('error_msgs') or ''}). transformers would leave those weights random; the checkpoint is "
+            "incomplete or belongs to another model."
+        )
     source.update(library="transformers", model_type=model.config.model_type, config=model.config.to_dict())
     return model, source
 
 
 def _dispatch_dir(root: Path, *, pretrained: bool, trust_remote_code: bool, source: dict[str, Any], **kwargs: Any):
-    cfg_path = root / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"`{source['name_or_path']}` has no config.json: it is not a model folder.")
-    config = json.loads(cfg_path.read_text())
+    config = _read_config(root, f"`{public_name(source['name_or_path'])}`")
     if "architecture" in config:
         return _load_timm_dir(root, pretrained=pretrained, source=source, **kwargs)
     if "model_type" in config:
@@ -111,14 +194,22 @@ def load_model(
     """
     source: dict[str, Any] = {"name_or_path": name_or_path}
     if name_or_path.startswith("local-dir:"):
-        root = Path(name_or_path[len("local-dir:") :])
+        root = Path(name_or_path[len("local-dir:") :]).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"`{name_or_path}`: the folder `{root}` does not exist.")
         return _load_timm_dir(root, pretrained=pretrained, source=source, **model_kwargs)
     if name_or_path.startswith("hf-hub:"):
         repo_id = name_or_path[len("hf-hub:") :]
         root = _snapshot(repo_id, revision=revision, token=token)
         source.update(hub_id=repo_id, revision=root.name)
         return _load_timm_dir(root, pretrained=pretrained, source=source, **model_kwargs)
-    local = Path(name_or_path)
+    local = Path(name_or_path).expanduser()
+    if local.exists() and not local.is_dir():
+        raise ValueError(f"`{name_or_path}` is a file; pass the folder that holds config.json and the weights.")
+    if not local.exists() and _looks_like_path(name_or_path):
+        raise FileNotFoundError(
+            f"The model folder `{name_or_path}` does not exist. Check the path (a Hub repo id is `ORG/NAME`)."
+        )
     if local.is_dir():
         return _dispatch_dir(
             local, pretrained=pretrained, trust_remote_code=trust_remote_code, source=source, **model_kwargs
@@ -134,12 +225,18 @@ def load_model(
     )
 
 
+def _looks_like_path(text: str) -> bool:
+    """A name that can only mean a local path: absolute, ./ or ../ or ~, or more than one `/`."""
+    return text.startswith(("/", "./", "../", "~", ".\\")) or text.count("/") > 1 or "\\" in text
+
+
 def _load_timm_name(name: str, *, pretrained: bool, revision, token, source: dict[str, Any], **kwargs: Any):
     import timm
 
     if not timm.is_model(name.split(".")[0]):
         raise ValueError(
-            f"`{name}` is neither a timm model name, a `local-dir:`/`hf-hub:` path, a Hub repo id nor a folder."
+            f"`{name}` is neither a timm model name (this timm, {timm.__version__}, does not know it), a "
+            "`local-dir:`/`hf-hub:` path, a Hub repo id (`ORG/NAME`) nor an existing folder."
         )
     if not pretrained:
         model = timm.create_model(name, pretrained=False, **kwargs)
