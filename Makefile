@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-slow bench-quick
+.PHONY: install demo test test-slow lint bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -m "not slow" -q
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test-slow: install
 	$(PY) -m pytest -m slow -q

@@ -129,3 +129,20 @@ def test_a_whole_stage_can_go_and_still_reloads(images, tmp_path):
     logits = reload_in_plain_timm(save_dir, images)
     with torch.no_grad():
         torch.testing.assert_close(logits, pruned(images), rtol=0, atol=0)
+
+
+def test_a_killed_save_leaves_nothing_that_the_next_save_keeps(tmp_path):
+    """A kill during the save leaves `.out.tmp-PID-*`; the next save to the same place removes it (its writer is
+    gone), and keeps a live writer's folder alone."""
+    import os
+    import subprocess
+
+    dead = subprocess.run(["true"]).returncode == 0 and subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".out.tmp-{dead.pid}-abc"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    live = tmp_path / f".out.tmp-{os.getpid()}-xyz"
+    live.mkdir()
+    save_directory_atomically(tmp_path / "out", lambda d: (d / "f.txt").write_text("ok"))
+    assert not stale.exists() and live.exists() and (tmp_path / "out" / "f.txt").read_text() == "ok"

@@ -100,7 +100,8 @@ def test_cli_objective_flag_reaches_the_finetune_and_the_card(teacher_dir, image
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "practise_report.json").read_text())
     assert report["config"]["finetune"]["objective"] == "kd"
-    assert "KL divergence to the teacher's logits at temperature 2" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "KL divergence to the teacher's logits at temperature 2" in card and "classifier trained with" in card
 
 
 def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
@@ -123,3 +124,65 @@ def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
     )
     assert proc.returncode != 0 and "cannot be reached" in proc.stderr
     assert not (tmp_path / "o3").exists()
+
+
+@pytest.mark.parametrize("form", [["--token", "hf_Secret1"], ["--token=hf_Secret1"], ["--tok", "hf_Secret1"]])
+def test_the_recorded_command_has_no_token_and_no_local_paths(form):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compress_cli", SCRIPT)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args = cli.parse_args(
+        [
+            "--model",
+            "local-dir:/home/someone/teachers/r34",
+            "--dataset",
+            "/home/someone/data/fmnist",
+            "--output-dir",
+            "/home/someone/out/r34-practise",
+            "--num-blocks",
+            "3",
+            "--work-dir",
+            "/home/someone/work",
+            *form,
+        ]
+    )
+    assert args.token == "hf_Secret1"  # argparse took it, in each form
+    command = cli.reproduce_command(args)
+    assert "hf_Secret1" not in command and "--token" not in command and "/home/someone" not in command
+    assert "--model local-dir:r34" in command and "--dataset fmnist" in command and "--num-blocks 3" in command
+
+
+def test_a_work_dir_refuses_a_second_teacher(teacher_dir, imagefolder, tmp_path):
+    """Same command, same work dir, another teacher of the same architecture: refused, never A's result as B's."""
+    import torch as _torch
+
+    from hf_practise import get_family
+    from hf_practise.backbones.tiny import randomise_norms
+
+    other = tmp_path / "teacher-b"
+    other.mkdir()
+    save_tiny_teacher(other)
+    model_b = randomise_norms(
+        __import__("timm").create_model("resnet18", num_classes=5, channels=(8, 16, 16, 32)), seed=5
+    )
+    config = (other / "config.json").read_text()
+    get_family(model_b).save_pretrained(model_b, other, source_config={})
+    (other / "config.json").write_text(config)  # same config, other weights
+    work = tmp_path / "work"
+    flags = ("--num-samples", "12", "--num-blocks", "1", "--work-dir", str(work))
+    first = compress(teacher_dir, str(imagefolder), str(tmp_path / "a"), *flags)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (work / "hf_practise_work_dir.json").exists() and list(work.glob("finetune-*/checkpoint-*"))
+    second = compress(other, str(imagefolder), str(tmp_path / "b"), *flags)
+    assert second.returncode == 1 and "belongs to another model" in second.stderr and "Traceback" not in second.stderr
+    assert not (tmp_path / "b").exists()
+    # the same teacher again reuses its own scan and finished finetune, and says so; the weights are identical
+    again = compress(teacher_dir, str(imagefolder), str(tmp_path / "c"), *flags)
+    assert again.returncode == 0 and "finished checkpoint" in again.stdout
+    from safetensors.torch import load_file
+
+    a, c = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "c" / "model.safetensors"))
+    assert all(_torch.equal(a[k], c[k]) for k in a)
+    assert "finished checkpoint" in (tmp_path / "c" / "README.md").read_text()

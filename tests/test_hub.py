@@ -90,6 +90,9 @@ def test_pull_compress_push_and_pull_again(hub, tmp_path):
         "--push-to-hub",
         "--hub-model-id",
         "org/tiny-practise",
+        "--token=hf_NotARealTokenButSecret",
+        "--work-dir",
+        str(tmp_path / "work"),
         *FAST,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -107,7 +110,9 @@ def test_pull_compress_push_and_pull_again(hub, tmp_path):
     for png in ("block_scores.png", "top1_vs_latency.png"):
         assert (out / png).stat().st_size > 1000 and f"]({png})" in card.text
     assert 'timm.create_model("hf-hub:org/tiny-practise"' in card.text
-    assert "--token" not in card.text or "***" in card.text
+    assert "--token" not in card.text and "hf_NotARealToken" not in card.text  # passed as --token=hf_... above
+    assert "hf_NotARealToken" not in (out / "practise_report.json").read_text()
+    assert str(tmp_path) not in card.text and str(tmp_path) not in (out / "practise_report.json").read_text()
     # the mirror holds exactly what save_pretrained wrote
     pushed = hub.mirrors / "models" / "org" / "tiny-practise"
     assert sorted(p.name for p in pushed.iterdir() if p.name != ".git") == sorted(p.name for p in out.iterdir())
@@ -176,6 +181,30 @@ def test_weights_load_only_from_safetensors(tmp_path):
     with pytest.raises(FileNotFoundError, match="never unpickles"):
         load_model(f"local-dir:{tmp_path}")
     with pytest.raises(FileNotFoundError, match="never unpickles"):
+        load_model(str(tmp_path))
+
+
+def test_a_pickle_beside_the_safetensors_is_never_read(tmp_path):
+    """timm itself prefers pytorch_model.bin when both are present; we load exactly the checked safetensors."""
+    model = tiny_resnet("resnet18")
+    get_family(model).save_pretrained(model, tmp_path, source_config={})
+    other = tiny_resnet("resnet18", seed=7)
+    torch.save(other.state_dict(), tmp_path / "pytorch_model.bin")
+    loaded, _ = load_model(f"local-dir:{tmp_path}")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model(x)) and not torch.equal(loaded(x), other.eval()(x))
+
+
+def test_a_transformers_checkpoint_missing_weights_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tiny_transformers_resnet(tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    kept = {k: v for k, v in state.items() if "encoder.stages.1" not in k}
+    assert len(kept) < len(state)
+    save_file(kept, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"weights do not match the architecture in config.json \(missing keys"):
         load_model(str(tmp_path))
 
 

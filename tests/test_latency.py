@@ -15,11 +15,16 @@ FAST = LatencyConfig(batch_size=2, warmup=1, repeats=5, threads=1)
 
 def test_measure_latency_reports_its_setup():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    stats = measure_latency(model, input_size=(3, 16, 16), config=FAST)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stats = measure_latency(model, input_size=(3, 16, 16), config=FAST)  # times with 1 thread
+        assert torch.get_num_threads() == 2  # and puts the caller's setting back
+    finally:
+        torch.set_num_threads(before)
     assert stats.median_ms > 0 and stats.p25_ms <= stats.median_ms <= stats.p75_ms
     assert (stats.batch_size, stats.threads, stats.repeats, stats.input_size) == (2, 1, 5, (3, 16, 16))
     assert stats.device == "cpu" and stats.dtype == "float32" and stats.torch_version == torch.__version__
-    assert torch.get_num_threads() >= 1  # the thread setting is restored
 
 
 def test_comparing_a_model_with_a_much_bigger_one():

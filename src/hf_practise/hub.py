@@ -11,7 +11,6 @@ only when the caller passes `trust_remote_code=True`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -114,7 +113,9 @@ def _load_timm_dir(root: Path, *, pretrained: bool, source: dict[str, Any], **kw
     if pretrained:
         if not weights.exists():
             _safetensors_files(root, what)  # says "no safetensors" when there are none
-            raise FileNotFoundError(f"{what} has no model.safetensors, the file a timm checkpoint keeps its weights in.")
+            raise FileNotFoundError(
+                f"{what} has no model.safetensors, the file a timm checkpoint keeps its weights in."
+            )
         _check_safetensors(weights, what)
     architecture = config.get("architecture")
     if not isinstance(architecture, str) or not timm.is_model(architecture):

@@ -86,7 +86,7 @@ class CompressionResult:
             "selection": self.selection,
             "eval_set": self.eval_set,
             "command": self.command,
-            "config": self.config.to_dict(),
+            "config": {**self.config.to_dict(), "work_dir": public_name(self.config.work_dir)},
         }
 
     def public_source(self) -> dict[str, Any]:
