@@ -40,6 +40,7 @@ from hf_practise import (  # noqa: E402
     ScanConfig,
     get_family,
 )
+from hf_practise.backbones import registered_families  # noqa: E402
 from hf_practise.mimic import evaluate_top1  # noqa: E402
 from hf_practise.native import native_reload_gap  # noqa: E402
 from hf_practise.provenance import machine, recorded_command  # noqa: E402
@@ -51,45 +52,17 @@ RESULTS = HERE / "results"
 INPUT = (3, 32, 32)
 
 
+#: every registered family's benchmark teachers (a family lists them beside its code: `teacher_recipes`)
+RECIPES = {name: recipe for family in registered_families() for name, recipe in family.teacher_recipes.items()}
+FAMILIES = sorted(RECIPES)
+
+
 def build(name: str) -> tuple[nn.Module, str]:
     """A small randomly initialised classifier of the family for 32x32 inputs, and what it is (for the table)."""
-    if name == "timm-vit":
-        import timm
-
-        kw = dict(img_size=32, patch_size=4, embed_dim=64, depth=8, num_heads=2, num_classes=10)
-        return timm.create_model("vit_tiny_patch16_224", pretrained=False, **kw), "timm ViT (dim 64, 8 blocks, patch 4)"
-    if name == "timm-convnext":
-        import timm
-
-        kw = dict(dims=(32, 64, 128, 256), depths=(2, 2, 6, 2), num_classes=10)
-        return timm.create_model(
-            "convnext_atto", pretrained=False, **kw
-        ), "timm ConvNeXt (widths 32-256, depths 2-2-6-2)"
-    import transformers as T
-
-    if name == "hf-vit":
-        cfg = T.ViTConfig(
-            hidden_size=64,
-            num_hidden_layers=8,
-            num_attention_heads=2,
-            intermediate_size=256,
-            image_size=32,
-            patch_size=4,
-            num_labels=10,
-        )
-        return T.ViTForImageClassification(cfg), "transformers ViT (hidden 64, 8 layers, patch 4)"
-    if name == "hf-convnext":
-        cfg = T.ConvNextConfig(hidden_sizes=[32, 64, 128, 256], depths=[2, 2, 6, 2], num_labels=10)
-        return T.ConvNextForImageClassification(cfg), "transformers ConvNeXt (widths 32-256, depths 2-2-6-2)"
-    if name == "hf-resnet":
-        cfg = T.ResNetConfig(
-            embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[2, 2, 4, 2], layer_type="basic", num_labels=10
-        )
-        return T.ResNetForImageClassification(cfg), "transformers ResNet (basic, widths 32-256, depths 2-2-4-2)"
-    raise ValueError(f"unknown family `{name}`; choose from {FAMILIES}")
-
-
-FAMILIES = ["timm-vit", "timm-convnext", "hf-vit", "hf-convnext", "hf-resnet"]
+    if name not in RECIPES:
+        raise ValueError(f"unknown family `{name}`; choose from {FAMILIES}")
+    description, builder = RECIPES[name]
+    return builder(), description
 
 
 def save_native(model: nn.Module, folder: Path, architecture: str | None) -> None:

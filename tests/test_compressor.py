@@ -305,3 +305,20 @@ def test_zero_finetune_steps_keeps_the_scan_adaptors_folded(tensors):
     removed = build_pruned(teacher, result.family, [r.ref for r in result.dropped], adaptors=False).eval()
     with torch.no_grad():
         assert not torch.allclose(result.model.eval()(tensors), removed(tensors))
+
+
+def test_a_model_whose_outputs_overflow_is_refused_and_nothing_is_saved(tensors, monkeypatch, tmp_path):
+    """Finite weights can still give NaN/inf logits after a last diverging step: the outputs are checked."""
+    import hf_practise.compressor as compressor_module
+
+    real = compressor_module.fold_adaptors
+
+    def fold_then_blow_up(model):
+        n = real(model)
+        with torch.no_grad():
+            model.fc.weight.mul_(1e38).mul_(1e38)  # finite * finite -> inf
+        return n
+
+    monkeypatch.setattr(compressor_module, "fold_adaptors", fold_then_blow_up)
+    with pytest.raises(FloatingPointError, match="outputs are NaN/inf on the tiny set.*nothing was saved"):
+        PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(tensors)

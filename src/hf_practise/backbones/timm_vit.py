@@ -17,7 +17,7 @@ from torch import nn
 from .base import layers_of
 from .registry import register_family
 from .timm_common import TimmFamily
-from .tiny import timm_tiny
+from .tiny import timm_teacher, timm_tiny
 
 
 def _is_block(block: nn.Module) -> bool:
@@ -39,6 +39,17 @@ class TimmViTFamily(TimmFamily):
         "deit": timm_tiny("deit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2),
         "vit-layerscale": timm_tiny(
             "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2, init_values=0.5
+        ),
+    }
+    teacher_recipes = {
+        "timm-vit": timm_teacher(
+            "timm ViT (dim 64, 8 blocks, patch 4)",
+            "vit_tiny_patch16_224",
+            img_size=32,
+            patch_size=4,
+            embed_dim=64,
+            depth=8,
+            num_heads=2,
         ),
     }
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough

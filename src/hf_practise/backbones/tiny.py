@@ -13,7 +13,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["TinyBuilder", "fan_in_init", "randomise_norms", "timm_tiny", "transformers_tiny"]
+__all__ = [
+    "TeacherRecipe",
+    "TinyBuilder",
+    "fan_in_init",
+    "randomise_norms",
+    "timm_teacher",
+    "timm_tiny",
+    "transformers_teacher",
+    "transformers_tiny",
+]
 
 #: builds a tiny model from a seed
 TinyBuilder = Callable[[int], nn.Module]
@@ -57,6 +66,29 @@ def timm_tiny(arch: str, *, init: str = "fan_in", **kwargs) -> TinyBuilder:
         return randomise_norms(model, seed) if init == "norms" else fan_in_init(model, seed)
 
     return build
+
+
+#: a small classifier of the family that `benchmarks/families.py` trains on Fashion-MNIST (32x32 RGB, 10
+#: classes): what it is, for the results table, and how to build it (the library's own random init)
+TeacherRecipe = tuple[str, Callable[[], nn.Module]]
+
+
+def timm_teacher(description: str, arch: str, **kwargs) -> TeacherRecipe:
+    def build() -> nn.Module:
+        import timm
+
+        return timm.create_model(arch, pretrained=False, num_classes=10, **kwargs)
+
+    return description, build
+
+
+def transformers_teacher(description: str, model_class: str, config_class: str, **kwargs) -> TeacherRecipe:
+    def build() -> nn.Module:
+        import transformers
+
+        return getattr(transformers, model_class)(getattr(transformers, config_class)(num_labels=10, **kwargs))
+
+    return description, build
 
 
 def transformers_tiny(model_class: str, config_class: str, **kwargs) -> TinyBuilder:

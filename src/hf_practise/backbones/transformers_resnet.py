@@ -13,7 +13,7 @@ from torch import nn
 
 from .base import layers_of
 from .registry import register_family
-from .tiny import transformers_tiny
+from .tiny import transformers_teacher, transformers_tiny
 from .transformers_common import TransformersFamily
 
 
@@ -40,6 +40,17 @@ class TransformersResNetFamily(TransformersFamily):
             embedding_size=8,
             hidden_sizes=[16, 16, 32, 32],
             depths=[2, 1, 2, 2],
+        ),
+    }
+    teacher_recipes = {
+        "hf-resnet": transformers_teacher(
+            "transformers ResNet (basic, widths 32-256, depths 2-2-4-2)",
+            "ResNetForImageClassification",
+            "ResNetConfig",
+            embedding_size=32,
+            hidden_sizes=[32, 64, 128, 256],
+            depths=[2, 2, 4, 2],
+            layer_type="basic",
         ),
     }
 
