@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-model-id", default=None, help="ORG/NAME of the Hub repo to push to")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     p.add_argument("--work-dir", default=None, help="keep scan rows and finetune checkpoints here to resume")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=FinetuneConfig.checkpoint_every,
+        help="finetune steps between checkpoints in --work-dir (0: only the finished one)",
+    )
     # scan
     p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
     p.add_argument("--scan-lr", type=float, default=ScanConfig.lr)
@@ -150,6 +156,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
             augmentation=args.augmentation,
             objective=args.objective,
             kd_temperature=args.kd_temperature,
+            checkpoint_every=args.checkpoint_every,
         ),
         latency=LatencyConfig(
             batch_size=args.latency_batch_size, threads=args.latency_threads, repeats=args.latency_repeats

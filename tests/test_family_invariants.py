@@ -119,4 +119,11 @@ def test_dropped_model_reloads_natively_with_identical_logits(model_id, x, tmp_p
     )
     with torch.no_grad():
         expected = logits(pruned, x)
-    torch.testing.assert_close(reload_natively(family.library_name, folder, x, tmp_path), expected, rtol=0, atol=0)
+    if family.native_reload:
+        torch.testing.assert_close(reload_natively(family.library_name, folder, x), expected, rtol=0, atol=0)
+        return
+    # the family's library cannot rebuild it: hf_practise's loader does, and plain timm/transformers refuses the
+    # folder loudly (it builds the original network, whose blocks the weights lack) instead of loading another one
+    torch.testing.assert_close(reload_natively("hf_practise", folder, x), expected, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match=r"(?i)missing key|size mismatch"):
+        reload_natively(family.library_name, folder, x)

@@ -2,6 +2,7 @@
 
 from .adaptors import fold_adaptors, insert_adaptors
 from .backbones import BackboneFamily, BlockRef, get_family, register_family
+from .compressed import load_compressed
 from .compressor import PractiseCompressor
 from .config import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig
 from .data import TinySet, load_image_dataset, load_tiny_set
@@ -33,6 +34,7 @@ __all__ = [
     "fold_adaptors",
     "get_family",
     "insert_adaptors",
+    "load_compressed",
     "load_image_dataset",
     "load_tiny_set",
     "measure_latency",

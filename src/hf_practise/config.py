@@ -80,7 +80,9 @@ class FinetuneConfig:
         _choice("finetune.augmentation", self.augmentation, ("none", "timm"))
         _choice("finetune.objective", self.objective, ("features", "kd", "ce"))
         _positive("finetune.kd_temperature", self.kd_temperature, "--kd-temperature")
-        _positive("finetune.checkpoint_every", self.checkpoint_every, "(API only)", allow_zero=True, integer=True)
+        _positive(
+            "finetune.checkpoint_every", self.checkpoint_every, "--checkpoint-every", allow_zero=True, integer=True
+        )
 
     def resolved(self, family: Any) -> FinetuneConfig:
         """This config with `optimizer="auto"` and `lr=None` replaced by the family's choice and its learning rate.

@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .checkpoint import read_json
+from .compressed import FORMAT_KEY, rebuild
 from .provenance import public_name
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,9 @@ def _load_timm_dir(root: Path, *, pretrained: bool, source: dict[str, Any], **kw
         model = timm.create_model(name, pretrained=False, pretrained_cfg=pretrained_cfg, **{**model_args, **kwargs})
     except TypeError as e:
         raise ValueError(f"{what}: timm cannot build `{name}` with the model_args of config.json ({e}).") from e
+    if FORMAT_KEY in config:  # saved by hf_practise for a family timm cannot rebuild: remove the listed blocks
+        rebuild(model, config[FORMAT_KEY], what)
+        source["removed_blocks"] = config[FORMAT_KEY].get("removed_blocks", [])
     if pretrained:
         # exactly the file checked above; timm itself would prefer a pytorch_model.bin lying beside it
         check_state_dict(model, load_file(str(weights)), what)

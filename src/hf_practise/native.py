@@ -21,7 +21,10 @@ _SCRIPT = """
 import sys, torch
 assert "hf_practise" not in sys.modules
 library, folder, x_path, y_path = sys.argv[1:5]
-if library == "timm":
+if library == "hf_practise":  # families whose own library cannot rebuild the model: the documented loader
+    from hf_practise import load_compressed
+    model = load_compressed(folder)
+elif library == "timm":
     import timm
     model = timm.create_model("local-dir:" + folder, pretrained=True)
 else:
@@ -35,7 +38,8 @@ torch.save(out if isinstance(out, torch.Tensor) else out.logits, y_path)
 
 
 def reload_logits(folder: str | Path, library: str, x: torch.Tensor, *, timeout: float = 600) -> torch.Tensor:
-    """Logits of `x` from `folder` reloaded by plain `library` ("timm" or "transformers") in a fresh process.
+    """Logits of `x` from `folder` reloaded by plain `library` ("timm" or "transformers") in a fresh process
+    (or, with "hf_practise", by `hf_practise.load_compressed`, for families that need it).
 
     Raises:
         RuntimeError: the reload failed; the message holds the end of the child's stderr.

@@ -44,6 +44,22 @@ class AdaptorSite:
     key: str  # the layer's dotted name in the unpruned network: matches sites across copies
 
 
+#: the attribute of a block-dropped model that lists its removals, one list of (stage, index, path) per drop,
+#: each in the indices of the model as it was then: what `hf_practise.load_compressed` replays
+REMOVED_ATTR = "hf_practise_removed_blocks"
+
+
+def record_removed(model: nn.Module, blocks: Sequence[BlockRef]) -> None:
+    rounds = list(getattr(model, REMOVED_ATTR, []))
+    rounds.append([[r.stage, r.index, r.path] for r in sorted(blocks, key=lambda r: (r.stage, r.index))])
+    object.__setattr__(model, REMOVED_ATTR, rounds)
+
+
+def removed_blocks(model: nn.Module) -> list[list[BlockRef]]:
+    """The drops that made `model` from its original architecture, in order (empty for an unpruned model)."""
+    return [[BlockRef(stage=s, index=i, path=p) for s, i, p in r] for r in getattr(model, REMOVED_ATTR, [])]
+
+
 class BackboneFamily(abc.ABC):
     """Base class of a family adapter. Subclasses are registered with `register_family`."""
 
@@ -51,6 +67,10 @@ class BackboneFamily(abc.ABC):
     name: str = "base"
     #: library that reloads a saved model natively ("timm" or "transformers")
     library_name: str = "timm"
+    #: whether the family's own library rebuilds a block-dropped model from its saved config; when False the
+    #: model is saved in hf_practise's documented format (the original architecture plus the removed blocks) and
+    #: reloads with `hf_practise.load_compressed`
+    native_reload: bool = True
     #: blocks every stage keeps (1 where the family's library cannot build an empty stage, or where a model
     #: without blocks would ignore its input, like a ViT reading its class token)
     min_blocks_per_stage: int = 0
@@ -141,6 +161,7 @@ class BackboneFamily(abc.ABC):
             if len(kept) != len(stage):
                 parent, name = parents[id(stage)]
                 setattr(parent, name, nn.Sequential(*kept) if isinstance(stage, nn.Sequential) else nn.ModuleList(kept))
+        record_removed(model, blocks)
 
     @abc.abstractmethod
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:

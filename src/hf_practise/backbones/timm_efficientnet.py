@@ -1,0 +1,110 @@
+"""timm EfficientNet and MobileNetV3 models (EfficientNet B0-B8 and V2, tf_ variants, MobileNetV2/V3/V4-conv,
+MNASNet, FBNet, TinyNet, ...): stages of inverted-residual, depthwise-separable, edge-residual and universal
+inverted-residual blocks.
+
+Stages are the Sequentials of `model.blocks`. A block with a skip (`has_skip`: stride 1, same width) is a
+candidate; each stage's first block changes width or resolution and stays. A block reads the stream through its
+first ungrouped conv (the expansion `conv_pw`, an edge-residual's `conv_exp`; in a depthwise-separable block,
+whose first conv is depthwise, the pointwise conv after it: a channel mix cannot fold into a depthwise conv)
+and writes it through its last (`conv_pwl`, or the separable block's pointwise conv). Squeeze-excite convs act
+on pooled channels and never hold adaptors. The stream entering the first stage is written by `conv_stem`; the
+one leaving the last stage is read by EfficientNet's `conv_head` (MobileNetV3 pools first, so its head does not
+act on the mimicked features).
+
+timm builds these stages from an architecture string that `model_args` cannot override, so a block-dropped
+model is saved in hf_practise's format and reloads with `hf_practise.load_compressed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .registry import register_family
+from .timm_common import TimmFamily
+from .tiny import timm_teacher, timm_tiny
+
+
+def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    from timm.models import _efficientnet_blocks as blocks
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.mobilenetv3 import MobileNetV3
+
+    kinds = (
+        blocks.ConvBnAct,
+        blocks.DepthwiseSeparableConv,
+        blocks.InvertedResidual,
+        blocks.EdgeResidual,
+        blocks.UniversalInvertedResidual,
+    )
+    return (EfficientNet, MobileNetV3), kinds
+
+
+def _mixing_convs(block: nn.Module) -> list[nn.Conv2d]:
+    """The block's ungrouped convs in forward order, less those of its squeeze-excite (they see pooled channels)."""
+    excluded = {id(m) for name in ("se", "aa") for m in (getattr(block, name, None) or nn.Identity()).modules()}
+    return [
+        m for m in block.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and id(m) not in excluded
+    ]
+
+
+def _plain(block: nn.Module) -> bool:
+    """Only plain convs (a split or conditional conv cannot take a channel-mixing adaptor)."""
+    from timm.layers import CondConv2d, MixedConv2d
+
+    return not any(isinstance(m, (MixedConv2d, CondConv2d)) for m in block.modules()) and bool(_mixing_convs(block))
+
+
+@register_family
+class TimmEfficientNetFamily(TimmFamily):
+    name = "timm-efficientnet"
+    native_reload = False  # stages come from an architecture string: `model_args` cannot make one shallower
+    tiny_models = {
+        "mobilenetv2": timm_tiny("mobilenetv2_035"),
+        "efficientnet": timm_tiny("tinynet_e"),
+        "mobilenetv3": timm_tiny("mobilenetv3_small_050"),
+        "efficientnetv2-edge": timm_tiny("tf_efficientnetv2_b0", channel_multiplier=0.25),
+        "mobilenetv4-uir": timm_tiny("mobilenetv4_conv_small"),
+    }
+    teacher_recipes = {
+        "timm-mobilenetv2": timm_teacher("timm MobileNetV2 (width 1.0, 17 blocks)", "mobilenetv2_100"),
+    }
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            models, kinds = _classes()
+        except ImportError:
+            return False
+        return isinstance(model, models) and all(
+            isinstance(b, kinds) and _plain(b) for stage in model.blocks for b in stage
+        )
+
+    # ---- structure -------------------------------------------------------------------------------------
+    def stages(self, model: nn.Module) -> list[nn.Sequential]:
+        return list(model.blocks)
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return bool(getattr(block, "has_skip", False))
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return _mixing_convs(block)[-1:]
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return _mixing_convs(block)[:1]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        return [model.conv_stem] if stage == 0 and isinstance(model.conv_stem, nn.Conv2d) else []
+
+    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        from timm.models.efficientnet import EfficientNet
+
+        last = stage == len(model.blocks) - 1
+        if last and isinstance(model, EfficientNet) and isinstance(model.conv_head, nn.Conv2d):
+            return [model.conv_head]
+        return super().stage_exit_inputs(model, stage)
+
+    # ---- saving ------------------------------------------------------------------------------------------
+    def block_args(self, model: nn.Module) -> dict[str, Any]:
+        return {}  # not used: saved in hf_practise's format (native_reload is False)
