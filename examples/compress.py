@@ -255,8 +255,10 @@ def run(args: argparse.Namespace) -> int:
             print("\n" + result.resume_note())
         print("\nWall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in result.phase_seconds.items()}))
         path = result.save_pretrained(out, overwrite=args.overwrite, repo_id=args.hub_model_id)
-        print(f"\nSaved to {path}. Reload with plain {result.family.library_name}:")
-        print("  " + result.family.load_snippet(str(path), hub=False).replace("\n", "\n  "))
+        native = result.reloads_natively
+        how = f"plain {result.family.library_name}" if native else "hf_practise's loader"
+        print(f"\nSaved to {path}. Reload with {how}:")
+        print("  " + result.family.load_snippet(str(path), hub=False, native=native).replace("\n", "\n  "))
         if args.push_to_hub:
             try:
                 url = result.push_to_hub(args.hub_model_id, private=args.private or None, token=args.token)

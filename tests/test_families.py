@@ -97,3 +97,18 @@ def test_finetune_optimizer_follows_the_family_unless_set():
     config = CompressionConfig(num_blocks=1)
     assert PractiseCompressor(tiny_model("timm-vit/vit"), config).config.finetune.optimizer == "adamw"
     assert config.finetune.optimizer == "auto"  # the caller's config is left alone
+
+
+def test_an_entry_point_that_fixes_its_depth_is_saved_for_the_loader():
+    """BiT's timm entry point passes `layers` itself, so `model_args` cannot make it shallower: the family sees
+    the clash (on the meta device) and saves such a model in hf_practise's format instead."""
+    import timm
+
+    from hf_practise import get_family
+
+    with torch.device("meta"):
+        bit = timm.create_model("resnetv2_50x1_bit", num_classes=5)
+        plain = timm.create_model("resnetv2_50", num_classes=5)
+    family = get_family(bit)
+    assert family.name == "timm-resnetv2"
+    assert not family.reloads_natively(bit) and family.reloads_natively(plain)

@@ -170,7 +170,8 @@ def render_model_card(
     else:
         eval_desc = "no labelled eval set (none was given)"
         top1_note = "No labelled eval set was given, so top-1 was not measured."
-    load_snippet = result.family.load_snippet(repo_id or "path/to/this/folder", hub=repo_id is not None)
+    native = result.reloads_natively
+    load_snippet = result.family.load_snippet(repo_id or "path/to/this/folder", hub=repo_id is not None, native=native)
     command = result.command or (
         "# Python API\n"
         f"# PractiseCompressor.from_pretrained({result.public_source()['name']!r}, CompressionConfig(...)).compress(...)"
@@ -236,6 +237,7 @@ def render_model_card(
         wall_time=", ".join(f"{k} {v:.0f} s" for k, v in result.phase_seconds.items()),
         command=command,
         load_snippet=load_snippet,
+        native=native,
         eval_description=eval_desc,
         **plots,
     )

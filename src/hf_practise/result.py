@@ -65,6 +65,7 @@ class CompressionResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "family": self.family.name,
+            "reloads_natively": self.reloads_natively,
             "source": self.public_source(),
             "dropped_blocks": [r.block for r in self.dropped],
             "depths_before": self.depths_before,
@@ -88,6 +89,11 @@ class CompressionResult:
             "command": self.command,
             "config": {**self.config.to_dict(), "work_dir": public_name(self.config.work_dir)},
         }
+
+    @property
+    def reloads_natively(self) -> bool:
+        """Whether plain timm / transformers reload the saved model (else `hf_practise.load_compressed` does)."""
+        return self.family.reloads_natively(self.model)
 
     def public_source(self) -> dict[str, Any]:
         """Where the teacher came from, as it may be published: a Hub id and revision, or a local folder's name,

@@ -167,8 +167,20 @@ class BackboneFamily(abc.ABC):
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
         """Write a natively reloadable checkpoint into (an existing, empty) `save_dir`; return the files."""
 
-    def load_snippet(self, repo_or_path: str, *, hub: bool) -> str:
-        """Python that loads a saved model with the family's own library (for model cards)."""
+    def reloads_natively(self, model: nn.Module) -> bool:
+        """Whether the family's own library rebuilds this (block-dropped) model from its saved config; when not,
+        it is saved in hf_practise's format and reloads with `hf_practise.load_compressed`."""
+        return self.native_reload
+
+    def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True) -> str:
+        """Python that loads a saved model (for model cards): the family's own library, or hf_practise's loader
+        when `native` is False."""
+        if not native:
+            return (
+                "# the family's library cannot rebuild this block-dropped architecture from its config; this does\n"
+                "from hf_practise import load_compressed\n\n"
+                f'model = load_compressed("{repo_or_path}")'
+            )
         where = f"hf-hub:{repo_or_path}" if hub else f"local-dir:{repo_or_path}"
         return f'import timm\n\nmodel = timm.create_model("{where}", pretrained=True).eval()'
 

@@ -62,14 +62,24 @@ class TimmFamily(BackboneFamily):
         """Constructor kwargs that fix the (possibly block-dropped) architecture, e.g. `{"depth": 10}` (unused when
         `native_reload` is False: those families return {})."""
 
-    def load_snippet(self, repo_or_path: str, *, hub: bool) -> str:
-        if self.native_reload:
-            return super().load_snippet(repo_or_path, hub=hub)
-        return (
-            "# timm cannot rebuild this block-dropped architecture from its config; hf_practise's loader does\n"
-            "from hf_practise import load_compressed\n\n"
-            f'model = load_compressed("{repo_or_path}")'
-        )
+    def reloads_natively(self, model: nn.Module) -> bool:
+        """Whether `timm.create_model(architecture, **model_args)` builds this depth: some entry points pass the
+        depth arguments themselves (BiT's `layers`, MetaFormer's `depths`) and clash with ours. Built on the meta
+        device, so the check costs no memory or time."""
+        if not self.native_reload:
+            return False
+        import timm
+        from timm.models._hub import get_model_args
+
+        architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+        if not architecture:
+            return True
+        try:
+            with torch.device("meta"):
+                timm.create_model(architecture, pretrained=False, **get_model_args(model, self.block_args(model)))
+        except TypeError:
+            return False
+        return True
 
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
         """timm's own `save_for_hf`: `model.safetensors` and a `config.json` whose `model_args` rebuild the model
@@ -87,12 +97,13 @@ class TimmFamily(BackboneFamily):
         for key in ("label_names", "label_descriptions"):
             if key in source_config:
                 model_config[key] = source_config[key]
-        if not self.native_reload:
+        native = self.reloads_natively(model)
+        if not native:
             from ..compressed import FORMAT_KEY, format_entry
 
             # the original architecture (timm records the kwargs it was built with) and the removed blocks
             model_config[FORMAT_KEY] = format_entry(model, self.name)
-        block_args = self.block_args(model) if self.native_reload else None
+        block_args = self.block_args(model) if native else None
         save_for_hf(model, str(save_dir), model_config=model_config, model_args=block_args, safe_serialization=True)
         # the top-level `num_classes` carries the head size; a second one in `model_args` makes transformers'
         # TimmWrapper fail ("multiple values for keyword argument 'num_classes'"), plain timm needs neither twice

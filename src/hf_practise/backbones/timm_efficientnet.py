@@ -44,9 +44,7 @@ def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
 def _mixing_convs(block: nn.Module) -> list[nn.Conv2d]:
     """The block's ungrouped convs in forward order, less those of its squeeze-excite (they see pooled channels)."""
     excluded = {id(m) for name in ("se", "aa") for m in (getattr(block, name, None) or nn.Identity()).modules()}
-    return [
-        m for m in block.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and id(m) not in excluded
-    ]
+    return [m for m in block.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and id(m) not in excluded]
 
 
 def _plain(block: nn.Module) -> bool:

@@ -144,7 +144,9 @@ class TransformersFamily(BackboneFamily):
             shutil.copyfile(proc, save_dir / PREPROCESSOR)
         return sorted(p.name for p in save_dir.iterdir())
 
-    def load_snippet(self, repo_or_path: str, *, hub: bool) -> str:
+    def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True) -> str:
+        if not native:
+            return super().load_snippet(repo_or_path, hub=hub, native=False)
         return (
             "from transformers import AutoModelForImageClassification\n\n"
             f'model = AutoModelForImageClassification.from_pretrained("{repo_or_path}").eval()'

@@ -1,0 +1,76 @@
+"""timm MetaFormer models (PoolFormer v1/v2, ConvFormer, CAFormer).
+
+Stages are the `blocks` Sequentials of `model.stages`; each stage opens with its own `downsample` (the stem
+for the first), so every block keeps its input's shape and all are droppable. A block has two residual
+branches: a token mixer (pooling, which has no layer to adapt; a separable conv, `pwconv1` ... `pwconv2`; or
+attention, `qkv` ... `proj`) and an MLP (`fc1` ... `fc2`, 1x1 convs or linear layers). The stream entering a
+stage is written by its downsampling conv (the stem's conv for the first) and read after the last block by the
+next stage's downsampling conv.
+
+The timm entry points pass `depths` themselves, so `model_args` cannot make a model shallower: a block-dropped
+model is saved in hf_practise's format and reloads with `hf_practise.load_compressed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .base import layers_of
+from .registry import register_family
+from .timm_common import TimmFamily
+from .tiny import timm_tiny
+
+
+def _mixing(module: nn.Module | None) -> list[nn.Module]:
+    return [m for m in layers_of(module, (nn.Conv2d, nn.Linear)) if getattr(m, "groups", 1) == 1]
+
+
+def _stem_or_downsample_conv(model: nn.Module, stage: int) -> list[nn.Module]:
+    down = getattr(model.stages[stage], "downsample", None)
+    return layers_of(down, nn.Conv2d)[-1:] or (layers_of(model.stem, nn.Conv2d)[-1:] if stage == 0 else [])
+
+
+@register_family
+class TimmMetaFormerFamily(TimmFamily):
+    name = "timm-metaformer"
+    native_reload = False  # the entry points pass `depths` themselves
+    finetune_optimizer = "adamw"  # LayerNorm / GroupNorm networks, like ConvNeXt
+    # the entry points fix dims and depths, so the smallest real configuration stands in for a tiny one
+    tiny_models = {"poolformer": timm_tiny("poolformer_s12")}
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from timm.models.metaformer import MetaFormer, MetaFormerBlock
+        except ImportError:
+            return False
+        return isinstance(model, MetaFormer) and all(
+            isinstance(b, MetaFormerBlock) for stage in model.stages for b in stage.blocks
+        )
+
+    def stages(self, model: nn.Module) -> list[nn.Sequential]:
+        return [stage.blocks for stage in model.stages]
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return True  # token mixer and MLP keep the shape; downsampling lives outside the blocks
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return _mixing(block.token_mixer)[-1:] + _mixing(block.mlp)[-1:]
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return _mixing(block.token_mixer)[:1] + _mixing(block.mlp)[:1]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        return _stem_or_downsample_conv(model, stage)
+
+    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        if stage + 1 < len(model.stages):
+            convs = layers_of(getattr(model.stages[stage + 1], "downsample", None), nn.Conv2d)
+            if convs:
+                return convs[:1]
+        return super().stage_exit_inputs(model, stage)
+
+    def block_args(self, model: nn.Module) -> dict[str, Any]:
+        return {}  # not used: saved in hf_practise's format (native_reload is False)
