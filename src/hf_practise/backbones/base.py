@@ -138,8 +138,8 @@ class BackboneFamily(abc.ABC):
     def drop_blocks(self, model: nn.Module, blocks: Sequence[BlockRef]) -> None:
         """Remove the blocks for good, in place, so the model is the family's own architecture with fewer blocks.
 
-        By default each stage container is rebuilt (same container type) without the dropped blocks, so
-        state-dict keys renumber as the family's library numbers a shallower model.
+        The blocks are checked here and removed by `remove_blocks`; the removal is recorded on the model (for
+        hf_practise's checkpoint format).
         """
         stages = self.stages(model)
         gone = {(r.stage, r.index) for r in blocks}
@@ -155,13 +155,21 @@ class BackboneFamily(abc.ABC):
                     f"Dropping these blocks leaves stage {s} with {kept} blocks; a {self.name} model keeps at least "
                     f"{self.min_blocks_per_stage} per stage. Drop fewer blocks of that stage."
                 )
+        self.remove_blocks(model, gone)
+        record_removed(model, blocks)
+
+    def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
+        """Take the (stage, index) blocks out of the model, in place (already checked by `drop_blocks`).
+
+        By default each stage container is rebuilt (same container type) without them, so state-dict keys
+        renumber as the family's library numbers a shallower model."""
+        stages = self.stages(model)
         parents = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
         for s, stage in enumerate(stages):
             kept = [b for i, b in enumerate(stage) if (s, i) not in gone]
             if len(kept) != len(stage):
                 parent, name = parents[id(stage)]
                 setattr(parent, name, nn.Sequential(*kept) if isinstance(stage, nn.Sequential) else nn.ModuleList(kept))
-        record_removed(model, blocks)
 
     @abc.abstractmethod
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
