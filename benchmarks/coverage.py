@@ -1,0 +1,321 @@
+"""How much of the model zoo compresses and reloads: timm's pretrained checkpoints and transformers' classifiers.
+
+timm: every architecture that has pretrained checkpoints (`timm.list_models(pretrained=True)`) is built on the
+meta device to find its model class. Per class, up to three architectures are tried as random instances: the
+one with the most checkpoints, the smallest, and the one whose set of layer types differs most from the first
+(a different stem, head, token or norm). A try finds the family, counts the candidate blocks, runs a 1-block
+compression (1 scan and 2 finetune steps on 4 random images), saves it and reloads it in a fresh process (with
+plain timm, or `hf_practise.load_compressed` where timm cannot rebuild it), and passes when the logits are
+identical. A class's checkpoints count only when every tried architecture passed.
+
+transformers: every model type of the image-classification auto-mapping, as the registered family's tiny model
+where a family handles its class, else as a small config built on the meta device (to name its class).
+
+    python benchmarks/coverage.py                 # all of it, ~30-40 min on 2 cores
+    python benchmarks/coverage.py --quick         # three classes and the transformers types (CI smoke test)
+    python benchmarks/coverage.py --families timm-resnet timm-vit timm-convnext   # as if only these existed
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from compare import write_json  # noqa: E402
+
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
+from hf_practise.backbones import registered_families  # noqa: E402
+from hf_practise.files import atomic_write_text  # noqa: E402
+from hf_practise.native import reload_logits  # noqa: E402
+from hf_practise.provenance import machine, recorded_command  # noqa: E402
+from hf_practise.training import as_logits  # noqa: E402
+
+logger = logging.getLogger("coverage")
+RESULTS = HERE / "results"
+CACHE = HERE / "cache" / "coverage"
+MAX_PARAMS = 120e6  # larger architectures are not run here (memory and time on 2 cores); the table says so
+QUICK_CLASSES = ("timm.models.resnet.ResNet", "timm.models.efficientnet.EfficientNet", "timm.models.regnet.RegNet")
+QUICK_MODULES = ("resnet", "efficientnet", "regnet")
+
+
+def family_for(model: torch.nn.Module, allowed: set[str] | None):
+    for family in registered_families():
+        if (allowed is None or family.name in allowed) and family.matches(model):
+            return family()
+    return None
+
+
+def timm_classes(cache: Path, modules: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """{class: [{arch, checkpoints, params, layer_types}]} for every pretrained timm architecture (cached), or
+    only those of the timm `modules` named."""
+    import timm
+
+    path = cache / f"timm-{timm.__version__}{'-' + '-'.join(modules) if modules else ''}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    every = timm.list_models(pretrained=True)
+    names = [n for m in modules for n in timm.list_models(pretrained=True, module=m)] if modules else every
+    counts = collections.Counter(n.split(".")[0] for n in names)
+    classes: dict[str, list] = collections.defaultdict(list)
+    for arch, n in sorted(counts.items()):
+        try:
+            with torch.device("meta"):
+                model = timm.create_model(arch, pretrained=False)
+        except Exception as e:  # noqa: BLE001 - recorded, the count goes on
+            classes["(cannot build)"].append({"arch": arch, "checkpoints": n, "error": str(e)[:200]})
+            continue
+        classes[f"{type(model).__module__}.{type(model).__name__}"].append(
+            {
+                "arch": arch,
+                "checkpoints": n,
+                "params": sum(p.numel() for p in model.parameters()),
+                "layer_types": sorted({type(m).__name__ for m in model.modules()}),
+            }
+        )
+    data = {"total_checkpoints": len(every), "classes": classes}
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data))
+    return data
+
+
+def pick(archs: list[dict]) -> list[dict]:
+    """The architectures to try for one class: most checkpoints, smallest, most different layer types."""
+    first = max(archs, key=lambda a: (a["checkpoints"], -a["params"]))
+    chosen = [first]
+    real = [a for a in archs if not a["arch"].startswith("test_")] or archs  # timm's test_* models are toys
+    small = min(real, key=lambda a: a["params"])
+    if small is not first:
+        chosen.append(small)
+    base = set(first["layer_types"])
+    other = max(real, key=lambda a: (len(base ^ set(a["layer_types"])), -a["params"]))
+    if other not in chosen and base ^ set(other["layer_types"]):
+        chosen.append(other)
+    return chosen
+
+
+def try_compress(model: torch.nn.Module, family, input_size: tuple, source: dict[str, Any]) -> dict[str, Any]:
+    """A 1-block compression of `model`, saved and reloaded in a fresh process: what happened."""
+    out: dict[str, Any] = {"family": family.name, "candidates": len(family.candidates(model))}
+    cfg = CompressionConfig(
+        num_blocks=1,
+        scan=ScanConfig(iterations=1, batch_size=2),
+        finetune=FinetuneConfig(iterations=2, batch_size=2, lr=1e-5),
+        latency=LatencyConfig(batch_size=1, repeats=1, warmup=0, input_size=input_size),
+    )
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, *input_size, generator=g)
+    result = PractiseCompressor(model, cfg, family=family, source_config=source).compress(x)
+    native = result.reloads_natively
+    with tempfile.TemporaryDirectory(prefix="coverage-") as tmp:
+        folder = result.save_pretrained(Path(tmp) / "saved")
+        reloaded = reload_logits(folder, family.library_name if native else "hf_practise", x[:2])
+    with torch.no_grad():
+        expected = as_logits(result.model.eval()(x[:2]))
+    out.update(reload="native" if native else "hf_practise loader", gap=(reloaded - expected).abs().max().item())
+    out["passed"] = out["gap"] == 0.0
+    return out
+
+
+def run_timm(args, allowed: set[str] | None) -> tuple[list[dict], int]:
+    import timm
+
+    data = timm_classes(Path(args.cache), QUICK_MODULES if args.quick else None)
+    rows = []
+    for cls, archs in sorted(data["classes"].items(), key=lambda kv: -sum(a["checkpoints"] for a in kv[1])):
+        if args.quick and cls not in QUICK_CLASSES:
+            continue
+        checkpoints = sum(a["checkpoints"] for a in archs)
+        row: dict[str, Any] = {"class": cls, "checkpoints": checkpoints, "architectures": len(archs), "tried": []}
+        if cls == "(cannot build)":
+            row["status"] = "cannot build on the meta device"
+            rows.append(row)
+            continue
+        with torch.device("meta"):
+            probe = timm.create_model(archs[0]["arch"], pretrained=False)
+        if family_for(probe, allowed) is None:
+            row["status"] = "no family"
+            rows.append(row)
+            continue
+        for a in pick(archs):
+            attempt: dict[str, Any] = {"arch": a["arch"], "params": a["params"]}
+            if a["params"] > MAX_PARAMS:
+                attempt.update(passed=None, note=f"not run: {a['params'] / 1e6:.0f}M parameters")
+                row["tried"].append(attempt)
+                continue
+            start = time.perf_counter()
+            try:
+                torch.manual_seed(0)
+                model = timm.create_model(a["arch"], pretrained=False, num_classes=5).eval()
+                family = family_for(model, allowed)
+                if family is None:
+                    attempt.update(passed=False, note="no family matches this architecture")
+                else:
+                    cfg = model.pretrained_cfg
+                    size = tuple(cfg.get("input_size", (3, 224, 224)))
+                    if not cfg.get("fixed_input_size", False):
+                        size = (size[0], min(size[1], 64), min(size[2], 64))
+                    source = {"architecture": a["arch"], "pretrained_cfg": dict(cfg)}
+                    attempt.update(try_compress(model, family, size, source))
+            except Exception as e:  # noqa: BLE001 - a failure is a result here
+                if "There is nothing to drop" in str(e):  # no residual block: PRACTISE does not apply, no failure
+                    attempt.update(passed=None, note="nothing to drop (no block keeps its input's shape)")
+                else:
+                    attempt.update(passed=False, error=f"{type(e).__name__}: {str(e)[:300]}")
+                    logger.debug("%s failed:\n%s", a["arch"], traceback.format_exc())
+            attempt["seconds"] = round(time.perf_counter() - start, 1)
+            logger.info("%s %s: %s", cls, a["arch"], attempt)
+            row["tried"].append(attempt)
+        ran = [t for t in row["tried"] if t.get("passed") is not None]
+        row["status"] = "passed" if ran and all(t["passed"] for t in ran) else "failed"
+        rows.append(row)
+    return rows, data["total_checkpoints"]
+
+
+def run_transformers(allowed: set[str] | None) -> list[dict]:
+    import transformers
+    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    tiny = {}  # model class name -> (family, builder) of the registered families' tiny models
+    for family in registered_families():
+        if allowed is not None and family.name not in allowed:
+            continue
+        for builder in family.tiny_models.values():
+            if family.library_name == "transformers":
+                model = builder(0)
+                tiny.setdefault(type(model).__name__, (family(), builder))
+    rows = []
+    for model_type, class_name in sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.items()):
+        names = class_name if isinstance(class_name, (list, tuple)) else [class_name]
+        row: dict[str, Any] = {"model_type": model_type, "class": names[0]}
+        start = time.perf_counter()
+        try:
+            if names[0] in tiny:
+                family, builder = tiny[names[0]]
+                model = builder(0)
+                row.update(try_compress(model, family, (3, 32, 32), {}))
+            else:
+                config = AutoConfig.for_model(model_type)
+                with torch.device("meta"):
+                    model = AutoModelForImageClassification.from_config(config)
+                row.update(passed=False, note="no family" if family_for(model, allowed) is None else "no tiny model")
+        except Exception as e:  # noqa: BLE001 - a failure is a result here
+            row.update(passed=False, error=f"{type(e).__name__}: {str(e)[:300]}")
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        logger.info("transformers %s: %s", model_type, row)
+        rows.append(row)
+    row_types = {r["model_type"] for r in rows}
+    assert len(row_types) == len(rows), "model types are unique"
+    del transformers
+    return rows
+
+
+def headline(record: dict) -> str:
+    t, h = record["timm"], record["transformers"]
+    return (
+        f"{t['passed_checkpoints']:,} of {t['total_checkpoints']:,} timm pretrained checkpoints "
+        f"({100 * t['passed_checkpoints'] / t['total_checkpoints']:.0f}%) and {h['passed']} of {h['total']} "
+        "transformers image-classification types compress and reload"
+    )
+
+
+def write_markdown(path: Path, record: dict) -> None:
+    lines = [
+        "# Model-zoo coverage",
+        "",
+        f"**{headline(record)}.**",
+        "",
+        f"timm {record['versions']['timm']}, transformers {record['versions']['transformers']}. Families: "
+        f"{', '.join(record['families'])}.",
+        "",
+        "## timm, by model class (most checkpoints first)",
+        "",
+        "| class | checkpoints | status | tried (family, candidates, reload, gap or error) |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for row in record["timm"]["rows"]:
+        tried = "; ".join(
+            f"`{t['arch']}`: "
+            + (
+                t.get("note")
+                or t.get("error")
+                or f"{t['family']}, {t['candidates']} candidates, {t['reload']}, gap {t['gap']:.1g}"
+            )
+            for t in row["tried"]
+        )
+        lines.append(
+            f"| `{row['class'].replace('timm.models.', '')}` | {row['checkpoints']} | {row['status']} | {tried} |"
+        )
+    lines += [
+        "",
+        "## transformers image-classification types",
+        "",
+        "| model type | class | passed | family, candidates, reload, gap or why not |",
+        "| --- | --- | :---: | --- |",
+    ]
+    for row in record["transformers"]["rows"]:
+        what = (
+            row.get("note")
+            or row.get("error")
+            or (f"{row['family']}, {row['candidates']} candidates, {row['reload']}, gap {row['gap']:.1g}")
+        )
+        lines.append(f"| {row['model_type']} | `{row['class']}` | {'yes' if row.get('passed') else 'no'} | {what} |")
+    lines += ["", f"Command: `{record['command']}`", "", f"Machine: {json.dumps(record['machine'])}", ""]
+    atomic_write_text(path, "\n".join(lines))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_CLASSES)} and transformers")
+    p.add_argument("--families", nargs="+", default=None, help="count as if only these families were registered")
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--cache", default=str(CACHE))
+    p.add_argument("--tag", default="coverage", help="results file name: TAG.json and TAG.md")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for name in ("hf_practise", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import timm
+    import transformers
+
+    allowed = set(args.families) if args.families else None
+    start = time.perf_counter()
+    timm_rows, total = run_timm(args, allowed)
+    hf_rows = run_transformers(allowed)
+    record = {
+        "timm": {
+            "total_checkpoints": total,
+            "passed_checkpoints": sum(r["checkpoints"] for r in timm_rows if r["status"] == "passed"),
+            "rows": timm_rows,
+        },
+        "transformers": {"total": len(hf_rows), "passed": sum(bool(r.get("passed")) for r in hf_rows), "rows": hf_rows},
+        "families": sorted(f.name for f in registered_families() if allowed is None or f.name in allowed),
+        "versions": {"timm": timm.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - start),
+        "command": recorded_command("python benchmarks/coverage.py", p, args, paths=("results", "cache")),
+        "machine": machine(),
+    }
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{args.tag}.json", record)
+    write_markdown(out / f"{args.tag}.md", record)
+    print(headline(record) + f" ({record['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
