@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -54,7 +53,6 @@ def digits_dataset(root: Path):
 def train_teacher(dd, root: Path, *, epochs: int, seed: int) -> float:
     """Train a timm resnet18 on the digits and save it as a `local-dir:` checkpoint; return its test top-1."""
     import timm
-    from safetensors.torch import save_file
     from torchvision import transforms
 
     torch.manual_seed(seed)
@@ -84,29 +82,24 @@ def train_teacher(dd, root: Path, *, epochs: int, seed: int) -> float:
     model.eval()
     with torch.no_grad():
         top1 = (model(xt).argmax(-1) == yt).float().mean().item()
-    root.mkdir(parents=True, exist_ok=True)
-    config = {
-        "architecture": "resnet18",
-        "num_classes": 10,
-        "num_features": model.num_features,
-        "global_pool": "avg",
-        "model_args": {"in_chans": 3, "global_pool": "avg"},
-        "pretrained_cfg": {
-            "input_size": [3, 32, 32],
-            "interpolation": "bilinear",
-            "crop_pct": 1.0,
-            "crop_mode": "center",
-            "mean": [MEAN] * 3,
-            "std": [STD] * 3,
-            "num_classes": 10,
-            "first_conv": "conv1",
-            "classifier": "fc",
-            "license": "apache-2.0",
+    # timm's own serializer: config.json (architecture, model_args, pretrained_cfg) and model.safetensors
+    timm.models.save_for_hf(
+        model,
+        str(root),
+        model_config={
+            "pretrained_cfg": {
+                "input_size": [3, 32, 32],
+                "interpolation": "bilinear",
+                "crop_pct": 1.0,
+                "crop_mode": "center",
+                "mean": [MEAN] * 3,
+                "std": [STD] * 3,
+                "license": "apache-2.0",
+            },
+            "label_names": [str(i) for i in range(10)],
         },
-        "label_names": [str(i) for i in range(10)],
-    }
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "model.safetensors"))
-    (root / "config.json").write_text(json.dumps(config, indent=2))
+        safe_serialization=True,
+    )
     return top1
 
 
