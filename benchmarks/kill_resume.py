@@ -134,6 +134,9 @@ def main() -> int:
     ]
     (out / "kill_resume.md").write_text("\n".join(md))
     print("\n".join(md))
+    if record["resumed_from"] != args.kill_after:
+        print(f"error: the rerun did not resume from step {args.kill_after} but from {record['resumed_from']}")
+        return 1
     return 0
 
 

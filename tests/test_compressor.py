@@ -160,6 +160,9 @@ def test_scan_resumes_from_work_dir(tmp_path, tensors):
     assert third.finetune.resumed_from == 0
     assert len(list((tmp_path / "work").glob("finetune-*"))) <= 2
     assert [r.seconds for r in second.scan] == [r.seconds for r in first.scan]  # read back, not re-run
+    # the latency shares too: re-timed, noise could rank the blocks differently and lose the checkpoint
+    assert [r.latency_saving for r in second.scan] == [r.latency_saving for r in first.scan]
+    assert (tmp_path / "work" / "latency_shares.json").exists()
 
 
 def _finetune(teacher, family, tensors, work_dir, *, optimizer="sgd", iterations=6, fail_at=None, monkeypatch=None):

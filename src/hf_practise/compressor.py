@@ -25,9 +25,10 @@ from torch import nn
 
 from .adaptors import fold_adaptors, load_adaptor_state
 from .backbones import BackboneFamily, get_family
-from .checkpoint import claim_work_dir
+from .checkpoint import claim_work_dir, read_json
 from .config import CompressionConfig
 from .data import TinySet, as_torch_dataset, describe_indices, describe_source, load_tiny_set, model_transform
+from .files import atomic_write_text
 from .latency import LatencyComparison, block_latency_table, compare_latency, count_macs, count_params
 from .mimic import evaluate_top1, mimic_finetune
 from .provenance import model_fingerprint
@@ -39,6 +40,9 @@ from .training import as_logits
 logger = logging.getLogger(__name__)
 
 __all__ = ["PractiseCompressor"]
+
+#: the per-block latency shares a run measured, kept in its work dir so that a resumed run chooses the same blocks
+LATENCY_SHARES = "latency_shares.json"
 
 
 @contextlib.contextmanager
@@ -173,11 +177,32 @@ class PractiseCompressor:
                     f"({[c.path for c in cands]}) with its share of the model's latency."
                 )
             return {c.path: float(table[c.path]) for c in cands}, None
-        return self._on_main(
+        # a resumed run reuses the shares its first attempt measured: re-timed, noise could rank the blocks
+        # differently, choose other ones and throw the finetune checkpoint away
+        cache = Path(self.config.work_dir) / LATENCY_SHARES if self.config.work_dir else None
+        key = json.loads(
+            json.dumps(
+                {
+                    "model": self.source["fingerprint"],
+                    "latency": dataclasses.asdict(self.config.latency),
+                    "input_size": list(self.input_size),
+                    "candidates": [c.path for c in cands],
+                }
+            )
+        )
+        if cache is not None and cache.exists():
+            saved = read_json(cache, "The saved latency shares")
+            if saved.get("key") == key:
+                logger.info("latency shares reused from %s", cache)
+                return {k: float(v) for k, v in saved["shares"].items()}, None
+        shares, stats = self._on_main(
             lambda: block_latency_table(
                 self.model, self.family, cands, input_size=self.input_size, config=self.config.latency
             )
         )
+        if cache is not None and self.accelerator.is_main_process:
+            atomic_write_text(cache, json.dumps({"key": key, "shares": shares}, indent=1))
+        return shares, stats
 
     def scan(
         self, tiny: TinySet, *, targets: torch.Tensor | None = None, latency_saving: dict[str, float] | None = None
