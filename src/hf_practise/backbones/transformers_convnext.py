@@ -47,7 +47,7 @@ class TransformersConvNextFamily(TransformersFamily):
     }
 
     def stages(self, model: nn.Module) -> list[nn.Module]:
-        return [stage.layers for stage in model.convnext.encoder.stages]
+        return [stage.layers for stage in getattr(model, self.base_attr).encoder.stages]
 
     def is_droppable(self, block: nn.Module) -> bool:
         return block.dwconv.stride in ((1, 1), 1)
@@ -59,11 +59,13 @@ class TransformersConvNextFamily(TransformersFamily):
         return [block.pwconv1]
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        convs = layers_of(model.convnext.encoder.stages[stage].downsampling_layer, (nn.Conv2d,))
-        return (convs or (layers_of(model.convnext.embeddings, (nn.Conv2d,)) if stage == 0 else []))[-1:]
+        convs = layers_of(getattr(model, self.base_attr).encoder.stages[stage].downsampling_layer, (nn.Conv2d,))
+        return (convs or (layers_of(getattr(model, self.base_attr).embeddings, (nn.Conv2d,)) if stage == 0 else []))[
+            -1:
+        ]
 
     def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        stages = model.convnext.encoder.stages
+        stages = getattr(model, self.base_attr).encoder.stages
         if stage + 1 < len(stages):
             convs = layers_of(stages[stage + 1].downsampling_layer, (nn.Conv2d,))
             if convs:
@@ -71,4 +73,4 @@ class TransformersConvNextFamily(TransformersFamily):
         return super().stage_exit_inputs(model, stage)
 
     def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        return model.classifier(model.convnext.layernorm(features.mean([-2, -1])))
+        return model.classifier(getattr(model, self.base_attr).layernorm(features.mean([-2, -1])))
