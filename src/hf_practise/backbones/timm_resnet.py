@@ -18,44 +18,56 @@ from .timm_common import TimmFamily
 from .tiny import timm_tiny
 
 
-def _resnet_classes() -> tuple[type, type, type]:
-    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+def _block_classes() -> tuple[type, ...]:
+    from timm.models.resnet import BasicBlock, Bottleneck
+    from timm.models.sknet import SelectiveKernelBasic, SelectiveKernelBottleneck
 
-    return ResNet, BasicBlock, Bottleneck
+    return BasicBlock, Bottleneck, SelectiveKernelBasic, SelectiveKernelBottleneck
 
 
 @register_family
 class TimmResNetFamily(TimmFamily):
     name = "timm-resnet"
-    tiny_models = {  # BasicBlock and Bottleneck, plain and -d (deep stem, avg-pool downsample)
+    tiny_models = {  # BasicBlock and Bottleneck, plain and -d (deep stem, avg-pool downsample), selective kernel
         "resnet18": timm_tiny("resnet18", init="norms", channels=(8, 16, 16, 32)),
         "resnet26d": timm_tiny("resnet26d", init="norms", channels=(4, 8, 8, 16), stem_width=8),
+        "skresnet18": timm_tiny("skresnet18", init="norms", channels=(8, 16, 16, 32)),
     }
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         try:
-            resnet, _, _ = _resnet_classes()
+            from timm.models.resnet import ResNet
+
+            kinds = _block_classes()
         except ImportError:
             return False
-        return isinstance(model, resnet)
+        stages = [c for c in model.children() if isinstance(c, nn.Sequential) and any(isinstance(b, kinds) for b in c)]
+        return isinstance(model, ResNet) and all(isinstance(b, kinds) for s in stages for b in s)
 
     # ---- structure -------------------------------------------------------------------------------------
     def stages(self, model: nn.Module) -> list[nn.Sequential]:
-        _, basic, bottleneck = _resnet_classes()
+        kinds = _block_classes()
         # a stage whose every block was dropped stays as an empty Sequential (timm builds `layers=[0, ...]` so)
         return [
             child
             for child in model.children()
-            if isinstance(child, nn.Sequential) and all(isinstance(b, (basic, bottleneck)) for b in child)
+            if isinstance(child, nn.Sequential) and all(isinstance(b, kinds) for b in child)
         ]
 
     def is_droppable(self, block: nn.Module) -> bool:
         return block.downsample is None
 
-    def _last_conv(self, block: nn.Module) -> nn.Module:
-        _, _, bottleneck = _resnet_classes()
-        return block.conv3 if isinstance(block, bottleneck) else block.conv2
+    @staticmethod
+    def _last_conv(block: nn.Module) -> nn.Module:
+        return layers_of(getattr(block, "conv3", None) or block.conv2, nn.Conv2d)[-1]
+
+    @staticmethod
+    def _first_convs(block: nn.Module) -> list[nn.Module]:
+        """The ungrouped convs that read the block's input: `conv1`, or each path of a selective-kernel conv
+        (never its attention, which sees pooled channels)."""
+        attn = {id(m) for m in (getattr(block.conv1, "attn", None) or nn.Identity()).modules()}
+        return [m for m in layers_of(block.conv1, nn.Conv2d) if m.groups == 1 and id(m) not in attn]
 
     @staticmethod
     def _shortcut_conv(block: nn.Module) -> nn.Module | None:
@@ -68,9 +80,8 @@ class TimmResNetFamily(TimmFamily):
         return out + ([shortcut] if shortcut is not None else [])
 
     def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        out = [block.conv1]
         shortcut = self._shortcut_conv(block)
-        return out + ([shortcut] if shortcut is not None else [])
+        return self._first_convs(block) + ([shortcut] if shortcut is not None else [])
 
     # ---- editing and saving ------------------------------------------------------------------------------
     def block_args(self, model: nn.Module) -> dict[str, Any]:
