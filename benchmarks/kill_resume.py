@@ -2,7 +2,8 @@
 
 Both runs compress the shared resnet34-fmnist teacher with `examples/compress.py` on the same 500 Fashion-MNIST
 train images (a `save_to_disk` folder written here), dropping a fixed number of blocks so that both choose the
-same ones. The killed run is stopped with SIGKILL once its checkpoint at `--kill-after` steps exists, then the
+same ones (the blocks' latency shares are measured once and passed to every run as `--latency-table`, so
+timing noise cannot rank them differently). The killed run is stopped with SIGKILL once its checkpoint at `--kill-after` steps exists, then the
 same command is run again with the same `--work-dir`. Writes the largest weight difference between the two
 saved models to `benchmarks/results/kill_resume.{json,md}`.
 
@@ -45,12 +46,25 @@ def write_tiny_set(folder: Path, num_samples: int, seed: int) -> None:
     ds.save_to_disk(str(folder))
 
 
-def command(data: Path, out: Path, work: Path, args) -> list[str]:
+def write_latency_table(path: Path, teacher: str) -> None:
+    """Each candidate's share of the teacher's latency, measured once here."""
+    from hf_practise import LatencyConfig, PractiseCompressor
+    from hf_practise.latency import block_latency_table
+
+    comp = PractiseCompressor.from_pretrained(f"local-dir:{teacher}")
+    shares, _ = block_latency_table(
+        comp.model, comp.family, comp.candidates(), input_size=comp.input_size, config=LatencyConfig(repeats=5)
+    )
+    path.write_text(json.dumps(shares))
+
+
+def command(data: Path, out: Path, work: Path, args, table: Path) -> list[str]:
     return [
         sys.executable, str(REPO / "examples" / "compress.py"), "--model", f"local-dir:{args.teacher}",
         "--dataset", str(data), "--num-samples", str(args.num_samples), "--num-blocks", str(args.num_blocks),
         "--iterations", str(args.iterations), "--checkpoint-every", str(args.checkpoint_every),
         "--work-dir", str(work), "--output-dir", str(out), "--latency-repeats", "3",
+        "--scan-iterations", str(args.scan_iterations), "--latency-table", str(table),
     ]  # fmt: skip
 
 
@@ -60,6 +74,7 @@ def main() -> int:
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--num-blocks", type=int, default=4)
     p.add_argument("--iterations", type=int, default=600)
+    p.add_argument("--scan-iterations", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--kill-after", type=int, default=400, help="SIGKILL once this step's checkpoint exists")
     p.add_argument("--results", default=str(HERE / "results"))
@@ -72,14 +87,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kill-resume-") as tmp:
         tmp = Path(tmp)
         write_tiny_set(tmp / "data", args.num_samples, seed=0)
+        table = tmp / "latency_table.json"
+        write_latency_table(table, args.teacher)
         start = time.time()
-        whole = subprocess.run(command(tmp / "data", tmp / "whole", tmp / "work-whole", args), capture_output=True)
+        whole = subprocess.run(
+            command(tmp / "data", tmp / "whole", tmp / "work-whole", args, table), capture_output=True
+        )
         assert whole.returncode == 0, whole.stderr.decode()[-3000:]
         whole_s = time.time() - start
 
         start = time.time()
         proc = subprocess.Popen(
-            command(tmp / "data", tmp / "killed", tmp / "work-killed", args),
+            command(tmp / "data", tmp / "killed", tmp / "work-killed", args, table),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -90,7 +109,7 @@ def main() -> int:
         proc.wait()
         left = sorted(p.name for p in (tmp / "work-killed").glob("finetune-*/*"))
         resumed = subprocess.run(
-            command(tmp / "data", tmp / "killed", tmp / "work-killed", args), capture_output=True, text=True
+            command(tmp / "data", tmp / "killed", tmp / "work-killed", args, table), capture_output=True, text=True
         )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         resumed_s = time.time() - start
@@ -98,11 +117,14 @@ def main() -> int:
         b = load_file(str(tmp / "killed" / "model.safetensors"))
         diff = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
         report = json.loads((tmp / "killed" / "practise_report.json").read_text())
+        whole_report = json.loads((tmp / "whole" / "practise_report.json").read_text())
         record = {
             "teacher": Path(args.teacher).name,
             "killed_at_checkpoint": args.kill_after,
             "left_in_work_dir": left,
             "resumed_from": report["finetune_resumed_from"],
+            "dropped_uninterrupted": whole_report["dropped_blocks"],
+            "dropped_resumed": report["dropped_blocks"],
             "steps": args.iterations,
             "same_keys": sorted(a) == sorted(b),
             "tensors": len(a),
@@ -120,7 +142,8 @@ def main() -> int:
         "# Kill and resume: a SIGKILLed compression, resumed, against the uninterrupted one",
         "",
         f"Teacher `{record['teacher']}`, {args.num_samples} Fashion-MNIST train images, {args.num_blocks} blocks "
-        f"dropped, {args.iterations} finetune steps, checkpoints every {args.checkpoint_every}.",
+        f"dropped ({', '.join(record['dropped_resumed'])} in both runs), {args.iterations} finetune steps, "
+        f"checkpoints every {args.checkpoint_every}, {args.scan_iterations} scan steps per block.",
         "",
         "| killed after checkpoint | resumed from step | tensors | differing | max abs weight difference |",
         "| ---: | ---: | ---: | ---: | ---: |",
@@ -134,6 +157,9 @@ def main() -> int:
     ]
     (out / "kill_resume.md").write_text("\n".join(md))
     print("\n".join(md))
+    if record["dropped_uninterrupted"] != record["dropped_resumed"]:
+        print("error: the two runs dropped different blocks; their weights are not comparable")
+        return 1
     if record["resumed_from"] != args.kill_after:
         print(f"error: the rerun did not resume from step {args.kill_after} but from {record['resumed_from']}")
         return 1
