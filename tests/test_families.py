@@ -112,3 +112,14 @@ def test_an_entry_point_that_fixes_its_depth_is_saved_for_the_loader():
     family = get_family(bit)
     assert family.name == "timm-resnetv2"
     assert not family.reloads_natively(bit) and family.reloads_natively(plain)
+
+
+def test_a_distilled_deit_is_refused_with_the_supported_list_not_a_crash():
+    import timm
+
+    from hf_practise import get_family
+
+    with torch.device("meta"):
+        model = timm.create_model("deit_tiny_distilled_patch16_224")
+    with pytest.raises(ValueError, match="No backbone adapter for `VisionTransformerDistilled`; supported:"):
+        get_family(model)

@@ -58,10 +58,16 @@ class TimmViTFamily(TimmFamily):
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         try:
+            from timm.models.deit import VisionTransformerDistilled
             from timm.models.vision_transformer import VisionTransformer
         except ImportError:
             return False
-        return isinstance(model, VisionTransformer) and all(_is_block(b) for b in model.blocks)
+        # DeiT's distilled model returns two heads' worth of features: not handled yet, so said plainly
+        return (
+            isinstance(model, VisionTransformer)
+            and not isinstance(model, VisionTransformerDistilled)
+            and all(_is_block(b) for b in model.blocks)
+        )
 
     # ---- structure -------------------------------------------------------------------------------------
     def stages(self, model: nn.Module) -> list[nn.Sequential]:
