@@ -38,6 +38,7 @@ from compare import write_json  # noqa: E402
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
 from hf_practise.backbones import registered_families  # noqa: E402
+from hf_practise.backbones.tiny import fan_in_init  # noqa: E402
 from hf_practise.files import atomic_write_text  # noqa: E402
 from hf_practise.native import reload_logits  # noqa: E402
 from hf_practise.provenance import machine, recorded_command  # noqa: E402
@@ -143,13 +144,14 @@ def run_timm(args, allowed: set[str] | None) -> tuple[list[dict], int]:
             row["status"] = "cannot build on the meta device"
             rows.append(row)
             continue
+        picked = pick(archs)
         with torch.device("meta"):
-            probe = timm.create_model(archs[0]["arch"], pretrained=False)
-        if family_for(probe, allowed) is None:
+            probes = [timm.create_model(a["arch"], pretrained=False) for a in picked]
+        if all(family_for(m, allowed) is None for m in probes):
             row["status"] = "no family"
             rows.append(row)
             continue
-        for a in pick(archs):
+        for a in picked:
             attempt: dict[str, Any] = {"arch": a["arch"], "params": a["params"]}
             if a["params"] > MAX_PARAMS:
                 attempt.update(passed=None, note=f"not run: {a['params'] / 1e6:.0f}M parameters")
@@ -158,7 +160,8 @@ def run_timm(args, allowed: set[str] | None) -> tuple[list[dict], int]:
             start = time.perf_counter()
             try:
                 torch.manual_seed(0)
-                model = timm.create_model(a["arch"], pretrained=False, num_classes=5).eval()
+                # fan-in init: some random inits (zeroed or huge layer scales) give an identity or overflowing net
+                model = fan_in_init(timm.create_model(a["arch"], pretrained=False, num_classes=5), seed=0)
                 family = family_for(model, allowed)
                 if family is None:
                     attempt.update(passed=False, note="no family matches this architecture")

@@ -1,4 +1,4 @@
-"""timm RegNet (RegNetX, RegNetY with squeeze-excite, RegNetZ-free bottleneck stages).
+"""timm RegNet (RegNetX, RegNetY with squeeze-excite, RegNetV with pre-activation bottlenecks).
 
 Stages are the `RegStage` children of the model; a stage holds its blocks as named children (`b1`, `b2`, ...)
 and runs them in order. A block is droppable when its shortcut is the identity (no `downsample` conv), which
@@ -38,16 +38,17 @@ def _shortcut_conv(block: nn.Module) -> list[nn.Module]:
 class TimmRegNetFamily(TimmFamily):
     name = "timm-regnet"
     native_reload = False  # built from a RegNetCfg dataclass
+    # (RegNetV's pre-activation blocks are checked by benchmarks/coverage.py: its smallest model has 20M weights)
     tiny_models = {"regnetx": timm_tiny("regnetx_002"), "regnety-se": timm_tiny("regnety_002")}
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         try:
-            from timm.models.regnet import Bottleneck, RegNet
+            from timm.models.regnet import Bottleneck, PreBottleneck, RegNet
         except ImportError:
             return False
         return isinstance(model, RegNet) and all(
-            isinstance(b, Bottleneck) for stage in _stage_modules(model) for b in stage.children()
+            isinstance(b, (Bottleneck, PreBottleneck)) for stage in _stage_modules(model) for b in stage.children()
         )
 
     def stages(self, model: nn.Module) -> list[list[nn.Module]]:
