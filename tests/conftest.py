@@ -55,6 +55,29 @@ def save_tiny_teacher(folder: Path) -> nn.Module:
     return model
 
 
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """A tiny timm teacher folder (see `save_tiny_teacher`)."""
+    root = tmp_path_factory.mktemp("teacher")
+    save_tiny_teacher(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def imagefolder(tmp_path_factory):
+    """An imagefolder of 3 classes x 6 random 32x32 RGB images."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"class{c}").mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
 @pytest.fixture(params=sorted(TINY_RESNETS))
 def arch(request) -> str:
     return request.param

@@ -315,24 +315,6 @@ CLI_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("teacher")
-    save_tiny_teacher(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def imagefolder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imagefolder")
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        (root / f"class{c}").mkdir()
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / f"class{c}" / f"{i}.png")
-    return root
-
-
 def run_main(argv: list[str], capsys) -> tuple[int, str]:
     """`compress.main(argv)` in this process: (exit code, stderr)."""
     try:

@@ -6,10 +6,8 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from .conftest import CLI_FAST, REPO, save_tiny_teacher
 from .test_backbones import reload_in_plain_timm
@@ -17,24 +15,6 @@ from .test_compressor import image_dataset
 
 SCRIPT = REPO / "examples" / "compress.py"
 FAST = CLI_FAST
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("teacher")
-    save_tiny_teacher(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def imagefolder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imagefolder")
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        (root / f"class{c}").mkdir()
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / f"class{c}" / f"{i}.png")
-    return root
 
 
 def compress(teacher_dir, dataset: str, output_dir: str, *flags: str) -> subprocess.CompletedProcess:
