@@ -20,7 +20,6 @@ import torch
 
 from .conftest import REPO
 from .test_backbones import reload_in_plain_timm
-from .test_cli import teacher_dir  # noqa: F401  (module-scoped fixture)
 from .test_compressor import image_dataset
 
 SCRIPT = str(REPO / "examples" / "compress.py")
@@ -54,7 +53,7 @@ def accelerate_bin() -> str | None:
 
 
 @pytest.mark.skipif(accelerate_bin() is None, reason="needs the accelerate CLI")
-def test_two_processes_match_one(teacher_dir, tmp_path):  # noqa: F811
+def test_two_processes_match_one(teacher_dir, tmp_path):
     import datasets
 
     data = tmp_path / "data"
