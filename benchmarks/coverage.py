@@ -191,18 +191,16 @@ def run_timm(args, allowed: set[str] | None) -> tuple[list[dict], int]:
 
 
 def run_transformers(allowed: set[str] | None) -> list[dict]:
-    import transformers
     from transformers import AutoConfig, AutoModelForImageClassification
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-    tiny = {}  # model class name -> (family, builder) of the registered families' tiny models
+    tiny = {}  # model class name -> (family, model): the first tiny model of each registered transformers family
     for family in registered_families():
-        if allowed is not None and family.name not in allowed:
+        if family.library_name != "transformers" or (allowed is not None and family.name not in allowed):
             continue
         for builder in family.tiny_models.values():
-            if family.library_name == "transformers":
-                model = builder(0)
-                tiny.setdefault(type(model).__name__, (family(), builder))
+            model = builder(0)
+            tiny.setdefault(type(model).__name__, (family(), model))
     rows = []
     for model_type, class_name in sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.items()):
         names = class_name if isinstance(class_name, (list, tuple)) else [class_name]
@@ -210,8 +208,7 @@ def run_transformers(allowed: set[str] | None) -> list[dict]:
         start = time.perf_counter()
         try:
             if names[0] in tiny:
-                family, builder = tiny[names[0]]
-                model = builder(0)
+                family, model = tiny[names[0]]
                 row.update(try_compress(model, family, (3, 32, 32), {}))
             else:
                 config = AutoConfig.for_model(model_type)
@@ -223,9 +220,6 @@ def run_transformers(allowed: set[str] | None) -> list[dict]:
         row["seconds"] = round(time.perf_counter() - start, 1)
         logger.info("transformers %s: %s", model_type, row)
         rows.append(row)
-    row_types = {r["model_type"] for r in rows}
-    assert len(row_types) == len(rows), "model types are unique"
-    del transformers
     return rows
 
 

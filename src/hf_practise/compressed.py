@@ -58,10 +58,7 @@ def load_compressed(
     """
     from .hub import load_model
 
-    name = str(path_or_repo_id)
-    if Path(name).expanduser().is_dir():
-        name = str(Path(name).expanduser())
-    model, _ = load_model(name, revision=revision, token=token, **model_kwargs)
+    model, _ = load_model(str(path_or_repo_id), revision=revision, token=token, **model_kwargs)
     return model.eval()
 
 

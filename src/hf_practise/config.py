@@ -22,13 +22,14 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
 
 
-def _positive(name: str, value: Any, flag: str, *, allow_zero: bool = False, integer: bool = False) -> None:
-    """`value` must be a finite number > 0 (>= 0 with `allow_zero`); the message names the CLI flag too."""
+def _positive(name: str, value: Any, flag: str | None, *, allow_zero: bool = False, integer: bool = False) -> None:
+    """`value` must be a finite number > 0 (>= 0 with `allow_zero`); the message names the CLI flag, if any."""
     kind = int if integer else (int, float)
     ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value >= 0 if allow_zero else value > 0)
     bound = ">= 0" if allow_zero else "> 0"
-    _check(ok, f"`{name}` (CLI: {flag}) must be {'an integer' if integer else 'a number'} {bound}; got {value!r}.")
+    cli = f" (CLI: {flag})" if flag else ""
+    _check(ok, f"`{name}`{cli} must be {'an integer' if integer else 'a number'} {bound}; got {value!r}.")
 
 
 @dataclass
@@ -44,7 +45,7 @@ class ScanConfig:
         _positive("scan.iterations", self.iterations, "--scan-iterations", allow_zero=True, integer=True)
         _positive("scan.batch_size", self.batch_size, "--scan-batch-size", integer=True)
         _positive("scan.lr", self.lr, "--scan-lr")
-        _positive("scan.weight_decay", self.weight_decay, "(API only)", allow_zero=True)
+        _positive("scan.weight_decay", self.weight_decay, None, allow_zero=True)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class FinetuneConfig:
         _choice("finetune.optimizer", self.optimizer, ("auto", "sgd", "adamw"))
         _positive("finetune.weight_decay", self.weight_decay, "--weight-decay", allow_zero=True)
         _choice("finetune.schedule", self.schedule, ("cosine", "constant"))
-        _positive("finetune.warmup_iterations", self.warmup_iterations, "(API only)", allow_zero=True, integer=True)
+        _positive("finetune.warmup_iterations", self.warmup_iterations, None, allow_zero=True, integer=True)
         _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
         _choice("finetune.augmentation", self.augmentation, ("none", "timm"))
         _choice("finetune.objective", self.objective, ("features", "kd", "ce"))
@@ -145,7 +146,7 @@ class LatencyConfig:
         _positive("latency.batch_size", self.batch_size, "--latency-batch-size", integer=True)
         if self.threads is not None:
             _positive("latency.threads", self.threads, "--latency-threads", integer=True)
-        _positive("latency.warmup", self.warmup, "(API only)", allow_zero=True, integer=True)
+        _positive("latency.warmup", self.warmup, None, allow_zero=True, integer=True)
         _positive("latency.repeats", self.repeats, "--latency-repeats", integer=True)
         if self.input_size is not None:
             size = tuple(self.input_size)
@@ -185,7 +186,7 @@ class CompressionConfig:
                 f"`latency_reduction` (CLI: --latency-reduction) is a fraction in (0, 1), e.g. 0.22 for 22%; got {r!r}.",
             )
         _positive("seed", self.seed, "--seed", allow_zero=True, integer=True)
-        _positive("eval_batch_size", self.eval_batch_size, "(API only)", integer=True)
+        _positive("eval_batch_size", self.eval_batch_size, None, integer=True)
         for name, kind in (("scan", ScanConfig), ("finetune", FinetuneConfig), ("latency", LatencyConfig)):
             _check(isinstance(getattr(self, name), kind), f"`{name}` must be a `{kind.__name__}`.")
         if self.latency_table is not None:

@@ -2,7 +2,7 @@
 
 A folder is written as `.NAME.tmp-PID-XXXX` beside its target and renamed when complete; leftovers of a killed
 writer (whose process is gone) are removed by the next write to the same target. Single files go through
-`atomic_write_text` / `atomic_write` the same way.
+`atomic_write_text` the same way.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["save_directory_atomically", "atomic_write_text", "atomic_write", "check_writable_parent"]
+__all__ = ["save_directory_atomically", "atomic_write_text", "check_writable_parent"]
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -31,18 +29,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_siblings(target: Path) -> list[Path]:
+def _remove_stale_siblings(target: Path) -> None:
     """Remove `.NAME.tmp-PID-*` / `.NAME.old-PID-*` folders beside `target` whose writer is no longer running."""
-    removed = []
     pattern = re.compile(rf"^\.{re.escape(target.name)}\.(tmp|old)-(\d+)-")
-    if not target.parent.is_dir():
-        return removed
     for path in target.parent.iterdir():
         m = pattern.match(path.name)
         if m and not _pid_alive(int(m.group(2))):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 def check_writable_parent(target: str | Path) -> None:
@@ -102,23 +95,17 @@ def save_directory_atomically(
     return target
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Run `write(tmp_file)` on a temporary sibling of `path`, then rename it over `path`."""
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(name, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(name)
         raise
     return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -20,7 +20,7 @@ from torch import nn
 
 from .checkpoint import read_json
 from .compressed import FORMAT_KEY, rebuild
-from .provenance import public_name
+from .provenance import looks_like_path, public_name
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,11 @@ def _snapshot(repo_id: str, *, revision: str | None, token: str | bool | None, r
 
 
 def _check_safetensors(path: Path, what: str) -> None:
-    """Open `path`'s header: a truncated, empty or foreign file fails here with its name, not deep in a loader."""
+    """Open `path`'s header: a truncated, empty or foreign file fails here with its name, not deep in a loader
+    (opening checks the header and that the data it announces fills the file)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                f.get_slice(key)
+        with safe_open(str(path), framework="pt"):
+            pass
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(
             f"{what}: `{path.name}` is not a valid safetensors file ({e}). It may be truncated or corrupted: download "
@@ -211,7 +211,7 @@ def load_model(
     local = Path(name_or_path).expanduser()
     if local.exists() and not local.is_dir():
         raise ValueError(f"`{name_or_path}` is a file; pass the folder that holds config.json and the weights.")
-    if not local.exists() and _looks_like_path(name_or_path):
+    if not local.exists() and looks_like_path(name_or_path):
         raise FileNotFoundError(
             f"The model folder `{name_or_path}` does not exist. Check the path (a Hub repo id is `ORG/NAME`)."
         )
@@ -228,11 +228,6 @@ def load_model(
     return _load_timm_name(
         name_or_path, pretrained=pretrained, revision=revision, token=token, source=source, **model_kwargs
     )
-
-
-def _looks_like_path(text: str) -> bool:
-    """A name that can only mean a local path: absolute, ./ or ../ or ~, or more than one `/`."""
-    return text.startswith(("/", "./", "../", "~", ".\\")) or text.count("/") > 1 or "\\" in text
 
 
 def _load_timm_name(name: str, *, pretrained: bool, revision, token, source: dict[str, Any], **kwargs: Any):

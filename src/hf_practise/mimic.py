@@ -186,8 +186,9 @@ def mimic_finetune(
         freeze_norm_stats(model)
     per_epoch = len(loader)
     batches = cycle(loader, start_epoch=step // per_epoch if per_epoch else 0)
-    for _ in range(step % per_epoch if per_epoch else 0):  # the batches this epoch already used
-        next(batches)
+    if step < config.iterations:  # skip the batches this epoch already used (nothing to skip for a finished run)
+        for _ in range(step % per_epoch if per_epoch else 0):
+            next(batches)
     if saved is not None:  # after the skipped batches drew from it, the RNG is put back to where the run stopped
         set_rng_state(*saved["rng"])
 
@@ -230,9 +231,9 @@ def mimic_finetune(
             logger.info("finetune: step %d/%d loss %.5g", step, config.iterations, losses[-1])
             accelerator.log({"finetune/loss": losses[-1], "finetune/lr": schedule.get_last_lr()[0]}, step=step)
             window = []
-        if ckpt_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-            if step < config.iterations:
-                checkpoint()
+        every = config.checkpoint_every
+        if ckpt_dir is not None and every and step % every == 0 and step < config.iterations:
+            checkpoint()
     bar.close()
     if not all(torch.isfinite(p).all() for p in student.parameters()):
         raise FloatingPointError(

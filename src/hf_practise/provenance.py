@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["model_fingerprint", "public_name", "recorded_command", "machine"]
+__all__ = ["looks_like_path", "model_fingerprint", "public_name", "recorded_command", "machine"]
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -33,6 +33,11 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def looks_like_path(text: str) -> bool:
+    """A name that can only mean a local path: absolute, ./ or ../ or ~, or more than one `/` (a Hub id has one)."""
+    return text.startswith(("/", "./", "../", "~", ".\\")) or text.count("/") > 1 or "\\" in text
+
+
 def public_name(name_or_path: str | os.PathLike | None) -> str | None:
     """A model or data location as it may be published: Hub ids and timm names unchanged, local paths reduced
     to their last component (`local-dir:/home/me/teachers/r34` -> `local-dir:r34`)."""
@@ -42,7 +47,7 @@ def public_name(name_or_path: str | os.PathLike | None) -> str | None:
     for prefix in ("local-dir:", "file:"):
         if text.startswith(prefix):
             return prefix + Path(text[len(prefix) :]).name
-    if text.startswith(("/", "./", "../", "~")) or os.sep in text and Path(text).exists() or Path(text).is_absolute():
+    if looks_like_path(text) or Path(text).expanduser().exists():  # an existing folder is local, whatever its name
         return Path(text).name or text
     return text
 

@@ -7,6 +7,7 @@ exactly that folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -90,9 +91,10 @@ class CompressionResult:
             "config": {**self.config.to_dict(), "work_dir": public_name(self.config.work_dir)},
         }
 
-    @property
+    @functools.cached_property
     def reloads_natively(self) -> bool:
-        """Whether plain timm / transformers reload the saved model (else `hf_practise.load_compressed` does)."""
+        """Whether plain timm / transformers reload the saved model (else `hf_practise.load_compressed` does); asked
+        once (a timm family builds the shallower model on the meta device to know)."""
         return self.family.reloads_natively(self.model)
 
     def public_source(self) -> dict[str, Any]:

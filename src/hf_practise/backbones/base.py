@@ -23,6 +23,11 @@ def layers_of(module: nn.Module | None, kinds: type | tuple[type, ...]) -> list[
     return [] if module is None else [m for m in module.modules() if isinstance(m, kinds)]
 
 
+def ungrouped(module: nn.Module | None) -> list[nn.Module]:
+    """The conv/linear layers of `module` a channel-mixing adaptor can fold into (no grouped or depthwise convs)."""
+    return [m for m in layers_of(module, (nn.Conv2d, nn.Linear)) if getattr(m, "groups", 1) == 1]
+
+
 @dataclass(frozen=True)
 class BlockRef:
     """A residual block, by position: block `index` of stage `stage` in the original network.
@@ -53,11 +58,6 @@ def record_removed(model: nn.Module, blocks: Sequence[BlockRef]) -> None:
     rounds = list(getattr(model, REMOVED_ATTR, []))
     rounds.append([[r.stage, r.index, r.path] for r in sorted(blocks, key=lambda r: (r.stage, r.index))])
     object.__setattr__(model, REMOVED_ATTR, rounds)
-
-
-def removed_blocks(model: nn.Module) -> list[list[BlockRef]]:
-    """The drops that made `model` from its original architecture, in order (empty for an unpruned model)."""
-    return [[BlockRef(stage=s, index=i, path=p) for s, i, p in r] for r in getattr(model, REMOVED_ATTR, [])]
 
 
 class BackboneFamily(abc.ABC):

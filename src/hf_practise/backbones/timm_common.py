@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BackboneFamily
+from .base import BackboneFamily, layers_of
 
 #: pretrained_cfg entries that point at the original weights, not at the saved ones
 _SOURCE_KEYS = ("file", "source", "state_dict", "url", "hf_hub_id", "hf_hub_filename", "test_input_size")
@@ -112,3 +112,25 @@ class TimmFamily(BackboneFamily):
         config.get("model_args", {}).pop("num_classes", None)
         config_path.write_text(json.dumps(config, indent=2))
         return ["config.json", "model.safetensors"]
+
+
+class TimmDownsampledStagesFamily(TimmFamily):
+    """Base of the timm families whose `model.stages[i]` hold `blocks` and open with their own `downsample`
+    (ConvNeXt, MetaFormer): every block keeps its input's shape; the stream entering a stage is written by its
+    downsampling conv (the stem's for the first stage) and read, after the last block, by the next stage's."""
+
+    def stages(self, model: nn.Module) -> list[nn.Sequential]:
+        return [stage.blocks for stage in model.stages]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        convs = layers_of(getattr(model.stages[stage], "downsample", None), nn.Conv2d) or (
+            layers_of(model.stem, nn.Conv2d) if stage == 0 else []
+        )
+        return convs[-1:]
+
+    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        if stage + 1 < len(model.stages):
+            convs = layers_of(getattr(model.stages[stage + 1], "downsample", None), nn.Conv2d)
+            if convs:
+                return convs[:1]
+        return super().stage_exit_inputs(model, stage)

@@ -15,19 +15,14 @@ from typing import Any
 
 from torch import nn
 
-from .base import layers_of
+from .base import layers_of, ungrouped
 from .registry import register_family
-from .timm_common import TimmFamily
+from .timm_common import TimmDownsampledStagesFamily
 from .tiny import timm_teacher, timm_tiny
 
 
-def _ungrouped(module: nn.Module) -> list[nn.Module]:
-    """The conv/linear layers of `module` a channel-mixing adaptor can fold into (no grouped convs)."""
-    return [m for m in layers_of(module, (nn.Conv2d, nn.Linear)) if getattr(m, "groups", 1) == 1]
-
-
 @register_family
-class TimmConvNeXtFamily(TimmFamily):
+class TimmConvNeXtFamily(TimmDownsampledStagesFamily):
     name = "timm-convnext"
     tiny_models = {
         "convnext": timm_tiny("convnext_atto", dims=(8, 16, 16, 24), depths=(2, 2, 3, 2), ls_init_value=0.5),
@@ -56,33 +51,17 @@ class TimmConvNeXtFamily(TimmFamily):
             isinstance(b, ConvNeXtBlock) for stage in model.stages for b in stage.blocks
         )
 
-    # ---- structure -------------------------------------------------------------------------------------
-    def stages(self, model: nn.Module) -> list[nn.Sequential]:
-        return [stage.blocks for stage in model.stages]
-
+    # ---- structure (stages, entry and exit convs: TimmDownsampledStagesFamily) ------------------------------
     def is_droppable(self, block: nn.Module) -> bool:
         # a block with a projecting shortcut or a strided depthwise conv changes the shape (timm builds none
         # inside its stages, but a custom config could)
         return not layers_of(block.shortcut, nn.Conv2d) and block.conv_dw.stride in ((1, 1), 1)
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return [_ungrouped(block.mlp)[-1]]
+        return [ungrouped(block.mlp)[-1]]
 
     def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        return [_ungrouped(block.mlp)[0]]
-
-    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        convs = layers_of(model.stages[stage].downsample, nn.Conv2d) or (
-            layers_of(model.stem, nn.Conv2d) if stage == 0 else []
-        )
-        return convs[-1:]
-
-    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        if stage + 1 < len(model.stages):
-            convs = layers_of(model.stages[stage + 1].downsample, nn.Conv2d)
-            if convs:
-                return convs[:1]
-        return super().stage_exit_inputs(model, stage)
+        return [ungrouped(block.mlp)[0]]
 
     # ---- saving ------------------------------------------------------------------------------------------
     def block_args(self, model: nn.Module) -> dict[str, Any]:

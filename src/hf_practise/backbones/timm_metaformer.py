@@ -17,23 +17,14 @@ from typing import Any
 
 from torch import nn
 
-from .base import layers_of
+from .base import ungrouped
 from .registry import register_family
-from .timm_common import TimmFamily
+from .timm_common import TimmDownsampledStagesFamily
 from .tiny import timm_tiny
 
 
-def _mixing(module: nn.Module | None) -> list[nn.Module]:
-    return [m for m in layers_of(module, (nn.Conv2d, nn.Linear)) if getattr(m, "groups", 1) == 1]
-
-
-def _stem_or_downsample_conv(model: nn.Module, stage: int) -> list[nn.Module]:
-    down = getattr(model.stages[stage], "downsample", None)
-    return layers_of(down, nn.Conv2d)[-1:] or (layers_of(model.stem, nn.Conv2d)[-1:] if stage == 0 else [])
-
-
 @register_family
-class TimmMetaFormerFamily(TimmFamily):
+class TimmMetaFormerFamily(TimmDownsampledStagesFamily):
     name = "timm-metaformer"
     native_reload = False  # the entry points pass `depths` themselves
     finetune_optimizer = "adamw"  # LayerNorm / GroupNorm networks, like ConvNeXt
@@ -50,27 +41,14 @@ class TimmMetaFormerFamily(TimmFamily):
             isinstance(b, MetaFormerBlock) for stage in model.stages for b in stage.blocks
         )
 
-    def stages(self, model: nn.Module) -> list[nn.Sequential]:
-        return [stage.blocks for stage in model.stages]
-
     def is_droppable(self, block: nn.Module) -> bool:
         return True  # token mixer and MLP keep the shape; downsampling lives outside the blocks
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return _mixing(block.token_mixer)[-1:] + _mixing(block.mlp)[-1:]
+        return ungrouped(block.token_mixer)[-1:] + ungrouped(block.mlp)[-1:]
 
     def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        return _mixing(block.token_mixer)[:1] + _mixing(block.mlp)[:1]
-
-    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        return _stem_or_downsample_conv(model, stage)
-
-    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        if stage + 1 < len(model.stages):
-            convs = layers_of(getattr(model.stages[stage + 1], "downsample", None), nn.Conv2d)
-            if convs:
-                return convs[:1]
-        return super().stage_exit_inputs(model, stage)
+        return ungrouped(block.token_mixer)[:1] + ungrouped(block.mlp)[:1]
 
     def block_args(self, model: nn.Module) -> dict[str, Any]:
         return {}  # not used: saved in hf_practise's format (native_reload is False)
