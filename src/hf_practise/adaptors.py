@@ -72,6 +72,17 @@ class AdaptedLayer(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.layer.bias
 
+    def __getattr__(self, name: str):
+        # and its geometry (`stride`, `kernel_size`, `in_features`, ...): some models read it in their forward,
+        # e.g. transformers' TensorFlow-style padding of MobileNet convs
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            layer = self._modules.get("layer")
+            if layer is None or name.startswith("_"):
+                raise
+            return getattr(layer, name)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre is not None:
             x = self.pre(x)

@@ -149,6 +149,9 @@ def _load_transformers_dir(root: Path, *, trust_remote_code: bool, source: dict[
         ) from e
     what = f"`{public_name(source.get('name_or_path', root))}`"
     _safetensors_files(root, what)
+    config = _read_config(root, what)
+    if FORMAT_KEY in config:  # saved by hf_practise for a family transformers cannot rebuild
+        return _load_transformers_compressed(root, config, what=what, source=source, **kwargs)
     try:
         model, info = AutoModelForImageClassification.from_pretrained(
             str(root), use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs
@@ -163,6 +166,37 @@ def _load_transformers_dir(root: Path, *, trust_remote_code: bool, source: dict[
             "incomplete or belongs to another model."
         )
     source.update(library="transformers", model_type=model.config.model_type, config=model.config.to_dict())
+    return model, source
+
+
+def _load_transformers_compressed(root: Path, config: dict[str, Any], *, what: str, source: dict[str, Any], **kwargs):
+    """A transformers model in hf_practise's format: build the original architecture from its config, remove the
+    listed blocks, load `model.safetensors` strictly."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    entry = dict(config[FORMAT_KEY])
+    model_type = entry.get("model_type")
+    fields = {k: v for k, v in config.items() if k not in (FORMAT_KEY, "model_type")}
+    try:
+        model_config = AutoConfig.for_model(model_type, **fields, **kwargs)
+    except (ValueError, KeyError) as e:
+        raise ValueError(
+            f"{what}: hf_practise saved this `{model_type}` model, which this transformers does not know ({e}). "
+            "Upgrade transformers (`pip install -U transformers`)."
+        ) from e
+    model = AutoModelForImageClassification.from_config(model_config)
+    rebuild(model, entry, what)
+    weights = root / "model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"{what} has no model.safetensors, the file hf_practise keeps its weights in.")
+    check_state_dict(model, load_file(str(weights)), what)
+    source.update(
+        library="transformers",
+        model_type=model_type,
+        config=model.config.to_dict(),
+        removed_blocks=entry.get("removed_blocks", []),
+    )
     return model, source
 
 

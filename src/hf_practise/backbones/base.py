@@ -23,6 +23,31 @@ def layers_of(module: nn.Module | None, kinds: type | tuple[type, ...]) -> list[
     return [] if module is None else [m for m in module.modules() if isinstance(m, kinds)]
 
 
+@torch.no_grad()
+def folds_exactly(layer: nn.Module) -> bool:
+    """Whether an adaptor multiplied into `layer`'s weight is exact: its output must be linear in its weight.
+
+    A weight-standardised conv (BiT's `StdConv2d`, transformers' `WeightStandardizedConv2d`) renormalises its
+    filters in every forward, so a channel mix folded into them would not survive; no adaptor goes there. Checked
+    by running the layer with its weight doubled (bias zero): a layer linear in its weight doubles its output.
+    """
+    if not isinstance(layer, (nn.Conv2d, nn.Linear)) or type(layer).forward in (nn.Conv2d.forward, nn.Linear.forward):
+        return isinstance(layer, (nn.Conv2d, nn.Linear))
+    from torch.func import functional_call
+
+    w = layer.weight
+    g = torch.Generator(device=w.device).manual_seed(0)
+    if isinstance(layer, nn.Conv2d):
+        side = 2 * max(layer.kernel_size) * max(layer.dilation) + max(layer.stride)
+        x = torch.randn(1, layer.in_channels, side, side, generator=g, device=w.device, dtype=w.dtype)
+    else:
+        x = torch.randn(1, layer.in_features, generator=g, device=w.device, dtype=w.dtype)
+    params = {} if layer.bias is None else {"bias": torch.zeros_like(layer.bias)}
+    once = functional_call(layer, {**params, "weight": w}, (x,))
+    twice = functional_call(layer, {**params, "weight": 2 * w}, (x,))
+    return bool(torch.allclose(twice, 2 * once, rtol=1e-4, atol=1e-5 * float(once.abs().max()) + 1e-12))
+
+
 def ungrouped(module: nn.Module | None) -> list[nn.Module]:
     """The conv/linear layers of `module` a channel-mixing adaptor can fold into (no grouped or depthwise convs)."""
     return [m for m in layers_of(module, (nn.Conv2d, nn.Linear)) if getattr(m, "groups", 1) == 1]
@@ -177,8 +202,9 @@ class BackboneFamily(abc.ABC):
 
     def reloads_natively(self, model: nn.Module) -> bool:
         """Whether the family's own library rebuilds this (block-dropped) model from its saved config; when not,
-        it is saved in hf_practise's format and reloads with `hf_practise.load_compressed`."""
-        return self.native_reload
+        it is saved in hf_practise's format and reloads with `hf_practise.load_compressed`. A model with no
+        block removed is the library's own architecture and always reloads natively."""
+        return self.native_reload or not getattr(model, REMOVED_ATTR, None)
 
     def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True) -> str:
         """Python that loads a saved model (for model cards): the family's own library, or hf_practise's loader
@@ -229,13 +255,16 @@ class BackboneFamily(abc.ABC):
     def resolve(self, model: nn.Module, ref: BlockRef) -> nn.Module:
         return self.stages(model)[ref.stage][ref.index]
 
-    def adaptor_sites(self, model: nn.Module, dropped: Sequence[BlockRef]) -> list[AdaptorSite]:
+    def adaptor_sites(
+        self, model: nn.Module, dropped: Sequence[BlockRef], *, exact_only: bool = True
+    ) -> list[AdaptorSite]:
         """Where PRACTISE puts adaptors around the holes left by `dropped` (blocks of the unpruned `model`).
 
         For a hole in stage s: after the last layer of each branch that writes the stream before it (the
         stage's earlier kept blocks, their shortcut convs, and whatever writes the stage's input), and before
         the first layer of each branch that reads the stream after it (later kept blocks of the stage and
-        whatever reads the stage's output). Sites shared by several holes appear once.
+        whatever reads the stage's output). Sites shared by several holes appear once. With `exact_only`, layers
+        an adaptor cannot fold into exactly (`folds_exactly`) are left out.
         """
         stages = self.stages(model)
         names = {id(m): n for n, m in model.named_modules()}
@@ -246,7 +275,8 @@ class BackboneFamily(abc.ABC):
         inside_gone = {id(m) for r in dropped for m in stages[r.stage][r.index].modules()}
 
         def add(module: nn.Module, side: Literal["pre", "post"]) -> None:
-            if id(module) in inside_gone:
+            # no adaptor inside a dropped block, nor where it would not fold exactly (weight standardisation)
+            if id(module) in inside_gone or (exact_only and not folds_exactly(module)):
                 return
             key = names[id(module)]
             sites.setdefault((id(module), side), AdaptorSite(module=module, side=side, key=key))

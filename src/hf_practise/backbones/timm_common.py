@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BackboneFamily, layers_of
+from .base import REMOVED_ATTR, BackboneFamily, layers_of
 
 #: pretrained_cfg entries that point at the original weights, not at the saved ones
 _SOURCE_KEYS = ("file", "source", "state_dict", "url", "hf_hub_id", "hf_hub_filename", "test_input_size")
@@ -67,7 +67,7 @@ class TimmFamily(BackboneFamily):
         depth arguments themselves (BiT's `layers`, MetaFormer's `depths`) and clash with ours. Built on the meta
         device, so the check costs no memory or time."""
         if not self.native_reload:
-            return False
+            return not getattr(model, REMOVED_ATTR, None)
         import timm
         from timm.models._hub import get_model_args
 

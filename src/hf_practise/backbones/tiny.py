@@ -56,14 +56,18 @@ def fan_in_init(model: nn.Module, seed: int) -> nn.Module:
 
 
 def timm_tiny(arch: str, *, init: str = "fan_in", **kwargs) -> TinyBuilder:
-    """A builder of `timm.create_model(arch, **kwargs)` with 5 classes, randomly initialised (`fan_in` or `norms`)."""
+    """A builder of `timm.create_model(arch, **kwargs)` with 5 classes, randomly initialised: `fan_in`, `norms`
+    (timm's init, BatchNorm away from the identity) or `calibrate` (fan-in, BatchNorm calibrated: `calibrate_norms`)."""
 
     def build(seed: int = 0) -> nn.Module:
         import timm
 
         torch.manual_seed(seed)
         model = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
-        return randomise_norms(model, seed) if init == "norms" else fan_in_init(model, seed)
+        if init == "norms":
+            return randomise_norms(model, seed)
+        model = fan_in_init(model, seed)
+        return calibrate_norms(model, seed) if init == "calibrate" else model
 
     return build
 
@@ -91,14 +95,33 @@ def transformers_teacher(description: str, model_class: str, config_class: str, 
     return description, build
 
 
-def transformers_tiny(model_class: str, config_class: str, **kwargs) -> TinyBuilder:
-    """A builder of a transformers `model_class(config_class(**kwargs))` with 5 labels, fan-in initialised."""
+@torch.no_grad()
+def calibrate_norms(model: nn.Module, seed: int) -> nn.Module:
+    """BatchNorm affine weights near 1 and running statistics measured on random 32x32 images, so that a deep
+    tiny random network (SiLU and squeeze-excite shrink activations at every block) still depends on its input."""
+    randomise_norms(model, seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the calibration batch
+    model.train()
+    model(torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(seed)))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()
+
+
+def transformers_tiny(model_class: str, config_class: str, *, norms: bool = False, **kwargs) -> TinyBuilder:
+    """A builder of a transformers `model_class(config_class(**kwargs))` with 5 labels, fan-in initialised (with
+    `norms`, BatchNorm calibrated on random images: see `calibrate_norms`)."""
 
     def build(seed: int = 0) -> nn.Module:
         import transformers
 
         torch.manual_seed(seed)
         config = getattr(transformers, config_class)(num_labels=NUM_CLASSES, **kwargs)
-        return fan_in_init(getattr(transformers, model_class)(config), seed)
+        model = fan_in_init(getattr(transformers, model_class)(config), seed)
+        return calibrate_norms(model, seed) if norms else model
 
     return build

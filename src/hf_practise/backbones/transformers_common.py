@@ -129,6 +129,30 @@ class TransformersFamily(BackboneFamily):
         return new
 
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
+        if not self.reloads_natively(model):
+            self._save_compressed(model, save_dir)
+        else:
+            self._save_native(model, save_dir)
+        proc = self._processor_file(model)
+        if proc is not None:
+            shutil.copyfile(proc, save_dir / PREPROCESSOR)
+        return sorted(p.name for p in save_dir.iterdir())
+
+    def _save_compressed(self, model: nn.Module, save_dir: Path) -> None:
+        """hf_practise's format: the original config, whose `model_type` moves into the `hf_practise` entry (so
+        plain transformers refuses the folder: "does not recognize this architecture" instead of building the
+        original network with random weights where blocks are missing), and the weights as they are."""
+        from safetensors.torch import save_model
+
+        from ..compressed import FORMAT_KEY, format_entry
+
+        config = model.config.to_dict()
+        config[FORMAT_KEY] = {**format_entry(model, self.name), "model_type": config["model_type"]}
+        config["model_type"] = FORMAT_KEY
+        (save_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_model(model, str(save_dir / "model.safetensors"), metadata={"format": "pt"})
+
+    def _save_native(self, model: nn.Module, save_dir: Path) -> None:
         new, old = self.pruned_config(model), model.config
         # every submodule holding the config shares the one object: swap it for the save, then put it back
         holders = [m for m in model.modules() if getattr(m, "config", None) is old]
@@ -139,10 +163,6 @@ class TransformersFamily(BackboneFamily):
         finally:
             for m in holders:
                 m.config = old
-        proc = self._processor_file(model)
-        if proc is not None:
-            shutil.copyfile(proc, save_dir / PREPROCESSOR)
-        return sorted(p.name for p in save_dir.iterdir())
 
     def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True) -> str:
         if not native:

@@ -1,0 +1,193 @@
+"""Train one of the families' benchmark teachers on Fashion-MNIST and commit-ready save it.
+
+    python benchmarks/train_teacher.py timm-mobilenetv2 --epochs 20 --lr 0.05 --weight-decay 4e-5
+    python benchmarks/train_teacher.py timm-regnetx --epochs 15
+
+The teacher is a recipe of its family (`teacher_recipes`, the names `benchmarks/families.py` lists). Recipe of
+the shared resnet34 teacher: SGD with Nesterov momentum, one-cycle learning rate, label smoothing 0.1, batch 128,
+a random 32x32 crop of the 2-pixel-padded image and a horizontal flip; weight decay only on conv and linear
+weights (a depthwise conv under weight decay loses its filters, which is what stopped a MobileNetV2 at 84.7%).
+
+Writes `benchmarks/teachers/NAME/` (a native checkpoint of its library, plus `teacher_metrics.json` with the
+test top-1, the command and the machine), atomically, once training is complete. Each epoch ends with a
+checkpoint under `benchmarks/cache/teachers/NAME/`, so an interrupted run resumes where it stopped; the data
+order is a function of (seed, epoch), so the resumed run trains exactly what the uninterrupted one would.
+Needs Debian's `dataset-fashion-mnist`; says `skipped` without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fmnist  # noqa: E402
+from families import RECIPES, build, save_native  # noqa: E402
+
+from hf_practise import get_family  # noqa: E402
+from hf_practise.checkpoint import load_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
+from hf_practise.files import atomic_write_text, save_directory_atomically  # noqa: E402
+from hf_practise.mimic import evaluate_top1  # noqa: E402
+from hf_practise.provenance import machine, recorded_command  # noqa: E402
+from hf_practise.training import as_logits  # noqa: E402
+
+logger = logging.getLogger("train_teacher")
+TEACHERS = HERE / "teachers"
+BLACK = (0.0 - fmnist.MEAN) / fmnist.STD  # a black pixel after normalisation: what the 2-pixel border holds
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A random 32x32 crop of each image padded by 2 black pixels, and a horizontal flip of half of them."""
+    n = len(x)
+    padded = nn.functional.pad(x, (2, 2, 2, 2), value=BLACK)
+    dy, dx = torch.randint(0, 5, (2, n), generator=g)
+    rows = (dy[:, None] + torch.arange(32))[:, None, :, None].expand(n, 3, 32, 36)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(32))[:, None, None, :].expand(n, 3, 32, 32)
+    out = out.gather(3, cols)
+    flip = torch.rand(n, generator=g) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on the weights of convs and linear layers only (not on norms, biases or tokens)."""
+    decay, rest = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
+            (decay if is_weight else rest).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(RECIPES), help="the teacher recipe (a family's `teacher_recipes` entry)")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", default=str(TEACHERS), help="teachers are written to OUT/NAME")
+    p.add_argument("--cache", default=str(HERE / "cache" / "teachers"), help="per-epoch checkpoints (resume)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not fmnist.available():
+        print(f"skipped: needs Fashion-MNIST under {fmnist.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = recorded_command(
+        "python benchmarks/train_teacher.py", p, args, secrets=("threads",), paths=("out", "cache")
+    ).replace("train_teacher.py", f"train_teacher.py {args.name}", 1)
+    target = Path(args.out) / args.name
+    ckpt_dir = Path(args.cache) / args.name
+    train, test = fmnist.load("train"), fmnist.load("test")
+
+    torch.manual_seed(args.seed)
+    model, description = build(args.name)
+    family = get_family(model)
+    opt = torch.optim.SGD(parameter_groups(model, args.weight_decay), lr=args.lr, momentum=0.9, nesterov=True)
+    steps_per_epoch = len(train) // args.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.25
+    )
+    start_epoch, history, seconds = 0, [], 0.0
+    saved = load_checkpoint(ckpt_dir)
+    if saved is not None:
+        if saved["command"] != command:
+            raise SystemExit(
+                f"{ckpt_dir} holds a run of another command ({saved['command']}); delete it to start over."
+            )
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        set_rng_state(*saved["rng"])
+        start_epoch, history, seconds = saved["step"], saved["history"], saved["seconds"]
+        logger.info("resuming %s after epoch %d", args.name, start_epoch)
+
+    images, labels = train.tensors
+    for epoch in range(start_epoch, args.epochs):
+        began = time.perf_counter()
+        g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        order = torch.randperm(len(images), generator=g)
+        model.train()
+        running = 0.0
+        for i in range(steps_per_epoch):
+            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+            x = augment(images[idx], g)
+            loss = nn.functional.cross_entropy(as_logits(model(x)), labels[idx], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+        model.eval()
+        top1 = evaluate_top1(model, test, batch_size=256, desc=f"eval {args.name}")
+        seconds += time.perf_counter() - began
+        history.append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "test_top1": top1})
+        logger.info(
+            "%s epoch %d/%d: loss %.3f, test top-1 %.2f%%",
+            args.name,
+            epoch + 1,
+            args.epochs,
+            running / steps_per_epoch,
+            100 * top1,
+        )
+        save_checkpoint(
+            ckpt_dir,
+            step=epoch + 1,
+            model_state=model.state_dict(),
+            optimizer_state=opt.state_dict(),
+            extra={"command": command, "scheduler": sched.state_dict(), "history": history, "seconds": seconds},
+        )
+
+    metrics = {
+        "recipe": args.name,
+        "family": family.name,
+        "model": description,
+        "test_top1": history[-1]["test_top1"],
+        "epochs": args.epochs,
+        "train_steps": args.epochs * steps_per_epoch,
+        "train_seconds": round(seconds, 1),
+        "seed": args.seed,
+        "recipe_details": "SGD nesterov momentum 0.9, one-cycle (25% warm-up), label smoothing 0.1, batch "
+        f"{args.batch_size}, random crop of the 2-px-padded image + horizontal flip, weight decay "
+        f"{args.weight_decay:g} on conv/linear weights only, peak lr {args.lr:g}",
+        "history": history,
+        "command": command,
+        "machine": machine(),
+    }
+
+    def write(tmp: Path) -> None:
+        architecture = model.pretrained_cfg.get("architecture") if family.library_name == "timm" else None
+        save_native(model, tmp, architecture)
+        if family.library_name == "timm":  # the data this teacher expects, for timm's own transforms
+            config = json.loads((tmp / "config.json").read_text())
+            config["pretrained_cfg"].update(
+                input_size=[3, 32, 32], crop_pct=1.0, mean=[fmnist.MEAN] * 3, std=[fmnist.STD] * 3, num_classes=10
+            )
+            (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        atomic_write_text(tmp / "teacher_metrics.json", json.dumps(metrics, indent=1) + "\n")
+
+    save_directory_atomically(target, write, overwrite=True)
+    print(
+        f"{args.name}: test top-1 {100 * metrics['test_top1']:.2f}% after {args.epochs} epochs "
+        f"({seconds / 60:.1f} min) -> {target}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
