@@ -2,11 +2,12 @@
 RegNetZ, BoTNet/HaloNet/LambdaNet, ResNet-CLIP, ...).
 
 Stages are the Sequentials of `model.stages`. A basic, bottleneck, dark, edge or self-attention block whose
-shortcut is the identity is a candidate; a block without a shortcut, one that downsamples, and blocks of other
-kinds (RepVGG, MobileOne, MobileViT) stay. A block reads the stream through its first conv (`conv1_1x1` or
-`conv1_kxk`) and writes it through its last (`conv3_1x1`, `conv2_kxk`, `conv2_1x1`), each only when
-ungrouped (a channel mix does not fold into a grouped conv); a stage's first block also writes and reads it
-through its shortcut conv. The stem's last conv writes the stream entering the first stage, `final_conv` reads
+shortcut is the identity is a candidate, and so is a RepVGG or MobileOne block (training form) with its
+BatchNorm identity branch; a block without a shortcut, one that downsamples, and blocks of other kinds
+(MobileViT) stay. A block reads the stream through its first conv (`conv1_1x1` or `conv1_kxk`) and writes it
+through its last (`conv3_1x1`, `conv2_kxk`, `conv2_1x1`), each only when ungrouped (a channel mix does not
+fold into a grouped conv); the parallel convs of a RepVGG / MobileOne block both read and write it; a stage's
+first block also writes and reads it through its shortcut conv. The stem's last conv writes the stream entering the first stage, `final_conv` reads
 the one leaving the last.
 
 ByobNet is built from a `ByoModelCfg` dataclass that `config.json` cannot carry, so a block-dropped model is
@@ -40,8 +41,18 @@ def _known(block: nn.Module) -> bool:
     return type(block).__name__ in _ENDS and isinstance(block, getattr(byobnet, type(block).__name__))
 
 
+def _reparam(block: nn.Module) -> bool:
+    """A RepVGG / MobileOne block in training form: parallel conv branches plus a BatchNorm identity branch."""
+    from timm.models.byobnet import MobileOneBlock, RepVggBlock
+
+    return isinstance(block, (RepVggBlock, MobileOneBlock)) and block.reparam_conv is None
+
+
 def _conv(block: nn.Module, end: int) -> list[nn.Module]:
-    """The block's stream-reading (end 0) or stream-writing (end 1) conv, when a channel mix folds into it."""
+    """The block's stream-reading (end 0) or stream-writing (end 1) convs, when a channel mix folds into them."""
+    if _reparam(block):  # every parallel branch both reads and writes the stream
+        attn = {id(m) for m in block.attn.modules()}
+        return [c for c in layers_of(block, nn.Conv2d) if c.groups == 1 and id(c) not in attn]
     if not _known(block):
         return []
     convs = layers_of(getattr(block, _ENDS[type(block).__name__][end]), nn.Conv2d)[:1]
@@ -61,6 +72,7 @@ class TimmByobNetFamily(TimmFamily):
         "gernet-basic-bottle": timm_tiny("gernet_s", width_factor=0.25),
         "resnext-ts-grouped": timm_tiny("resnext26ts", init="calibrate", width_factor=0.5),
         "seresnet-ts-attn": timm_tiny("seresnet33ts", init="calibrate", width_factor=0.25),
+        "repvgg": timm_tiny("repvgg_a0", init="calibrate", width_factor=0.25),  # MobileOne: same code path
     }
 
     @classmethod
@@ -75,6 +87,8 @@ class TimmByobNetFamily(TimmFamily):
         return list(model.stages)
 
     def is_droppable(self, block: nn.Module) -> bool:
+        if _reparam(block):
+            return block.identity is not None  # stride 1, same width: the identity branch exists
         return _known(block) and isinstance(block.shortcut, nn.Identity)
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:

@@ -77,7 +77,7 @@ class TransformersFamily(BackboneFamily):
     #: the `*ForImageClassification` class this family handles, and the name of its base-model attribute
     model_class_name: str = ""
     base_attr: str = ""
-    #: config field(s) holding the blocks per stage
+    #: config field holding the blocks per stage (dotted for a nested config: "vision_config.num_hidden_layers")
     depth_field: str = "depths"
 
     @classmethod
@@ -121,7 +121,11 @@ class TransformersFamily(BackboneFamily):
         d = cfg.to_dict()
         for key in _STALE:
             d.pop(key, None)
-        d[self.depth_field] = self.depth_value(model)
+        *path, field = self.depth_field.split(".")  # e.g. "vision_config.num_hidden_layers" for CLIP
+        target = d
+        for key in path:
+            target = target[key]
+        target[field] = self.depth_value(model)
         new = type(cfg).from_dict(d)
         attn = getattr(cfg, "_attn_implementation", None)
         if attn is not None:

@@ -36,6 +36,7 @@ class TransformersMobileNetV2Family(TransformersFamily):
             depth_multiplier=0.35,
             finegrained_output=False,
             image_size=32,
+            norms=True,
         ),
     }
 

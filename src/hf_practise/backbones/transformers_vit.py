@@ -1,12 +1,15 @@
-"""transformers ViTs (`ViTForImageClassification`).
+"""transformers ViTs (`ViTForImageClassification`), and the base of every ViT-like transformers family.
 
-One stack of pre-norm layers, each with an attention branch (`q/k/v_proj` read the stream, `o_proj` writes
-it) and an MLP (`fc1` reads, `fc2` writes); the patch embedding's conv writes the stream before the first
-layer. All layers but one are droppable: the head reads the [CLS] token, which needs a layer to see the image.
+One stack of pre-norm layers, each with an attention branch (`q/k/v` read the stream, the output projection
+writes it) and an MLP (`fc1` reads, `fc2` writes); the patch embedding's conv writes the stream before the
+first layer. All layers but one are droppable: a head that reads the [CLS] token needs a layer to see the
+image. The config's `num_hidden_layers` rebuilds a shallower model, so plain transformers reloads the result.
+A ViT-like family names its layer class, where the base model sits and how its head reads the features.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
@@ -18,15 +21,64 @@ from .tiny import transformers_teacher, transformers_tiny
 from .transformers_common import TransformersFamily, layer_stacks
 
 
+def vit_branches(block: nn.Module) -> list[list[nn.Linear]]:
+    """The linear layers of each residual branch of a transformer layer, in forward order: one list per child
+    that holds linears (attention; MLP), with an MLP split over two children (`intermediate`, `output`, one
+    linear each) joined back into one branch."""
+    groups = [layers_of(c, nn.Linear) for c in block.children()]
+    groups = [g for g in groups if g]
+    out: list[list[nn.Linear]] = []
+    for g in groups:
+        if out and len(g) == 1 and len(out[-1]) == 1:
+            out[-1] = out[-1] + g
+        else:
+            out.append(g)
+    return out
+
+
+class TransformersViTLikeFamily(TransformersFamily):
+    """Base of the ViT-like families: one stack of `layer_class` layers under the base model, all droppable
+    but one."""
+
+    finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
+    min_blocks_per_stage = 1  # with no layer left, a [CLS] token never sees the image
+    depth_field = "num_hidden_layers"
+    #: the layer's class name, in the model's own modeling module
+    layer_class: str = ""
+
+    def _layer_type(self, model: nn.Module) -> type:
+        return getattr(importlib.import_module(type(model).__module__), self.layer_class)
+
+    def stages(self, model: nn.Module) -> list[nn.Module]:
+        return layer_stacks(getattr(model, self.base_attr), self._layer_type(model))[:1]
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return True
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return [linears[-1] for linears in vit_branches(block)]
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return [lin for linears in vit_branches(block) for lin in linears[:-1]]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        return layers_of(getattr(model, self.base_attr).embeddings, nn.Conv2d)[-1:]
+
+    def depth_value(self, model: nn.Module) -> Any:
+        return len(self.stages(model)[0])
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.classifier(features[:, 0, :])  # the [CLS] token
+
+
 @register_family
-class TransformersViTFamily(TransformersFamily):
-    """`ViTForImageClassification`: one stack of pre-norm layers, all droppable; the head reads the [CLS] token."""
+class TransformersViTFamily(TransformersViTLikeFamily):
+    """`ViTForImageClassification`: the head reads the [CLS] token."""
 
     name = "transformers-vit"
-    finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
-    min_blocks_per_stage = 1  # with no layer left, the [CLS] token never sees the image
     model_class_name = "ViTForImageClassification"
     base_attr = "vit"
+    layer_class = "ViTLayer"
     tiny_models = {
         "vit": transformers_tiny(
             "ViTForImageClassification",
@@ -52,33 +104,3 @@ class TransformersViTFamily(TransformersFamily):
             patch_size=4,
         ),
     }
-    depth_field = "num_hidden_layers"
-
-    def stages(self, model: nn.Module) -> list[nn.Module]:
-        from transformers.models.vit.modeling_vit import ViTLayer
-
-        return layer_stacks(model.vit, ViTLayer)[:1]  # never empty: the family keeps a layer
-
-    def is_droppable(self, block: nn.Module) -> bool:
-        return True
-
-    def _branches(self, block: nn.Module) -> list[list[nn.Linear]]:
-        # attention: q/k/v read the stream, the output projection writes it; MLP: fc1 reads, fc2 writes
-        # (transformers 4 split these over `attention`, `intermediate` and `output`; 5 has `attention` + `mlp`)
-        children = [c for c in block.children() if layers_of(c, (nn.Linear,))]
-        return [layers_of(c, (nn.Linear,)) for c in children]
-
-    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return [linears[-1] for linears in self._branches(block)]
-
-    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        return [lin for linears in self._branches(block) for lin in linears[:-1]]
-
-    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
-        return layers_of(model.vit.embeddings, (nn.Conv2d,))[-1:]
-
-    def depth_value(self, model: nn.Module) -> Any:
-        return len(self.stages(model)[0])
-
-    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        return model.classifier(features[:, 0, :])

@@ -1,0 +1,73 @@
+"""transformers BEiT and data2vec-vision (`BeitForImageClassification`, `Data2VecVisionForImageClassification`).
+
+ViTs with layer scales and relative position biases (see `transformers_vit`): a per-layer bias table goes with
+its layer, a shared one stays with the encoder. The head is the base model's pooler (mean of the patch tokens,
+normalised, or the [CLS] token) and the classifier.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import register_family
+from .tiny import transformers_tiny
+from .transformers_vit import TransformersViTLikeFamily
+
+
+@register_family
+class TransformersBeitFamily(TransformersViTLikeFamily):
+    name = "transformers-beit"
+    model_class_name = "BeitForImageClassification"
+    base_attr = "beit"
+    layer_class = "BeitLayer"
+    tiny_models = {
+        "beit-relpos-meanpool": transformers_tiny(
+            "BeitForImageClassification",
+            "BeitConfig",
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            use_relative_position_bias=True,
+            use_mean_pooling=True,
+        ),
+        "beit-shared-relpos-cls": transformers_tiny(
+            "BeitForImageClassification",
+            "BeitConfig",
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            use_shared_relative_position_bias=True,
+            use_mean_pooling=False,
+        ),
+    }
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.classifier(getattr(model, self.base_attr).pooler(features))
+
+
+@register_family
+class TransformersData2VecVisionFamily(TransformersBeitFamily):
+    name = "transformers-data2vec-vision"
+    model_class_name = "Data2VecVisionForImageClassification"
+    base_attr = "data2vec_vision"
+    layer_class = "Data2VecVisionLayer"
+    tiny_models = {
+        "data2vec-vision": transformers_tiny(
+            "Data2VecVisionForImageClassification",
+            "Data2VecVisionConfig",
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            use_relative_position_bias=True,
+        )
+    }

@@ -1,0 +1,86 @@
+"""The image classifiers of CLIP, MetaCLIP 2 and SigLIP (`CLIPForImageClassification`, ...).
+
+The vision tower is a ViT (see `transformers_vit`) at `vision_model`, its depth in
+`vision_config.num_hidden_layers`. CLIP and MetaCLIP 2 classify the mean of the patch tokens (the [CLS] token
+left out), SigLIP the mean of all tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import register_family
+from .tiny import transformers_tiny
+from .transformers_vit import TransformersViTLikeFamily
+
+
+@register_family
+class TransformersCLIPFamily(TransformersViTLikeFamily):
+    name = "transformers-clip"
+    model_class_name = "CLIPForImageClassification"
+    base_attr = "vision_model"
+    layer_class = "CLIPEncoderLayer"
+    depth_field = "vision_config.num_hidden_layers"
+    tiny_models = {
+        "clip": transformers_tiny(
+            "CLIPForImageClassification",
+            "CLIPConfig",
+            vision_config=dict(
+                hidden_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=32,
+                patch_size=8,
+            ),
+        )
+    }
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.classifier(features[:, 1:, :].mean(dim=1))
+
+
+@register_family
+class TransformersMetaClip2Family(TransformersCLIPFamily):
+    name = "transformers-metaclip2"
+    model_class_name = "MetaClip2ForImageClassification"
+    layer_class = "MetaClip2EncoderLayer"
+    tiny_models = {
+        "metaclip2": transformers_tiny(
+            "MetaClip2ForImageClassification",
+            "MetaClip2Config",
+            vision_config=dict(
+                hidden_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=32,
+                patch_size=8,
+            ),
+        )
+    }
+
+
+@register_family
+class TransformersSiglipFamily(TransformersCLIPFamily):
+    name = "transformers-siglip"
+    model_class_name = "SiglipForImageClassification"
+    layer_class = "SiglipEncoderLayer"
+    tiny_models = {
+        "siglip": transformers_tiny(
+            "SiglipForImageClassification",
+            "SiglipConfig",
+            vision_config=dict(
+                hidden_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=32,
+                patch_size=8,
+            ),
+        )
+    }
+
+    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+        return model.classifier(features.mean(dim=1))
