@@ -92,8 +92,16 @@ def test_identity_adaptors_then_exact_fold(model_id, x):
             with torch.no_grad():
                 torch.testing.assert_close(logits(adapted, x), logits(plain, x), rtol=0, atol=0)
             continue
+        called = set()
+        hooks = [w.register_forward_hook(lambda m, i, o: called.add(id(m))) for w in adapted_layers(adapted)]
         with torch.no_grad():
             torch.testing.assert_close(logits(adapted, x), logits(plain, x), rtol=0, atol=0)
+            # every adapted layer runs as a module (a model that reads only its `.weight` would skip the adaptor)
+            assert called == {id(w) for w in adapted_layers(adapted)}, [
+                w.key for w in adapted_layers(adapted) if id(w) not in called
+            ]
+            for h in hooks:
+                h.remove()
             g = torch.Generator().manual_seed(2)
             for wrapper in adapted_layers(adapted):
                 for a in wrapper.adaptors().values():

@@ -31,6 +31,13 @@ def _is_block(block: nn.Module) -> bool:
     )
 
 
+def _output(branch: nn.Module, name: str) -> nn.Linear:
+    """The linear that writes a branch's result to the stream: `proj` / `fc2` where the branch has it (CaiT
+    registers its talking-heads linears after `proj`), else its last linear."""
+    layer = getattr(branch, name, None)
+    return layer if isinstance(layer, nn.Linear) else layers_of(branch, nn.Linear)[-1]
+
+
 @register_family
 class TimmViTFamily(TimmFamily):
     name = "timm-vit"
@@ -62,7 +69,7 @@ class TimmViTFamily(TimmFamily):
             from timm.models.vision_transformer import VisionTransformer
         except ImportError:
             return False
-        # DeiT's distilled model returns two heads' worth of features: not handled yet, so said plainly
+        # DeiT's distilled model has its own family (timm_deit), for its second head
         return (
             isinstance(model, VisionTransformer)
             and not isinstance(model, VisionTransformerDistilled)
@@ -77,12 +84,23 @@ class TimmViTFamily(TimmFamily):
         return True  # x + attn(x), then + mlp(x): the token shape never changes
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return [layers_of(block.attn, nn.Linear)[-1], layers_of(block.mlp, nn.Linear)[-1]]
+        return [_output(block.attn, "proj"), _output(block.mlp, "fc2")]
 
     def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        # every linear of a branch but its output projection reads the (normalised) stream: qkv, or q/k/v; fc1,
-        # or the two halves of a gated MLP
-        return layers_of(block.attn, nn.Linear)[:-1] + layers_of(block.mlp, nn.Linear)[:-1]
+        # the linears of a branch that read the (normalised) stream: qkv, or q/k/v; fc1, or the two halves of a
+        # gated MLP (not, e.g., CaiT's talking-heads mixes, which act across heads)
+        out = []
+        for branch, name in ((block.attn, "proj"), (block.mlp, "fc2")):
+            last = _output(branch, name)
+            # BEiT / EVA attention with separate q/v biases calls `F.linear(x, qkv.weight, bias)`: the qkv module
+            # itself never runs, so an adaptor around it would be skipped in the forward and still folded after
+            skip = getattr(branch, "qkv", None) if getattr(branch, "q_bias", None) is not None else None
+            out += [
+                m
+                for m in layers_of(branch, nn.Linear)
+                if m is not last and m is not skip and m.in_features == last.out_features
+            ]
+        return out
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         proj = getattr(getattr(model, "patch_embed", None), "proj", None)

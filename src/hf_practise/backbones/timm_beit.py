@@ -1,0 +1,31 @@
+"""timm BEiT (`Beit`: BEiT, BEiT v2): ViT blocks with layer scales and relative position biases (see
+`timm_vit`). A block's own bias table goes with it when it is dropped; a shared one stays with the model. Plain
+timm reloads the result with `model_args={"depth": n}`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import register_family
+from .timm_vit import TimmViTFamily, _is_block
+from .tiny import timm_tiny
+
+
+@register_family
+class TimmBeitFamily(TimmViTFamily):
+    name = "timm-beit"
+    tiny_models = {
+        "beit": timm_tiny(
+            "beit_base_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2, init_values=0.5
+        ),
+    }
+    teacher_recipes = {}
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from timm.models.beit import Beit
+        except ImportError:
+            return False
+        return isinstance(model, Beit) and all(_is_block(b) for b in model.blocks)

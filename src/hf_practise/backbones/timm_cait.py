@@ -1,0 +1,30 @@
+"""timm CaiT (`Cait`): layer-scaled ViT blocks with talking-heads attention, then class-attention blocks (see
+`timm_vit`). The self-attention blocks are the candidates; the class-attention blocks read the [CLS] token and
+stay. A branch reads the stream through `qkv` / `fc1` and writes it through `proj` / `fc2` (the talking-heads
+linears mix heads, not channels). Plain timm reloads the result with `model_args={"depth": n}`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import register_family
+from .timm_vit import TimmViTFamily, _is_block
+from .tiny import timm_tiny
+
+
+@register_family
+class TimmCaitFamily(TimmViTFamily):
+    name = "timm-cait"
+    tiny_models = {
+        "cait": timm_tiny("cait_xxs24_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2),
+    }
+    teacher_recipes = {}
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from timm.models.cait import Cait
+        except ImportError:
+            return False
+        return isinstance(model, Cait) and all(_is_block(b) for b in model.blocks)

@@ -1,0 +1,34 @@
+"""timm DeiT with distillation (`VisionTransformerDistilled`): a ViT (see `timm_vit`) with a distillation token
+and a second head; in eval the two heads' logits are averaged. Both heads stay frozen during the mimic
+finetune. Plain timm reloads the result with `model_args={"depth": n}`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import register_family
+from .timm_vit import TimmViTFamily, _is_block
+from .tiny import timm_tiny
+
+
+@register_family
+class TimmDeiTDistilledFamily(TimmViTFamily):
+    name = "timm-deit-distilled"
+    tiny_models = {
+        "deit-distilled": timm_tiny(
+            "deit_tiny_distilled_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2
+        ),
+    }
+    teacher_recipes = {}
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from timm.models.deit import VisionTransformerDistilled
+        except ImportError:
+            return False
+        return isinstance(model, VisionTransformerDistilled) and all(_is_block(b) for b in model.blocks)
+
+    def classifier(self, model: nn.Module) -> nn.Module:
+        return nn.ModuleList([model.head, model.head_dist])

@@ -1,0 +1,41 @@
+"""timm EVA models (`Eva`: EVA-02, EVA-CLIP, and the ViTs timm builds on the same class: PE, Meta's DINOv3 ViTs,
+...): ViT blocks with rotary position embeddings, SwiGLU MLPs and optional post-norm (see `timm_vit`). The
+rotary embedding is computed once and handed to every block, so a drop leaves it as it was; plain timm reloads
+the result with `model_args={"depth": n}`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import register_family
+from .timm_vit import TimmViTFamily, _is_block
+from .tiny import timm_tiny
+
+
+@register_family
+class TimmEvaFamily(TimmViTFamily):
+    name = "timm-eva"
+    tiny_models = {
+        "eva02-rope-swiglu": timm_tiny(
+            "eva02_tiny_patch14_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2
+        ),
+        "eva-clip-postnorm": timm_tiny(
+            "eva02_tiny_patch14_224",
+            img_size=32,
+            patch_size=8,
+            depth=3,
+            embed_dim=32,
+            num_heads=2,
+            use_post_norm=True,
+        ),
+    }
+    teacher_recipes = {}
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from timm.models.eva import Eva
+        except ImportError:
+            return False
+        return isinstance(model, Eva) and all(_is_block(b) for b in model.blocks)
