@@ -55,7 +55,7 @@ QUICK_MODULES = ("resnet", "efficientnet", "regnet")
 def family_for(model: torch.nn.Module, allowed: set[str] | None):
     for family in registered_families():
         if (allowed is None or family.name in allowed) and family.matches(model):
-            return family()
+            return family.for_model(model)
     return None
 
 

@@ -1,4 +1,5 @@
-"""timm ViT and ConvNeXt specifics: where the adaptors go, the input size, compress end to end.
+"""Family specifics: where the adaptors go (ViT, ConvNeXt), the input size, compress end to end, DeiT's two heads,
+Swin's shift-parity units.
 
 The invariants every family shares (exact folding, shapes, native reload) are in test_family_invariants.py.
 """
@@ -114,12 +115,42 @@ def test_an_entry_point_that_fixes_its_depth_is_saved_for_the_loader():
     assert not family.reloads_natively(bit) and family.reloads_natively(plain)
 
 
-def test_a_distilled_deit_is_refused_with_the_supported_list_not_a_crash():
+def test_a_distilled_deit_keeps_both_heads_frozen():
+    model = tiny_model("timm-deit-distilled/deit-distilled")
+    family = get_family(model)
+    assert family.name == "timm-deit-distilled"
+    heads = {id(p) for p in family.classifier(model).parameters()}
+    assert heads == {id(p) for m in (model.head, model.head_dist) for p in m.parameters()}
+
+
+def test_swin_drops_units_that_keep_the_window_shift_parity_and_reloads_natively(tmp_path):
+    """A Swin block shifts its windows by its index parity, and timm rebuilds that from the depths alone: the
+    candidates are (regular, shifted) pairs and trailing blocks, so every kept block keeps its shift."""
     import timm
 
-    from hf_practise import get_family
+    from hf_practise.files import save_directory_atomically
+    from hf_practise.recoverability import build_pruned
 
-    with torch.device("meta"):
-        model = timm.create_model("deit_tiny_distilled_patch16_224")
-    with pytest.raises(ValueError, match="No backbone adapter for `VisionTransformerDistilled`; supported:"):
-        get_family(model)
+    model = tiny_model("timm-swin/swin")  # depths 2-3-2-1
+    family = get_family(model)
+    refs = {r.path: r for r in family.candidates(model)}
+    assert set(refs) == {
+        "layers.0.blocks.0+1",
+        "layers.1.blocks.0+1",
+        "layers.1.blocks.2",
+        "layers.2.blocks.0+1",
+        "layers.3.blocks.0",
+    }
+    pruned = build_pruned(model, family, [refs["layers.1.blocks.0+1"]], adaptors=False).eval()
+    depths = family.architecture_summary(pruned)["depths"]
+    assert depths == [2, 1, 2, 1]
+    kwargs = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=depths, num_heads=(1, 2, 2, 4))
+    rebuilt = timm.create_model("swin_tiny_patch4_window7_224", num_classes=5, **kwargs)
+    shifts = [b.shift_size for stage in pruned.layers for b in stage.blocks]
+    assert shifts == [b.shift_size for stage in rebuilt.layers for b in stage.blocks]
+    folder = save_directory_atomically(tmp_path / "swin", lambda d: family.save_pretrained(pruned, d, source_config={}))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = pruned(x)
+    assert family.reloads_natively(pruned)
+    torch.testing.assert_close(reload_natively("timm", folder, x), expected, rtol=0, atol=0)

@@ -14,7 +14,7 @@ import torch
 from hf_practise import get_family
 from hf_practise.adaptors import adapted_layers, fold_adaptors
 from hf_practise.backbones import registered_families
-from hf_practise.backbones.base import folds_exactly
+from hf_practise.backbones.base import BlockGroup, folds_exactly
 from hf_practise.files import save_directory_atomically
 from hf_practise.recoverability import build_pruned
 
@@ -63,18 +63,24 @@ def test_found_structurally_and_candidates_keep_their_shape(model_id, x):
     assert family.name == model_id.split("/")[0]
     cands = family.candidates(model)
     assert cands and set(cands) <= set(family.blocks(model))
-    shapes = []
-    hooks = [
-        family.resolve(model, r).register_forward_hook(
-            lambda m, i, o: shapes.append((i[0].shape, (o[0] if isinstance(o, tuple) else o).shape))
+    # a candidate's input (of its first block, for a group) and output (of its last) have the same shape
+    ins, outs = {}, {}
+    hooks = []
+    for r in cands:
+        block = family.resolve(model, r)
+        first, last = (block.blocks[0], block.blocks[-1]) if isinstance(block, BlockGroup) else (block, block)
+        # (hooks must return None: a returned value would replace the input or output)
+        hooks.append(first.register_forward_pre_hook(lambda m, i, key=r: ins.setdefault(key, i[0].shape) and None))
+        hooks.append(
+            last.register_forward_hook(
+                lambda m, i, o, key=r: outs.setdefault(key, (o[0] if isinstance(o, tuple) else o).shape) and None
+            )
         )
-        for r in cands
-    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
         h.remove()
-    assert len(shapes) == len(cands) and all(a == b for a, b in shapes)
+    assert len(ins) == len(outs) == len(cands) and all(ins[r] == outs[r] for r in cands)
 
 
 def test_identity_adaptors_then_exact_fold(model_id, x):

@@ -173,13 +173,14 @@ def _load_transformers_compressed(root: Path, config: dict[str, Any], *, what: s
     """A transformers model in hf_practise's format: build the original architecture from its config, remove the
     listed blocks, load `model.safetensors` strictly."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers import CONFIG_MAPPING, AutoModelForImageClassification
 
     entry = dict(config[FORMAT_KEY])
     model_type = entry.get("model_type")
     fields = {k: v for k, v in config.items() if k not in (FORMAT_KEY, "model_type")}
     try:
-        model_config = AutoConfig.for_model(model_type, **fields, **kwargs)
+        # the config class's own `from_dict`, which knows its saved form (e.g. TimmWrapper's `num_classes`)
+        model_config = CONFIG_MAPPING[model_type].from_dict(fields, **kwargs)
     except (ValueError, KeyError) as e:
         raise ValueError(
             f"{what}: hf_practise saved this `{model_type}` model, which this transformers does not know ({e}). "
@@ -202,7 +203,9 @@ def _load_transformers_compressed(root: Path, config: dict[str, Any], *, what: s
 
 def _dispatch_dir(root: Path, *, pretrained: bool, trust_remote_code: bool, source: dict[str, Any], **kwargs: Any):
     config = _read_config(root, f"`{public_name(source['name_or_path'])}`")
-    if "architecture" in config:
+    # a timm model saved through transformers (TimmWrapper, or hf_practise's format of one) names its timm
+    # architecture too, but is a transformers checkpoint
+    if "architecture" in config and config.get("model_type") not in ("timm_wrapper", FORMAT_KEY):
         return _load_timm_dir(root, pretrained=pretrained, source=source, **kwargs)
     if "model_type" in config:
         if config.get("auto_map") and not trust_remote_code:

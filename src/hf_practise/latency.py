@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .backbones.base import BackboneFamily, BlockRef
+from .backbones.base import BackboneFamily, BlockRef, entry_module
 from .config import LatencyConfig
 
 __all__ = [
@@ -214,29 +214,31 @@ def block_latency_table(
     device, _ = _model_device_dtype(model)
     with _threads(config.threads) as threads, _eval_format([model], config.channels_last):
         x = _example(model, config, input_size)
-        inputs: dict[str, torch.Tensor] = {}
-        hooks = []
-        for ref in blocks:
-            module = family.resolve(model, ref)
-            hooks.append(
-                module.register_forward_pre_hook(lambda m, args, path=ref.path: inputs.__setitem__(path, args[0]))
+        # each block's call as the model makes it (some blocks take more than the tensor, e.g. a size)
+        calls: dict[str, tuple[tuple, dict]] = {}
+        modules = {ref.path: family.resolve(model, ref) for ref in blocks}
+        hooks = [
+            entry_module(modules[ref.path]).register_forward_pre_hook(
+                lambda m, args, kwargs, path=ref.path: calls.__setitem__(path, (args, kwargs)), with_kwargs=True
             )
+            for ref in blocks
+        ]
         try:
             model(x)
         finally:
             for h in hooks:
                 h.remove()
-        modules = {ref.path: family.resolve(model, ref) for ref in blocks}
         for _ in range(config.warmup):
             model(x)
             for path, m in modules.items():
-                m(inputs[path])
+                m(*calls[path][0], **calls[path][1])
         whole: list[float] = []
         per_block: dict[str, list[float]] = {path: [] for path in modules}
         for _ in range(config.repeats):
             whole.append(_timer(lambda: model(x), device))
             for path, m in modules.items():
-                per_block[path].append(_timer(lambda m=m, path=path: m(inputs[path]), device))
+                args, kwargs = calls[path]
+                per_block[path].append(_timer(lambda m=m, a=args, k=kwargs: m(*a, **k), device))
     stats = _stats(whole, model, config, input_size, threads)
     return {path: statistics.median(t) / stats.median_ms for path, t in per_block.items()}, stats
 

@@ -53,6 +53,27 @@ def ungrouped(module: nn.Module | None) -> list[nn.Module]:
     return [m for m in layers_of(module, (nn.Conv2d, nn.Linear)) if getattr(m, "groups", 1) == 1]
 
 
+class BlockGroup(nn.Module):
+    """Consecutive blocks that a family offers as one candidate (e.g. a Swin (regular, shifted) pair, whose
+    drop keeps every later block's window shift). A view: the blocks stay where they are in the model, and
+    calling the group runs them in turn (extra arguments go to each)."""
+
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        for block in self.blocks:
+            out = block(x, *args, **kwargs)
+            x = out[0] if isinstance(out, tuple) else out
+        return x
+
+
+def entry_module(block: nn.Module) -> nn.Module:
+    """The module whose input is a block's input (the first block of a group)."""
+    return block.blocks[0] if isinstance(block, BlockGroup) else block
+
+
 @dataclass(frozen=True)
 class BlockRef:
     """A residual block, by position: block `index` of stage `stage` in the original network.
@@ -112,6 +133,12 @@ class BackboneFamily(abc.ABC):
     @abc.abstractmethod
     def matches(cls, model: nn.Module) -> bool:
         """Whether this family handles `model` (checked on classes, never on names)."""
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> BackboneFamily:
+        """The adapter for `model` (which `matches`): a plain instance, unless the family depends on the model
+        (e.g. a wrapper family that delegates to the family of the wrapped model)."""
+        return cls()
 
     # ---- structure -------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -50,7 +50,7 @@ def get_family(model: nn.Module) -> BackboneFamily:
     """
     for family in registered_families():
         if family.matches(model):
-            return family()
+            return family.for_model(model)
     supported = ", ".join(sorted(f.name for f in _REGISTRY))
     raise ValueError(
         f"No backbone adapter for `{type(model).__name__}`; supported: {supported}. "

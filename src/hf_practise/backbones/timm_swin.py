@@ -1,0 +1,102 @@
+"""timm Swin Transformers (`SwinTransformer`, `SwinTransformerV2`).
+
+Stages are the `blocks` of `model.layers`; each stage opens with its own patch merging (the patch embedding for
+the first), so every block keeps its input's shape. A block's window shift follows its index parity (regular,
+shifted, regular, ...) and timm rebuilds it from the depths alone, so dropping a single block would change what
+every later block of its stage computes after a reload. The candidates are therefore units that keep the
+parity: consecutive (regular, shifted) pairs, and a stage's trailing unpaired block; the scan scores, and
+selection drops, a unit as a whole (`BlockGroup`). Inside a block, attention reads the stream through `qkv` and
+writes it through `proj`, the MLP through `fc1` and `fc2` (SwinV2's position-bias MLP and its qkv, which the
+model uses only through its weight, take no adaptor). The stream entering a stage is written by its patch
+merging's reduction (the patch embedding's conv for the first); patch merging reads a concatenation of four
+neighbours, where no channel adaptor fits. Plain timm reloads the result with `model_args={"depths": [...]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .base import BlockGroup, BlockRef, layers_of
+from .registry import register_family
+from .timm_vit import TimmViTFamily
+from .tiny import timm_tiny
+
+
+def _units(blocks: nn.Sequential | nn.ModuleList) -> list[BlockGroup]:
+    """(regular, shifted) pairs, and the trailing block when the stage has an odd number."""
+    return [BlockGroup(list(blocks)[i : i + 2]) for i in range(0, len(blocks), 2)]
+
+
+_TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 3, 2, 1), num_heads=(1, 2, 2, 4))
+
+
+@register_family
+class TimmSwinFamily(TimmViTFamily):
+    name = "timm-swin"
+    min_blocks_per_stage = 0  # a stage of depth 0 is still a patch merging: timm builds it
+    tiny_models = {
+        "swin": timm_tiny("swin_tiny_patch4_window7_224", **_TINY),
+        "swinv2": timm_tiny("swinv2_tiny_window8_256", **_TINY),
+    }
+    teacher_recipes = {}
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from timm.models.swin_transformer import SwinTransformer
+            from timm.models.swin_transformer_v2 import SwinTransformerV2
+        except ImportError:
+            return False
+        return isinstance(model, (SwinTransformer, SwinTransformerV2)) and all(
+            isinstance(stage.blocks, (nn.Sequential, nn.ModuleList)) for stage in model.layers
+        )
+
+    # ---- structure: units of blocks ----------------------------------------------------------------------
+    def stages(self, model: nn.Module) -> list[list[BlockGroup]]:
+        return [_units(stage.blocks) for stage in model.layers]
+
+    def blocks(self, model: nn.Module) -> list[BlockRef]:
+        """The units, named after their blocks: "layers.2.blocks.0+1" is blocks 0 and 1 of stage 2."""
+        names = {id(m): n for n, m in model.named_modules()}
+        refs = []
+        for s, units in enumerate(self.stages(model)):
+            for i, unit in enumerate(units):
+                path = names[id(unit.blocks[0])]
+                if len(unit.blocks) > 1:
+                    path += f"+{int(path.rsplit('.', 1)[1]) + 1}"
+                refs.append(BlockRef(stage=s, index=i, path=path))
+        return refs
+
+    def is_droppable(self, block: nn.Module) -> bool:
+        return True
+
+    def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
+        return [layer for b in block.blocks for layer in TimmViTFamily.branch_outputs(self, b)]
+
+    def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
+        return [layer for b in block.blocks for layer in TimmViTFamily.branch_inputs(self, b)]
+
+    def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        merging = layers_of(model.layers[stage].downsample, nn.Linear)[-1:]
+        if merging or stage > 0:
+            return merging
+        proj = getattr(model.patch_embed, "proj", None)
+        return [proj] if isinstance(proj, nn.Conv2d) else []
+
+    def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
+        return []  # patch merging reads four neighbours' channels at once; the head starts with a norm
+
+    def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
+        for s, stage in enumerate(model.layers):
+            units = _units(stage.blocks)
+            kept = [b for i, unit in enumerate(units) if (s, i) not in gone for b in unit.blocks]
+            if len(kept) != len(stage.blocks):  # the same container type (SwinV2 keeps a ModuleList)
+                stage.blocks = nn.Sequential(*kept) if isinstance(stage.blocks, nn.Sequential) else nn.ModuleList(kept)
+
+    def architecture_summary(self, model: nn.Module) -> dict[str, Any]:
+        return {"depths": [len(stage.blocks) for stage in model.layers]}
+
+    def block_args(self, model: nn.Module) -> dict[str, Any]:
+        return {"depths": [len(stage.blocks) for stage in model.layers]}
