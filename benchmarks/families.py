@@ -6,8 +6,9 @@ removed, and against its own native reload.
     python benchmarks/families.py --families timm-vit --targets 0.3
     python benchmarks/families.py --report                 # rewrite the markdown from the json
 
-The shared teachers are ResNets only, so the teachers here are trained by this script (seeded; cached in
-benchmarks/cache/families/ and saved natively, so a rerun reuses them). Needs Debian's
+The shared teachers are ResNets only. A family's teacher committed under benchmarks/teachers/NAME (trained by
+`benchmarks/train_teacher.py`, with its command and metrics) is used as it is; the others are trained by this
+script (seeded; cached in benchmarks/cache/families/ and saved natively, so a rerun reuses them). Needs Debian's
 `dataset-fashion-mnist`; says `skipped` without it. Writes results/families.{json,md}.
 """
 
@@ -49,6 +50,7 @@ from hf_practise.training import as_logits  # noqa: E402
 
 logger = logging.getLogger("families")
 RESULTS = HERE / "results"
+TEACHERS = HERE / "teachers"  # committed teachers (benchmarks/train_teacher.py), used instead of training here
 INPUT = (3, 32, 32)
 
 
@@ -130,12 +132,35 @@ def train_teacher(name: str, train, test, *, steps: int, seed: int, folder: Path
     return meta
 
 
+def committed_teacher(name: str) -> tuple[Path, dict] | None:
+    """A teacher trained by `benchmarks/train_teacher.py` and committed under benchmarks/teachers/NAME, if any."""
+    folder = TEACHERS / name
+    if not (folder / "teacher_metrics.json").exists():
+        return None
+    m = json.loads((folder / "teacher_metrics.json").read_text())
+    meta = {
+        "family": m["family"],
+        "model": m["model"],
+        "top1": m["test_top1"],
+        "train_steps": m["train_steps"],
+        "train_seconds": m["train_seconds"],
+        "recipe": m["recipe_details"],
+        "committed": f"benchmarks/teachers/{name}",
+    }
+    return folder, meta
+
+
 def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
     folder = Path(args.cache) / name
-    meta = train_teacher(name, args.train_set, test, steps=args.train_steps, seed=args.seed, folder=folder)
     library = "timm" if name.startswith("timm") else "transformers"
+    committed = committed_teacher(name)
+    if committed is not None:  # the committed teacher: nothing to train
+        teacher_dir, meta = committed
+    else:
+        meta = train_teacher(name, args.train_set, test, steps=args.train_steps, seed=args.seed, folder=folder)
+        teacher_dir = folder / "teacher"
     records = []
-    teacher = load_native(folder / "teacher", library).eval()  # the compressor only reads it
+    teacher = load_native(teacher_dir, library).eval()  # the compressor only reads it
     for target in args.targets:
         config = CompressionConfig(
             latency_reduction=target,
@@ -152,6 +177,7 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             "teacher_top1": meta["top1"],
             "teacher_train_steps": meta["train_steps"],
             "teacher_train_seconds": meta["train_seconds"],
+            **{f"teacher_{k}": meta[k] for k in ("recipe", "committed") if k in meta},
             "latency_target": target,
             "num_samples": args.num_samples,
             "seed": args.seed,
@@ -252,6 +278,12 @@ def write_markdown(path: Path, records: list[dict]) -> None:
     ]
     lines += [
         f"- {f}: {r['teacher_train_steps']} steps, {r['teacher_train_seconds'] / 60:.1f} min"
+        + (
+            f" ({r['teacher_recipe']}; committed in `{r['teacher_committed']}`, trained by "
+            "`benchmarks/train_teacher.py`)"
+            if "teacher_committed" in r
+            else ""
+        )
         for f, r in teachers.items()
     ]
     m = first["machine"]

@@ -69,6 +69,27 @@ class BlockGroup(nn.Module):
         return x
 
 
+def parity_units(blocks: Sequence[nn.Module]) -> list[BlockGroup]:
+    """Consecutive pairs of `blocks`, and the trailing one when their number is odd: the candidates of a stage
+    whose blocks alternate by index parity (Swin's regular / shifted windows), so that dropping any of them
+    leaves every later block at an index of the same parity."""
+    blocks = list(blocks)
+    return [BlockGroup(blocks[i : i + 2]) for i in range(0, len(blocks), 2)]
+
+
+def unit_refs(model: nn.Module, stages: Sequence[Sequence[BlockGroup]]) -> list[BlockRef]:
+    """BlockRefs of `parity_units`, named after their blocks: "layers.2.blocks.0+1" is blocks 0 and 1."""
+    names = {id(m): n for n, m in model.named_modules()}
+    refs = []
+    for s, units in enumerate(stages):
+        for i, unit in enumerate(units):
+            path = names[id(unit.blocks[0])]
+            if len(unit.blocks) > 1:
+                path += f"+{int(path.rsplit('.', 1)[1]) + 1}"
+            refs.append(BlockRef(stage=s, index=i, path=path))
+    return refs
+
+
 def entry_module(block: nn.Module) -> nn.Module:
     """The module whose input is a block's input (the first block of a group)."""
     return block.blocks[0] if isinstance(block, BlockGroup) else block

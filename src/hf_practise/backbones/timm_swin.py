@@ -18,16 +18,10 @@ from typing import Any
 
 from torch import nn
 
-from .base import BlockGroup, BlockRef, layers_of
+from .base import BlockGroup, BlockRef, layers_of, parity_units, unit_refs
 from .registry import register_family
 from .timm_vit import TimmViTFamily
 from .tiny import timm_tiny
-
-
-def _units(blocks: nn.Sequential | nn.ModuleList) -> list[BlockGroup]:
-    """(regular, shifted) pairs, and the trailing block when the stage has an odd number."""
-    return [BlockGroup(list(blocks)[i : i + 2]) for i in range(0, len(blocks), 2)]
-
 
 _TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 3, 2, 1), num_heads=(1, 2, 2, 4))
 
@@ -55,19 +49,10 @@ class TimmSwinFamily(TimmViTFamily):
 
     # ---- structure: units of blocks ----------------------------------------------------------------------
     def stages(self, model: nn.Module) -> list[list[BlockGroup]]:
-        return [_units(stage.blocks) for stage in model.layers]
+        return [parity_units(stage.blocks) for stage in model.layers]
 
     def blocks(self, model: nn.Module) -> list[BlockRef]:
-        """The units, named after their blocks: "layers.2.blocks.0+1" is blocks 0 and 1 of stage 2."""
-        names = {id(m): n for n, m in model.named_modules()}
-        refs = []
-        for s, units in enumerate(self.stages(model)):
-            for i, unit in enumerate(units):
-                path = names[id(unit.blocks[0])]
-                if len(unit.blocks) > 1:
-                    path += f"+{int(path.rsplit('.', 1)[1]) + 1}"
-                refs.append(BlockRef(stage=s, index=i, path=path))
-        return refs
+        return unit_refs(model, self.stages(model))
 
     def is_droppable(self, block: nn.Module) -> bool:
         return True
@@ -90,7 +75,7 @@ class TimmSwinFamily(TimmViTFamily):
 
     def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
         for s, stage in enumerate(model.layers):
-            units = _units(stage.blocks)
+            units = parity_units(stage.blocks)
             kept = [b for i, unit in enumerate(units) if (s, i) not in gone for b in unit.blocks]
             if len(kept) != len(stage.blocks):  # the same container type (SwinV2 keeps a ModuleList)
                 stage.blocks = nn.Sequential(*kept) if isinstance(stage.blocks, nn.Sequential) else nn.ModuleList(kept)
