@@ -197,7 +197,9 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
         removed_top1 = evaluate_top1(removed, test, batch_size=256, desc="eval removed")
         with tempfile.TemporaryDirectory() as tmp:
             out = result.save_pretrained(Path(tmp) / "out")
-            gap = native_reload_gap(out, library, result.model, test.tensors[0][:64])
+            # plain timm / transformers, or hf_practise's loader for families whose library cannot rebuild it
+            reload_with = library if result.reloads_natively else "hf_practise"
+            gap = native_reload_gap(out, reload_with, result.model, test.tensors[0][:64])
         rec = {
             **common,
             "latency_reduction": result.latency.reduction,
@@ -210,6 +212,7 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             "removed_top1": removed_top1,
             "top1": result.top1_after,
             "native_reload_max_abs_logit_gap": gap,
+            "reloaded_with": reload_with,
             "finetune": {k: getattr(result.config.finetune, k) for k in ("optimizer", "lr", "iterations")},
             "wall_seconds": wall,
             "phase_seconds": result.phase_seconds,
@@ -237,7 +240,8 @@ def write_markdown(path: Path, records: list[dict]) -> None:
         f"with PRACTISE from {first['num_samples']} seeded train images (seed {first['seed']}), top-1 on all 10,000 "
         "test images. *Removed* is the teacher with the same blocks dropped and no recovery at all. "
         "*Reload gap*: largest |logit| difference between the compressed model and its reload by plain "
-        "timm / transformers in a process that never imports hf_practise (64 test images).",
+        "timm / transformers in a process that never imports hf_practise (64 test images); for the families "
+        "whose library cannot rebuild a shallower model (marked *loader*), by `hf_practise.load_compressed`.",
         "",
         "| family | teacher | target | latency | MACs | blocks kept | removed | PRACTISE | teacher top-1 | reload gap | wall |",
         "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -252,7 +256,8 @@ def write_markdown(path: Path, records: list[dict]) -> None:
         lines.append(
             f"| {r['family']} | {r['model']} | {100 * r['latency_target']:.0f}% | -{100 * r['latency_reduction']:.1f}% "
             f"| -{100 * (1 - r['macs_after'] / r['macs_before']):.1f}% | {r['blocks']} | {100 * r['removed_top1']:.2f}% "
-            f"| **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% | {r['native_reload_max_abs_logit_gap']:.1g} "
+            f"| **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% | {r['native_reload_max_abs_logit_gap']:.1g}"
+            f"{' (loader)' if r.get('reloaded_with') == 'hf_practise' else ''} "
             f"| {r['wall_seconds'] / 60:.1f} min |"
         )
     lines += ["", "Finetune (the library picks the optimizer by family unless told):", ""]
