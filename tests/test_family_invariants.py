@@ -8,6 +8,8 @@ identical logits.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -18,7 +20,6 @@ from hf_practise.backbones.base import BlockGroup, folds_exactly
 from hf_practise.files import save_directory_atomically
 from hf_practise.recoverability import build_pruned
 
-from .conftest import reload_natively
 from .tiny_models import TINY_IDS, TINY_MODELS, logits, tiny_model
 
 
@@ -133,21 +134,57 @@ def test_dropping_k_blocks_removes_exactly_k(model_id, x, k):
         assert logits(pruned, x).shape == logits(model, x).shape
 
 
-def test_dropped_model_reloads_natively_with_identical_logits(model_id, x, tmp_path):
-    model = tiny_model(model_id)
-    family = get_family(model)
-    pruned = build_pruned(model, family, family.feasible(model, family.candidates(model))[:2], adaptors=False).eval()
-    folder = save_directory_atomically(
-        tmp_path / "saved", lambda d: family.save_pretrained(pruned, d, source_config={})
+RELOAD_TEST = "test_dropped_model_reloads_natively_with_identical_logits"
+
+
+@pytest.fixture(scope="session")
+def reloads(request, tmp_path_factory) -> dict:
+    """Every selected tiny model with two blocks dropped, saved, and reloaded in fresh processes, all at once
+    (one process imports timm and transformers once for all of them, instead of once per model): model id ->
+    (expected logits, native?, {library: logits or the error})."""
+    from hf_practise.native import reload_many
+
+    ids = sorted(
+        {
+            item.callspec.params["model_id"]
+            for item in request.session.items
+            if getattr(item, "originalname", "") == RELOAD_TEST and "model_id" in item.callspec.params
+        }
     )
-    with torch.no_grad():
-        expected = logits(pruned, x)
-    if family.reloads_natively(pruned):
-        torch.testing.assert_close(reload_natively(family.library_name, folder, x), expected, rtol=0, atol=0)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    expected, jobs = {}, []
+    for model_id in ids:
+        model = tiny_model(model_id)
+        family = get_family(model)
+        dropped = family.feasible(model, family.candidates(model))[:2]
+        pruned = build_pruned(model, family, dropped, adaptors=False).eval()
+        folder = save_directory_atomically(
+            tmp_path_factory.mktemp("reload") / "saved", lambda d: family.save_pretrained(pruned, d, source_config={})
+        )
+        with torch.no_grad():
+            out = logits(pruned, x)
+        native = family.reloads_natively(pruned)
+        expected[model_id] = (out, native)
+        # native: plain timm / transformers; otherwise hf_practise's loader, and plain timm / transformers, which
+        # must refuse the folder loudly (it builds the original network, whose blocks the weights lack)
+        libraries = [family.library_name] if native else ["hf_practise", family.library_name]
+        jobs += [(model_id, library, folder) for library in libraries]
+    results = reload_many([(folder, library, x) for _, library, folder in jobs])
+    out: dict = {model_id: (*expected[model_id], {}) for model_id in ids}
+    for (model_id, library, _), result in zip(jobs, results):
+        out[model_id][2][library] = result
+    return out
+
+
+def test_dropped_model_reloads_natively_with_identical_logits(model_id, reloads):
+    family = get_family(tiny_model(model_id))
+    expected, native, reloaded = reloads[model_id]
+    if native:
+        torch.testing.assert_close(reloaded[family.library_name], expected, rtol=0, atol=0)
         return
     # the family's library cannot rebuild it: hf_practise's loader does, and plain timm/transformers refuses the
-    # folder loudly (it builds the original network, whose blocks the weights lack) instead of loading another one
-    torch.testing.assert_close(reload_natively("hf_practise", folder, x), expected, rtol=0, atol=0)
-    # (transformers: the folder's model type is hf_practise's, which transformers does not know)
-    with pytest.raises(RuntimeError, match=r"(?i)missing key|size mismatch|does not recognize"):
-        reload_natively(family.library_name, folder, x)
+    # folder loudly (transformers: the folder's model type is hf_practise's, which transformers does not know)
+    torch.testing.assert_close(reloaded["hf_practise"], expected, rtol=0, atol=0)
+    refused = reloaded[family.library_name]
+    assert isinstance(refused, RuntimeError)
+    assert re.search(r"(?i)missing key|size mismatch|does not recognize", str(refused)), str(refused)[-500:]
