@@ -113,3 +113,23 @@ def test_from_a_folder_to_a_native_folder_with_its_preprocessing(x, tmp_path):
         torch.testing.assert_close(
             reload_natively("transformers", out, x, tmp_path), result.model.eval()(x).logits, rtol=1e-5, atol=1e-6
         )
+
+
+def test_a_timm_wrapper_round_trip_stays_a_timm_wrapper(tmp_path):
+    """A timm model loaded through transformers compresses with its timm family and comes back, through our
+    loader as through transformers, as a TimmWrapper with the new depth in its `model_args`."""
+    from hf_practise.files import save_directory_atomically
+    from hf_practise.hub import load_model
+
+    model = tiny_model("transformers-timm-wrapper/timm-vit")
+    family = get_family(model)
+    assert family.name == "transformers-timm-wrapper" and family.inner(model).name == "timm-vit"
+    pruned = build_pruned(model, family, family.candidates(model)[:1], adaptors=False).eval()
+    folder = save_directory_atomically(tmp_path / "out", lambda d: family.save_pretrained(pruned, d, source_config={}))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "timm_wrapper" and config["model_args"]["depth"] == 2
+    reloaded, source = load_model(str(folder))
+    assert type(reloaded).__name__ == "TimmWrapperForImageClassification" and source["library"] == "transformers"
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(x).logits, pruned(x).logits, rtol=0, atol=0)
