@@ -14,6 +14,7 @@ where a family handles its class, else as a small config built on the meta devic
     python benchmarks/coverage.py                 # all of it, ~30-40 min on 2 cores
     python benchmarks/coverage.py --quick         # three classes and the transformers types (CI smoke test)
     python benchmarks/coverage.py --families timm-resnet timm-vit timm-convnext   # as if only these existed
+    python benchmarks/coverage.py --only-classes timm.models.eva.Eva   # rerun one class, keep the other rows
 """
 
 from __future__ import annotations
@@ -135,8 +136,12 @@ def run_timm(args, allowed: set[str] | None) -> tuple[list[dict], int]:
 
     data = timm_classes(Path(args.cache), QUICK_MODULES if args.quick else None)
     rows = []
+    previous = {r["class"]: r for r in (args.previous or {}).get("timm", {}).get("rows", [])}
     for cls, archs in sorted(data["classes"].items(), key=lambda kv: -sum(a["checkpoints"] for a in kv[1])):
         if args.quick and cls not in QUICK_CLASSES:
+            continue
+        if args.only_classes and cls not in args.only_classes and cls in previous:
+            rows.append(previous[cls])  # not rerun: the row of the results file
             continue
         checkpoints = sum(a["checkpoints"] for a in archs)
         row: dict[str, Any] = {"class": cls, "checkpoints": checkpoints, "architectures": len(archs), "tried": []}
@@ -273,7 +278,12 @@ def write_markdown(path: Path, record: dict) -> None:
             or (f"{row['family']}, {row['candidates']} candidates, {row['reload']}, gap {row['gap']:.1g}")
         )
         lines.append(f"| {row['model_type']} | `{row['class']}` | {'yes' if row.get('passed') else 'no'} | {what} |")
-    lines += ["", f"Command: `{record['command']}`", "", f"Machine: {json.dumps(record['machine'])}", ""]
+    lines += ["", f"Command: `{record['command']}` ({record['seconds'] / 60:.0f} min)"]
+    lines += [
+        f"Rerun of {', '.join(r['classes'])} after a fix: `{r['command']}` ({r['seconds'] / 60:.0f} min)"
+        for r in record.get("reruns", [])
+    ]
+    lines += ["", f"Machine: {json.dumps(record['machine'])}", ""]
     atomic_write_text(path, "\n".join(lines))
 
 
@@ -284,6 +294,12 @@ def main() -> int:
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--cache", default=str(CACHE))
     p.add_argument("--tag", default="coverage", help="results file name: TAG.json and TAG.md")
+    p.add_argument(
+        "--only-classes",
+        nargs="+",
+        default=None,
+        help="rerun only these timm classes (e.g. timm.models.eva.Eva); every other row comes from TAG.json",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("hf_practise", "accelerate"):
@@ -293,8 +309,18 @@ def main() -> int:
 
     allowed = set(args.families) if args.families else None
     start = time.perf_counter()
+    out = Path(args.results)
+    args.previous = None
+    if args.only_classes:
+        path = out / f"{args.tag}.json"
+        if not path.exists():
+            p.error(f"--only-classes reruns some classes of an existing {path}; run without it first")
+        args.previous = json.loads(path.read_text())
+        unknown = set(args.only_classes) - {r["class"] for r in args.previous["timm"]["rows"]}
+        if unknown:
+            p.error(f"--only-classes: not a class of {path}: {sorted(unknown)} (e.g. timm.models.eva.Eva)")
     timm_rows, total = run_timm(args, allowed)
-    hf_rows = run_transformers(allowed)
+    hf_rows = args.previous["transformers"]["rows"] if args.previous else run_transformers(allowed)
     record = {
         "timm": {
             "total_checkpoints": total,
@@ -309,7 +335,13 @@ def main() -> int:
         "command": recorded_command("python benchmarks/coverage.py", p, args, paths=("results", "cache")),
         "machine": machine(),
     }
-    out = Path(args.results)
+    if args.previous:  # a partial rerun: the full run's command and time stay, the rerun is listed after them
+        rerun = {"command": record["command"], "classes": args.only_classes, "seconds": record["seconds"]}
+        record.update(
+            command=args.previous["command"],
+            seconds=args.previous["seconds"],
+            reruns=[*args.previous.get("reruns", []), rerun],
+        )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{args.tag}.json", record)
     write_markdown(out / f"{args.tag}.md", record)

@@ -1,7 +1,8 @@
 """timm EVA models (`Eva`: EVA-02, EVA-CLIP, and the ViTs timm builds on the same class: PE, Meta's DINOv3 ViTs,
 ...): ViT blocks with rotary position embeddings, SwiGLU MLPs and optional post-norm (see `timm_vit`). The
 rotary embedding is computed once and handed to every block, so a drop leaves it as it was; plain timm reloads
-the result with `model_args={"depth": n}`.
+the result with `model_args={"depth": n}`. Mixed RoPE (learned per-block frequencies, e.g. the `rope_mixed`
+ViTs) keeps one frequency table per block: a dropped block's table goes with it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ class TimmEvaFamily(TimmViTFamily):
     tiny_models = {
         "eva02-rope-swiglu": timm_tiny(
             "eva02_tiny_patch14_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2
+        ),
+        "rope-mixed": timm_tiny(
+            "vit_small_patch16_rope_mixed_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2
         ),
         "eva-clip-postnorm": timm_tiny(
             "eva02_tiny_patch14_224",
@@ -39,3 +43,15 @@ class TimmEvaFamily(TimmViTFamily):
         except ImportError:
             return False
         return isinstance(model, Eva) and all(_is_block(b) for b in model.blocks)
+
+    def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
+        super().remove_blocks(model, gone)
+        # mixed RoPE learns frequencies per block (`freqs`: 2 x depth x heads x dim): the removed blocks' go too,
+        # so block i keeps its own, as a model built with the new depth indexes them
+        rope = getattr(model, "rope", None)
+        freqs = getattr(rope, "freqs", None)
+        if getattr(model, "rope_mixed", False) and isinstance(freqs, nn.Parameter) and freqs.dim() >= 2:
+            kept = [i for i in range(freqs.shape[1]) if (0, i) not in gone]
+            if len(kept) != freqs.shape[1]:
+                rope.freqs = nn.Parameter(freqs.detach()[:, kept].clone(), requires_grad=freqs.requires_grad)
+                rope.depth = len(kept)
