@@ -14,7 +14,7 @@ where a family handles its class, else as a small config built on the meta devic
     python benchmarks/coverage.py                 # all of it, ~30-40 min on 2 cores
     python benchmarks/coverage.py --quick         # three classes and the transformers types (CI smoke test)
     python benchmarks/coverage.py --families timm-resnet timm-vit timm-convnext   # as if only these existed
-    python benchmarks/coverage.py --only-classes timm.models.eva.Eva   # rerun one class, keep the other rows
+    python benchmarks/coverage.py --only-classes timm.models.eva.Eva   # rerun one class (and transformers)
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def run_transformers(allowed: set[str] | None) -> list[dict]:
             continue
         for builder in family.tiny_models.values():
             model = builder(0)
-            tiny.setdefault(type(model).__name__, (family(), model))
+            tiny.setdefault(type(model).__name__, (family.for_model(model), model))
     rows = []
     for model_type, class_name in sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.items()):
         names = class_name if isinstance(class_name, (list, tuple)) else [class_name]
@@ -298,7 +298,8 @@ def main() -> int:
         "--only-classes",
         nargs="+",
         default=None,
-        help="rerun only these timm classes (e.g. timm.models.eva.Eva); every other row comes from TAG.json",
+        help="rerun only these timm classes (e.g. timm.models.eva.Eva) and the transformers types; every other "
+        "timm row comes from TAG.json",
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -320,7 +321,7 @@ def main() -> int:
         if unknown:
             p.error(f"--only-classes: not a class of {path}: {sorted(unknown)} (e.g. timm.models.eva.Eva)")
     timm_rows, total = run_timm(args, allowed)
-    hf_rows = args.previous["transformers"]["rows"] if args.previous else run_transformers(allowed)
+    hf_rows = run_transformers(allowed)  # a few minutes: always rerun
     record = {
         "timm": {
             "total_checkpoints": total,

@@ -133,3 +133,17 @@ def test_a_timm_wrapper_round_trip_stays_a_timm_wrapper(tmp_path):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(x).logits, pruned(x).logits, rtol=0, atol=0)
+
+
+def test_a_beit_trains_after_its_latency_was_measured():
+    """transformers' BEiT caches the relative position index it builds in a forward; latency is timed under
+    no_grad, not inference_mode, so the cached index can still take part in the scan's and finetune's training."""
+    cfg = CompressionConfig(
+        num_blocks=1,
+        scan=ScanConfig(iterations=1, batch_size=2),
+        finetune=FinetuneConfig(iterations=2, batch_size=2, lr=1e-5),
+        latency=LatencyConfig(batch_size=1, repeats=1, warmup=0, input_size=(3, 32, 32)),
+    )
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    result = PractiseCompressor(tiny_model("transformers-beit/beit-relpos-meanpool"), cfg).compress(x)
+    assert len(result.dropped) == 1

@@ -150,7 +150,9 @@ def _eval_format(models: Sequence[nn.Module], channels_last: bool) -> Iterator[N
                 m.to(memory_format=torch.contiguous_format)
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: a model may cache tensors it builds in a forward (transformers' BEiT caches its
+# relative position index), and an inference-mode tensor in that cache breaks the training that follows
+@torch.no_grad()
 def measure_latency(
     model: nn.Module, *, input_size: Sequence[int], config: LatencyConfig | None = None
 ) -> LatencyStats:
@@ -165,7 +167,7 @@ def measure_latency(
     return _stats(times, model, config, input_size, threads)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def compare_latency(
     base: nn.Module, candidate: nn.Module, *, input_size: Sequence[int], config: LatencyConfig | None = None
 ) -> LatencyComparison:
@@ -197,7 +199,7 @@ def compare_latency(
     )
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def block_latency_table(
     model: nn.Module,
     family: BackboneFamily,
