@@ -6,7 +6,8 @@ one with the most checkpoints, the smallest, and the one whose set of layer type
 (a different stem, head, token or norm). A try finds the family, counts the candidate blocks, runs a 1-block
 compression (1 scan and 2 finetune steps on 4 random images), saves it and reloads it in a fresh process (with
 plain timm, or `hf_practise.load_compressed` where timm cannot rebuild it), and passes when the logits are
-identical. A class's checkpoints count only when every tried architecture passed.
+identical up to float rounding (at most 1e-5 apart; most are bit-identical). A class's checkpoints count
+only when every tried architecture passed.
 
 transformers: every model type of the image-classification auto-mapping, as the registered family's tiny model
 where a family handles its class, else as a small config built on the meta device (to name its class).
@@ -48,6 +49,7 @@ from hf_practise.training import as_logits  # noqa: E402
 logger = logging.getLogger("coverage")
 RESULTS = HERE / "results"
 CACHE = HERE / "cache" / "coverage"
+GAP_TOLERANCE = 1e-5  # largest |logit| difference that passes: float rounding, never another network
 MAX_PARAMS = 120e6  # larger architectures are not run here (memory and time on 2 cores); the table says so
 QUICK_CLASSES = ("timm.models.resnet.ResNet", "timm.models.efficientnet.EfficientNet", "timm.models.regnet.RegNet")
 QUICK_MODULES = ("resnet", "efficientnet", "regnet")
@@ -127,7 +129,9 @@ def try_compress(model: torch.nn.Module, family, input_size: tuple, source: dict
     with torch.no_grad():
         expected = as_logits(result.model.eval()(x[:2]))
     out.update(reload="native" if native else "hf_practise loader", gap=(reloaded - expected).abs().max().item())
-    out["passed"] = out["gap"] == 0.0
+    # identical up to float rounding: transformers keeps the loaded weights as (unaligned) views of the safetensors
+    # file, and unaligned memory takes other SIMD paths, which can move a logit by an ulp (weights bit-identical)
+    out["passed"] = out["gap"] <= GAP_TOLERANCE
     return out
 
 
@@ -245,6 +249,10 @@ def write_markdown(path: Path, record: dict) -> None:
         "",
         f"timm {record['versions']['timm']}, transformers {record['versions']['transformers']}. Families: "
         f"{', '.join(record['families'])}.",
+        "",
+        f"A try passes when the reload's logits are within {GAP_TOLERANCE:g} of the compressed model's (the *gap* "
+        "below; 0 is bit-identical). transformers keeps loaded weights as unaligned views of the safetensors file, "
+        "and unaligned memory takes other SIMD paths: that moves a logit by an ulp, with identical weights.",
         "",
         "## timm, by model class (most checkpoints first)",
         "",
