@@ -58,6 +58,9 @@ def _plain(block: nn.Module) -> bool:
 class TimmEfficientNetFamily(TimmFamily):
     name = "timm-efficientnet"
     native_reload = False  # stages come from an architecture string: `model_args` cannot make one shallower
+    # depthwise-separable networks: AdamW. Measured on the MobileNetV2 Fashion-MNIST teacher (89.62%), 22% target,
+    # 500 images, 500 steps, seed 0, same 5 blocks: SGD lr 0.01 76.33%, SGD 0.001 78.93%, AdamW 1e-4 87.26%
+    finetune_optimizer = "adamw"
     tiny_models = {
         "mobilenetv2": timm_tiny("mobilenetv2_035"),
         "efficientnet": timm_tiny("tinynet_e"),

@@ -43,6 +43,9 @@ def split_flat(blocks: nn.ModuleList, opens_stage) -> list[list[nn.Module]]:
 class TransformersEfficientNetFamily(TransformersFamily):
     name = "transformers-efficientnet"
     min_blocks_per_stage = 1  # a stage's first block carries its change of width or resolution
+    # depthwise-separable networks: AdamW. Measured on the MobileNetV2 Fashion-MNIST teacher (89.62%), 22% target,
+    # 500 images, 500 steps, seed 0, same 5 blocks: SGD lr 0.01 76.33%, SGD 0.001 78.93%, AdamW 1e-4 87.26%
+    finetune_optimizer = "adamw"
     model_class_name = "EfficientNetForImageClassification"
     base_attr = "efficientnet"
     depth_field = "num_block_repeats"

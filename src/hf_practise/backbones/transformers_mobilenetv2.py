@@ -26,6 +26,9 @@ from .transformers_efficientnet import split_flat
 class TransformersMobileNetV2Family(TransformersFamily):
     name = "transformers-mobilenetv2"
     native_reload = False  # the config cannot express fewer layers
+    # depthwise-separable networks: AdamW. Measured on the MobileNetV2 Fashion-MNIST teacher (89.62%), 22% target,
+    # 500 images, 500 steps, seed 0, same 5 blocks: SGD lr 0.01 76.33%, SGD 0.001 78.93%, AdamW 1e-4 87.26%
+    finetune_optimizer = "adamw"
     min_blocks_per_stage = 1  # a stage's first layer carries its change of width or resolution
     model_class_name = "MobileNetV2ForImageClassification"
     base_attr = "mobilenet_v2"
