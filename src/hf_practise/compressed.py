@@ -6,7 +6,9 @@ saved as its family's library saves the *original* architecture (`config.json` w
 `model_args`, `model.safetensors`) plus an `hf_practise` entry in `config.json` that lists the removed blocks.
 `load_compressed` builds the original architecture, removes those blocks and loads the weights strictly.
 Plain timm pointed at such a folder builds the original network and fails on the missing keys: it never loads
-a different network silently.
+a different network silently. A transformers model is saved the same way, with its config's `model_type` moved
+into the `hf_practise` entry (`model_type` becomes "hf_practise"), so plain transformers refuses the folder
+instead of building the original network with random weights where blocks are missing.
 """
 
 from __future__ import annotations
