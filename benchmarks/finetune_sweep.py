@@ -1,0 +1,131 @@
+"""Finetune settings on one committed teacher: the same blocks, other optimizers, learning rates and step counts.
+
+    python benchmarks/finetune_sweep.py timm-mobilenetv2 --runs sgd:0.01:500 sgd:0.001:500 adamw:1e-4:500 \
+        adamw:3e-4:500 adamw:1e-4:1000
+
+Compresses `benchmarks/teachers/NAME` at one latency target from 500 seeded Fashion-MNIST train images (seed 0)
+with each `optimizer:lr:iterations`, sharing one work dir (so the scan and the latency shares are measured once
+and every run drops the same blocks; a finished finetune is reused), and reports top-1 on the 10,000 test
+images. Writes results/finetune_sweep_NAME.{json,md}. Needs Debian's `dataset-fashion-mnist`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fmnist  # noqa: E402
+from compare import write_json  # noqa: E402
+from families import TEACHERS, load_native  # noqa: E402
+
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
+from hf_practise.provenance import machine  # noqa: E402
+
+
+def parse_run(text: str) -> tuple[str, float, int]:
+    try:
+        optimizer, lr, iterations = text.split(":")
+        return optimizer, float(lr), int(iterations)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"`{text}`: expected optimizer:lr:iterations, e.g. adamw:1e-4:500") from e
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="a teacher folder under benchmarks/teachers")
+    p.add_argument("--runs", nargs="+", type=parse_run, required=True, help="optimizer:lr:iterations")
+    p.add_argument("--target", type=float, default=0.22)
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=str(HERE / "cache" / "families"))
+    p.add_argument("--results", default=str(HERE / "results"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if not fmnist.available():
+        print(f"skipped: needs Fashion-MNIST under {fmnist.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+        return 0
+    folder = TEACHERS / args.name
+    if not (folder / "teacher_metrics.json").exists():
+        p.error(f"no committed teacher `{folder}`; train it with benchmarks/train_teacher.py {args.name}")
+    command = f"python benchmarks/finetune_sweep.py {args.name} --runs " + " ".join(
+        f"{o}:{lr:g}:{i}" for o, lr, i in args.runs
+    )
+    command += "".join(
+        f" --{k.replace('_', '-')} {getattr(args, k)}"
+        for k in ("target", "num_samples", "seed")
+        if getattr(args, k) != p.get_default(k)
+    )
+    library = "timm" if args.name.startswith("timm") else "transformers"
+    teacher = load_native(folder, library).eval()
+    tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
+    test = fmnist.load("test")
+    rows = []
+    for optimizer, lr, iterations in args.runs:
+        config = CompressionConfig(
+            latency_reduction=args.target,
+            seed=args.seed,
+            work_dir=str(Path(args.cache) / args.name / f"work_{args.num_samples}_{args.seed}"),
+            scan=ScanConfig(),
+            finetune=FinetuneConfig(iterations=iterations, checkpoint_every=0, optimizer=optimizer, lr=lr),
+            latency=LatencyConfig(batch_size=64, repeats=20, input_size=(3, 32, 32)),
+        )
+        start = time.perf_counter()
+        result = PractiseCompressor(teacher, config).compress(tiny, test)
+        row = {
+            "optimizer": optimizer,
+            "lr": lr,
+            "iterations": iterations,
+            "top1": result.top1_after,
+            "teacher_top1": result.top1_before,
+            "dropped": [r.block for r in result.dropped],
+            "latency_reduction": result.latency.reduction,
+            "reused_finished_finetune": bool(result.finetune and result.finetune.reused_finished),
+            "seconds": time.perf_counter() - start,
+        }
+        print(f"{optimizer} lr {lr:g}, {iterations} steps: top-1 {100 * row['top1']:.2f}%", flush=True)
+        rows.append(row)
+    record = {
+        "teacher": args.name,
+        "target": args.target,
+        "seed": args.seed,
+        "num_samples": args.num_samples,
+        "rows": rows,
+        "command": command,
+        "machine": machine(),
+    }
+    out = Path(args.results) / f"finetune_sweep_{args.name}"
+    write_json(out.with_suffix(".json"), record)
+    lines = [
+        f"# Finetune settings on `{args.name}` ({args.target:.0%} target)",
+        "",
+        f"{args.num_samples} Fashion-MNIST train images (seed {args.seed}), the same blocks for every run "
+        f"({', '.join(rows[0]['dropped'])}; measured latency -{100 * rows[0]['latency_reduction']:.1f}%), top-1 on "
+        f"the 10,000 test images; teacher {100 * rows[0]['teacher_top1']:.2f}%.",
+        "",
+        "| optimizer | lr | steps | top-1 | vs teacher |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['optimizer']} | {r['lr']:g} | {r['iterations']} | {100 * r['top1']:.2f}% "
+        f"| {100 * (r['top1'] - r['teacher_top1']):+.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {record['machine']['cpu']}, torch {record['machine']['torch']}",
+    ]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
