@@ -1,7 +1,8 @@
 """Train one of the families' benchmark teachers on Fashion-MNIST and commit-ready save it.
 
     python benchmarks/train_teacher.py timm-mobilenetv2 --epochs 20 --lr 0.05 --weight-decay 4e-5
-    python benchmarks/train_teacher.py timm-regnetx --epochs 15
+    python benchmarks/train_teacher.py timm-regnetx --epochs 10
+    python benchmarks/train_teacher.py timm-vit --optimizer adamw --lr 1e-3 --weight-decay 0.05 --epochs 40
 
 The teacher is a recipe of its family (`teacher_recipes`, the names `benchmarks/families.py` lists). Recipe of
 the shared resnet34 teacher: SGD with Nesterov momentum, one-cycle learning rate, label smoothing 0.1, batch 128,
@@ -76,6 +77,12 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default="sgd",
+        help="sgd: Nesterov momentum 0.9 (the ResNet recipe); adamw: for ViTs trained from scratch",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -98,10 +105,18 @@ def main() -> int:
     torch.manual_seed(args.seed)
     model, description = build(args.name)
     family = get_family(model)
-    opt = torch.optim.SGD(parameter_groups(model, args.weight_decay), lr=args.lr, momentum=0.9, nesterov=True)
+    groups = parameter_groups(model, args.weight_decay)
+    if args.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=args.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
     steps_per_epoch = len(train) // args.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.25
+        opt,
+        max_lr=args.lr,
+        total_steps=args.epochs * steps_per_epoch,
+        pct_start=0.25,
+        cycle_momentum=args.optimizer == "sgd",
     )
     start_epoch, history, seconds = 0, [], 0.0
     saved = load_checkpoint(ckpt_dir)
@@ -162,7 +177,8 @@ def main() -> int:
         "train_steps": args.epochs * steps_per_epoch,
         "train_seconds": round(seconds, 1),
         "seed": args.seed,
-        "recipe_details": "SGD nesterov momentum 0.9, one-cycle (25% warm-up), label smoothing 0.1, batch "
+        "recipe_details": f"{'AdamW' if args.optimizer == 'adamw' else 'SGD nesterov momentum 0.9'}, one-cycle "
+        "(25% warm-up), label smoothing 0.1, batch "
         f"{args.batch_size}, random crop of the 2-px-padded image + horizontal flip, weight decay "
         f"{args.weight_decay:g} on conv/linear weights only, peak lr {args.lr:g}",
         "history": history,
