@@ -5,10 +5,8 @@ timm reloads the result with `model_args={"depth": n}`.
 
 from __future__ import annotations
 
-from torch import nn
-
 from .registry import register_family
-from .timm_vit import TimmViTFamily, _is_block
+from .timm_vit import TimmViTFamily
 from .tiny import timm_tiny
 
 
@@ -21,11 +19,5 @@ class TimmBeitFamily(TimmViTFamily):
         ),
     }
     teacher_recipes = {}
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        try:
-            from timm.models.beit import Beit
-        except ImportError:
-            return False
-        return isinstance(model, Beit) and all(_is_block(b) for b in model.blocks)
+    model_class = "timm.models.beit:Beit"
+    excluded_classes = ()

@@ -6,10 +6,8 @@ linears mix heads, not channels). Plain timm reloads the result with `model_args
 
 from __future__ import annotations
 
-from torch import nn
-
 from .registry import register_family
-from .timm_vit import TimmViTFamily, _is_block
+from .timm_vit import TimmViTFamily
 from .tiny import timm_tiny
 
 
@@ -20,11 +18,5 @@ class TimmCaitFamily(TimmViTFamily):
         "cait": timm_tiny("cait_xxs24_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2),
     }
     teacher_recipes = {}
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        try:
-            from timm.models.cait import Cait
-        except ImportError:
-            return False
-        return isinstance(model, Cait) and all(_is_block(b) for b in model.blocks)
+    model_class = "timm.models.cait:Cait"
+    excluded_classes = ()

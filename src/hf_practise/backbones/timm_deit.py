@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from .registry import register_family
-from .timm_vit import TimmViTFamily, _is_block
+from .timm_vit import TimmViTFamily
 from .tiny import timm_tiny
 
 
@@ -21,14 +21,8 @@ class TimmDeiTDistilledFamily(TimmViTFamily):
         ),
     }
     teacher_recipes = {}
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        try:
-            from timm.models.deit import VisionTransformerDistilled
-        except ImportError:
-            return False
-        return isinstance(model, VisionTransformerDistilled) and all(_is_block(b) for b in model.blocks)
+    model_class = "timm.models.deit:VisionTransformerDistilled"
+    excluded_classes = ()
 
     def classifier(self, model: nn.Module) -> nn.Module:
         return nn.ModuleList([model.head, model.head_dist])

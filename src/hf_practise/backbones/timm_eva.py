@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .registry import register_family
-from .timm_vit import TimmViTFamily, _is_block
+from .timm_vit import TimmViTFamily
 from .tiny import timm_tiny
 
 
@@ -35,14 +35,8 @@ class TimmEvaFamily(TimmViTFamily):
         ),
     }
     teacher_recipes = {}
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        try:
-            from timm.models.eva import Eva
-        except ImportError:
-            return False
-        return isinstance(model, Eva) and all(_is_block(b) for b in model.blocks)
+    model_class = "timm.models.eva:Eva"
+    excluded_classes = ()
 
     def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
         super().remove_blocks(model, gone)

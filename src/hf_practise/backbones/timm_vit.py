@@ -10,6 +10,7 @@ reloads the result with `model_args={"depth": n}`.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from torch import nn
@@ -29,6 +30,12 @@ def _is_block(block: nn.Module) -> bool:
         and len(layers_of(attn, nn.Linear)) >= 2
         and len(layers_of(mlp, nn.Linear)) >= 2
     )
+
+
+def _timm_class(name: str) -> type:
+    """`module:Class` -> the class (ImportError / AttributeError when this timm lacks it)."""
+    module, _, klass = name.partition(":")
+    return getattr(importlib.import_module(module), klass)
 
 
 def _output(branch: nn.Module, name: str) -> nn.Linear:
@@ -62,17 +69,19 @@ class TimmViTFamily(TimmFamily):
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     min_blocks_per_stage = 1  # with no block left, the class token never sees the image
 
+    #: the timm model class this family handles ("module:Class"), and subclasses it leaves to other families
+    model_class: str = "timm.models.vision_transformer:VisionTransformer"
+    excluded_classes: tuple[str, ...] = ("timm.models.deit:VisionTransformerDistilled",)  # own family: timm_deit
+
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         try:
-            from timm.models.deit import VisionTransformerDistilled
-            from timm.models.vision_transformer import VisionTransformer
-        except ImportError:
+            klass, *excluded = (_timm_class(name) for name in (cls.model_class, *cls.excluded_classes))
+        except (ImportError, AttributeError):
             return False
-        # DeiT's distilled model has its own family (timm_deit), for its second head
         return (
-            isinstance(model, VisionTransformer)
-            and not isinstance(model, VisionTransformerDistilled)
+            isinstance(model, klass)
+            and not isinstance(model, tuple(excluded))
             and all(_is_block(b) for b in model.blocks)
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .registry import register_family
-from .timm_vit import TimmViTFamily, _is_block
+from .timm_vit import TimmViTFamily
 from .tiny import timm_tiny
 
 
@@ -20,14 +20,8 @@ class TimmXcitFamily(TimmViTFamily):
     name = "timm-xcit"
     tiny_models = {"xcit": timm_tiny("xcit_nano_12_p16_224", img_size=32, depth=3, embed_dim=32, num_heads=2)}
     teacher_recipes = {}
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        try:
-            from timm.models.xcit import Xcit
-        except ImportError:
-            return False
-        return isinstance(model, Xcit) and all(_is_block(b) for b in model.blocks)
+    model_class = "timm.models.xcit:Xcit"
+    excluded_classes = ()
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         # XCiT's patch embedding is a stack of convs: the last one writes the stream

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from .registry import register_family
-from .tiny import transformers_tiny
-from .transformers_vit import TransformersViTLikeFamily
+from .transformers_vit import TransformersViTLikeFamily, vit_tiny
 
 
 @register_family
@@ -22,27 +21,15 @@ class TransformersBeitFamily(TransformersViTLikeFamily):
     base_attr = "beit"
     layer_class = "BeitLayer"
     tiny_models = {
-        "beit-relpos-meanpool": transformers_tiny(
+        "beit-relpos-meanpool": vit_tiny(
             "BeitForImageClassification",
             "BeitConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
             use_relative_position_bias=True,
             use_mean_pooling=True,
         ),
-        "beit-shared-relpos-cls": transformers_tiny(
+        "beit-shared-relpos-cls": vit_tiny(
             "BeitForImageClassification",
             "BeitConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
             use_shared_relative_position_bias=True,
             use_mean_pooling=False,
         ),
@@ -59,15 +46,9 @@ class TransformersData2VecVisionFamily(TransformersBeitFamily):
     base_attr = "data2vec_vision"
     layer_class = "Data2VecVisionLayer"
     tiny_models = {
-        "data2vec-vision": transformers_tiny(
+        "data2vec-vision": vit_tiny(
             "Data2VecVisionForImageClassification",
             "Data2VecVisionConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
             use_relative_position_bias=True,
         )
     }

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from .registry import register_family
-from .tiny import transformers_tiny
-from .transformers_vit import TransformersViTLikeFamily
+from .transformers_vit import TransformersViTLikeFamily, vit_tiny
 
 
 @register_family
@@ -22,20 +21,7 @@ class TransformersCLIPFamily(TransformersViTLikeFamily):
     base_attr = "vision_model"
     layer_class = "CLIPEncoderLayer"
     depth_field = "vision_config.num_hidden_layers"
-    tiny_models = {
-        "clip": transformers_tiny(
-            "CLIPForImageClassification",
-            "CLIPConfig",
-            vision_config=dict(
-                hidden_size=32,
-                num_hidden_layers=4,
-                num_attention_heads=2,
-                intermediate_size=64,
-                image_size=32,
-                patch_size=8,
-            ),
-        )
-    }
+    tiny_models = {"clip": vit_tiny("CLIPForImageClassification", "CLIPConfig", nested=True)}
 
     def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
         return model.classifier(features[:, 1:, :].mean(dim=1))
@@ -46,20 +32,7 @@ class TransformersMetaClip2Family(TransformersCLIPFamily):
     name = "transformers-metaclip2"
     model_class_name = "MetaClip2ForImageClassification"
     layer_class = "MetaClip2EncoderLayer"
-    tiny_models = {
-        "metaclip2": transformers_tiny(
-            "MetaClip2ForImageClassification",
-            "MetaClip2Config",
-            vision_config=dict(
-                hidden_size=32,
-                num_hidden_layers=4,
-                num_attention_heads=2,
-                intermediate_size=64,
-                image_size=32,
-                patch_size=8,
-            ),
-        )
-    }
+    tiny_models = {"metaclip2": vit_tiny("MetaClip2ForImageClassification", "MetaClip2Config", nested=True)}
 
 
 @register_family
@@ -67,20 +40,7 @@ class TransformersSiglipFamily(TransformersCLIPFamily):
     name = "transformers-siglip"
     model_class_name = "SiglipForImageClassification"
     layer_class = "SiglipEncoderLayer"
-    tiny_models = {
-        "siglip": transformers_tiny(
-            "SiglipForImageClassification",
-            "SiglipConfig",
-            vision_config=dict(
-                hidden_size=32,
-                num_hidden_layers=4,
-                num_attention_heads=2,
-                intermediate_size=64,
-                image_size=32,
-                patch_size=8,
-            ),
-        )
-    }
+    tiny_models = {"siglip": vit_tiny("SiglipForImageClassification", "SiglipConfig", nested=True)}
 
     def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
         return model.classifier(features.mean(dim=1))

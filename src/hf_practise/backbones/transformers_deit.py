@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from .registry import register_family
-from .tiny import transformers_tiny
-from .transformers_vit import TransformersViTLikeFamily
+from .transformers_vit import TransformersViTLikeFamily, vit_tiny
 
 
 @register_family
@@ -22,15 +21,9 @@ class TransformersDeiTFamily(TransformersViTLikeFamily):
     base_attr = "deit"
     layer_class = "DeiTLayer"
     tiny_models = {
-        "deit": transformers_tiny(
+        "deit": vit_tiny(
             "DeiTForImageClassification",
             "DeiTConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
         )
     }
 
@@ -42,15 +35,9 @@ class TransformersDeiTWithTeacherFamily(TransformersViTLikeFamily):
     base_attr = "deit"
     layer_class = "DeiTLayer"
     tiny_models = {
-        "deit-with-teacher": transformers_tiny(
+        "deit-with-teacher": vit_tiny(
             "DeiTForImageClassificationWithTeacher",
             "DeiTConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
         )
     }
 

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from .registry import register_family
-from .tiny import transformers_tiny
-from .transformers_vit import TransformersViTLikeFamily
+from .transformers_vit import TransformersViTLikeFamily, vit_tiny
 
 
 @register_family
@@ -22,15 +21,9 @@ class TransformersDinov2Family(TransformersViTLikeFamily):
     base_attr = "dinov2"
     layer_class = "Dinov2Layer"
     tiny_models = {
-        "dinov2": transformers_tiny(
+        "dinov2": vit_tiny(
             "Dinov2ForImageClassification",
             "Dinov2Config",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
         )
     }
 
@@ -49,15 +42,9 @@ class TransformersDinov2WithRegistersFamily(TransformersDinov2Family):
     base_attr = "dinov2_with_registers"
     layer_class = "Dinov2WithRegistersLayer"
     tiny_models = {
-        "dinov2-registers": transformers_tiny(
+        "dinov2-registers": vit_tiny(
             "Dinov2WithRegistersForImageClassification",
             "Dinov2WithRegistersConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
             num_register_tokens=2,
         )
     }

@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from .registry import register_family
-from .tiny import transformers_tiny
-from .transformers_vit import TransformersViTLikeFamily
+from .transformers_vit import TransformersViTLikeFamily, vit_tiny
 
 
 @register_family
@@ -18,15 +17,9 @@ class TransformersIJepaFamily(TransformersViTLikeFamily):
     base_attr = "ijepa"
     layer_class = "IJepaLayer"
     tiny_models = {
-        "ijepa": transformers_tiny(
+        "ijepa": vit_tiny(
             "IJepaForImageClassification",
             "IJepaConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
         )
     }
 

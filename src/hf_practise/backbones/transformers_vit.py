@@ -36,6 +36,20 @@ def vit_branches(block: nn.Module) -> list[list[nn.Linear]]:
     return out
 
 
+#: the sizes of every tiny ViT-like model of the invariant suite (32x32 inputs, 16 patches, 4 layers)
+TINY_VIT = dict(
+    hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+)
+
+
+def vit_tiny(model_class: str, config_class: str, *, nested: bool = False, **kwargs: Any):
+    """A tiny ViT-like transformers model (`TINY_VIT` sizes, `kwargs` on top); with `nested` (CLIP-style configs,
+    which hold the vision tower's), the sizes go into `vision_config`."""
+    if nested:
+        return transformers_tiny(model_class, config_class, vision_config=TINY_VIT, **kwargs)
+    return transformers_tiny(model_class, config_class, **{**TINY_VIT, **kwargs})
+
+
 class TransformersViTLikeFamily(TransformersFamily):
     """Base of the ViT-like families: one stack of `layer_class` layers under the base model, all droppable
     but one."""
@@ -80,15 +94,9 @@ class TransformersViTFamily(TransformersViTLikeFamily):
     base_attr = "vit"
     layer_class = "ViTLayer"
     tiny_models = {
-        "vit": transformers_tiny(
+        "vit": vit_tiny(
             "ViTForImageClassification",
             "ViTConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
         ),
     }
     teacher_recipes = {

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 from .registry import register_family
-from .tiny import transformers_tiny
-from .transformers_vit import TransformersViTLikeFamily
+from .transformers_vit import TransformersViTLikeFamily, vit_tiny
 
 
 @register_family
@@ -15,14 +14,8 @@ class TransformersViTMSNFamily(TransformersViTLikeFamily):
     base_attr = "vit"
     layer_class = "ViTMSNLayer"
     tiny_models = {
-        "vit-msn": transformers_tiny(
+        "vit-msn": vit_tiny(
             "ViTMSNForImageClassification",
             "ViTMSNConfig",
-            hidden_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            intermediate_size=64,
-            image_size=32,
-            patch_size=8,
         )
     }
