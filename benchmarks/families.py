@@ -291,16 +291,16 @@ def write_markdown(path: Path, records: list[dict]) -> None:
         )
         for f, r in teachers.items()
     ]
-    m = first["machine"]
     lines += [
         "",
-        f"Latency: CPU, batch 64, input 3x32x32, median of alternating runs. Machine: {m['cpu']}, {m['threads']} "
-        f"threads, torch {m['torch']}.",
+        "Latency: CPU, batch 64, input 3x32x32, median of alternating runs, on the machine of each command below.",
         "",
         "Commands:",
         "",
     ]
-    lines += [f"- `{c}`" for c in dict.fromkeys(r["command"] for r in records)]
+    # rows come from several runs, possibly on other machines: each command with the machine it ran on
+    runs = {r["command"]: r["machine"] for r in records}
+    lines += [f"- `{c}` ({m['cpu']}, {m['threads']} threads, torch {m['torch']})" for c, m in runs.items()]
     path.write_text("\n".join(lines) + "\n")
 
 
