@@ -104,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-threads", type=int, default=None)
     p.add_argument("--latency-repeats", type=int, default=LatencyConfig.repeats)
     p.add_argument(
+        "--latency-tolerance",
+        type=float,
+        default=CompressionConfig.latency_tolerance,
+        help="a measured cut more than this above the target is an overshoot, and selection comes back toward it",
+    )
+    p.add_argument(
+        "--latency-backend",
+        choices=["torch", "onnxruntime", "openvino"],
+        default=LatencyConfig.backend,
+        help="where latency is measured: PyTorch eager, or the exported model in ONNX Runtime "
+        '(pip install "hf-practise[onnx]") or OpenVINO (pip install "hf-practise[openvino]")',
+    )
+    p.add_argument(
+        "--latency-precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=LatencyConfig.precision,
+        help="time the torch model under autocast in this precision (deploy in bf16/fp16; pair with "
+        "accelerate's --mixed_precision for the finetune)",
+    )
+    p.add_argument(
         "--latency-table",
         default=None,
         help="json {block path: share of the model's latency} measured on your deployment device; replaces local timing",
@@ -142,6 +162,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
         if args.num_blocks is not None
         else (0.22 if args.latency_reduction is None else args.latency_reduction),
         num_blocks=args.num_blocks,
+        latency_tolerance=args.latency_tolerance,
         seed=args.seed,
         work_dir=args.work_dir,
         scan=ScanConfig(iterations=args.scan_iterations, lr=args.scan_lr, batch_size=args.scan_batch_size),
@@ -159,7 +180,11 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
             checkpoint_every=args.checkpoint_every,
         ),
         latency=LatencyConfig(
-            batch_size=args.latency_batch_size, threads=args.latency_threads, repeats=args.latency_repeats
+            batch_size=args.latency_batch_size,
+            threads=args.latency_threads,
+            repeats=args.latency_repeats,
+            backend=args.latency_backend,
+            precision=args.latency_precision,
         ),
         latency_table=read_latency_table(args.latency_table) if args.latency_table else None,
     )
@@ -171,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hf_practise").setLevel(logging.INFO)
     try:
         return run(args)
-    except (ValueError, OSError, FloatingPointError) as e:  # OSError: missing files, permissions, disk
+    except (ValueError, OSError, ImportError, FloatingPointError) as e:  # OSError: missing files, permissions, disk
         logging.getLogger(__name__).debug("failed", exc_info=True)
         sys.exit(f"error: {e}")
 

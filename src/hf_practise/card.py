@@ -102,6 +102,9 @@ def _card_data(result: CompressionResult, repo_id: str | None, name: str):
                 "batch_size": lat.base.batch_size,
                 "input_size": list(lat.base.input_size),
                 "dtype": lat.base.dtype,
+                "backend": lat.base.backend,
+                "backend_version": str(lat.base.backend_version or lat.base.torch_version),
+                "provider": lat.base.provider,
                 "base_latency_ms": round(lat.base.median_ms, 3),
                 "reduction": round(lat.reduction, 4),
             },
@@ -202,6 +205,7 @@ def render_model_card(
             "input_size": "x".join(map(str, lat.base.input_size)),
             "dtype": lat.base.dtype,
             "torch_version": lat.base.torch_version,
+            "runtime": lat.base.runtime(),
         },
         macs={
             "before": f"{result.macs_before / 1e6:.1f}M",

@@ -34,6 +34,7 @@ from .mimic import evaluate_top1, mimic_finetune
 from .provenance import model_fingerprint
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
 from .result import CompressionResult
+from .runtimes import require_backend
 from .selection import check_reachable, select_in_order
 from .training import as_logits
 
@@ -78,6 +79,8 @@ class PractiseCompressor:
 
         self.family = family or get_family(model)
         config = config or CompressionConfig()
+        if config.latency_table is None:
+            require_backend(config.latency.backend)  # before any work: a missing runtime names its extra
         # "auto" optimizer and learning rate become the family's, so the report and card show what ran
         self.config = dataclasses.replace(config, finetune=config.finetune.resolved(self.family))
         self.accelerator = accelerator or Accelerator()
@@ -195,9 +198,17 @@ class PractiseCompressor:
             if saved.get("key") == key:
                 logger.info("latency shares reused from %s", cache)
                 return {k: float(v) for k, v in saved["shares"].items()}, None
+        # the shares are checked against the model without every block that may go at once, timed beside them
+        removable = self.family.feasible(self.model, cands)
+        without = (build_pruned(self.model, self.family, removable, adaptors=False), [r.path for r in removable])
         shares, stats = self._on_main(
             lambda: block_latency_table(
-                self.model, self.family, cands, input_size=self.input_size, config=self.config.latency
+                self.model,
+                self.family,
+                cands,
+                input_size=self.input_size,
+                config=self.config.latency,
+                without=without if removable else None,
             )
         )
         if cache is not None and self.accelerator.is_main_process:
@@ -256,15 +267,22 @@ class PractiseCompressor:
         return sorted(rows, key=lambda r: order[(r.stage, r.index)])
 
     def select(self, rows: Sequence[ScanRow], *, criterion: str = "score") -> tuple[list[ScanRow], list[dict]]:
-        """Lowest-score blocks until the target holds; a latency target is checked by measuring the pruned model."""
-        return self.select_in_order(rank_blocks(rows, criterion=criterion))
+        """Lowest-score blocks until the target holds; a latency target is checked by measuring the pruned model,
+        and an overshoot comes back to the set of least total recoverability (or `criterion`'s error) inside it."""
+        cost = {"score": "recoverability", "recoverability": "recoverability", "initial_error": "initial_error"}
+        attr = cost.get(criterion)
+        return self.select_in_order(
+            rank_blocks(rows, criterion=criterion), cost=(lambda r: getattr(r, attr)) if attr else None
+        )
 
-    def select_in_order(self, ranked: Sequence[ScanRow]) -> tuple[list[ScanRow], list[dict]]:
+    def select_in_order(
+        self, ranked: Sequence[ScanRow], *, cost: Callable[[ScanRow], float] | None = None
+    ) -> tuple[list[ScanRow], list[dict]]:
         """Take blocks from the front of `ranked` until the target holds (see `selection.select_in_order`), less
         the blocks that, with the ones before them, would empty a stage the family must keep."""
         allowed = set(self.family.feasible(self.model, [r.ref for r in ranked]))
         feasible = [r for r in ranked if r.ref in allowed]
-        return select_in_order(feasible, config=self.config, measure=self.measure_pruned)
+        return select_in_order(feasible, config=self.config, measure=self.measure_pruned, cost=cost)
 
     def measure_pruned(self, blocks) -> LatencyComparison:
         """The model without `blocks` (no adaptors) timed against the whole model, on the main process."""

@@ -141,8 +141,18 @@ class LatencyConfig:
     repeats: int = 15  # timed passes (A/B pairs when comparing two models)
     input_size: tuple[int, int, int] | None = None  # (C, H, W); None reads the model's pretrained config
     channels_last: bool = False  # time in channels_last memory format
+    backend: Literal["torch", "onnxruntime", "openvino"] = "torch"  # where the passes run: PyTorch eager, or the
+    # model exported to ONNX and run by ONNX Runtime (CPU; CUDA on a GPU) or OpenVINO (CPU)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision of the timed passes (torch backend)
 
     def __post_init__(self) -> None:
+        _choice("latency.backend", self.backend, ("torch", "onnxruntime", "openvino"))
+        _choice("latency.precision", self.precision, ("fp32", "bf16", "fp16"))
+        _check(
+            self.precision == "fp32" or self.backend == "torch",
+            f"`latency.precision` {self.precision!r} needs the torch backend (CLI: --latency-backend torch); the "
+            "runtimes time the exported fp32 model.",
+        )
         _positive("latency.batch_size", self.batch_size, "--latency-batch-size", integer=True)
         if self.threads is not None:
             _positive("latency.threads", self.threads, "--latency-threads", integer=True)
@@ -162,6 +172,7 @@ class CompressionConfig:
 
     latency_reduction: float | None = 0.22  # drop blocks until measured latency falls by this fraction
     num_blocks: int | None = None  # or drop exactly this many blocks (overrides latency_reduction)
+    latency_tolerance: float = 0.06  # a measured cut above target + this is an overshoot: selection comes back
     seed: int = 0  # seeds sampling, shuffling and adaptor training
     scan: ScanConfig = field(default_factory=ScanConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -186,6 +197,7 @@ class CompressionConfig:
                 f"`latency_reduction` (CLI: --latency-reduction) is a fraction in (0, 1), e.g. 0.22 for 22%; got {r!r}.",
             )
         _positive("seed", self.seed, "--seed", allow_zero=True, integer=True)
+        _positive("latency_tolerance", self.latency_tolerance, "--latency-tolerance")
         _positive("eval_batch_size", self.eval_batch_size, None, integer=True)
         for name, kind in (("scan", ScanConfig), ("finetune", FinetuneConfig), ("latency", LatencyConfig)):
             _check(isinstance(getattr(self, name), kind), f"`{name}` must be a `{kind.__name__}`.")

@@ -1,15 +1,19 @@
 """Latency, MACs and parameter counts that can be trusted on a noisy machine.
 
 Timings are medians over repeats after warm-up, with fixed threads, batch and input size, on the device the
-model's weights live on. Two models are compared by alternating them (A B A B ...) and taking the median of
-the per-pair ratios, so drift in machine load hits both alike. Per-block savings are timed on each block's own
-recorded input, interleaved round-robin with the whole model, which is far less noisy than timing whole
-networks that differ by one block.
+model's weights live on, in the backend the model will be deployed with (`LatencyConfig.backend`: PyTorch
+eager, ONNX Runtime or OpenVINO; see `runtimes.py`). Two models are compared by alternating them (A B A B ...)
+and taking the median of the per-pair ratios, so drift in machine load hits both alike. Per-block shares are
+timed on each block's own recorded input, interleaved round-robin with the whole model, and each share is the
+median of its per-round ratios to the whole model. The shares are then checked against the model with the
+blocks removed, timed in the same rounds: where they do not add up to its measured saving they are measured
+again, and finally scaled to it, so a busy machine cannot make every block look cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import platform
 import statistics
 import time
@@ -21,6 +25,9 @@ from torch import nn
 
 from .backbones.base import BackboneFamily, BlockRef, entry_module
 from .config import LatencyConfig
+from .runtimes import Runner, make_runner
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "LatencyStats",
@@ -50,9 +57,22 @@ class LatencyStats:
     dtype: str
     torch_version: str
     channels_last: bool
+    backend: str = "torch"  # what ran the passes: torch, onnxruntime or openvino
+    backend_version: str = ""
+    provider: str = ""  # torch: cpu/cuda; onnxruntime: its execution provider; openvino: its device
+    precision: str = "fp32"  # autocast precision of the timed passes (torch backend)
+    share_check: dict | None = None  # block tables: the shares' sum against the model without the blocks
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def runtime(self) -> str:
+        """What ran the timed passes, in words: "PyTorch 2.x eager", "ONNX Runtime 1.x (CPUExecutionProvider)"."""
+        precision = "" if self.precision == "fp32" else f", autocast {self.precision}"
+        if self.backend == "torch":
+            return f"PyTorch {self.torch_version} eager ({self.dtype}{precision})"
+        name = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}.get(self.backend, self.backend)
+        return f"{name} {self.backend_version} ({self.provider}), ONNX exported by torch {self.torch_version}"
 
 
 @dataclass
@@ -109,7 +129,22 @@ def _timer(fn: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def _stats(times: Sequence[float], model: nn.Module, config: LatencyConfig, input_size, threads: int) -> LatencyStats:
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextlib.contextmanager
+def _precision(config: LatencyConfig, device: torch.device) -> Iterator[None]:
+    """Autocast to the deployment precision while timing (torch backend); fp32 changes nothing."""
+    if config.precision == "fp32":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=_AUTOCAST[config.precision]):
+        yield
+
+
+def _stats(
+    times: Sequence[float], model: nn.Module, config: LatencyConfig, input_size, threads: int, runner: Runner
+) -> LatencyStats:
     device, dtype = _model_device_dtype(model)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return LatencyStats(
@@ -123,8 +158,12 @@ def _stats(times: Sequence[float], model: nn.Module, config: LatencyConfig, inpu
         device=str(device),
         device_name=device_name(device),
         dtype=str(dtype).replace("torch.", ""),
-        torch_version=torch.__version__,
+        torch_version=str(torch.__version__),
         channels_last=config.channels_last,
+        backend=runner.info.backend,
+        backend_version=runner.info.version,
+        provider=runner.info.provider,
+        precision=config.precision,
     )
 
 
@@ -150,6 +189,10 @@ def _eval_format(models: Sequence[nn.Module], channels_last: bool) -> Iterator[N
                 m.to(memory_format=torch.contiguous_format)
 
 
+def _runner(module: nn.Module, args: tuple, kwargs: dict, config: LatencyConfig, threads: int) -> Runner:
+    return make_runner(module, args, kwargs, backend=config.backend, threads=threads)
+
+
 # no_grad, not inference_mode: a model may cache tensors it builds in a forward (transformers' BEiT caches its
 # relative position index), and an inference-mode tensor in that cache breaks the training that follows
 @torch.no_grad()
@@ -159,12 +202,16 @@ def measure_latency(
     """Median latency of one forward pass of a batch, in milliseconds."""
     config = config or LatencyConfig()
     device, _ = _model_device_dtype(model)
-    with _threads(config.threads) as threads, _eval_format([model], config.channels_last):
-        x = _example(model, config, input_size)
+    with (
+        _threads(config.threads) as threads,
+        _eval_format([model], config.channels_last),
+        _precision(config, device),
+    ):
+        run = _runner(model, (_example(model, config, input_size),), {}, config, threads)
         for _ in range(config.warmup):
-            model(x)
-        times = [_timer(lambda: model(x), device) for _ in range(config.repeats)]
-    return _stats(times, model, config, input_size, threads)
+            run()
+        times = [_timer(run, device) for _ in range(config.repeats)]
+    return _stats(times, model, config, input_size, threads, run)
 
 
 @torch.no_grad()
@@ -174,29 +221,42 @@ def compare_latency(
     """Time two models alternately on the same input; the reduction is the median of per-pair ratios."""
     config = config or LatencyConfig()
     device, _ = _model_device_dtype(base)
-    with _threads(config.threads) as threads, _eval_format([base, candidate], config.channels_last):
+    with (
+        _threads(config.threads) as threads,
+        _eval_format([base, candidate], config.channels_last),
+        _precision(config, device),
+    ):
         x = _example(base, config, input_size)
+        run_a = _runner(base, (x,), {}, config, threads)
+        run_b = _runner(candidate, (x,), {}, config, threads)
         for _ in range(config.warmup):
-            base(x)
-            candidate(x)
+            run_a()
+            run_b()
         a, b = [], []
         for i in range(config.repeats):
             # alternate which goes first too, so neither always runs on a warmer cache
-            first, second = (base, candidate) if i % 2 == 0 else (candidate, base)
-            t1 = _timer(lambda: first(x), device)
-            t2 = _timer(lambda: second(x), device)
+            first, second = (run_a, run_b) if i % 2 == 0 else (run_b, run_a)
+            t1 = _timer(first, device)
+            t2 = _timer(second, device)
             ta, tb = (t1, t2) if i % 2 == 0 else (t2, t1)
             a.append(ta)
             b.append(tb)
     ratios = [tb / ta for ta, tb in zip(a, b)]
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return LatencyComparison(
-        base=_stats(a, base, config, input_size, threads),
-        candidate=_stats(b, candidate, config, input_size, threads),
+        base=_stats(a, base, config, input_size, threads, run_a),
+        candidate=_stats(b, candidate, config, input_size, threads, run_b),
         reduction=1.0 - statistics.median(ratios),
         reduction_p25=1.0 - q[2],
         reduction_p75=1.0 - q[0],
     )
+
+
+#: the shares of the removed blocks may differ from the saving measured on the model without them by this factor
+#: before they are measured again (in-context and isolated timings differ a little even on a quiet machine)
+SHARE_AGREEMENT = 1.25
+#: measurements of the block table when its shares and the saving do not agree
+SHARE_ATTEMPTS = 3
 
 
 @torch.no_grad()
@@ -207,14 +267,26 @@ def block_latency_table(
     *,
     input_size: Sequence[int],
     config: LatencyConfig | None = None,
+    without: tuple[nn.Module, Sequence[str]] | None = None,
 ) -> tuple[dict[str, float], LatencyStats]:
     """Fraction of the whole model's latency that each block takes, timed on the block's own input.
 
-    Returns the fractions by block path and the whole model's latency, measured in the same interleaved rounds.
+    Each round times the whole model, then every block, so a share is the median of ratios measured moments
+    apart. With `without` = (the model without some of the blocks, their paths), that model is timed in the
+    same rounds and the shares of its missing blocks are checked against its measured saving: measured again
+    (up to `SHARE_ATTEMPTS` times) while they disagree by more than `SHARE_AGREEMENT`, then all scaled by
+    saving / sum, which `stats.share_check` records.
+
+    Returns the fractions by block path and the whole model's latency.
     """
     config = config or LatencyConfig()
     device, _ = _model_device_dtype(model)
-    with _threads(config.threads) as threads, _eval_format([model], config.channels_last):
+    models = [model] + ([without[0]] if without is not None else [])
+    with (
+        _threads(config.threads) as threads,
+        _eval_format(models, config.channels_last),
+        _precision(config, device),
+    ):
         x = _example(model, config, input_size)
         # each block's call as the model makes it (some blocks take more than the tensor, e.g. a size)
         calls: dict[str, tuple[tuple, dict]] = {}
@@ -230,19 +302,56 @@ def block_latency_table(
         finally:
             for h in hooks:
                 h.remove()
+        whole_run = _runner(model, (x,), {}, config, threads)
+        block_runs = {path: _runner(m, *calls[path], config, threads) for path, m in modules.items()}
+        without_run = _runner(without[0], (x,), {}, config, threads) if without is not None else None
         for _ in range(config.warmup):
-            model(x)
-            for path, m in modules.items():
-                m(*calls[path][0], **calls[path][1])
-        whole: list[float] = []
-        per_block: dict[str, list[float]] = {path: [] for path in modules}
-        for _ in range(config.repeats):
-            whole.append(_timer(lambda: model(x), device))
-            for path, m in modules.items():
-                args, kwargs = calls[path]
-                per_block[path].append(_timer(lambda m=m, a=args, k=kwargs: m(*a, **k), device))
-    stats = _stats(whole, model, config, input_size, threads)
-    return {path: statistics.median(t) / stats.median_ms for path, t in per_block.items()}, stats
+            whole_run()
+            for run in block_runs.values():
+                run()
+            if without_run is not None:
+                without_run()
+        for attempt in range(1, SHARE_ATTEMPTS + 1):
+            whole: list[float] = []
+            ratios: dict[str, list[float]] = {path: [] for path in modules}
+            without_ratios: list[float] = []
+            for _ in range(config.repeats):
+                t_whole = _timer(whole_run, device)
+                whole.append(t_whole)
+                for path, run in block_runs.items():
+                    ratios[path].append(_timer(run, device) / t_whole)
+                if without_run is not None:
+                    without_ratios.append(_timer(without_run, device) / t_whole)
+            shares = {path: statistics.median(r) for path, r in ratios.items()}
+            if without is None:
+                check = None
+                break
+            predicted = sum(shares[p] for p in without[1])
+            measured = 1.0 - statistics.median(without_ratios)
+            factor = measured / predicted if predicted > 0 and measured > 0 else 1.0
+            check = {
+                "removed": list(without[1]),
+                "shares_sum": predicted,
+                "measured_saving": measured,
+                "factor": factor,
+                "attempts": attempt,
+            }
+            agree = 1.0 / SHARE_AGREEMENT <= factor <= SHARE_AGREEMENT
+            logger.info(
+                "block shares: %d removed blocks sum to %.1f%%, their removal measured %.1f%% (attempt %d)%s",
+                len(without[1]),
+                100 * predicted,
+                100 * measured,
+                attempt,
+                "" if agree else ": they disagree, measuring again" if attempt < SHARE_ATTEMPTS else "",
+            )
+            if agree:
+                break
+        if check is not None and check["factor"] != 1.0:
+            shares = {path: v * check["factor"] for path, v in shares.items()}
+    stats = _stats(whole, model, config, input_size, threads, whole_run)
+    stats.share_check = check
+    return shares, stats
 
 
 def count_macs(model: nn.Module, *, input_size: Sequence[int]) -> int:

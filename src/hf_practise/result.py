@@ -164,7 +164,7 @@ class CompressionResult:
         device = (
             f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
         )
-        return "\n".join(rows) + f"\n\nLatency measured on {device}, {lat.base.dtype}, torch {lat.base.torch_version}."
+        return "\n".join(rows) + f"\n\nLatency measured on {device}, in {lat.base.runtime()}."
 
     def save_pretrained(
         self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None
