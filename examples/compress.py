@@ -29,6 +29,7 @@ from hf_practise.config import check_latency_table
 from hf_practise.files import check_writable_parent
 from hf_practise.hub import load_dataset_source
 from hf_practise.provenance import recorded_command
+from hf_practise.runtimes import require_backend
 
 logger = get_logger(__name__)
 
@@ -127,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-table",
         default=None,
         help="json {block path: share of the model's latency} measured on your deployment device; replaces local timing",
+    )
+    p.add_argument(
+        "--export",
+        choices=["onnx"],
+        default=None,
+        help="also write the compressed model as model.onnx (dynamic batch; checked against PyTorch in ONNX Runtime) "
+        'beside the checkpoint, and upload it with --push_to_hub (pip install "hf-practise[onnx]")',
     )
     p.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     p.add_argument(
@@ -231,6 +239,11 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)  # refuses bad numbers before anything is loaded
     validate(args)
     out = Path(args.output_dir)
+    # a missing runtime is named before any data is read: the latency backend, and the export's check
+    if config.latency_table is None:
+        require_backend(config.latency.backend)
+    if args.export == "onnx":
+        require_backend("onnxruntime")
     accelerator = Accelerator(cpu=args.cpu, log_with=args.report_to)
     if args.report_to:
         accelerator.init_trackers(
@@ -279,6 +292,12 @@ def run(args: argparse.Namespace) -> int:
         if result.resume_note():
             print("\n" + result.resume_note())
         print("\nWall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in result.phase_seconds.items()}))
+        if args.export == "onnx":
+            onnx = result.export_onnx()
+            print(
+                f"\nONNX export: max |logit difference| from PyTorch {onnx['max_abs_logit_diff']:.2g} "
+                f"({onnx['relative_diff']:.2g} of the largest logit) on {onnx['images']} {onnx['images_from']} images"
+            )
         path = result.save_pretrained(out, overwrite=args.overwrite, repo_id=args.hub_model_id)
         native = result.reloads_natively
         how = f"plain {result.family.library_name}" if native else "hf_practise's loader"

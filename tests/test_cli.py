@@ -166,3 +166,46 @@ def test_a_work_dir_refuses_a_second_teacher(teacher_dir, imagefolder, tmp_path)
     a, c = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "c" / "model.safetensors"))
     assert all(_torch.equal(a[k], c[k]) for k in a)
     assert "finished checkpoint" in (tmp_path / "c" / "README.md").read_text()
+
+
+def test_cli_times_in_onnxruntime_and_exports_onnx(teacher_dir, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    proc = compress(
+        teacher_dir,
+        str(imagefolder),
+        str(out),
+        "--num-samples",
+        "12",
+        "--num-blocks",
+        "1",
+        "--latency-backend",
+        "onnxruntime",
+        "--export",
+        "onnx",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ONNX export: max |logit difference|" in proc.stdout
+    report = json.loads((out / "practise_report.json").read_text())
+    assert report["latency"]["base"]["backend"] == report["latency"]["candidate"]["backend"] == "onnxruntime"
+    assert report["config"]["latency"]["backend"] == "onnxruntime" and report["onnx"]["relative_diff"] < 1e-4
+    assert (out / "model.onnx").exists()
+    card = (out / "README.md").read_text()
+    assert "ONNX Runtime" in card and "### ONNX" in card
+
+
+def test_cli_names_the_extra_of_a_missing_runtime(teacher_dir, imagefolder, tmp_path):
+    # a runtime that cannot be imported: the run stops before any work and says what to install
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "openvino.py").write_text("raise ImportError('openvino is not installed here')\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(blocker)}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", f"local-dir:{teacher_dir}", "--dataset", str(imagefolder)]
+        + ["--output-dir", str(tmp_path / "out"), "--latency-backend", "openvino", *FAST],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode != 0 and 'pip install "hf-practise[openvino]"' in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -242,6 +242,13 @@ def render_model_card(
         command=command,
         load_snippet=load_snippet,
         native=native,
+        onnx=None
+        if result.onnx is None
+        else {
+            **result.onnx,
+            "max_abs": f"{result.onnx['max_abs_logit_diff']:.2g}",
+            "relative": f"{result.onnx['relative_diff']:.2g}",
+        },
         eval_description=eval_desc,
         **plots,
     )

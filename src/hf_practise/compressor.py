@@ -491,6 +491,7 @@ class PractiseCompressor:
             top1_after=top1_after,
             finetune=ft,
             selection=checks,
+            check_images=tiny.images[:16].detach().cpu().clone(),
         )
         if not math.isfinite(latency.reduction):
             logger.warning("latency reduction is not finite; check the latency settings")

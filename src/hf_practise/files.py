@@ -97,12 +97,17 @@ def save_directory_atomically(
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write `text` to `path` so that a reader sees the old file or the new one, never a part."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(name, path)
     except BaseException:
         with contextlib.suppress(OSError):

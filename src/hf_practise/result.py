@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .backbones import BackboneFamily
@@ -27,9 +28,12 @@ from .recoverability import ScanRow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompressionResult", "REPORT_FILE"]
+__all__ = ["CompressionResult", "REPORT_FILE", "ONNX_FILE"]
 
 REPORT_FILE = "practise_report.json"
+ONNX_FILE = "model.onnx"
+#: the ONNX export's logits may differ from PyTorch's by this much (relative to the largest logit) before a warning
+ONNX_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -58,6 +62,9 @@ class CompressionResult:
     eval_set: dict[str, Any] | None = None  # name, split, size (and Hub id) of the data top-1 was measured on
     command: str | None = None  # the command line that produced this result, for the model card
     saved_to: Path | None = None  # where `save_pretrained` last wrote it
+    check_images: torch.Tensor | None = field(default=None, repr=False)  # a few preprocessed tiny-set images
+    onnx: dict[str, Any] | None = None  # the ONNX export and its parity check, once `export_onnx` ran
+    onnx_bytes: bytes | None = field(default=None, repr=False)  # the exported model, written by save_pretrained
 
     @property
     def latency_reduction(self) -> float:
@@ -86,6 +93,7 @@ class CompressionResult:
             "finetune_resumed_from": self.finetune.resumed_from if self.finetune else 0,
             "finetune_reused_finished": self.finetune.reused_finished if self.finetune else False,
             "selection": self.selection,
+            "onnx": self.onnx,
             "eval_set": self.eval_set,
             "command": self.command,
             "config": {**self.config.to_dict(), "work_dir": public_name(self.config.work_dir)},
@@ -166,6 +174,71 @@ class CompressionResult:
         )
         return "\n".join(rows) + f"\n\nLatency measured on {device}, in {lat.base.runtime()}."
 
+    def export_onnx(
+        self, path: str | Path | None = None, *, images: torch.Tensor | None = None, opset: int = 17
+    ) -> dict[str, Any]:
+        """Export the compressed model to ONNX (dynamic batch, input `pixel_values`, output `logits`) and check it
+        against PyTorch in ONNX Runtime on `images` (default: the tiny-set images kept from the run).
+
+        The file is written by `save_pretrained` (and so uploaded by `push_to_hub`) as `model.onnx`, and to `path`
+        when given. Needs `pip install "hf-practise[onnx]"`.
+
+        Returns:
+            The parity record (also `result.onnx`): max |logit difference|, relative to the largest logit, images.
+        """
+        from .files import atomic_write_bytes
+        from .runtimes import export_onnx_bytes, require_backend
+        from .training import as_logits
+
+        require_backend("onnxruntime")
+        import onnxruntime as ort
+
+        source = "given"
+        if images is None and self.check_images is not None:
+            images, source = self.check_images, "tiny set"
+        if images is None:
+            source = "random"
+            size = tuple(self.family.data_config(self.model)["input_size"])
+            images = torch.randn(4, *size, generator=torch.Generator().manual_seed(0))
+        images = images.detach().float().cpu()
+        model = self.model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            data = export_onnx_bytes(
+                model,
+                (images[:2].to(device),),
+                dynamic_batch=True,
+                input_names=["pixel_values"],
+                output_names=["logits"],
+                opset=opset,
+            )
+            reference = as_logits(model(images.to(device))).float().cpu()
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        exported = torch.from_numpy(session.run(None, {"pixel_values": images.numpy()})[0])
+        diff = (exported - reference).abs().max().item()
+        relative = diff / max(reference.abs().max().item(), 1e-12)
+        self.onnx = {
+            "file": ONNX_FILE,
+            "opset": opset,
+            "dynamic_batch": True,
+            "images": int(images.shape[0]),
+            "images_from": source,
+            "max_abs_logit_diff": diff,
+            "relative_diff": relative,
+            "onnxruntime": ort.__version__,
+            "torch": str(torch.__version__),
+            "bytes": len(data),
+        }
+        if relative > ONNX_TOLERANCE:
+            logger.warning(
+                "the ONNX export's logits differ from PyTorch's by %.3g (%.3g of the largest logit)", diff, relative
+            )
+        self.onnx_bytes = data
+        if path is not None:
+            atomic_write_bytes(Path(path), data)
+        logger.info("exported ONNX: max |logit difference| %.3g (relative %.3g)", diff, relative)
+        return self.onnx
+
     def save_pretrained(
         self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None
     ) -> Path:
@@ -180,6 +253,8 @@ class CompressionResult:
 
         def write(tmp: Path) -> None:
             self.family.save_pretrained(self.model, tmp, source_config=self.source)
+            if self.onnx_bytes is not None:
+                (tmp / ONNX_FILE).write_bytes(self.onnx_bytes)
             (tmp / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2, default=str))
             name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
             self.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
