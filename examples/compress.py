@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split to draw the tiny set from (default: train, or the only one)")
     p.add_argument("--eval-split", default=None, help="labelled split to measure top-1 on before and after")
     p.add_argument("--eval-num-samples", type=int, default=None, help="evaluate on a seeded subset of this size")
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        help="an `evaluate` metric to report on the eval split besides top-1 (repeatable): the shipped "
+        "top_k_accuracy (default) or any evaluate metric name or local module folder",
+    )
     p.add_argument("--image-column", default=None, help="image column (detected when omitted)")
     p.add_argument("--label-column", default=None, help="label column (detected when omitted; labels are optional)")
     p.add_argument("--num-samples", type=int, default=500, help="tiny-set size (50-500 work well)")
@@ -171,6 +178,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
         else (0.22 if args.latency_reduction is None else args.latency_reduction),
         num_blocks=args.num_blocks,
         latency_tolerance=args.latency_tolerance,
+        eval_metrics=args.metric or ["accuracy", "top_k_accuracy"],
         seed=args.seed,
         work_dir=args.work_dir,
         scan=ScanConfig(iterations=args.scan_iterations, lr=args.scan_lr, batch_size=args.scan_batch_size),

@@ -123,6 +123,22 @@ def _card_data(result: CompressionResult, repo_id: str | None, name: str):
                 metric_name="top-1",
             ),
         )
+        for i, (metric, _) in enumerate(result.other_metrics()):
+            value = result.metrics_after.get(metric)
+            if value is None:
+                continue
+            evals.insert(
+                1 + i,
+                EvalResult(
+                    task_type="image-classification",
+                    dataset_type=result.eval_set.get("hub_id") or result.eval_set.get("name", "eval"),
+                    dataset_name=result.eval_set.get("name", "eval"),
+                    dataset_split=result.eval_set.get("split"),
+                    metric_type=metric,
+                    metric_value=round(value, 5),
+                    metric_name=metric.replace("_", " "),
+                ),
+            )
     license_ = (src.get("pretrained_cfg") or {}).get("license") or src.get("license")
     datasets = [d for d in {result.tiny_set.get("hub_id"), (result.eval_set or {}).get("hub_id")} if d]
     return ModelCardData(
@@ -227,6 +243,15 @@ def render_model_card(
             else f"{100 * (result.top1_after - result.top1_before):+.2f} pts",
             "note": top1_note,
         },
+        other_metrics=[
+            {
+                "name": name,
+                "before": f"{before:.4g}",
+                "after": f"{result.metrics_after.get(name, float('nan')):.4g}",
+                "change": f"{result.metrics_after.get(name, float('nan')) - before:+.4g}",
+            }
+            for name, before in result.other_metrics()
+        ],
         scan_table=result.scan_table(),
         scan_iterations=cfg.scan.iterations,
         finetune_iterations=cfg.finetune.iterations,

@@ -30,7 +30,7 @@ from .config import CompressionConfig
 from .data import TinySet, as_torch_dataset, describe_indices, describe_source, load_tiny_set, model_transform
 from .files import atomic_write_text
 from .latency import LatencyComparison, block_latency_table, compare_latency, count_macs, count_params
-from .mimic import evaluate_top1, mimic_finetune
+from .mimic import evaluate_metrics, mimic_finetune
 from .provenance import model_fingerprint
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
 from .result import CompressionResult
@@ -455,14 +455,27 @@ class PractiseCompressor:
             macs_before = count_macs(self.model, input_size=self.input_size)
             macs_after = count_macs(student, input_size=self.input_size)
         top1_before = top1_after = None
+        metrics_before: dict[str, float] = {}
+        metrics_after: dict[str, float] = {}
         if eval_ds is not None:
             with _phase(times, "evaluate"):
-                top1_before = evaluate_top1(
-                    self.model, eval_ds, accelerator=acc, batch_size=cfg.eval_batch_size, desc="eval teacher"
+                metrics_before = evaluate_metrics(
+                    self.model,
+                    eval_ds,
+                    metrics=cfg.eval_metrics,
+                    accelerator=acc,
+                    batch_size=cfg.eval_batch_size,
+                    desc="eval teacher",
                 )
-                top1_after = evaluate_top1(
-                    student, eval_ds, accelerator=acc, batch_size=cfg.eval_batch_size, desc="eval compressed"
+                metrics_after = evaluate_metrics(
+                    student,
+                    eval_ds,
+                    metrics=cfg.eval_metrics,
+                    accelerator=acc,
+                    batch_size=cfg.eval_batch_size,
+                    desc="eval compressed",
                 )
+                top1_before, top1_after = metrics_before["accuracy"], metrics_after["accuracy"]
         result = CompressionResult(
             model=student,
             family=family,
@@ -489,6 +502,8 @@ class PractiseCompressor:
             phase_seconds=times,
             top1_before=top1_before,
             top1_after=top1_after,
+            metrics_before=metrics_before,
+            metrics_after=metrics_after,
             finetune=ft,
             selection=checks,
             check_images=tiny.images[:16].detach().cpu().clone(),

@@ -181,6 +181,8 @@ class CompressionConfig:
     # the deployment device; replaces local timing, and selection trusts its sum instead of re-measuring
     work_dir: str | None = None  # where scan rows and finetune checkpoints are kept so a run can resume
     eval_batch_size: int = 256  # images per step when measuring top-1
+    eval_metrics: list[str] = field(default_factory=lambda: ["accuracy", "top_k_accuracy"])  # `evaluate` metric
+    # modules run on the eval set: the shipped accuracy / top_k_accuracy (offline), or any evaluate name or path
 
     def __post_init__(self) -> None:
         if self.num_blocks is None and self.latency_reduction is None:
@@ -199,6 +201,11 @@ class CompressionConfig:
         _positive("seed", self.seed, "--seed", allow_zero=True, integer=True)
         _positive("latency_tolerance", self.latency_tolerance, "--latency-tolerance")
         _positive("eval_batch_size", self.eval_batch_size, None, integer=True)
+        _check(
+            isinstance(self.eval_metrics, (list, tuple)) and all(isinstance(m, str) and m for m in self.eval_metrics),
+            f"`eval_metrics` (CLI: --metric) is a list of `evaluate` metric names or paths; got {self.eval_metrics!r}.",
+        )
+        self.eval_metrics = list(dict.fromkeys(["accuracy", *self.eval_metrics]))  # top-1 is always reported
         for name, kind in (("scan", ScanConfig), ("finetune", FinetuneConfig), ("latency", LatencyConfig)):
             _check(isinstance(getattr(self, name), kind), f"`{name}` must be a `{kind.__name__}`.")
         if self.latency_table is not None:

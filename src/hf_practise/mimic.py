@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .training import FeatureModel, as_logits, check_finite, cosine_schedule, cy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FinetuneResult", "mimic_finetune", "evaluate_top1"]
+__all__ = ["FinetuneResult", "mimic_finetune", "evaluate_top1", "evaluate_metrics", "DEFAULT_METRICS"]
 
 
 @dataclass
@@ -251,11 +252,32 @@ def mimic_finetune(
     )
 
 
-@torch.no_grad()
-def evaluate_top1(
-    model: nn.Module, dataset: Dataset, *, accelerator=None, batch_size: int = 256, desc: str = "eval"
-) -> float:
-    """Top-1 accuracy of `model` on a Dataset of (image tensor, label) pairs, gathered across processes."""
+#: the eval metrics a compression reports by default (shipped `evaluate` modules: see `metrics/`)
+DEFAULT_METRICS = ("accuracy", "top_k_accuracy")
+
+
+def evaluate_metrics(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    accelerator=None,
+    batch_size: int = 256,
+    desc: str = "eval",
+    k: int = 5,
+) -> dict[str, float]:
+    """Eval metrics of `model` on a Dataset of (image tensor, label) pairs, computed by `evaluate` modules.
+
+    Predictions are gathered across processes with `accelerator.gather_for_metrics` (as the transformers example
+    scripts do) and fed to each metric's `add_batch`: `top_k_accuracy` gets each image's k best class ids, every
+    other metric (the shipped `accuracy`, or any `evaluate` classification metric) the predicted class id.
+
+    Returns:
+        {metric name: value}; for `top_k_accuracy` the key is `top{k}_accuracy`.
+    """
+    from .metrics import load_metric
+
+    modules = {name: load_metric(name) for name in metrics}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
@@ -266,19 +288,42 @@ def evaluate_top1(
         main = True
     was_training = model.training
     model.eval()
-    correct = total = 0
     from tqdm.auto import tqdm
 
-    for x, y in tqdm(loader, desc=desc, disable=not main, leave=False):
-        pred = as_logits(model(x.to(device))).argmax(dim=-1)
-        y = y.to(device)
-        if accelerator is not None:
-            pred, y = accelerator.gather_for_metrics((pred, y))
-        if (y < 0).any():
-            raise ValueError("The eval set has unlabeled examples; top-1 needs a label for every image.")
-        correct += (pred == y).sum().item()
-        total += y.numel()
+    seen = 0
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc=desc, disable=not main, leave=False):
+            logits = as_logits(model(x.to(device)))
+            top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+            y = y.to(device)
+            if accelerator is not None:
+                top, y = accelerator.gather_for_metrics((top, y))
+            if (y < 0).any():
+                raise ValueError("The eval set has unlabeled examples; top-1 needs a label for every image.")
+            seen += y.numel()
+            for name, module in modules.items():
+                preds = top if name == "top_k_accuracy" else top[:, 0]
+                module.add_batch(predictions=preds.cpu().tolist(), references=y.cpu().tolist())
     model.train(was_training)
-    if total == 0:
+    if seen == 0:
         raise ValueError("The eval set is empty.")
-    return correct / total
+    out: dict[str, float] = {}
+    for name, module in modules.items():
+        values = module.compute(k=k) if name == "top_k_accuracy" else module.compute()
+        if name == "top_k_accuracy":
+            out[f"top{values['k']}_accuracy"] = values["top_k_accuracy"]
+            continue
+        for key, value in (values or {}).items():
+            if isinstance(value, (int, float)):
+                out[key if key != name else name] = float(value)
+    return out
+
+
+def evaluate_top1(
+    model: nn.Module, dataset: Dataset, *, accelerator=None, batch_size: int = 256, desc: str = "eval"
+) -> float:
+    """Top-1 accuracy of `model` on a Dataset of (image tensor, label) pairs, through the shipped `accuracy`
+    metric module, gathered across processes."""
+    return evaluate_metrics(
+        model, dataset, metrics=("accuracy",), accelerator=accelerator, batch_size=batch_size, desc=desc
+    )["accuracy"]

@@ -57,6 +57,8 @@ class CompressionResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     top1_before: float | None = None
     top1_after: float | None = None
+    metrics_before: dict[str, float] = field(default_factory=dict)  # every eval metric (evaluate modules)
+    metrics_after: dict[str, float] = field(default_factory=dict)
     finetune: FinetuneResult | None = None
     selection: list[dict[str, Any]] = field(default_factory=list)  # latency checks made while choosing
     eval_set: dict[str, Any] | None = None  # name, split, size (and Hub id) of the data top-1 was measured on
@@ -87,6 +89,8 @@ class CompressionResult:
             "params_after": self.params_after,
             "top1_before": self.top1_before,
             "top1_after": self.top1_after,
+            "metrics_before": self.metrics_before,
+            "metrics_after": self.metrics_after,
             "tiny_set": self.tiny_set,
             "phase_seconds": self.phase_seconds,
             "finetune_losses": self.finetune.losses if self.finetune else [],
@@ -118,6 +122,10 @@ class CompressionResult:
             if src.get(key):
                 out[key] = src[key]
         return out
+
+    def other_metrics(self) -> list[tuple[str, float]]:
+        """The eval metrics besides top-1 (the `accuracy` module), with their values before compression."""
+        return [(k, v) for k, v in self.metrics_before.items() if k != "accuracy"]
 
     def resume_note(self) -> str | None:
         """How the finetune was resumed, if it was (for the card and the summary)."""
@@ -168,6 +176,11 @@ class CompressionResult:
                 if self.top1_before is not None and self.top1_after is not None
                 else "- |"
             ),
+        ]
+        rows += [
+            f"| {name} | {before:.4g} | {self.metrics_after.get(name, float('nan')):.4g} | "
+            f"{self.metrics_after.get(name, float('nan')) - before:+.4g} |"
+            for name, before in self.other_metrics()
         ]
         device = (
             f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
