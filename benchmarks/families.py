@@ -214,6 +214,9 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             "native_reload_max_abs_logit_gap": gap,
             "reloaded_with": reload_with,
             "finetune": {k: getattr(result.config.finetune, k) for k in ("optimizer", "lr", "iterations")},
+            "selection": result.selection,
+            "latency_tolerance": result.config.latency_tolerance,
+            "latency_runtime": result.latency.base.runtime(),
             "wall_seconds": wall,
             "phase_seconds": result.phase_seconds,
         }
@@ -268,6 +271,26 @@ def write_markdown(path: Path, records: list[dict]) -> None:
         else f"- {r['family']} at {100 * r['latency_target']:.0f}%: not run"
         for r in records
     ]
+    lines += [
+        "",
+        "Selection (each latency check on the way: the greedy pass takes blocks by score until the measured cut "
+        "meets the target; a cut above target + tolerance comes back toward it):",
+        "",
+    ]
+    for r in records:
+        if not r.get("selection"):
+            continue
+        steps = "; ".join(
+            f"{c.get('step', 'greedy')} {c['blocks']} blocks -{100 * c['measured']:.1f}%" for c in r["selection"]
+        )
+        tol = r.get("latency_tolerance", 0.06)
+        inside = r["latency_target"] <= r["latency_reduction"] <= r["latency_target"] + tol
+        verdict = "inside" if inside else "outside"
+        lines.append(
+            f"- {r['family']} at {100 * r['latency_target']:.0f}%: {steps}; final cut -{100 * r['latency_reduction']:.1f}% "
+            f"{verdict} [{100 * r['latency_target']:.0f}%, {100 * (r['latency_target'] + tol):.0f}%]"
+            + "".join(f" ({c['note']})" for c in r["selection"] if c.get("note"))
+        )
     lines += ["", "Blocks dropped:", ""]
     lines += [
         f"- {r['family']} at {100 * r['latency_target']:.0f}%: {', '.join(r['dropped'])}"

@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
     p.add_argument("--scan-lr", type=float, default=ScanConfig.lr)
     p.add_argument("--scan-batch-size", type=int, default=ScanConfig.batch_size)
+    p.add_argument(
+        "--scan-optimizer",
+        choices=["adamw", "sgd"],
+        default=ScanConfig.optimizer,
+        help="adaptor optimizer of the scan (sgd: momentum 0.9, as the official code with --scan-lr 0.02)",
+    )
     # finetune
     p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations, help="mimic finetune steps")
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: 0.01 for SGD, 1e-4 for AdamW)")
@@ -181,7 +187,12 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
         eval_metrics=args.metric or ["accuracy", "top_k_accuracy"],
         seed=args.seed,
         work_dir=args.work_dir,
-        scan=ScanConfig(iterations=args.scan_iterations, lr=args.scan_lr, batch_size=args.scan_batch_size),
+        scan=ScanConfig(
+            iterations=args.scan_iterations,
+            lr=args.scan_lr,
+            batch_size=args.scan_batch_size,
+            optimizer=args.scan_optimizer,
+        ),
         finetune=FinetuneConfig(
             iterations=args.iterations,
             lr=args.lr,

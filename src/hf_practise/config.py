@@ -38,10 +38,13 @@ class ScanConfig:
 
     iterations: int = 100  # optimiser steps of adaptor training per candidate block
     batch_size: int = 64  # images per step
-    lr: float = 1e-3  # peak learning rate of the adaptors (AdamW, cosine decay)
+    lr: float = 1e-3  # peak learning rate of the adaptors (cosine decay)
     weight_decay: float = 0.0  # adaptors start at identity; decay would pull them to zero
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: momentum 0.9 (the official code trains adaptors with SGD
+    # at lr 0.02)
 
     def __post_init__(self) -> None:
+        _choice("scan.optimizer", self.optimizer, ("adamw", "sgd"))
         _positive("scan.iterations", self.iterations, "--scan-iterations", allow_zero=True, integer=True)
         _positive("scan.batch_size", self.batch_size, "--scan-batch-size", integer=True)
         _positive("scan.lr", self.lr, "--scan-lr")

@@ -42,6 +42,7 @@ class ScanRow:
     recoverability: float  # feature MSE after training the adaptors
     latency_saving: float  # fraction of the model's latency the block takes
     seconds: float  # wall time of this candidate's adaptor training
+    trained: bool = True  # False: adaptor training raised the error, so the identity adaptors were kept
     adaptors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -124,9 +125,13 @@ def score_block(
     for p in params:
         p.requires_grad_(True)
     initial = feature_error(student, family, images, targets, batch_size=config.batch_size)
+    trained = bool(params) and config.iterations > 0
     if params and config.iterations > 0:
         device = params[0].device
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        if config.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         schedule = cosine_schedule(optimizer, iterations=config.iterations)
         g = torch.Generator().manual_seed(seed)
         order = torch.empty(0, dtype=torch.long)
@@ -155,6 +160,7 @@ def score_block(
                 for p in params:
                     p.copy_(torch.eye(p.shape[0], dtype=p.dtype, device=p.device).reshape(p.shape))
             final = initial
+            trained = False
     else:
         final = initial
     if not math.isfinite(final):
@@ -167,6 +173,7 @@ def score_block(
         recoverability=final,
         latency_saving=latency_saving,
         seconds=time.perf_counter() - start,
+        trained=trained,
         adaptors=adaptor_state(student),
     )
 

@@ -147,9 +147,16 @@ class CompressionResult:
         ]
         for r in self.scan:
             mark = f"#{chosen[r.block]}" if r.block in chosen else ""
+            kept = "" if r.trained else " (identity kept)"
             lines.append(
-                f"| {r.block} | {r.initial_error:.4g} | {r.recoverability:.4g} | {100 * r.latency_saving:.1f}% "
+                f"| {r.block} | {r.initial_error:.4g} | {r.recoverability:.4g}{kept} | {100 * r.latency_saving:.1f}% "
                 f"| {r.score:.4g} | {mark} | {r.seconds:.1f} |"
+            )
+        untrained = sum(not r.trained for r in self.scan)
+        if untrained:
+            lines.append(
+                f"\n*identity kept*: on {untrained} of {len(self.scan)} candidates adaptor training raised the feature "
+                "error, so the identity adaptors were kept and the recoverability is the initial error."
             )
         return "\n".join(lines)
 

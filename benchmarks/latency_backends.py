@@ -1,0 +1,222 @@
+"""Where latency is measured changes what PRACTISE drops: each block's share of the time in PyTorch eager, ONNX
+Runtime and OpenVINO side by side, the blocks chosen at each target with each backend's shares, and every chosen
+model's cut measured in every backend.
+
+    python benchmarks/latency_backends.py                       # resnet34-fmnist, the timm ConvNeXt and ViT teachers
+    python benchmarks/latency_backends.py --teachers resnet34-fmnist --threads 2
+
+The recoverability scan does not depend on the backend: it runs once per teacher (cached in the work dir) and
+every backend's selection ranks the same recoverabilities by its own shares. Writes
+`benchmarks/results/latency_backends.{json,md}` with the command and the machine (and its load average: shares
+measured beside another job are scaled to the saving of removing the blocks, measured in the same rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fmnist  # noqa: E402
+from compare import write_json  # noqa: E402
+from families import INPUT, committed_teacher, load_native, train_teacher  # noqa: E402
+
+from hf_practise import CompressionConfig, LatencyConfig, PractiseCompressor, compare_latency  # noqa: E402
+from hf_practise.data import load_tiny_set  # noqa: E402
+from hf_practise.provenance import machine, recorded_command  # noqa: E402
+from hf_practise.recoverability import build_pruned  # noqa: E402
+from hf_practise.runtimes import BACKENDS  # noqa: E402
+
+logger = logging.getLogger("latency_backends")
+RESULTS = HERE / "results"
+SHARED = HERE.parent.parent / "shared" / "teachers"
+TEACHERS = ["resnet34-fmnist", "timm-convnext", "timm-vit"]
+
+
+def load_teacher(name: str, args, test):
+    """The shared resnet34, a committed teacher, or a families-benchmark teacher (trained once, cached)."""
+    if name == "resnet34-fmnist":
+        folder = SHARED / name
+        if not folder.exists():
+            raise FileNotFoundError(f"{folder} is missing (the shared teachers are not on this machine)")
+        meta = json.loads((folder / "teacher_metrics.json").read_text())
+        return load_native(folder, "timm").eval(), {"source": f"../shared/teachers/{name}", **meta}
+    committed = committed_teacher(name)
+    if committed is not None:
+        folder, meta = committed
+    else:
+        cache = Path(args.cache) / "families" / name
+        meta = train_teacher(name, fmnist.load("train"), test, steps=args.train_steps, seed=0, folder=cache)
+        folder = cache / "teacher"
+    return load_native(folder, "timm").eval(), meta
+
+
+def run_teacher(name: str, args, tiny, test) -> dict:
+    teacher, meta = load_teacher(name, args, test)
+    work = Path(args.cache) / "latency_backends" / name
+    record: dict = {"teacher": name, "teacher_meta": meta, "backends": {}}
+    rows = None
+    for backend in args.backends:
+        latency = LatencyConfig(
+            batch_size=64, repeats=args.repeats, threads=args.threads, input_size=INPUT, backend=backend
+        )
+        comp = PractiseCompressor(
+            teacher, CompressionConfig(latency_reduction=0.22, latency=latency, work_dir=str(work))
+        )
+        start = time.perf_counter()
+        shares, stats = comp.latency_table()
+        table_seconds = time.perf_counter() - start
+        if rows is None:  # the scan, once: recoverability does not depend on the backend
+            rows = comp.scan(tiny, latency_saving=shares)
+        scan = [dataclasses.replace(r, latency_saving=shares[r.block]) for r in rows]
+        entry = {
+            "runtime": stats.runtime() if stats is not None else None,
+            "whole_ms": stats.median_ms if stats is not None else None,
+            "share_check": stats.share_check if stats is not None else None,
+            "table_seconds": table_seconds,
+            "shares": shares,
+            "targets": {},
+        }
+        for target in args.targets:
+            comp.config = dataclasses.replace(comp.config, latency_reduction=target)
+            try:
+                chosen, checks = comp.select(scan)
+            except ValueError as e:
+                entry["targets"][str(target)] = {"error": str(e)}
+                logger.warning("%s %s @%.0f%%: %s", name, backend, 100 * target, e)
+                continue
+            pruned = build_pruned(teacher, comp.family, [r.ref for r in chosen], adaptors=False).eval()
+            cuts = {}
+            for other in args.backends:  # the chosen model's cut where it may be deployed
+                cfg = dataclasses.replace(latency, backend=other)
+                cuts[other] = compare_latency(teacher, pruned, input_size=INPUT, config=cfg).reduction
+            entry["targets"][str(target)] = {
+                "dropped": sorted(r.block for r in chosen),
+                "checks": checks,
+                "cut": cuts,
+            }
+            logger.info(
+                "%s %s @%.0f%%: drops %s; cut %s",
+                name,
+                backend,
+                100 * target,
+                ", ".join(sorted(r.block for r in chosen)),
+                ", ".join(f"{b} {100 * v:.1f}%" for b, v in cuts.items()),
+            )
+        record["backends"][backend] = entry
+    return record
+
+
+def write_markdown(path: Path, doc: dict) -> None:
+    lines = [
+        "# Latency by backend",
+        "",
+        "Each candidate block's share of the model's latency, measured in PyTorch eager, ONNX Runtime and OpenVINO "
+        f"(batch 64, 32x32 inputs, {doc['threads']} threads; shares are medians of per-round ratios to the whole "
+        "model, scaled to the measured saving of removing them all, see `hf_practise/latency.py`), the blocks "
+        "each backend's shares choose at each target (same recoverability scan), and each chosen model's cut "
+        "measured in every backend.",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, torch {doc['machine']['torch']}; "
+        f"load average when it started {doc['load_average']} (1, 5, 15 min).",
+        "",
+    ]
+    for rec in doc["records"]:
+        backends = list(rec["backends"])
+        lines += [f"## {rec['teacher']}", ""]
+        lines += ["| block | " + " | ".join(backends) + " |", "| --- |" + " ---: |" * len(backends)]
+        blocks = list(rec["backends"][backends[0]]["shares"])
+        for b in blocks:
+            lines.append(
+                f"| {b} | " + " | ".join(f"{100 * rec['backends'][k]['shares'][b]:.1f}%" for k in backends) + " |"
+            )
+        lines.append(
+            "| *shares vs removal* | "
+            + " | ".join(
+                (
+                    f"{100 * c['shares_sum']:.0f}% vs {100 * c['measured_saving']:.0f}% (x{c['factor']:.2f})"
+                    if (c := rec["backends"][k]["share_check"])
+                    else "-"
+                )
+                for k in backends
+            )
+            + " |"
+        )
+        lines.append("")
+        lines += ["Runtimes: " + "; ".join(f"{k}: {rec['backends'][k]['runtime']}" for k in backends), ""]
+        lines += [
+            "| target | shares from | blocks dropped | " + " | ".join(f"cut in {k}" for k in backends) + " |",
+            "| ---: | --- | --- |" + " ---: |" * len(backends),
+        ]
+        for target in doc["targets"]:
+            chosen_sets = []
+            for k in backends:
+                t = rec["backends"][k]["targets"].get(str(target), {})
+                if "error" in t:
+                    lines.append(f"| {100 * target:.0f}% | {k} | {t['error']} |" + " |" * len(backends))
+                    continue
+                chosen_sets.append(tuple(t["dropped"]))
+                cuts = " | ".join(f"{100 * t['cut'][b]:.1f}%" for b in backends)
+                lines.append(f"| {100 * target:.0f}% | {k} | {', '.join(t['dropped'])} | {cuts} |")
+            same = len(set(chosen_sets)) <= 1
+            lines.append(
+                f"| | | *{'the same blocks in every backend' if same else 'the backends choose different blocks'}* |"
+                + " |" * len(backends)
+            )
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teachers", nargs="+", default=TEACHERS)
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--train-steps", type=int, default=1500, help="steps of a families teacher trained here")
+    p.add_argument("--cache", default=str(HERE / "cache"))
+    p.add_argument("--results", default=str(RESULTS))
+    args = p.parse_args()
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
+    if not fmnist.available():
+        print(f"skipped: Fashion-MNIST is not at {fmnist.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+        return 0
+    test = fmnist.load("test")
+    tiny = load_tiny_set(fmnist.load("train", num_samples=args.num_samples, seed=0).tensors[0])
+    doc = {
+        "command": recorded_command("benchmarks/latency_backends.py", p, args, paths=("cache", "results")),
+        "machine": machine(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "threads": args.threads,
+        "targets": args.targets,
+        "records": [],
+    }
+    for name in args.teachers:
+        try:
+            doc["records"].append(run_teacher(name, args, tiny, test))
+        except FileNotFoundError as e:
+            print(f"skipped {name}: {e}")
+    if not doc["records"]:
+        return 0
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    stem = "latency_backends" if args.teachers == TEACHERS else "latency_backends_" + "_".join(args.teachers)
+    write_json(results / f"{stem}.json", doc)
+    write_markdown(results / f"{stem}.md", doc)
+    print((results / f"{stem}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
