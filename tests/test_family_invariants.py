@@ -180,7 +180,11 @@ def test_dropped_model_reloads_natively_with_identical_logits(model_id, reloads)
     family = get_family(tiny_model(model_id))
     expected, native, reloaded = reloads[model_id]
     if native:
-        torch.testing.assert_close(reloaded[family.library_name], expected, rtol=0, atol=0)
+        # transformers keeps loaded weights as views into the safetensors file at unaligned addresses, and some
+        # single-thread conv kernels then round differently (bit-identical weights, logits 1e-7 apart: see
+        # benchmarks/results/coverage.md); timm copies them and must match exactly
+        atol = 1e-6 if family.library_name == "transformers" else 0.0
+        torch.testing.assert_close(reloaded[family.library_name], expected, rtol=0, atol=atol)
         return
     # the family's library cannot rebuild it: hf_practise's loader does, and plain timm/transformers refuses the
     # folder loudly (transformers: the folder's model type is hf_practise's, which transformers does not know)
