@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,6 +50,13 @@ def main() -> int:
     p.add_argument("--quiet-repeats", type=int, default=40, help="A/B pairs of the quiet re-measurement")
     p.add_argument("--cache", default=str(HERE / "cache" / "busy_machine"))
     p.add_argument("--results", default=str(RESULTS))
+    p.add_argument(
+        "--pause-pids",
+        type=int,
+        nargs="*",
+        default=[],
+        help="other jobs of this machine to stop (SIGSTOP) during the measurements and continue afterwards",
+    )
     args = p.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     if not fmnist.available() or not TEACHER.exists():
@@ -63,30 +71,37 @@ def main() -> int:
     # the scan first (cached in the work dir): only the latency measurements need the busy core
     rows = comp.scan(tiny, latency_saving={c.path: 0.05 for c in comp.candidates()})
     (Path(args.cache) / "latency_shares.json").unlink(missing_ok=True)  # measured afresh, beside the spinner
-    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    for pid in args.pause_pids:  # other jobs of this machine: stopped, so the spinner is the only one
+        os.kill(pid, signal.SIGSTOP)
     try:
-        time.sleep(2.0)
-        load_busy = os.getloadavg()
-        shares, stats = comp.latency_table()
-        rows = [dataclasses.replace(r, latency_saving=shares[r.block]) for r in rows]
-        chosen, checks = comp.select(rows)
+        spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+        try:
+            time.sleep(2.0)
+            load_busy = os.getloadavg()
+            shares, stats = comp.latency_table()
+            rows = [dataclasses.replace(r, latency_saving=shares[r.block]) for r in rows]
+            chosen, checks = comp.select(rows)
+        finally:
+            spinner.kill()
+            spinner.wait()
+        factor = stats.share_check["factor"] if stats.share_check else 1.0
+        raw = {k: v / factor for k, v in shares.items()}
+        # what the selection without the share check would have predicted: greedy on the raw shares
+        old_rows = rank_blocks([dataclasses.replace(r, latency_saving=raw[r.block]) for r in rows])
+        predicted, old_k = 0.0, 0
+        while old_k < len(old_rows) and predicted < args.target:
+            predicted += old_rows[old_k].latency_saving
+            old_k += 1
+        time.sleep(5.0)
+        quiet_cfg = dataclasses.replace(config.latency, repeats=args.quiet_repeats)
+        pruned = build_pruned(teacher, comp.family, [r.ref for r in chosen], adaptors=False).eval()
+        old_pruned = build_pruned(teacher, comp.family, [r.ref for r in old_rows[:old_k]], adaptors=False).eval()
+        load_quiet = os.getloadavg()
+        quiet = compare_latency(teacher, pruned, input_size=INPUT, config=quiet_cfg)
+        old_quiet = compare_latency(teacher, old_pruned, input_size=INPUT, config=quiet_cfg)
     finally:
-        spinner.kill()
-        spinner.wait()
-    factor = stats.share_check["factor"] if stats.share_check else 1.0
-    raw = {k: v / factor for k, v in shares.items()}
-    # what the selection without the share check would have predicted: greedy on the raw shares
-    old_rows = rank_blocks([dataclasses.replace(r, latency_saving=raw[r.block]) for r in rows])
-    predicted, old_k = 0.0, 0
-    while old_k < len(old_rows) and predicted < args.target:
-        predicted += old_rows[old_k].latency_saving
-        old_k += 1
-    time.sleep(5.0)
-    quiet_cfg = dataclasses.replace(config.latency, repeats=args.quiet_repeats)
-    pruned = build_pruned(teacher, comp.family, [r.ref for r in chosen], adaptors=False).eval()
-    quiet = compare_latency(teacher, pruned, input_size=INPUT, config=quiet_cfg)
-    old_pruned = build_pruned(teacher, comp.family, [r.ref for r in old_rows[:old_k]], adaptors=False).eval()
-    old_quiet = compare_latency(teacher, old_pruned, input_size=INPUT, config=quiet_cfg)
+        for pid in args.pause_pids:
+            os.kill(pid, signal.SIGCONT)
     inside = args.target <= quiet.reduction <= args.target + config.latency_tolerance
     doc = {
         "command": recorded_command("benchmarks/busy_machine.py", p, args, paths=("cache", "results")),
@@ -94,6 +109,7 @@ def main() -> int:
         "target": args.target,
         "tolerance": config.latency_tolerance,
         "load_average_busy": [round(v, 2) for v in load_busy],
+        "load_average_quiet": [round(v, 2) for v in load_quiet],
         "threads": stats.threads,
         "share_check": stats.share_check,
         "shares": shares,

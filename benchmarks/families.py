@@ -195,11 +195,14 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
         family = result.family
         removed = build_pruned(teacher, family, [r.ref for r in result.dropped], adaptors=False).eval()
         removed_top1 = evaluate_top1(removed, test, batch_size=256, desc="eval removed")
+        onnx = result.export_onnx()  # checked against PyTorch on the tiny-set images
         with tempfile.TemporaryDirectory() as tmp:
             out = result.save_pretrained(Path(tmp) / "out")
             # plain timm / transformers, or hf_practise's loader for families whose library cannot rebuild it
             reload_with = library if result.reloads_natively else "hf_practise"
             gap = native_reload_gap(out, reload_with, result.model, test.tensors[0][:64])
+            # and model.onnx in ONNX Runtime, in a process without hf_practise, on 64 test images
+            onnx_gap = native_reload_gap(out, "onnxruntime", result.model, test.tensors[0][:64])
         rec = {
             **common,
             "latency_reduction": result.latency.reduction,
@@ -212,6 +215,8 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             "removed_top1": removed_top1,
             "top1": result.top1_after,
             "native_reload_max_abs_logit_gap": gap,
+            "onnx_max_abs_logit_gap": onnx_gap,
+            "onnx_export_check": onnx,
             "reloaded_with": reload_with,
             "finetune": {k: getattr(result.config.finetune, k) for k in ("optimizer", "lr", "iterations")},
             "selection": result.selection,
@@ -291,6 +296,20 @@ def write_markdown(path: Path, records: list[dict]) -> None:
             f"{verdict} [{100 * r['latency_target']:.0f}%, {100 * (r['latency_target'] + tol):.0f}%]"
             + "".join(f" ({c['note']})" for c in r["selection"] if c.get("note"))
         )
+    onnx_rows = [r for r in records if "onnx_max_abs_logit_gap" in r]
+    if onnx_rows:
+        lines += [
+            "",
+            "ONNX export (`result.export_onnx()`: `model.onnx` run by ONNX Runtime in a process without hf_practise, "
+            "against PyTorch on 64 test images):",
+            "",
+        ]
+        lines += [
+            f"- {r['family']} at {100 * r['latency_target']:.0f}%: max |logit difference| "
+            f"{r['onnx_max_abs_logit_gap']:.2g} ({r['onnx_export_check']['relative_diff']:.2g} of the largest logit "
+            "on the tiny-set check)"
+            for r in onnx_rows
+        ]
     lines += ["", "Blocks dropped:", ""]
     lines += [
         f"- {r['family']} at {100 * r['latency_target']:.0f}%: {', '.join(r['dropped'])}"

@@ -14,10 +14,12 @@ measured beside another job are scaled to the saving of removing the blocks, mea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -59,11 +61,31 @@ def load_teacher(name: str, args, test):
     return load_native(folder, "timm").eval(), meta
 
 
-def run_teacher(name: str, args, tiny, test) -> dict:
+@contextlib.contextmanager
+def paused(pids: list[int]):
+    """Stop other jobs of this machine (SIGSTOP) while timing, and let them go on afterwards (SIGCONT)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.0 if pids else 0.0)
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def scan_teacher(name: str, args, tiny, test):
+    """The teacher and its recoverability scan (cached in the work dir): no timing, so other jobs may run."""
     teacher, meta = load_teacher(name, args, test)
     work = Path(args.cache) / "latency_backends" / name
+    comp = PractiseCompressor(teacher, CompressionConfig(work_dir=str(work), latency=LatencyConfig(input_size=INPUT)))
+    rows = comp.scan(tiny, latency_saving={c.path: 0.05 for c in comp.candidates()})
+    return teacher, meta, rows
+
+
+def run_teacher(name: str, args, teacher, meta, rows) -> dict:
+    work = Path(args.cache) / "latency_backends" / name
     record: dict = {"teacher": name, "teacher_meta": meta, "backends": {}}
-    rows = None
     for backend in args.backends:
         latency = LatencyConfig(
             batch_size=64, repeats=args.repeats, threads=args.threads, input_size=INPUT, backend=backend
@@ -74,8 +96,6 @@ def run_teacher(name: str, args, tiny, test) -> dict:
         start = time.perf_counter()
         shares, stats = comp.latency_table()
         table_seconds = time.perf_counter() - start
-        if rows is None:  # the scan, once: recoverability does not depend on the backend
-            rows = comp.scan(tiny, latency_saving=shares)
         scan = [dataclasses.replace(r, latency_saving=shares[r.block]) for r in rows]
         entry = {
             "runtime": stats.runtime() if stats is not None else None,
@@ -127,7 +147,8 @@ def write_markdown(path: Path, doc: dict) -> None:
         "",
         f"Command: `{doc['command']}`  ",
         f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, torch {doc['machine']['torch']}; "
-        f"load average when it started {doc['load_average']} (1, 5, 15 min).",
+        f"load average when the timing started {doc['load_average']} (1, 5, 15 min)"
+        + ("; other jobs of the machine were stopped while timing." if doc.get("paused_pids") else "."),
         "",
     ]
     for rec in doc["records"]:
@@ -187,6 +208,13 @@ def main() -> int:
     p.add_argument("--train-steps", type=int, default=1500, help="steps of a families teacher trained here")
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--results", default=str(RESULTS))
+    p.add_argument(
+        "--pause-pids",
+        type=int,
+        nargs="*",
+        default=[],
+        help="other jobs of this machine to stop (SIGSTOP) while timing and continue afterwards",
+    )
     args = p.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     if not fmnist.available():
@@ -197,16 +225,21 @@ def main() -> int:
     doc = {
         "command": recorded_command("benchmarks/latency_backends.py", p, args, paths=("cache", "results")),
         "machine": machine(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "paused_pids": bool(args.pause_pids),
         "threads": args.threads,
         "targets": args.targets,
         "records": [],
     }
-    for name in args.teachers:
+    scanned = {}
+    for name in args.teachers:  # the scans first: recoverability does not depend on the backend
         try:
-            doc["records"].append(run_teacher(name, args, tiny, test))
+            scanned[name] = scan_teacher(name, args, tiny, test)
         except FileNotFoundError as e:
             print(f"skipped {name}: {e}")
+    with paused(args.pause_pids):
+        doc["load_average"] = [round(v, 2) for v in os.getloadavg()]
+        for name, (teacher, meta, rows) in scanned.items():
+            doc["records"].append(run_teacher(name, args, teacher, meta, rows))
     if not doc["records"]:
         return 0
     results = Path(args.results)

@@ -85,3 +85,12 @@ def test_export_of_other_families(model_id, tmp_path):
     card = result.model_card().content
     if not result.reloads_natively:  # the loader families: ONNX is what runs without hf_practise
         assert "runtime-native artifact" in card
+
+
+def test_the_reload_helper_runs_the_onnx_file_without_hf_practise(tensors, tmp_path):
+    from hf_practise.native import native_reload_gap
+
+    result = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(tensors)
+    result.export_onnx()
+    out = result.save_pretrained(tmp_path / "out")
+    assert native_reload_gap(out, "onnxruntime", result.model, tensors[:5]) < 1e-4

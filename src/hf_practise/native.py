@@ -1,5 +1,7 @@
 """Reload a saved model with its family's own library, in a fresh process that never imports hf_practise.
 
+With library "onnxruntime", the folder's `model.onnx` (see `CompressionResult.export_onnx`) is run instead.
+
 This is the check behind "a compressed model reloads with plain timm / transformers": the folder is loaded by
 `timm.create_model("local-dir:...")` or `AutoModelForImageClassification.from_pretrained(...)` (which must report
 no missing, unexpected or mismatched keys) and its logits on given inputs come back for comparison.
@@ -24,6 +26,12 @@ assert "hf_practise" not in sys.modules
 for job in json.load(open(sys.argv[1])):
     library, folder = job["library"], job["folder"]
     try:
+        if library == "onnxruntime":  # the exported model.onnx beside the checkpoint
+            import onnxruntime as ort
+            session = ort.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
+            x = torch.load(job["x"], weights_only=True).numpy()
+            torch.save(torch.from_numpy(session.run(["logits"], {"pixel_values": x})[0]), job["y"])
+            continue
         if library == "hf_practise":  # families whose own library cannot rebuild the model: the documented loader
             from hf_practise import load_compressed
             model = load_compressed(folder)
