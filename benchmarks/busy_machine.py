@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -51,6 +53,12 @@ def main() -> int:
     p.add_argument("--cache", default=str(HERE / "cache" / "busy_machine"))
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument(
+        "--scan-threads",
+        type=int,
+        default=None,
+        help="torch threads of the recoverability scan (no timing in it; default: torch's), e.g. 1 beside other jobs",
+    )
+    p.add_argument(
         "--pause-pids",
         type=int,
         nargs="*",
@@ -69,7 +77,10 @@ def main() -> int:
     )
     comp = PractiseCompressor(teacher, config)
     # the scan first (cached in the work dir): only the latency measurements need the busy core
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.scan_threads or threads)
     rows = comp.scan(tiny, latency_saving={c.path: 0.05 for c in comp.candidates()})
+    torch.set_num_threads(threads)
     (Path(args.cache) / "latency_shares.json").unlink(missing_ok=True)  # measured afresh, beside the spinner
     for pid in args.pause_pids:  # other jobs of this machine: stopped, so the spinner is the only one
         os.kill(pid, signal.SIGSTOP)

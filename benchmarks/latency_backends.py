@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -209,6 +211,12 @@ def main() -> int:
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument(
+        "--scan-threads",
+        type=int,
+        default=None,
+        help="torch threads of the recoverability scan (no timing in it; default: torch's), e.g. 1 beside other jobs",
+    )
+    p.add_argument(
         "--pause-pids",
         type=int,
         nargs="*",
@@ -231,11 +239,14 @@ def main() -> int:
         "records": [],
     }
     scanned = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.scan_threads or threads)
     for name in args.teachers:  # the scans first: recoverability does not depend on the backend
         try:
             scanned[name] = scan_teacher(name, args, tiny, test)
         except FileNotFoundError as e:
             print(f"skipped {name}: {e}")
+    torch.set_num_threads(threads)
     with paused(args.pause_pids):
         doc["load_average"] = [round(v, 2) for v in os.getloadavg()]
         for name, (teacher, meta, rows) in scanned.items():
