@@ -252,6 +252,34 @@ def compare_latency(
     )
 
 
+def _signature(module: nn.Module, args: tuple, kwargs: dict) -> tuple:
+    """What a block's time depends on: its layers (types, parameter shapes, strides and groups) and the shapes of
+    what it is called with."""
+
+    def shapes(obj):
+        from torch.utils import _pytree as pytree
+
+        return tuple(tuple(v.shape) if isinstance(v, torch.Tensor) else repr(v) for v in pytree.tree_leaves((obj,)))
+
+    layers = tuple(
+        (
+            type(m).__name__,
+            tuple(tuple(p.shape) for p in m.parameters(recurse=False)),
+            tuple(getattr(m, a, None) for a in ("stride", "padding", "dilation", "groups", "kernel_size")),
+        )
+        for m in module.modules()
+    )
+    return layers, shapes(args), shapes(kwargs)
+
+
+def _identical_blocks(modules: dict[str, nn.Module], calls: dict[str, tuple[tuple, dict]]) -> dict[tuple, list[str]]:
+    """The blocks grouped by `_signature`: a group's members take the same time."""
+    groups: dict[tuple, list[str]] = {}
+    for path, m in modules.items():
+        groups.setdefault(_signature(m, *calls[path]), []).append(path)
+    return groups
+
+
 #: the shares of the removed blocks may differ from the saving measured on the model without them by this factor
 #: before they are measured again (in-context and isolated timings differ a little even on a quiet machine)
 SHARE_AGREEMENT = 1.25
@@ -272,7 +300,8 @@ def block_latency_table(
     """Fraction of the whole model's latency that each block takes, timed on the block's own input.
 
     Each round times the whole model, then every block, so a share is the median of ratios measured moments
-    apart. With `without` = (the model without some of the blocks, their paths), that model is timed in the
+    apart; blocks of identical structure called on identical shapes (most blocks of a stage) share the median
+    of all their rounds. With `without` = (the model without some of the blocks, their paths), that model is timed in the
     same rounds and the shares of its missing blocks are checked against its measured saving: measured again
     (up to `SHARE_ATTEMPTS` times) while they disagree by more than `SHARE_AGREEMENT`, then all scaled by
     saving / sum, which `stats.share_check` records.
@@ -302,6 +331,7 @@ def block_latency_table(
         finally:
             for h in hooks:
                 h.remove()
+        twins = _identical_blocks(modules, calls)
         whole_run = _runner(model, (x,), {}, config, threads)
         block_runs = {path: _runner(m, *calls[path], config, threads) for path, m in modules.items()}
         without_run = _runner(without[0], (x,), {}, config, threads) if without is not None else None
@@ -322,7 +352,12 @@ def block_latency_table(
                     ratios[path].append(_timer(run, device) / t_whole)
                 if without_run is not None:
                     without_ratios.append(_timer(without_run, device) / t_whole)
-            shares = {path: statistics.median(r) for path, r in ratios.items()}
+            # blocks of the same structure called on the same shapes do the same work: pooling their rounds
+            # halves the noise a busy core puts into any one of them
+            shares = {}
+            for group in twins.values():
+                pooled = statistics.median([v for path in group for v in ratios[path]])
+                shares.update({path: pooled for path in group})
             if without is None:
                 check = None
                 break
