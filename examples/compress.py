@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -133,9 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency-precision",
         choices=["fp32", "bf16", "fp16"],
-        default=LatencyConfig.precision,
-        help="time the torch model under autocast in this precision (deploy in bf16/fp16; pair with "
-        "accelerate's --mixed_precision for the finetune)",
+        default=None,
+        help="time the torch model under autocast in this precision (default: the --mixed-precision one, else fp32)",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "fp16"],
+        default=None,
+        help="finetune under Accelerate's mixed precision (default: what `accelerate launch --mixed_precision` "
+        "or `accelerate config` set); latency is then timed in the same precision unless --latency-precision",
     )
     p.add_argument(
         "--latency-table",
@@ -177,6 +184,14 @@ def read_latency_table(path: str) -> dict[str, float]:
     return check_latency_table(read_json(file, "The latency table"), source=f"The latency table `{path}`")
 
 
+def latency_precision(args: argparse.Namespace) -> str:
+    """--latency-precision, else the finetune's mixed precision (flag or `accelerate launch` setting), else fp32."""
+    if args.latency_precision is not None:
+        return args.latency_precision
+    mixed = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    return {"bf16": "bf16", "fp16": "fp16"}.get(mixed, "fp32") if args.latency_backend == "torch" else "fp32"
+
+
 def build_config(args: argparse.Namespace) -> CompressionConfig:
     return CompressionConfig(
         latency_reduction=None
@@ -211,7 +226,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
             threads=args.latency_threads,
             repeats=args.latency_repeats,
             backend=args.latency_backend,
-            precision=args.latency_precision,
+            precision=latency_precision(args),
         ),
         latency_table=read_latency_table(args.latency_table) if args.latency_table else None,
     )
@@ -263,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         require_backend(config.latency.backend)
     if args.export == "onnx":
         require_backend("onnxruntime")
-    accelerator = Accelerator(cpu=args.cpu, log_with=args.report_to)
+    accelerator = Accelerator(cpu=args.cpu, log_with=args.report_to, mixed_precision=args.mixed_precision)
     if args.report_to:
         accelerator.init_trackers(
             "hf_practise", config={k: v for k, v in vars(args).items() if v is not None and k != "token"}

@@ -209,3 +209,26 @@ def test_cli_names_the_extra_of_a_missing_runtime(teacher_dir, imagefolder, tmp_
     )
     assert proc.returncode != 0 and 'pip install "hf-practise[openvino]"' in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "flags,env,expected",
+    [
+        ([], {}, "fp32"),
+        (["--mixed-precision", "bf16"], {}, "bf16"),
+        ([], {"ACCELERATE_MIXED_PRECISION": "fp16"}, "fp16"),
+        (["--mixed-precision", "bf16", "--latency-precision", "fp32"], {}, "fp32"),
+        (["--mixed-precision", "bf16", "--latency-backend", "onnxruntime"], {}, "fp32"),
+    ],
+)
+def test_latency_is_timed_in_the_finetune_precision(flags, env, expected, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compress_cli", SCRIPT)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    args = cli.parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", *flags])
+    assert cli.build_config(args).latency.precision == expected
