@@ -396,10 +396,10 @@ def main() -> int:
     args.train_set = fmnist.load("train")
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
     test = fmnist.load("test")
-    # records of families not rerun now are kept, so the table grows family by family
-    kept = [r for r in json.loads(out.read_text())] if out.exists() else []
     for name in args.families:
         records = run_family(name, args, tiny, test, command)
+        # records of families not rerun now are kept (read again now: another run may have written some)
+        kept = json.loads(out.read_text()) if out.exists() else []
         kept = [r for r in kept if r["family"] != records[0]["family"]] + records
         write_json(out, kept)
         report(out, kept)
