@@ -232,3 +232,45 @@ def test_latency_is_timed_in_the_finetune_precision(flags, env, expected, monkey
         monkeypatch.setenv(k, v)
     args = cli.parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", *flags])
     assert cli.build_config(args).latency.precision == expected
+
+
+LATENCY_TABLE = REPO / "examples" / "latency_table.py"
+
+
+def test_latency_table_tool_measures_a_table_compress_accepts(teacher_dir, tmp_path):
+    from hf_practise.config import check_latency_table
+
+    table = tmp_path / "table.json"
+    proc = subprocess.run(
+        [sys.executable, str(LATENCY_TABLE), "--model", f"local-dir:{teacher_dir}", "--output", str(table)]
+        + ["--backend", "onnxruntime", "--batch-size", "2", "--repeats", "3", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shares = check_latency_table(json.loads(table.read_text()))
+    assert len(shares) == 4 and "ONNX Runtime" in proc.stdout
+
+
+def test_latency_table_tool_exports_every_block_for_another_device(teacher_dir, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    folder = tmp_path / "blocks"
+    proc = subprocess.run(
+        [sys.executable, str(LATENCY_TABLE), "--model", f"local-dir:{teacher_dir}", "--export-onnx", str(folder)]
+        + ["--batch-size", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["blocks"]) == 4
+    for entry in [manifest["model"], *manifest["blocks"].values()]:  # each file runs on the inputs it lists
+        session = ort.InferenceSession(str(folder / entry["file"]), providers=["CPUExecutionProvider"])
+        feed = {
+            i.name: np.random.rand(*shape).astype(np.float32) for i, shape in zip(session.get_inputs(), entry["inputs"])
+        }
+        assert all(np.isfinite(o).all() for o in session.run(None, feed))

@@ -35,6 +35,7 @@ __all__ = [
     "measure_latency",
     "compare_latency",
     "block_latency_table",
+    "record_block_calls",
     "count_macs",
     "count_params",
     "device_name",
@@ -252,6 +253,28 @@ def compare_latency(
     )
 
 
+@torch.no_grad()
+def record_block_calls(
+    model: nn.Module, family: BackboneFamily, blocks: Sequence[BlockRef], x: torch.Tensor
+) -> tuple[dict[str, nn.Module], dict[str, tuple[tuple, dict]]]:
+    """Each block's module and the (args, kwargs) the model calls it with on `x` (some blocks take more than
+    the tensor, e.g. a size or a mask): what a block is timed or exported with on its own."""
+    calls: dict[str, tuple[tuple, dict]] = {}
+    modules = {ref.path: family.resolve(model, ref) for ref in blocks}
+    hooks = [
+        entry_module(modules[ref.path]).register_forward_pre_hook(
+            lambda m, args, kwargs, path=ref.path: calls.__setitem__(path, (args, kwargs)), with_kwargs=True
+        )
+        for ref in blocks
+    ]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return modules, calls
+
+
 def _signature(module: nn.Module, args: tuple, kwargs: dict) -> tuple:
     """What a block's time depends on: its layers (types, parameter shapes, strides and groups) and the shapes of
     what it is called with."""
@@ -317,20 +340,7 @@ def block_latency_table(
         _precision(config, device),
     ):
         x = _example(model, config, input_size)
-        # each block's call as the model makes it (some blocks take more than the tensor, e.g. a size)
-        calls: dict[str, tuple[tuple, dict]] = {}
-        modules = {ref.path: family.resolve(model, ref) for ref in blocks}
-        hooks = [
-            entry_module(modules[ref.path]).register_forward_pre_hook(
-                lambda m, args, kwargs, path=ref.path: calls.__setitem__(path, (args, kwargs)), with_kwargs=True
-            )
-            for ref in blocks
-        ]
-        try:
-            model(x)
-        finally:
-            for h in hooks:
-                h.remove()
+        modules, calls = record_block_calls(model, family, blocks, x)
         twins = _identical_blocks(modules, calls)
         whole_run = _runner(model, (x,), {}, config, threads)
         block_runs = {path: _runner(m, *calls[path], config, threads) for path, m in modules.items()}
