@@ -108,10 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmentation", choices=["none", "timm"], default=FinetuneConfig.augmentation)
     p.add_argument(
         "--objective",
-        choices=["features", "kd", "ce"],
+        choices=["features", "kd", "ce", "features+kd"],
         default=FinetuneConfig.objective,
         help="finetune loss: features = MSE on pre-pooling features (PRACTISE, no labels needed); kd = KL to the "
-        "teacher's logits; ce = cross-entropy on the tiny set's labels",
+        "teacher's logits; ce = cross-entropy on the tiny set's labels; features+kd = both, each divided by its "
+        "first-batch value",
+    )
+    p.add_argument(
+        "--recalibrate-norms",
+        action="store_true",
+        help="after the finetune, re-estimate BatchNorm statistics on the tiny set (default: keep the teacher's)",
     )
     p.add_argument("--kd-temperature", type=float, default=FinetuneConfig.kd_temperature)
     # latency
@@ -218,6 +224,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
             adaptor_init=args.adaptor_init,
             augmentation=args.augmentation,
             objective=args.objective,
+            recalibrate_norms=args.recalibrate_norms,
             kd_temperature=args.kd_temperature,
             checkpoint_every=args.checkpoint_every,
         ),

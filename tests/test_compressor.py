@@ -242,7 +242,7 @@ def test_a_planted_pickle_in_the_work_dir_is_never_loaded(tmp_path, tensors):
     assert res.resumed_from == 0 and not marker.exists()
 
 
-@pytest.mark.parametrize("objective", ["features", "kd", "ce"])
+@pytest.mark.parametrize("objective", ["features", "kd", "ce", "features+kd"])
 def test_finetune_objectives_reduce_their_loss(tensors, objective):
     from accelerate import Accelerator
 
@@ -258,7 +258,9 @@ def test_finetune_objectives_reduce_their_loss(tensors, objective):
         student, teacher, family, tensors, config=ft, accelerator=Accelerator(), labels=labels, log_every=10
     )
     assert res.losses[-1] < res.losses[0]
-    frozen = objective == "features"
+    if objective == "features+kd":  # each term divided by its first-batch value: the sum starts near 2
+        assert 1.0 < res.losses[0] < 3.0
+    frozen = objective in ("features", "features+kd")
     assert all(p.requires_grad != frozen for p in family.classifier(student).parameters())
 
 
@@ -325,3 +327,21 @@ def test_a_model_whose_outputs_overflow_is_refused_and_nothing_is_saved(tensors,
     monkeypatch.setattr(compressor_module, "fold_adaptors", fold_then_blow_up)
     with pytest.raises(FloatingPointError, match="outputs are NaN/inf on the tiny set.*nothing was saved"):
         PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(tensors)
+
+
+def test_norm_statistics_can_be_re_estimated_on_the_tiny_set(tensors):
+    from hf_practise.training import recalibrate_norm_stats
+
+    model = tiny_resnet("resnet18")
+    bn = model.bn1
+    before = bn.running_mean.clone()
+    assert recalibrate_norm_stats(model, tensors, batch_size=8) > 0
+    with torch.no_grad():
+        stem = model.conv1(tensors)
+    torch.testing.assert_close(bn.running_mean, stem.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not torch.equal(bn.running_mean, before) and not model.training and bn.momentum == 0.1
+    result = PractiseCompressor(
+        tiny_resnet("resnet18"),
+        fast_config(num_blocks=1, finetune=FinetuneConfig(iterations=2, batch_size=8, lr=1e-4, recalibrate_norms=True)),
+    ).compress(tensors)
+    assert result.config.finetune.recalibrate_norms

@@ -24,6 +24,8 @@ OBJECTIVES = {
     "features": "MSE on pre-pooling features (feature mimicking)",
     "kd": "KL divergence to the teacher's logits at temperature {t:g}",
     "ce": "cross-entropy on the tiny set's labels",
+    "features+kd": "MSE on pre-pooling features plus KL to the teacher's logits at temperature {t:g}, each divided "
+    "by its first-batch value",
 }
 TOP1_PNG = "top1_vs_latency.png"
 #: what each objective does with the classifier: only feature mimicking leaves the head out of training
@@ -31,6 +33,7 @@ CLASSIFIER = {
     "features": "classifier frozen",
     "kd": "classifier trained with the rest",
     "ce": "classifier trained with the rest",
+    "features+kd": "classifier frozen",
 }
 
 

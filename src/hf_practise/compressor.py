@@ -36,7 +36,7 @@ from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, tea
 from .result import CompressionResult
 from .runtimes import require_backend
 from .selection import check_reachable, select_in_order
-from .training import as_logits
+from .training import as_logits, recalibrate_norm_stats
 
 logger = logging.getLogger(__name__)
 
@@ -381,13 +381,16 @@ class PractiseCompressor:
                 config=cfg.finetune,
                 accelerator=acc,
                 seed=cfg.seed,
-                targets=targets if cfg.finetune.objective == "features" else None,
+                targets=targets if cfg.finetune.objective in ("features", "features+kd") else None,
                 labels=tiny.labels,
                 augmented=self._augmented(tiny_set, tiny, image_column, label_column),
                 work_dir=self._finetune_dir(chosen, tiny),
             )
             student = acc.unwrap_model(student)
             acc.free_memory()
+            if cfg.finetune.recalibrate_norms:
+                n = recalibrate_norm_stats(student, tiny.images, batch_size=cfg.finetune.batch_size)
+                logger.info("re-estimated the statistics of %d BatchNorm layers on the tiny set", n)
             fold_adaptors(student)
             student.eval()
             for p in student.parameters():

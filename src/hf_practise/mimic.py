@@ -119,14 +119,14 @@ def mimic_finetune(
     objective = config.objective
     for p in student.parameters():
         p.requires_grad_(True)
-    if objective == "features":
+    if objective in ("features", "features+kd"):
         for p in family.classifier(student).parameters():
             p.requires_grad_(False)
         model: nn.Module = FeatureModel(student, family)
     elif objective in ("kd", "ce"):
         model = student
     else:
-        raise ValueError(f"Unknown finetune objective `{objective}`; choose `features`, `kd` or `ce`.")
+        raise ValueError(f"Unknown finetune objective `{objective}`; choose `features`, `kd`, `ce` or `features+kd`.")
     if objective == "ce" and augmented is None and labels is None:
         raise ValueError(
             "The `ce` objective needs labels: give a labelled tiny set, or use `features` (no labels needed)."
@@ -171,12 +171,14 @@ def mimic_finetune(
 
     ckpt_dir = Path(work_dir) if work_dir else None
     step, losses, window = 0, [], []
+    scales: list[float] = []  # features+kd: each term's value on the first batch, which it is divided by
     saved = load_checkpoint(ckpt_dir) if ckpt_dir is not None else None
     if saved is not None:
         accelerator.unwrap_model(model).load_state_dict(saved["model"], strict=True)
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         step, losses, window = saved["step"], saved["losses"], saved["window"]
+        scales = saved.get("scales") or scales
         logger.info(
             "finetune: resumed from %s at step %d%s", ckpt_dir, step, " (finished)" if saved["finished"] else ""
         )
@@ -200,7 +202,7 @@ def mimic_finetune(
                 step=step,
                 model_state=accelerator.unwrap_model(model).state_dict(),
                 optimizer_state=optimizer.state_dict(),
-                extra={"schedule": schedule.state_dict(), "losses": losses, "window": window},
+                extra={"schedule": schedule.state_dict(), "losses": losses, "window": window, "scales": scales},
                 finished=finished,
             )
         accelerator.wait_for_everyone()
@@ -214,10 +216,27 @@ def mimic_finetune(
         x, t = next(batches)[:2]
         if augmented is not None and objective != "ce":
             with torch.no_grad():
-                t = family.forward_features(teacher, x)
+                t = family.forward_features(teacher, x)  # features+kd: its logits are taken from these below
                 if objective == "kd":
                     t = family.forward_head(teacher, t)
-        loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
+        if objective == "features+kd":
+            feats = model(x)
+            with torch.no_grad():
+                teacher_logits = family.forward_head(teacher, t)
+            terms = [
+                _loss("features", feats, t, config.kd_temperature),
+                _loss(
+                    "kd",
+                    family.forward_head(accelerator.unwrap_model(model).model, feats),
+                    teacher_logits,
+                    config.kd_temperature,
+                ),
+            ]
+            if not scales:  # the same on every process: averaged, so ranks divide by the same numbers
+                scales = [max(accelerator.reduce(v.detach(), reduction="mean").item(), 1e-12) for v in terms]
+            loss = sum(v / s_ for v, s_ in zip(terms, scales))
+        else:
+            loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
         check_finite(loss, phase="finetune", step=step)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)

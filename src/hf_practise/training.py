@@ -70,6 +70,32 @@ def cycle(loader: Iterable, *, start_epoch: int = 0) -> Iterator:
         epoch += 1
 
 
+@torch.no_grad()
+def recalibrate_norm_stats(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -> int:
+    """Re-estimate every BatchNorm's running mean and variance on `images` (a cumulative average over the
+    batches, weights untouched); returns how many BatchNorm layers were re-estimated."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    was_training = model.training
+    saved = [(m, m.momentum, m.training) for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts alike
+        m.train()
+    device = next(model.parameters()).device
+    try:
+        for chunk in images.split(batch_size):
+            model(chunk.to(device))
+    finally:
+        for m, momentum, training in saved:
+            m.momentum = momentum
+            m.train(training)
+        model.train(was_training)
+    return len(norms)
+
+
 def freeze_norm_stats(model: nn.Module) -> None:
     """Put normalisation layers in eval mode so their running statistics stay the teacher's."""
     for m in model.modules():
