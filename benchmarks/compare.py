@@ -8,6 +8,8 @@ Methods (all finetunes have the same iterations, batch, optimiser and starting a
   practise     blocks by recoverability / latency, feature-mimic finetune (the library's default)
   ce           the same blocks, cross-entropy finetune on the tiny set's labels (the paper's "BP")
   kd           the same blocks, KL to the teacher's logits
+  joint        the same blocks, feature mimicking plus KL to the logits (objective features+kd)
+  practise-bn  the same blocks and finetune as practise, then BatchNorm statistics re-estimated on the tiny set
   initial      blocks by the feature error right after dropping (no adaptor recovery) / latency, mimic finetune
   random-K     blocks in a random order (K = 0, 1, 2), mimic finetune
   last         the last block of each stage first, then the second last, ..., mimic finetune
@@ -45,11 +47,14 @@ from hf_practise.latency import compare_latency, count_macs, count_params  # noq
 from hf_practise.mimic import evaluate_top1, mimic_finetune  # noqa: E402
 from hf_practise.provenance import machine, recorded_command  # noqa: E402
 from hf_practise.recoverability import rank_blocks  # noqa: E402
+from hf_practise.training import recalibrate_norm_stats  # noqa: E402
 
 logger = logging.getLogger("compare")
 
 DEFAULT_TEACHER = HERE.parents[1] / "shared" / "teachers" / "resnet34-fmnist"
-BLOCK_METHODS = ["practise", "ce", "kd", "initial", "random-0", "random-1", "random-2", "last"]
+BLOCK_METHODS = ["practise", "ce", "kd", "joint", "practise-bn", "initial", "random-0", "random-1", "random-2", "last"]
+#: methods that finetune exactly the blocks the practise run of the same setting dropped
+SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn")
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
 # (tiny set, images, seeds, latency targets)
 PARTS = {
@@ -164,7 +169,7 @@ class Bench:
         return self.runs / f"{method}__{kind}-{n}__s{seed}__t{int(round(100 * target))}.json"
 
     def order(self, method: str, rows, seed: int):
-        if method in ("practise", "ce", "kd"):
+        if method == "practise" or method in SAME_BLOCKS:
             return rank_blocks(rows, criterion="score")
         if method == "initial":
             return rank_blocks(rows, criterion="initial_error")
@@ -219,8 +224,8 @@ class Bench:
             )
 
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
-        objective = {"ce": "ce", "kd": "kd"}.get(method, "features")
-        cfg = self.config(target, seed, objective=objective)
+        objective = {"ce": "ce", "kd": "kd", "joint": "features+kd"}.get(method, "features")
+        cfg = self.config(target, seed, objective=objective, recalibrate_norms=method == "practise-bn")
         comp = PractiseCompressor(self.teacher, cfg, family=self.family, source_config=self.compressor.source)
         dropped: list[str] = []
         ratio = None
@@ -231,7 +236,7 @@ class Bench:
         else:
             if objective == "ce" and tiny.labels is None:
                 raise ValueError(f"{method} needs labels; {kind} has none")
-            chosen = self.practise_blocks(kind, n, seed, target, rows) if method in ("ce", "kd") else None
+            chosen = self.practise_blocks(kind, n, seed, target, rows) if method in SAME_BLOCKS else None
             if chosen is None:
                 chosen, _ = comp.select_in_order(self.order(method, rows, seed))
             dropped = [r.block for r in chosen]
@@ -251,6 +256,8 @@ class Bench:
                 labels=tiny.labels,
                 seed=seed,
             )
+            if cfg.finetune.recalibrate_norms:
+                recalibrate_norm_stats(student, tiny.images)
             fold_adaptors(student)
             student.eval()
         lat = compare_latency(self.teacher, student, input_size=comp.input_size, config=cfg.latency)
