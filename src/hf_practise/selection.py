@@ -68,14 +68,8 @@ BACKOFF_CHECKS = 6
 _UNIT = 1e-3
 
 
-def _cheapest_sets(
-    shares: Sequence[float], costs: Sequence[float], lo: float, hi: float, tried: set[frozenset[int]]
-) -> frozenset[int] | None:
-    """The subset of items with the lowest total cost whose summed share lies in [lo, hi], skipping `tried`;
-    when none does, the subset of smallest summed share above `lo` (the closest to the target from above).
-
-    A knapsack over shares in 0.1% units: for every reachable total, the cheapest subset reaching it.
-    """
+def _cheapest_by_total(shares: Sequence[float], costs: Sequence[float]) -> dict[int, tuple[float, frozenset[int]]]:
+    """A knapsack over shares in 0.1% units: for every reachable total, the cheapest subset reaching it."""
     best: dict[int, tuple[float, frozenset[int]]] = {0: (0.0, frozenset())}
     for i, (share, cost) in enumerate(zip(shares, costs)):
         w = max(int(round(share / _UNIT)), 0)
@@ -83,12 +77,23 @@ def _cheapest_sets(
             t = total + w
             if t not in best or c + cost < best[t][0]:
                 best[t] = (c + cost, items | {i})
-    inside = sorted((c, t, items) for t, (c, items) in best.items() if lo - _UNIT / 2 <= t * _UNIT <= hi + _UNIT / 2)
-    above = sorted((t, c, items) for t, (c, items) in best.items() if t * _UNIT > hi + _UNIT / 2)
-    for items in [items for *_, items in inside] + [items for *_, items in above]:
-        if items and items not in tried:
-            return items
-    return None
+    return best
+
+
+def _calibration(points: Sequence[tuple[float, float]]) -> Callable[[float], float]:
+    """The measured cut expected of a set whose shares sum to p: linear through the measured (sum, cut) points
+    and (0, 0), the ratio of the nearest point beyond them (shares do not add up exactly: removing several
+    blocks together can save more or less than the sum of their shares)."""
+    pts = sorted({(0.0, 0.0), *points})
+
+    def expected(p: float) -> float:
+        for (p0, m0), (p1, m1) in zip(pts, pts[1:]):
+            if p0 <= p <= p1:
+                return m0 if p1 == p0 else m0 + (m1 - m0) * (p - p0) / (p1 - p0)
+        last_p, last_m = pts[-1]
+        return p * last_m / last_p if last_p > 0 else p
+
+    return expected
 
 
 def select_in_order(
@@ -169,15 +174,19 @@ def _back_off(
     measure: Measure,
     cost: Callable[[ScanRow], float] | None,
 ) -> tuple[list[ScanRow], list[dict]]:
-    """Come back from an overshooting greedy set toward [target, upper] (see `select_in_order`)."""
+    """Come back from an overshooting greedy set toward [target, upper] (see `select_in_order`).
+
+    Each try takes the cheapest set whose expected cut lies in the window, the expectation coming from the
+    shares' sum through a calibration curve fitted to every set measured so far; when no set is expected
+    inside, the one expected closest above the target. Every measurement refines the curve.
+    """
     costs = [cost(r) if cost is not None else float(i + 1) for i, r in enumerate(ranked)]
-    predicted = sum(r.latency_saving for r in chosen)
-    # the shares predicted the greedy set's cut this far off; scale them all alike
-    scale = checks[-1]["measured"] / predicted if predicted > 0 else 1.0
-    shares = [scale * r.latency_saving for r in ranked]
+    shares = [r.latency_saving for r in ranked]
+    best = _cheapest_by_total(shares, costs)
     margin = min(0.01, (upper - target) / 4)
-    lo, hi = target + margin, upper - margin
-    tried = {frozenset(range(len(chosen)))}
+    greedy = frozenset(range(len(chosen)))
+    points = [(sum(shares[i] for i in greedy), checks[-1]["measured"])]
+    tried = {greedy}
     measured_sets: list[tuple[float, list[ScanRow]]] = [(checks[-1]["measured"], chosen)]
     logger.info(
         "select: %.1f%% overshoots the target %.1f%% by more than %.1f points; coming back toward it",
@@ -186,35 +195,37 @@ def _back_off(
         100 * (upper - target),
     )
     for _ in range(BACKOFF_CHECKS):
-        if lo > hi:
-            break
-        items = _cheapest_sets(shares, costs, lo, hi, tried)
-        if items is None:
+        expected = _calibration(points)
+        options = [(expected(t * _UNIT), c, items) for t, (c, items) in best.items() if items and items not in tried]
+        inside = [(c, e, items) for e, c, items in options if target + margin <= e <= upper - margin]
+        above = [(e, c, items) for e, c, items in options if e >= target + margin]
+        if inside:
+            _, e, items = min(inside, key=lambda o: (o[0], o[1]))
+        elif above:
+            e, _, items = min(above, key=lambda o: (o[0], o[1]))
+            if e >= min(m for m, _ in measured_sets if m >= target):
+                break  # nothing expected closer than what was measured
+        else:
             break
         tried.add(items)
         subset = [r for i, r in enumerate(ranked) if i in items]
         m = measure([r.ref for r in subset]).reduction
+        points.append((sum(shares[i] for i in items), m))
         checks.append(
             {
                 "blocks": len(subset),
-                "predicted": sum(shares[i] for i in items),
+                "predicted": e,
                 "measured": m,
                 "step": "back-off",
                 "dropped": [r.block for r in subset],
             }
         )
-        logger.info("select: back-off to %d blocks, measured %.1f%%", len(subset), 100 * m)
+        logger.info("select: back-off to %d blocks, expected %.1f%%, measured %.1f%%", len(subset), 100 * e, 100 * m)
         if target <= m <= upper:
             return subset, checks
         measured_sets.append((m, subset))
-        if m > upper and min(ms for ms, _ in measured_sets if ms >= target) < m:
-            continue  # an above-window fallback no closer than what was measured: try the next
-        if m < target:
-            lo += target - m + _UNIT
-        else:
-            hi -= m - upper + _UNIT
-    above = [(m, subset) for m, subset in measured_sets if m >= target]
-    m, best = min(above, key=lambda t: t[0])
+    above_target = [(m, subset) for m, subset in measured_sets if m >= target]
+    m, kept = min(above_target, key=lambda t: t[0])
     note = (
         f"no set of candidate blocks measured inside [{100 * target:.1f}%, {100 * upper:.1f}%]: the blocks are "
         f"too coarse for this target here; kept the closest set above it ({100 * m:.1f}%)"
@@ -222,12 +233,12 @@ def _back_off(
     logger.warning("select: %s", note)
     checks.append(
         {
-            "blocks": len(best),
+            "blocks": len(kept),
             "predicted": None,
             "measured": m,
             "step": "kept",
             "note": note,
-            "dropped": [r.block for r in best],
+            "dropped": [r.block for r in kept],
         }
     )
-    return best, checks
+    return kept, checks
