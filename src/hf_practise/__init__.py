@@ -6,10 +6,11 @@ from .compressed import load_compressed
 from .compressor import PractiseCompressor
 from .config import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig
 from .data import TinySet, load_image_dataset, load_tiny_set
-from .latency import compare_latency, count_macs, count_params, measure_latency
-from .mimic import evaluate_top1, mimic_finetune
+from .latency import block_latency_table, compare_latency, count_macs, count_params, measure_latency
+from .mimic import evaluate_metrics, evaluate_top1, mimic_finetune
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks
 from .result import CompressionResult
+from .runtimes import export_onnx_bytes
 from .selection import check_reachable, select_in_order
 
 __version__ = "0.1.0"
@@ -25,12 +26,15 @@ __all__ = [
     "ScanConfig",
     "ScanRow",
     "TinySet",
+    "block_latency_table",
     "build_pruned",
     "check_reachable",
     "compare_latency",
     "count_macs",
     "count_params",
+    "evaluate_metrics",
     "evaluate_top1",
+    "export_onnx_bytes",
     "fold_adaptors",
     "get_family",
     "insert_adaptors",
