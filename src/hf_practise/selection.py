@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
 from .backbones.base import BlockRef
 from .config import CompressionConfig
 from .recoverability import ScanRow
@@ -80,20 +82,23 @@ def _cheapest_by_total(shares: Sequence[float], costs: Sequence[float]) -> dict[
     return best
 
 
-def _calibration(points: Sequence[tuple[float, float]]) -> Callable[[float], float]:
-    """The measured cut expected of a set whose shares sum to p: linear through the measured (sum, cut) points
-    and (0, 0), the ratio of the nearest point beyond them (shares do not add up exactly: removing several
-    blocks together can save more or less than the sum of their shares)."""
-    pts = sorted({(0.0, 0.0), *points})
-
-    def expected(p: float) -> float:
-        for (p0, m0), (p1, m1) in zip(pts, pts[1:]):
-            if p0 <= p <= p1:
-                return m0 if p1 == p0 else m0 + (m1 - m0) * (p - p0) / (p1 - p0)
-        last_p, last_m = pts[-1]
-        return p * last_m / last_p if last_p > 0 else p
-
-    return expected
+def _block_savings(shares: Sequence[float], measured: Sequence[tuple[frozenset[int], float]]) -> list[float]:
+    """What removing each block saves, fitted to the measured sets: a ridge regression of each set's measured cut
+    on its blocks, pulled toward the blocks' shares (prior spread: the share itself, plus 0.5 points). Removing
+    several blocks together can save more or less than their shares say, and a few measurements tell which."""
+    n = len(shares)
+    prior = torch.tensor(shares, dtype=torch.float64)
+    if not measured:
+        return prior.tolist()
+    x = torch.zeros(len(measured), n, dtype=torch.float64)
+    for row, (items, _) in enumerate(measured):
+        x[row, list(items)] = 1.0
+    m = torch.tensor([v for _, v in measured], dtype=torch.float64)
+    noise = 0.01**2  # a measured cut is good to about a point
+    spread = (prior.abs() + 0.005) ** 2
+    a = x.T @ x / noise + torch.diag(1.0 / spread)
+    w = prior + torch.linalg.solve(a, x.T @ (m - x @ prior) / noise)
+    return w.clamp_min(0.0).tolist()
 
 
 def select_in_order(
@@ -176,18 +181,15 @@ def _back_off(
 ) -> tuple[list[ScanRow], list[dict]]:
     """Come back from an overshooting greedy set toward [target, upper] (see `select_in_order`).
 
-    Each try takes the cheapest set whose expected cut lies in the window, the expectation coming from the
-    shares' sum through a calibration curve fitted to every set measured so far; when no set is expected
-    inside, the one expected closest above the target. Every measurement refines the curve.
+    Each try takes the cheapest set whose expected cut lies in the window, the blocks' savings fitted to every
+    set measured so far (`_block_savings`); when no set is expected inside, the one expected closest above the
+    target. Every measurement refines the fit.
     """
     costs = [cost(r) if cost is not None else float(i + 1) for i, r in enumerate(ranked)]
     shares = [r.latency_saving for r in ranked]
-    best = _cheapest_by_total(shares, costs)
     margin = min(0.01, (upper - target) / 4)
     greedy = frozenset(range(len(chosen)))
-    points = [(sum(shares[i] for i in greedy), checks[-1]["measured"])]
-    tried = {greedy}
-    measured_sets: list[tuple[float, list[ScanRow]]] = [(checks[-1]["measured"], chosen)]
+    measured: list[tuple[frozenset[int], float]] = [(greedy, checks[-1]["measured"])]
     logger.info(
         "select: %.1f%% overshoots the target %.1f%% by more than %.1f points; coming back toward it",
         100 * checks[-1]["measured"],
@@ -195,22 +197,23 @@ def _back_off(
         100 * (upper - target),
     )
     for _ in range(BACKOFF_CHECKS):
-        expected = _calibration(points)
-        options = [(expected(t * _UNIT), c, items) for t, (c, items) in best.items() if items and items not in tried]
-        inside = [(c, e, items) for e, c, items in options if target + margin <= e <= upper - margin]
-        above = [(e, c, items) for e, c, items in options if e >= target + margin]
+        savings = _block_savings(shares, measured)
+        tried = {items for items, _ in measured}
+        options = [
+            (t * _UNIT, c, items) for t, (c, items) in _cheapest_by_total(savings, costs).items() if items not in tried
+        ]
+        inside = [(c, e, items) for e, c, items in options if items and target + margin <= e <= upper - margin]
+        above = [(e, c, items) for e, c, items in options if items and e >= target + margin]
+        closest = min((m for _, m in measured if m >= target), default=float("inf"))
         if inside:
             _, e, items = min(inside, key=lambda o: (o[0], o[1]))
-        elif above:
+        elif above and min(above, key=lambda o: (o[0], o[1]))[0] < closest:
             e, _, items = min(above, key=lambda o: (o[0], o[1]))
-            if e >= min(m for m, _ in measured_sets if m >= target):
-                break  # nothing expected closer than what was measured
         else:
             break
-        tried.add(items)
         subset = [r for i, r in enumerate(ranked) if i in items]
         m = measure([r.ref for r in subset]).reduction
-        points.append((sum(shares[i] for i in items), m))
+        measured.append((items, m))
         checks.append(
             {
                 "blocks": len(subset),
@@ -223,9 +226,8 @@ def _back_off(
         logger.info("select: back-off to %d blocks, expected %.1f%%, measured %.1f%%", len(subset), 100 * e, 100 * m)
         if target <= m <= upper:
             return subset, checks
-        measured_sets.append((m, subset))
-    above_target = [(m, subset) for m, subset in measured_sets if m >= target]
-    m, kept = min(above_target, key=lambda t: t[0])
+    m, items = min(((m, items) for items, m in measured if m >= target), key=lambda t: t[0])
+    kept = [r for i, r in enumerate(ranked) if i in items]
     note = (
         f"no set of candidate blocks measured inside [{100 * target:.1f}%, {100 * upper:.1f}%]: the blocks are "
         f"too coarse for this target here; kept the closest set above it ({100 * m:.1f}%)"
