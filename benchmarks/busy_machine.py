@@ -115,7 +115,7 @@ def main() -> int:
             os.kill(pid, signal.SIGCONT)
     inside = args.target <= quiet.reduction <= args.target + config.latency_tolerance
     doc = {
-        "command": recorded_command("benchmarks/busy_machine.py", p, args, paths=("cache", "results")),
+        "command": recorded_command("python benchmarks/busy_machine.py", p, args, paths=("cache", "results")),
         "machine": machine(),
         "target": args.target,
         "tolerance": config.latency_tolerance,

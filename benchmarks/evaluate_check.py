@@ -61,7 +61,7 @@ def main() -> int:
         }
     ]
     doc = {
-        "command": recorded_command("benchmarks/evaluate_check.py", p, args, paths=("results",)),
+        "command": recorded_command("python benchmarks/evaluate_check.py", p, args, paths=("results",)),
         "machine": machine(),
         "rows": rows,
     }

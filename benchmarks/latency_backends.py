@@ -231,7 +231,7 @@ def main() -> int:
     test = fmnist.load("test")
     tiny = load_tiny_set(fmnist.load("train", num_samples=args.num_samples, seed=0).tensors[0])
     doc = {
-        "command": recorded_command("benchmarks/latency_backends.py", p, args, paths=("cache", "results")),
+        "command": recorded_command("python benchmarks/latency_backends.py", p, args, paths=("cache", "results")),
         "machine": machine(),
         "paused_pids": bool(args.pause_pids),
         "threads": args.threads,
