@@ -230,7 +230,7 @@ def _back_off(
     kept = [r for i, r in enumerate(ranked) if i in items]
     note = (
         f"no set of candidate blocks measured inside [{100 * target:.1f}%, {100 * upper:.1f}%]: the blocks are "
-        f"too coarse for this target here; kept the closest set above it ({100 * m:.1f}%)"
+        f"too coarse for this target here, or the timings too noisy; kept the closest set above it ({100 * m:.1f}%)"
     )
     logger.warning("select: %s", note)
     checks.append(
