@@ -28,18 +28,34 @@ from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, Practi
 from hf_practise.provenance import machine  # noqa: E402
 
 
-def parse_run(text: str) -> tuple[str, float, int]:
+def parse_run(text: str) -> tuple[str, float, int, str, bool]:
+    """`optimizer:lr:iterations[:objective[:bn]]`; `bn` re-estimates BatchNorm statistics after the finetune."""
     try:
-        optimizer, lr, iterations = text.split(":")
-        return optimizer, float(lr), int(iterations)
+        parts = text.split(":")
+        if not 3 <= len(parts) <= 5 or (len(parts) == 5 and parts[4] != "bn"):
+            raise ValueError(text)
+        optimizer, lr, iterations = parts[:3]
+        objective = parts[3] if len(parts) > 3 else "features"
+        return optimizer, float(lr), int(iterations), objective, len(parts) == 5
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"`{text}`: expected optimizer:lr:iterations, e.g. adamw:1e-4:500") from e
+        raise argparse.ArgumentTypeError(
+            f"`{text}`: expected optimizer:lr:iterations[:objective[:bn]], e.g. adamw:1e-4:500 or "
+            "adamw:1e-4:500:features+kd:bn"
+        ) from e
+
+
+def run_name(optimizer: str, lr: float, iterations: int, objective: str, bn: bool) -> str:
+    return (
+        f"{optimizer}:{lr:g}:{iterations}"
+        + (f":{objective}" if objective != "features" or bn else "")
+        + (":bn" if bn else "")
+    )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="a teacher folder under benchmarks/teachers")
-    p.add_argument("--runs", nargs="+", type=parse_run, required=True, help="optimizer:lr:iterations")
+    p.add_argument("--runs", nargs="+", type=parse_run, required=True, help="optimizer:lr:iterations[:objective[:bn]]")
     p.add_argument("--target", type=float, default=0.22)
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -53,9 +69,7 @@ def main() -> int:
     folder = TEACHERS / args.name
     if not (folder / "teacher_metrics.json").exists():
         p.error(f"no committed teacher `{folder}`; train it with benchmarks/train_teacher.py {args.name}")
-    command = f"python benchmarks/finetune_sweep.py {args.name} --runs " + " ".join(
-        f"{o}:{lr:g}:{i}" for o, lr, i in args.runs
-    )
+    command = f"python benchmarks/finetune_sweep.py {args.name} --runs " + " ".join(run_name(*r) for r in args.runs)
     command += "".join(
         f" --{k.replace('_', '-')} {getattr(args, k)}"
         for k in ("target", "num_samples", "seed")
@@ -66,13 +80,20 @@ def main() -> int:
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
     test = fmnist.load("test")
     rows = []
-    for optimizer, lr, iterations in args.runs:
+    for optimizer, lr, iterations, objective, bn in args.runs:
         config = CompressionConfig(
             latency_reduction=args.target,
             seed=args.seed,
             work_dir=str(Path(args.cache) / args.name / f"work_{args.num_samples}_{args.seed}"),
             scan=ScanConfig(),
-            finetune=FinetuneConfig(iterations=iterations, checkpoint_every=0, optimizer=optimizer, lr=lr),
+            finetune=FinetuneConfig(
+                iterations=iterations,
+                checkpoint_every=0,
+                optimizer=optimizer,
+                lr=lr,
+                objective=objective,
+                recalibrate_norms=bn,
+            ),
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=(3, 32, 32)),
         )
         start = time.perf_counter()
@@ -81,6 +102,8 @@ def main() -> int:
             "optimizer": optimizer,
             "lr": lr,
             "iterations": iterations,
+            "objective": objective,
+            "recalibrate_norms": bn,
             "top1": result.top1_after,
             "teacher_top1": result.top1_before,
             "dropped": [r.block for r in result.dropped],
@@ -88,7 +111,7 @@ def main() -> int:
             "reused_finished_finetune": bool(result.finetune and result.finetune.reused_finished),
             "seconds": time.perf_counter() - start,
         }
-        print(f"{optimizer} lr {lr:g}, {iterations} steps: top-1 {100 * row['top1']:.2f}%", flush=True)
+        print(f"{run_name(optimizer, lr, iterations, objective, bn)}: top-1 {100 * row['top1']:.2f}%", flush=True)
         rows.append(row)
     record = {
         "teacher": args.name,
@@ -108,11 +131,12 @@ def main() -> int:
         f"({', '.join(rows[0]['dropped'])}; measured latency -{100 * rows[0]['latency_reduction']:.1f}%), top-1 on "
         f"the 10,000 test images; teacher {100 * rows[0]['teacher_top1']:.2f}%.",
         "",
-        "| optimizer | lr | steps | top-1 | vs teacher |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| optimizer | lr | steps | objective | BN re-estimated | top-1 | vs teacher |",
+        "| --- | ---: | ---: | --- | :---: | ---: | ---: |",
     ]
     lines += [
-        f"| {r['optimizer']} | {r['lr']:g} | {r['iterations']} | {100 * r['top1']:.2f}% "
+        f"| {r['optimizer']} | {r['lr']:g} | {r['iterations']} | {r.get('objective', 'features')} "
+        f"| {'yes' if r.get('recalibrate_norms') else 'no'} | {100 * r['top1']:.2f}% "
         f"| {100 * (r['top1'] - r['teacher_top1']):+.2f} |"
         for r in rows
     ]
