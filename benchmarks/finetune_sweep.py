@@ -61,6 +61,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=str(HERE / "cache" / "families"))
     p.add_argument("--results", default=str(HERE / "results"))
+    p.add_argument(
+        "--suffix", default="", help="appended to the results' file name (results/finetune_sweep_NAME_SUFFIX)"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not fmnist.available():
@@ -74,7 +77,7 @@ def main() -> int:
         f" --{k.replace('_', '-')} {getattr(args, k)}"
         for k in ("target", "num_samples", "seed")
         if getattr(args, k) != p.get_default(k)
-    )
+    ) + "".join(f" --{k} {getattr(args, k)}" for k in ("suffix",) if getattr(args, k))
     library = "timm" if args.name.startswith("timm") else "transformers"
     teacher = load_native(folder, library).eval()
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
@@ -122,7 +125,7 @@ def main() -> int:
         "command": command,
         "machine": machine(),
     }
-    out = Path(args.results) / f"finetune_sweep_{args.name}"
+    out = Path(args.results) / (f"finetune_sweep_{args.name}" + (f"_{args.suffix}" if args.suffix else ""))
     write_json(out.with_suffix(".json"), record)
     lines = [
         f"# Finetune settings on `{args.name}` ({args.target:.0%} target)",
