@@ -106,3 +106,12 @@ def test_blocks_whose_removal_saves_more_than_their_share_are_learned_from_each_
     assert checks[0]["measured"] > 0.5 + cfg.latency_tolerance
     assert checks[-1]["step"] == "back-off" and 0.5 <= checks[-1]["measured"] <= 0.56
     assert len(calls) <= 1 + 6  # the greedy check, then at most BACKOFF_CHECKS
+
+
+def test_a_cut_at_the_edge_of_the_window_looks_for_a_central_one_and_says_when_there_is_none():
+    ranked = rank_blocks(rows([0.0695] * 6, [0.1 * (i + 1) for i in range(6)]))
+    measure = fake_measure({r.block: 0.0695 for r in ranked})
+    chosen, checks = select_in_order(ranked, config=CompressionConfig(latency_reduction=0.22), measure=measure)
+    assert len(chosen) == 4 and checks[0]["measured"] == pytest.approx(0.278)
+    assert checks[-1]["step"] == "kept" and "upper end" in checks[-1]["note"]
+    assert len(checks) <= 1 + 6 + 1

@@ -164,9 +164,16 @@ def select_in_order(
         predicted += ranked[k].latency_saving
         k += 1
     upper = target + config.latency_tolerance
-    if measured.reduction <= upper:
+    # a cut within a point of the window's upper end is one re-measurement away from leaving it: look for a
+    # more central set too (kept when there is none)
+    if measured.reduction <= upper - _edge(target, upper):
         return chosen, checks
     return _back_off(ranked, chosen, checks, target=target, upper=upper, measure=measure, cost=cost)
+
+
+def _edge(target: float, upper: float) -> float:
+    """How close to the window's upper end a measured cut is too close: a point, or a quarter of a narrow window."""
+    return min(0.01, (upper - target) / 4)
 
 
 def _back_off(
@@ -187,14 +194,14 @@ def _back_off(
     """
     costs = [cost(r) if cost is not None else float(i + 1) for i, r in enumerate(ranked)]
     shares = [r.latency_saving for r in ranked]
-    margin = min(0.01, (upper - target) / 4)
+    margin = _edge(target, upper)
     greedy = frozenset(range(len(chosen)))
     measured: list[tuple[frozenset[int], float]] = [(greedy, checks[-1]["measured"])]
     logger.info(
-        "select: %.1f%% overshoots the target %.1f%% by more than %.1f points; coming back toward it",
+        "select: %.1f%% is above or at the edge of [%.1f%%, %.1f%%]; looking for a set closer to the target",
         100 * checks[-1]["measured"],
         100 * target,
-        100 * (upper - target),
+        100 * upper,
     )
     for _ in range(BACKOFF_CHECKS):
         savings = _block_savings(shares, measured)
@@ -224,14 +231,21 @@ def _back_off(
             }
         )
         logger.info("select: back-off to %d blocks, expected %.1f%%, measured %.1f%%", len(subset), 100 * e, 100 * m)
-        if target <= m <= upper:
+        if target <= m <= upper - margin:
             return subset, checks
     m, items = min(((m, items) for items, m in measured if m >= target), key=lambda t: t[0])
     kept = [r for i, r in enumerate(ranked) if i in items]
-    note = (
-        f"no set of candidate blocks measured inside [{100 * target:.1f}%, {100 * upper:.1f}%]: the blocks are "
-        f"too coarse for this target here, or the timings too noisy; kept the closest set above it ({100 * m:.1f}%)"
-    )
+    if m <= upper:
+        note = (
+            f"kept a set measured at {100 * m:.1f}%, inside [{100 * target:.1f}%, {100 * upper:.1f}%] but within "
+            f"{100 * margin:.0f} point(s) of its upper end: no set measured closer to the target (the blocks are too "
+            "coarse for this target here, or the timings too noisy), so a re-measurement may land just above it"
+        )
+    else:
+        note = (
+            f"no set of candidate blocks measured inside [{100 * target:.1f}%, {100 * upper:.1f}%]: the blocks are "
+            f"too coarse for this target here, or the timings too noisy; kept the closest set above it ({100 * m:.1f}%)"
+        )
     logger.warning("select: %s", note)
     checks.append(
         {
