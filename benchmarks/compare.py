@@ -25,6 +25,7 @@ per-teacher markdown table and PNG plot from whatever runs exist.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import statistics
@@ -649,7 +650,7 @@ class Bench:
             return
         fig, ax = plt.subplots(figsize=(7, 4.5))
         sel = [r for r in recs if r["tiny_set"] == "fmnist" and r["num_samples"] == max(x["num_samples"] for x in recs)]
-        markers = dict(zip(ALL_METHODS, "o^vsDxx+P*"))
+        markers = dict(zip(ALL_METHODS, itertools.cycle("o^v<>sDx+P*h")))
         for method in ALL_METHODS:
             rs = [
                 r for r in sel if r["method"] == method or (method == "random-0" and r["method"].startswith("random"))

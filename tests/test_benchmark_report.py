@@ -51,3 +51,13 @@ def test_wall_time_table_tolerates_entries_without_newer_fields(compare, tmp_pat
 
 def test_no_timings_no_wall_time_section(compare, tmp_path):
     assert compare.Bench.wall_time(SimpleNamespace(out=tmp_path)) == []
+
+
+def test_the_plot_has_a_marker_for_every_method(compare, tmp_path):
+    recs = [
+        {"tiny_set": "fmnist", "num_samples": 500, "method": m, "latency_reduction": 0.2 + 0.01 * i, "top1": 0.9}
+        for i, m in enumerate(compare.ALL_METHODS)
+    ]
+    runner = next(v for v in vars(compare).values() if isinstance(v, type) and hasattr(v, "plot"))
+    runner.plot(SimpleNamespace(name="teacher", out=tmp_path), recs)
+    assert (tmp_path / "top1_vs_latency.png").stat().st_size > 0
