@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["features", "kd", "ce", "features+kd"],
         default=FinetuneConfig.objective,
         help="finetune loss: features = MSE on pre-pooling features (PRACTISE, no labels needed); kd = KL to the "
-        "teacher's logits; ce = cross-entropy on the tiny set's labels; features+kd = both, each divided by its "
-        "first-batch value",
+        "teacher's logits; ce = cross-entropy on the tiny set's labels; features+kd = the feature MSE relative to "
+        "the teacher features' mean square plus the KL",
     )
     p.add_argument(
         "--recalibrate-norms",

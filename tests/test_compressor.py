@@ -258,8 +258,6 @@ def test_finetune_objectives_reduce_their_loss(tensors, objective):
         student, teacher, family, tensors, config=ft, accelerator=Accelerator(), labels=labels, log_every=10
     )
     assert res.losses[-1] < res.losses[0]
-    if objective == "features+kd":  # each term divided by its first-batch value: the sum starts near 2
-        assert 1.0 < res.losses[0] < 3.0
     frozen = objective in ("features", "features+kd")
     assert all(p.requires_grad != frozen for p in family.classifier(student).parameters())
 

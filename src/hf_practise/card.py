@@ -24,8 +24,8 @@ OBJECTIVES = {
     "features": "MSE on pre-pooling features (feature mimicking)",
     "kd": "KL divergence to the teacher's logits at temperature {t:g}",
     "ce": "cross-entropy on the tiny set's labels",
-    "features+kd": "MSE on pre-pooling features plus KL to the teacher's logits at temperature {t:g}, each divided "
-    "by its first-batch value",
+    "features+kd": "MSE on pre-pooling features (relative to their mean square) plus KL to the teacher's logits at "
+    "temperature {t:g}",
 }
 TOP1_PNG = "top1_vs_latency.png"
 #: what each objective does with the classifier: only feature mimicking leaves the head out of training

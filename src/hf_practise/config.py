@@ -68,7 +68,8 @@ class FinetuneConfig:
     train_norm_stats: bool = False  # update BatchNorm running statistics (False keeps the teacher's)
     objective: Literal["features", "kd", "ce", "features+kd"] = "features"  # features: MSE on pre-pooling
     # features (PRACTISE); kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels (the
-    # baselines of the paper); features+kd: both, each divided by its value on the first batch (no weight to tune)
+    # baselines of the paper); features+kd: the feature MSE relative to the teacher features' mean square, plus
+    # the KL (both scale-free: no weight to tune)
     recalibrate_norms: bool = False  # after the finetune, re-estimate BatchNorm statistics on the tiny set
     kd_temperature: float = 4.0  # softmax temperature of the kd objective
     checkpoint_every: int = 200  # steps between resumable checkpoints when a work_dir is set (0: never)

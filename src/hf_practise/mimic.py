@@ -171,14 +171,12 @@ def mimic_finetune(
 
     ckpt_dir = Path(work_dir) if work_dir else None
     step, losses, window = 0, [], []
-    scales: list[float] = []  # features+kd: each term's value on the first batch, which it is divided by
     saved = load_checkpoint(ckpt_dir) if ckpt_dir is not None else None
     if saved is not None:
         accelerator.unwrap_model(model).load_state_dict(saved["model"], strict=True)
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         step, losses, window = saved["step"], saved["losses"], saved["window"]
-        scales = saved.get("scales") or scales
         logger.info(
             "finetune: resumed from %s at step %d%s", ckpt_dir, step, " (finished)" if saved["finished"] else ""
         )
@@ -202,7 +200,7 @@ def mimic_finetune(
                 step=step,
                 model_state=accelerator.unwrap_model(model).state_dict(),
                 optimizer_state=optimizer.state_dict(),
-                extra={"schedule": schedule.state_dict(), "losses": losses, "window": window, "scales": scales},
+                extra={"schedule": schedule.state_dict(), "losses": losses, "window": window},
                 finished=finished,
             )
         accelerator.wait_for_everyone()
@@ -220,21 +218,16 @@ def mimic_finetune(
                 if objective == "kd":
                     t = family.forward_head(teacher, t)
         if objective == "features+kd":
+            # the feature error relative to the teacher features' mean square (scale-free, like the KL term),
+            # plus the KL to the teacher's logits: two terms of comparable size whatever the model
             feats = model(x)
             with torch.no_grad():
                 teacher_logits = family.forward_head(teacher, t)
-            terms = [
-                _loss("features", feats, t, config.kd_temperature),
-                _loss(
-                    "kd",
-                    family.forward_head(accelerator.unwrap_model(model).model, feats),
-                    teacher_logits,
-                    config.kd_temperature,
-                ),
-            ]
-            if not scales:  # the same on every process: averaged, so ranks divide by the same numbers
-                scales = [max(accelerator.reduce(v.detach(), reduction="mean").item(), 1e-12) for v in terms]
-            loss = sum(v / s_ for v, s_ in zip(terms, scales))
+                power = t.float().pow(2).mean().clamp_min(1e-12)
+            logits = family.forward_head(accelerator.unwrap_model(model).model, feats)
+            loss = _loss("features", feats, t, config.kd_temperature) / power + _loss(
+                "kd", logits, teacher_logits, config.kd_temperature
+            )
         else:
             loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
         check_finite(loss, phase="finetune", step=step)
