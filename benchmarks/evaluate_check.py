@@ -45,7 +45,7 @@ def direct_top1(model, dataset) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--cache", default=str(HERE / "cache" / "busy_machine"), help="work dir (a scan there is reused)")
+    p.add_argument("--cache", default=str(HERE / "cache" / "evaluate_check"), help="the compression's work dir")
     args = p.parse_args()
     if not fmnist.available() or not TEACHER.exists():
         print("skipped: needs Fashion-MNIST and ../shared/teachers/resnet34-fmnist")
