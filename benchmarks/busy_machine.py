@@ -19,18 +19,16 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fmnist  # noqa: E402
+import quiet as jobs  # noqa: E402
 from compare import write_json  # noqa: E402
 from families import INPUT, load_native  # noqa: E402
 
@@ -52,19 +50,7 @@ def main() -> int:
     p.add_argument("--quiet-repeats", type=int, default=40, help="A/B pairs of the quiet re-measurement")
     p.add_argument("--cache", default=str(HERE / "cache" / "busy_machine"))
     p.add_argument("--results", default=str(RESULTS))
-    p.add_argument(
-        "--scan-threads",
-        type=int,
-        default=None,
-        help="torch threads of the recoverability scan (no timing in it; default: torch's), e.g. 1 beside other jobs",
-    )
-    p.add_argument(
-        "--pause-pids",
-        type=int,
-        nargs="*",
-        default=[],
-        help="other jobs of this machine to stop (SIGSTOP) during the measurements and continue afterwards",
-    )
+    jobs.add_arguments(p)
     args = p.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     if not fmnist.available() or not TEACHER.exists():
@@ -77,14 +63,10 @@ def main() -> int:
     )
     comp = PractiseCompressor(teacher, config)
     # the scan first (cached in the work dir): only the latency measurements need the busy core
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.scan_threads or threads)
-    rows = comp.scan(tiny, latency_saving={c.path: 0.05 for c in comp.candidates()})
-    torch.set_num_threads(threads)
+    with jobs.threads(args.scan_threads):
+        rows = comp.scan(tiny, latency_saving={c.path: 0.05 for c in comp.candidates()})
     (Path(args.cache) / "latency_shares.json").unlink(missing_ok=True)  # measured afresh, beside the spinner
-    for pid in args.pause_pids:  # other jobs of this machine: stopped, so the spinner is the only one
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with jobs.paused(args.pause_pids):  # other jobs of this machine stopped: the spinner is the only one
         spinner = subprocess.Popen([sys.executable, "-c", SPIN])
         try:
             time.sleep(2.0)
@@ -110,9 +92,6 @@ def main() -> int:
         load_quiet = os.getloadavg()
         quiet = compare_latency(teacher, pruned, input_size=INPUT, config=quiet_cfg)
         old_quiet = compare_latency(teacher, old_pruned, input_size=INPUT, config=quiet_cfg)
-    finally:
-        for pid in args.pause_pids:
-            os.kill(pid, signal.SIGCONT)
     inside = args.target <= quiet.reduction <= args.target + config.latency_tolerance
     doc = {
         "command": recorded_command("python benchmarks/busy_machine.py", p, args, paths=("cache", "results")),

@@ -14,22 +14,19 @@ measured beside another job are scaled to the saving of removing the blocks, mea
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fmnist  # noqa: E402
+import quiet as jobs  # noqa: E402
 from compare import write_json  # noqa: E402
 from families import INPUT, committed_teacher, load_native, train_teacher  # noqa: E402
 
@@ -61,19 +58,6 @@ def load_teacher(name: str, args, test):
         meta = train_teacher(name, fmnist.load("train"), test, steps=args.train_steps, seed=0, folder=cache)
         folder = cache / "teacher"
     return load_native(folder, "timm").eval(), meta
-
-
-@contextlib.contextmanager
-def paused(pids: list[int]):
-    """Stop other jobs of this machine (SIGSTOP) while timing, and let them go on afterwards (SIGCONT)."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        time.sleep(2.0 if pids else 0.0)
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
 
 
 def scan_teacher(name: str, args, tiny, test):
@@ -210,19 +194,7 @@ def main() -> int:
     p.add_argument("--train-steps", type=int, default=1500, help="steps of a families teacher trained here")
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--results", default=str(RESULTS))
-    p.add_argument(
-        "--scan-threads",
-        type=int,
-        default=None,
-        help="torch threads of the recoverability scan (no timing in it; default: torch's), e.g. 1 beside other jobs",
-    )
-    p.add_argument(
-        "--pause-pids",
-        type=int,
-        nargs="*",
-        default=[],
-        help="other jobs of this machine to stop (SIGSTOP) while timing and continue afterwards",
-    )
+    jobs.add_arguments(p)
     args = p.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     if not fmnist.available():
@@ -239,15 +211,13 @@ def main() -> int:
         "records": [],
     }
     scanned = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.scan_threads or threads)
-    for name in args.teachers:  # the scans first: recoverability does not depend on the backend
-        try:
-            scanned[name] = scan_teacher(name, args, tiny, test)
-        except FileNotFoundError as e:
-            print(f"skipped {name}: {e}")
-    torch.set_num_threads(threads)
-    with paused(args.pause_pids):
+    with jobs.threads(args.scan_threads):
+        for name in args.teachers:  # the scans first: recoverability does not depend on the backend
+            try:
+                scanned[name] = scan_teacher(name, args, tiny, test)
+            except FileNotFoundError as e:
+                print(f"skipped {name}: {e}")
+    with jobs.paused(args.pause_pids):
         doc["load_average"] = [round(v, 2) for v in os.getloadavg()]
         for name, (teacher, meta, rows) in scanned.items():
             doc["records"].append(run_teacher(name, args, teacher, meta, rows))

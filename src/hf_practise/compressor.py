@@ -200,9 +200,10 @@ class PractiseCompressor:
                 return {k: float(v) for k, v in saved["shares"].items()}, None
         # the shares are checked against the model without every block that may go at once, timed beside them
         removable = self.family.feasible(self.model, cands)
-        without = (build_pruned(self.model, self.family, removable, adaptors=False), [r.path for r in removable])
-        shares, stats = self._on_main(
-            lambda: block_latency_table(
+
+        def measure():  # on the main process only: the copy without the blocks is built where it is timed
+            without = (build_pruned(self.model, self.family, removable, adaptors=False), [r.path for r in removable])
+            return block_latency_table(
                 self.model,
                 self.family,
                 cands,
@@ -210,7 +211,8 @@ class PractiseCompressor:
                 config=self.config.latency,
                 without=without if removable else None,
             )
-        )
+
+        shares, stats = self._on_main(measure)
         if cache is not None and self.accelerator.is_main_process:
             atomic_write_text(cache, json.dumps({"key": key, "shares": shares}, indent=1))
         return shares, stats
