@@ -101,7 +101,8 @@ def main() -> int:
             f"| {r['model']} | {rec} | {100 * r['direct']:.2f}% | {100 * r['accuracy']:.2f}% "
             f"| {100 * r['top5_accuracy']:.2f}% |"
         )
-    lines += ["", f"Command: `{doc['command']}`"]
+    m = doc["machine"]
+    lines += ["", f"Command: `{doc['command']}` ({m['cpu']}, {m['cores']} cores, torch {m['torch']})"]
     (out / "evaluate_check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(r["direct"] == r["accuracy"] for r in rows) else 1
