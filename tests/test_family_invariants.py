@@ -192,3 +192,23 @@ def test_dropped_model_reloads_natively_with_identical_logits(model_id, reloads)
     refused = reloaded[family.library_name]
     assert isinstance(refused, RuntimeError)
     assert re.search(r"(?i)missing key|size mismatch|does not recognize", str(refused)), str(refused)[-500:]
+
+
+def test_the_scan_from_a_cut_scores_like_the_full_scan(model_id):
+    """Every family: the scan's shortcut (run from where the hole's changes begin) leaves the recoverability as it
+    is, or is not taken."""
+    from hf_practise import ScanConfig
+    from hf_practise.forward_cut import CutCache
+    from hf_practise.recoverability import score_block, teacher_features
+
+    model = tiny_model(model_id).eval()
+    family = get_family(model)
+    images = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    targets = teacher_features(model, family, images, batch_size=6)
+    block = family.candidates(model)[-1]
+    cut = CutCache(model, family, images, batch_size=6, max_bytes=2**30).for_block(block)
+    config = ScanConfig(iterations=3, batch_size=6)
+    full = score_block(model, family, block, images, targets, config=config)
+    fast = score_block(model, family, block, images, targets, config=config, cut=cut)
+    assert fast.recoverability == pytest.approx(full.recoverability, rel=1e-5, abs=1e-12)
+    assert fast.initial_error == pytest.approx(full.initial_error, rel=1e-5, abs=1e-12)

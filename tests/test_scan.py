@@ -52,3 +52,46 @@ def test_training_that_raises_the_error_keeps_identity_and_the_table_says_so(set
 def test_an_unknown_scan_optimizer_is_refused():
     with pytest.raises(ValueError, match="scan.optimizer"):
         ScanConfig(optimizer="lion")
+
+
+def test_the_scan_runs_from_the_candidates_stage_and_scores_the_same(setup):
+    from hf_practise.forward_cut import CutCache
+
+    model, family, images, targets = setup
+    cuts = CutCache(model, family, images, batch_size=16, max_bytes=2**30)
+    later = [b for b in family.candidates(model) if b.stage > 0]
+    assert later
+    config = ScanConfig(iterations=5, batch_size=16)
+    for block in later:
+        cut = cuts.for_block(block)
+        assert cut is not None, block.path
+        # the stem and every earlier stage are skipped; the cut is the input of a block of the candidate's stage
+        assert "conv1" in cut.skipped and "layer1" in cut.skipped
+        assert cut.cut.startswith(f"layer{block.stage + 1}.")
+        full = score_block(model, family, block, images, targets, config=config)
+        fast = score_block(model, family, block, images, targets, config=config, cut=cut)
+        assert fast.initial_error == pytest.approx(full.initial_error, rel=1e-5)
+        assert fast.recoverability == pytest.approx(full.recoverability, rel=1e-5)
+
+
+def test_a_cut_that_would_change_the_features_is_not_used(setup):
+    from hf_practise.forward_cut import CutCache
+    from hf_practise.recoverability import build_pruned
+
+    model, family, images, targets = setup
+    block = [b for b in family.candidates(model) if b.stage > 0][0]
+    cut = CutCache(model, family, images, batch_size=16, max_bytes=2**30).for_block(block)
+    cut.inputs = cut.inputs + 1.0  # cached inputs that are not the teacher's
+    student = build_pruned(model, family, [block]).eval()
+    with cut.install(student) as features:
+        assert features is None
+    # and the student is left as it was
+    assert not any(type(m).__name__ == "_Zeros" for m in student.modules())
+
+
+def test_no_cut_beyond_the_memory_budget(setup):
+    from hf_practise.forward_cut import CutCache
+
+    model, family, images, targets = setup
+    block = [b for b in family.candidates(model) if b.stage > 0][0]
+    assert CutCache(model, family, images, batch_size=16, max_bytes=1024).for_block(block) is None

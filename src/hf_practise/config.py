@@ -42,6 +42,8 @@ class ScanConfig:
     weight_decay: float = 0.0  # adaptors start at identity; decay would pull them to zero
     optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: momentum 0.9 (the official code trains adaptors with SGD
     # at lr 0.02)
+    stage_cache_mb: int = 2048  # memory for the teacher's activations where a candidate's changes begin, so each
+    # step runs from there instead of from the image (0: always from the image; same recoverabilities either way)
 
     def __post_init__(self) -> None:
         _choice("scan.optimizer", self.optimizer, ("adamw", "sgd"))
@@ -49,6 +51,7 @@ class ScanConfig:
         _positive("scan.batch_size", self.batch_size, "--scan-batch-size", integer=True)
         _positive("scan.lr", self.lr, "--scan-lr")
         _positive("scan.weight_decay", self.weight_decay, None, allow_zero=True)
+        _positive("scan.stage_cache_mb", self.stage_cache_mb, None, allow_zero=True, integer=True)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch import nn
 from .adaptors import adaptor_parameters, adaptor_state, insert_adaptors
 from .backbones.base import BackboneFamily, BlockRef
 from .config import ScanConfig
+from .forward_cut import CutCache, CutForward
 from .training import check_finite, cosine_schedule
 
 logger = logging.getLogger(__name__)
@@ -95,10 +97,15 @@ def feature_error(
 ) -> float:
     """Mean squared error between the student's pre-pooling features and `targets`, over all images."""
     device = next(student.parameters()).device
+    return _error(lambda idx: family.forward_features(student, images[idx].to(device)), targets, batch_size)
+
+
+@torch.no_grad()
+def _error(features: Callable[[slice | torch.Tensor], torch.Tensor], targets: torch.Tensor, batch_size: int) -> float:
     total, count = 0.0, 0
-    for i in range(0, len(images), batch_size):
-        feats = family.forward_features(student, images[i : i + batch_size].to(device))
-        t = targets[i : i + batch_size].to(device)
+    for i in range(0, len(targets), batch_size):
+        feats = features(slice(i, i + batch_size))
+        t = targets[i : i + batch_size].to(feats.device)
         total += torch.nn.functional.mse_loss(feats, t, reduction="sum").item()
         count += t.numel()
     return total / max(count, 1)
@@ -114,8 +121,12 @@ def score_block(
     config: ScanConfig,
     seed: int = 0,
     latency_saving: float = float("nan"),
+    cut: CutForward | None = None,
 ) -> ScanRow:
-    """Recoverability of one block: train identity adaptors around its hole and measure the remaining error."""
+    """Recoverability of one block: train identity adaptors around its hole and measure the remaining error.
+
+    With `cut` (the teacher's inputs at a point before anything the hole changes), every forward runs from
+    there; the result is the same to float rounding (checked on this student before it is used)."""
     start = time.perf_counter()
     student = build_pruned(teacher, family, [block])
     student.eval()
@@ -124,7 +135,40 @@ def score_block(
     params = adaptor_parameters(student)
     for p in params:
         p.requires_grad_(True)
-    initial = feature_error(student, family, images, targets, batch_size=config.batch_size)
+    with cut.install(student) if cut is not None else nullcontext() as features:
+        if features is None:
+            device = next(student.parameters()).device
+            features = lambda idx: family.forward_features(student, images[idx].to(device))  # noqa: E731
+        return _train_adaptors(
+            student,
+            family,
+            block,
+            params,
+            features,
+            targets,
+            start,
+            len(images),
+            config=config,
+            seed=seed,
+            latency_saving=latency_saving,
+        )
+
+
+def _train_adaptors(
+    student: nn.Module,
+    family: BackboneFamily,
+    block: BlockRef,
+    params: list[nn.Parameter],
+    features: Callable[[slice | torch.Tensor], torch.Tensor],
+    targets: torch.Tensor,
+    start: float,
+    n_images: int,
+    *,
+    config: ScanConfig,
+    seed: int,
+    latency_saving: float,
+) -> ScanRow:
+    initial = _error(features, targets, config.batch_size)
     trained = bool(params) and config.iterations > 0
     if params and config.iterations > 0:
         device = params[0].device
@@ -135,19 +179,19 @@ def score_block(
         schedule = cosine_schedule(optimizer, iterations=config.iterations)
         g = torch.Generator().manual_seed(seed)
         order = torch.empty(0, dtype=torch.long)
-        bs = min(config.batch_size, len(images))
+        bs = min(config.batch_size, n_images)
         for step in range(config.iterations):
             if len(order) < bs:
-                order = torch.cat([order, torch.randperm(len(images), generator=g)])
+                order = torch.cat([order, torch.randperm(n_images, generator=g)])
             idx, order = order[:bs], order[bs:]
-            feats = family.forward_features(student, images[idx].to(device))
+            feats = features(idx)
             loss = torch.nn.functional.mse_loss(feats, targets[idx].to(device))
             check_finite(loss, phase="scan", step=step, block=block.path)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-        final = feature_error(student, family, images, targets, batch_size=config.batch_size)
+        final = _error(features, targets, config.batch_size)
         if final > initial:
             # the adaptors are free to stay at identity: training that made things worse is undone
             logger.info(
@@ -221,9 +265,14 @@ def scan_blocks(
     """Score each block in `blocks`; rows already in `cache_dir` (same tiny set and settings) are reused."""
     latency_saving = latency_saving or {}
     rows = []
+    cuts: CutCache | None = None
     for block in blocks:
         row = _load_cached(Path(cache_dir), block, fingerprint) if cache_dir else None
         if row is None:
+            if cuts is None and config.stage_cache_mb > 0:
+                cuts = CutCache(
+                    teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20
+                )
             row = score_block(
                 teacher,
                 family,
@@ -233,6 +282,7 @@ def scan_blocks(
                 config=config,
                 seed=seed,
                 latency_saving=latency_saving.get(block.path, float("nan")),
+                cut=cuts.for_block(block) if cuts is not None else None,
             )
             if cache_dir:
                 _save_cached(Path(cache_dir), row, fingerprint)
