@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     # scan
     p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
     p.add_argument("--scan-lr", type=float, default=ScanConfig.lr)
+    p.add_argument(
+        "--scan-retries",
+        type=int,
+        default=ScanConfig.retries,
+        help="when adaptor training raises a candidate's error, retry from identity at a tenth of the rate this often",
+    )
     p.add_argument("--scan-batch-size", type=int, default=ScanConfig.batch_size)
     p.add_argument(
         "--scan-optimizer",
@@ -211,6 +217,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
         scan=ScanConfig(
             iterations=args.scan_iterations,
             lr=args.scan_lr,
+            retries=args.scan_retries,
             batch_size=args.scan_batch_size,
             optimizer=args.scan_optimizer,
         ),

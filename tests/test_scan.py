@@ -42,7 +42,12 @@ def test_training_that_raises_the_error_keeps_identity_and_the_table_says_so(set
     model, family, images, targets = setup
     block = family.candidates(model)[0]
     row = score_block(
-        model, family, block, images, targets, config=ScanConfig(iterations=3, batch_size=16, lr=0.05, optimizer="sgd")
+        model,
+        family,
+        block,
+        images,
+        targets,
+        config=ScanConfig(iterations=3, batch_size=16, lr=0.05, optimizer="sgd", retries=0),
     )
     assert not row.trained and row.recoverability == row.initial_error
     table = CompressionResult.scan_table(type("R", (), {"scan": [row], "dropped": []})())
@@ -95,3 +100,20 @@ def test_no_cut_beyond_the_memory_budget(setup):
     model, family, images, targets = setup
     block = [b for b in family.candidates(model) if b.stage > 0][0]
     assert CutCache(model, family, images, batch_size=16, max_bytes=1024).for_block(block) is None
+
+
+def test_training_that_raises_the_error_is_retried_with_smaller_steps_and_the_table_says_so(setup):
+    from hf_practise.result import CompressionResult
+
+    model, family, images, targets = setup
+    block = family.candidates(model)[0]
+    config = ScanConfig(iterations=3, batch_size=16, lr=0.05, optimizer="sgd", retries=2)
+    row = score_block(model, family, block, images, targets, config=config)
+    # 0.05 raises the error (previous test); a retry at a tenth of the rate or less lowers it
+    assert row.trained and row.recoverability < row.initial_error
+    assert row.retried >= 1 and row.lr == pytest.approx(0.05 * 0.1**row.retried)
+    first = score_block(model, family, block, images, targets, config=ScanConfig(iterations=3, batch_size=16, lr=1e-3))
+    assert first.retried == 0
+    table = CompressionResult.scan_table(type("R", (), {"scan": [first, row], "dropped": []})())
+    assert table.count("(lr ") == 1 and f"(lr {row.lr:.2g})" in table
+    assert "on 1 of 2 candidates adaptor training at the scan's rate raised" in table

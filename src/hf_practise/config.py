@@ -42,6 +42,8 @@ class ScanConfig:
     weight_decay: float = 0.0  # adaptors start at identity; decay would pull them to zero
     optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: momentum 0.9 (the official code trains adaptors with SGD
     # at lr 0.02)
+    retries: int = 2  # when training raised the error: start again from identity at a tenth of the rate, this
+    # many times, before keeping the identity adaptors
     stage_cache_mb: int = 2048  # memory for the teacher's activations where a candidate's changes begin, so each
     # step runs from there instead of from the image (0: always from the image; same recoverabilities either way)
 
@@ -51,6 +53,7 @@ class ScanConfig:
         _positive("scan.batch_size", self.batch_size, "--scan-batch-size", integer=True)
         _positive("scan.lr", self.lr, "--scan-lr")
         _positive("scan.weight_decay", self.weight_decay, None, allow_zero=True)
+        _positive("scan.retries", self.retries, "--scan-retries", allow_zero=True, integer=True)
         _positive("scan.stage_cache_mb", self.stage_cache_mb, None, allow_zero=True, integer=True)
 
 

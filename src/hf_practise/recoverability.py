@@ -30,6 +30,9 @@ from .training import check_finite, cosine_schedule
 
 logger = logging.getLogger(__name__)
 
+#: each retry of an adaptor training that raised the feature error runs at this fraction of the previous rate
+RETRY_FACTOR = 0.1
+
 __all__ = ["ScanRow", "build_pruned", "teacher_features", "feature_error", "score_block", "scan_blocks", "rank_blocks"]
 
 
@@ -45,6 +48,8 @@ class ScanRow:
     latency_saving: float  # fraction of the model's latency the block takes
     seconds: float  # wall time of this candidate's adaptor training
     trained: bool = True  # False: adaptor training raised the error, so the identity adaptors were kept
+    lr: float = float("nan")  # the adaptors' learning rate of the run that was kept (after any retries)
+    retried: int = 0  # how many times adaptor training started again at a smaller rate
     adaptors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -154,6 +159,39 @@ def score_block(
         )
 
 
+def _adaptor_steps(
+    params: list[nn.Parameter],
+    features: Callable[[slice | torch.Tensor], torch.Tensor],
+    targets: torch.Tensor,
+    n_images: int,
+    block: BlockRef,
+    *,
+    config: ScanConfig,
+    lr: float,
+    seed: int,
+) -> None:
+    """`config.iterations` steps of adaptor training on seeded batches of the tiny set (cosine decay)."""
+    device = params[0].device
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    schedule = cosine_schedule(optimizer, iterations=config.iterations)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    bs = min(config.batch_size, n_images)
+    for step in range(config.iterations):
+        if len(order) < bs:
+            order = torch.cat([order, torch.randperm(n_images, generator=g)])
+        idx, order = order[:bs], order[bs:]
+        loss = torch.nn.functional.mse_loss(features(idx), targets[idx].to(device))
+        check_finite(loss, phase="scan", step=step, block=block.path)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+
+
 def _train_adaptors(
     student: nn.Module,
     family: BackboneFamily,
@@ -169,44 +207,34 @@ def _train_adaptors(
     latency_saving: float,
 ) -> ScanRow:
     initial = _error(features, targets, config.batch_size)
-    trained = bool(params) and config.iterations > 0
+    final, trained, lr, attempt = initial, False, config.lr, 0
     if params and config.iterations > 0:
-        device = params[0].device
-        if config.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        schedule = cosine_schedule(optimizer, iterations=config.iterations)
-        g = torch.Generator().manual_seed(seed)
-        order = torch.empty(0, dtype=torch.long)
-        bs = min(config.batch_size, n_images)
-        for step in range(config.iterations):
-            if len(order) < bs:
-                order = torch.cat([order, torch.randperm(n_images, generator=g)])
-            idx, order = order[:bs], order[bs:]
-            feats = features(idx)
-            loss = torch.nn.functional.mse_loss(feats, targets[idx].to(device))
-            check_finite(loss, phase="scan", step=step, block=block.path)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        final = _error(features, targets, config.batch_size)
-        if final > initial:
-            # the adaptors are free to stay at identity: training that made things worse is undone
+        for attempt in range(config.retries + 1):
+            lr = config.lr * RETRY_FACTOR**attempt
+            try:
+                _adaptor_steps(params, features, targets, n_images, block, config=config, lr=lr, seed=seed)
+                final = _error(features, targets, config.batch_size)
+            except FloatingPointError:
+                if attempt == config.retries:
+                    raise
+                final = math.inf
+            if final <= initial:
+                trained = True
+                break
+            # the adaptors are free to stay at identity: training that made things worse is undone, and tried
+            # again with smaller steps (wide adaptors take too large ones at the default rate)
             logger.info(
-                "scan: %s adaptor training raised the error (%.4g -> %.4g); keeping identity",
+                "scan: %s adaptor training at lr %.3g raised the error (%.4g -> %.4g)%s",
                 block.path,
+                lr,
                 initial,
                 final,
+                "; trying smaller steps" if attempt < config.retries else "; keeping identity",
             )
             with torch.no_grad():
                 for p in params:
                     p.copy_(torch.eye(p.shape[0], dtype=p.dtype, device=p.device).reshape(p.shape))
             final = initial
-            trained = False
-    else:
-        final = initial
     if not math.isfinite(final):
         raise FloatingPointError(f"Non-finite feature error in the scan phase for block {block.path}; lower `scan.lr`.")
     return ScanRow(
@@ -218,6 +246,8 @@ def _train_adaptors(
         latency_saving=latency_saving,
         seconds=time.perf_counter() - start,
         trained=trained,
+        lr=lr,
+        retried=attempt,
         adaptors=adaptor_state(student),
     )
 

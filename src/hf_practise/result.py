@@ -145,14 +145,22 @@ class CompressionResult:
             "| block | initial error | recoverability | latency saving | score | dropped | seconds |",
             "| --- | ---: | ---: | ---: | ---: | :---: | ---: |",
         ]
+        retried = 0
         for r in self.scan:
             mark = f"#{chosen[r.block]}" if r.block in chosen else ""
             kept = "" if r.trained else " (identity kept)"
+            if r.trained and getattr(r, "retried", 0):
+                kept, retried = f" (lr {r.lr:.2g})", retried + 1
             lines.append(
                 f"| {r.block} | {r.initial_error:.4g} | {r.recoverability:.4g}{kept} | {100 * r.latency_saving:.1f}% "
                 f"| {r.score:.4g} | {mark} | {r.seconds:.1f} |"
             )
         untrained = sum(not r.trained for r in self.scan)
+        if retried:
+            lines.append(
+                f"\n*lr*: on {retried} of {len(self.scan)} candidates adaptor training at the scan's rate raised the "
+                "feature error; the row is the retry from identity at the smaller rate shown."
+            )
         if untrained:
             lines.append(
                 f"\n*identity kept*: on {untrained} of {len(self.scan)} candidates adaptor training raised the feature "

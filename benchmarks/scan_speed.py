@@ -1,0 +1,249 @@
+"""The recoverability scan's wall time, and how many adaptor steps its ranking needs.
+
+    python benchmarks/scan_speed.py                          # resnet34-fmnist: full forward vs from the stage
+    python benchmarks/scan_speed.py --tau 25 50 100 200 1000 # ranking at each step count against the last
+    python benchmarks/scan_speed.py --teacher timm-vit --tau 25 50 100 200 1000
+
+Speed: every candidate is scored twice back to back, once with every step run from the image (before) and
+once from the teacher's cached input where the candidate's changes begin (after; `ScanConfig.stage_cache_mb`),
+in alternating order, so both see the same machine; the after total includes building the cache. The two
+recoverabilities of each candidate must agree to 1e-5 relative.
+
+Tau: the scan at each `--tau` step count (default settings otherwise) and the Kendall tau between its ranking
+and the ranking at the largest count, both by score (recoverability / latency share; shares measured once, in
+the same run) and by recoverability alone.
+
+Teachers: `resnet34` is `../shared/teachers/resnet34-fmnist` (skipped without it); any other name is a committed
+benchmarks teacher (`benchmarks/teachers/NAME`). Tiny set: 500 seeded Fashion-MNIST train images. Writes
+`benchmarks/results/scan_speed_TEACHER.{json,md}` (or `scan_tau_TEACHER` with `--tau`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fmnist  # noqa: E402
+from compare import write_json  # noqa: E402
+from families import committed_teacher, load_native  # noqa: E402
+
+from hf_practise import ScanConfig, get_family  # noqa: E402
+from hf_practise.forward_cut import CutCache  # noqa: E402
+from hf_practise.latency import LatencyConfig, block_latency_table  # noqa: E402
+from hf_practise.provenance import machine, recorded_command  # noqa: E402
+from hf_practise.recoverability import score_block, teacher_features  # noqa: E402
+
+RESULTS = HERE / "results"
+SHARED_TEACHER = HERE.parent.parent / "shared" / "teachers" / "resnet34-fmnist"
+
+
+def load_teacher(name: str):
+    if name == "resnet34":
+        return (load_native(SHARED_TEACHER, "timm") if SHARED_TEACHER.exists() else None), "resnet34-fmnist"
+    found = committed_teacher(name)
+    if found is None:
+        return None, name
+    folder, meta = found
+    return load_native(folder, "timm" if meta["family"].startswith("timm") else "transformers"), name
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b of two scorings of the same items."""
+    n, concordant, discordant, ties_a, ties_b = len(a), 0, 0, 0, 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denom = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
+    return (concordant - discordant) / denom if denom else 1.0
+
+
+def speed(teacher, family, images, targets, config: ScanConfig) -> dict:
+    blocks = family.candidates(teacher)
+    began = time.perf_counter()
+    cuts = CutCache(teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20)
+    for block in blocks:
+        cuts.for_block(block)
+    setup = time.perf_counter() - began
+    rows = []
+    for k, block in enumerate(blocks):
+        runs = {}
+        for way in ("full", "cut") if k % 2 == 0 else ("cut", "full"):
+            cut = cuts.for_block(block) if way == "cut" else None
+            runs[way] = score_block(teacher, family, block, images, targets, config=config, cut=cut)
+        full, fast = runs["full"], runs["cut"]
+        rows.append(
+            {
+                "block": block.path,
+                "cut": cuts.for_block(block).cut if cuts.for_block(block) is not None else None,
+                "seconds_full": full.seconds,
+                "seconds_cut": fast.seconds,
+                "recoverability_full": full.recoverability,
+                "recoverability_cut": fast.recoverability,
+                "relative_difference": abs(fast.recoverability - full.recoverability) / max(full.recoverability, 1e-30),
+            }
+        )
+        print(
+            f"{block.path:14s} full {full.seconds:6.1f}s  from {rows[-1]['cut'] or 'the image':14s} "
+            f"{fast.seconds:6.1f}s  recoverability {full.recoverability:.6g} / {fast.recoverability:.6g}",
+            flush=True,
+        )
+    before = sum(r["seconds_full"] for r in rows)
+    after = setup + sum(r["seconds_cut"] for r in rows)
+    return {
+        "rows": rows,
+        "setup_seconds": setup,
+        "before_seconds": before,
+        "after_seconds": after,
+        "max_relative_difference": max(r["relative_difference"] for r in rows),
+    }
+
+
+def tau_study(teacher, family, images, targets, config: ScanConfig, counts: list[int], latency: LatencyConfig) -> dict:
+    blocks = family.candidates(teacher)
+    shares, _ = block_latency_table(teacher, family, blocks, input_size=latency.input_size, config=latency)
+    cuts = CutCache(teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20)
+    table: dict[int, list[dict]] = {}
+    for n in counts:
+        cfg = ScanConfig(**{**config.__dict__, "iterations": n})
+        began = time.perf_counter()
+        rows = [score_block(teacher, family, b, images, targets, config=cfg, cut=cuts.for_block(b)) for b in blocks]
+        seconds = time.perf_counter() - began
+        table[n] = [
+            {
+                "block": r.block,
+                "initial_error": r.initial_error,
+                "recoverability": r.recoverability,
+                "trained": r.trained,
+                "share": shares[r.block],
+                "score": r.recoverability / shares[r.block] if shares[r.block] > 0 else float("inf"),
+            }
+            for r in rows
+        ]
+        print(
+            f"{n:5d} steps: {seconds:7.1f}s, lowered the error on {sum(r.trained for r in rows)} of {len(rows)}",
+            flush=True,
+        )
+        table[n].append({"seconds": seconds})
+    ref = counts[-1]
+    summary = []
+    for n in counts:
+        rows, ref_rows = table[n][:-1], table[ref][:-1]
+        summary.append(
+            {
+                "iterations": n,
+                "seconds": table[n][-1]["seconds"],
+                "tau_score": kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows]),
+                "tau_recoverability": kendall_tau(
+                    [r["recoverability"] for r in rows], [r["recoverability"] for r in ref_rows]
+                ),
+                "lowered": sum(r["trained"] for r in rows),
+                "candidates": len(rows),
+            }
+        )
+    return {"reference": ref, "summary": summary, "table": {str(k): v for k, v in table.items()}}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="resnet34")
+    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--tau", type=int, nargs="*", default=None, help="adaptor step counts (the last is the reference)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--results", default=str(RESULTS))
+    args = p.parse_args()
+    if not fmnist.available():
+        print("skipped: needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+        return 0
+    teacher, label = load_teacher(args.teacher)
+    if teacher is None:
+        print(f"skipped: no teacher {args.teacher} (../shared/teachers/resnet34-fmnist or benchmarks/teachers/NAME)")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teacher.eval()
+    family = get_family(teacher)
+    images = fmnist.load("train", num_samples=args.images, seed=0).tensors[0]
+    config = ScanConfig()
+    targets = teacher_features(teacher, family, images, batch_size=config.batch_size)
+    command = recorded_command("python benchmarks/scan_speed.py", p, args, secrets=("threads",), paths=("results",))
+    doc = {
+        "command": command,
+        "machine": {**machine(), "threads": torch.get_num_threads()},
+        "teacher": label,
+        "scan": config.__dict__,
+    }
+    out = Path(args.results)
+    if args.tau:
+        counts = sorted(set(args.tau))
+        doc.update(tau_study(teacher, family, images, targets, config, counts, LatencyConfig(input_size=(3, 32, 32))))
+        name = f"scan_tau_{label}"
+        lines = [
+            f"# How many adaptor steps the scan's ranking needs: {label}",
+            "",
+            f"{len(images)} tiny-set images, scan defaults except the steps; Kendall tau of each ranking against the "
+            f"ranking at {doc['reference']} steps (by score = recoverability / latency share, shares measured once; "
+            "and by recoverability alone). *Lowered*: candidates whose adaptor training lowered the feature error.",
+            "",
+            "| adaptor steps | scan wall time | tau (score) | tau (recoverability) | lowered |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s in doc["summary"]:
+            lines.append(
+                f"| {s['iterations']} | {s['seconds']:.0f} s | {s['tau_score']:.3f} | {s['tau_recoverability']:.3f} "
+                f"| {s['lowered']} of {s['candidates']} |"
+            )
+    else:
+        doc.update(speed(teacher, family, images, targets, config))
+        name = f"scan_speed_{label}"
+        lines = [
+            f"# Scan wall time: {label}",
+            "",
+            f"{len(doc['rows'])} candidates, {len(images)} tiny-set images, scan defaults ({config.iterations} adaptor "
+            "steps of batch "
+            f"{config.batch_size}). Each candidate scored back to back both ways, alternating which goes first.",
+            "",
+            "| candidate | from | before (from the image) | after (from the cut) | recoverability before | after |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for r in doc["rows"]:
+            lines.append(
+                f"| {r['block']} | {r['cut'] or 'image'} | {r['seconds_full']:.1f} s | {r['seconds_cut']:.1f} s "
+                f"| {r['recoverability_full']:.6g} | {r['recoverability_cut']:.6g} |"
+            )
+        lines += [
+            "",
+            f"Total: **{doc['before_seconds']:.0f} s before, {doc['after_seconds']:.0f} s after** "
+            f"({doc['setup_seconds']:.1f} s of it building the cut inputs), "
+            f"{100 * (1 - doc['after_seconds'] / doc['before_seconds']):.0f}% less; largest relative difference of "
+            f"a recoverability {doc['max_relative_difference']:.1e}.",
+        ]
+    m = doc["machine"]
+    lines += [
+        "",
+        f"Command: `{command}` ({m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']})",
+    ]
+    write_json(out / f"{name}.json", doc)
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if args.tau or doc["max_relative_difference"] <= 1e-5 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
