@@ -13,8 +13,9 @@ Tau: the scan at each `--tau` step count (default settings otherwise) and the Ke
 and the ranking at the largest count, both by score (recoverability / latency share; shares measured once, in
 the same run) and by recoverability alone.
 
-Teachers: `resnet34` is `../shared/teachers/resnet34-fmnist` (skipped without it); any other name is a committed
-benchmarks teacher (`benchmarks/teachers/NAME`). Tiny set: 500 seeded Fashion-MNIST train images. Writes
+Teachers: `resnet34` is `../shared/teachers/resnet34-fmnist` (skipped without it); any other name is a teacher
+of `benchmarks/families.py`: committed (`benchmarks/teachers/NAME`) or trained as that benchmark trains it (1,500
+steps, cached under `benchmarks/cache/families/NAME`, as the benchmark caches it). Tiny set: 500 seeded Fashion-MNIST train images. Writes
 `benchmarks/results/scan_speed_TEACHER.{json,md}` (or `scan_tau_TEACHER` with `--tau`).
 """
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(HERE))
 
 import fmnist  # noqa: E402
 from compare import write_json  # noqa: E402
-from families import committed_teacher, load_native  # noqa: E402
+from families import RECIPES, committed_teacher, load_native, train_teacher  # noqa: E402
 
 from hf_practise import ScanConfig, get_family  # noqa: E402
 from hf_practise.forward_cut import CutCache  # noqa: E402
@@ -47,11 +48,16 @@ SHARED_TEACHER = HERE.parent.parent / "shared" / "teachers" / "resnet34-fmnist"
 def load_teacher(name: str):
     if name == "resnet34":
         return (load_native(SHARED_TEACHER, "timm") if SHARED_TEACHER.exists() else None), "resnet34-fmnist"
+    library = "timm" if name.startswith("timm") else "transformers"
     found = committed_teacher(name)
-    if found is None:
+    if found is not None:
+        return load_native(found[0], library), name
+    if name not in RECIPES:
         return None, name
-    folder, meta = found
-    return load_native(folder, "timm" if meta["family"].startswith("timm") else "transformers"), name
+    # the families benchmark's own teacher of this recipe (trained there, or here the same way, and cached)
+    folder = HERE / "cache" / "families" / name
+    train_teacher(name, fmnist.load("train"), fmnist.load("test"), steps=1500, seed=0, folder=folder)
+    return load_native(folder / "teacher", library), name
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
