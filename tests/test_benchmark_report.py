@@ -61,3 +61,20 @@ def test_the_plot_has_a_marker_for_every_method(compare, tmp_path):
     runner = next(v for v in vars(compare).values() if isinstance(v, type) and hasattr(v, "plot"))
     runner.plot(SimpleNamespace(name="teacher", out=tmp_path), recs)
     assert (tmp_path / "top1_vs_latency.png").stat().st_size > 0
+
+
+def test_kendall_tau_of_the_scan_step_study():
+    spec = importlib.util.spec_from_file_location("bench_scan_speed", COMPARE.parent / "scan_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(COMPARE.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(COMPARE.parent))
+    tau = module.kendall_tau
+    assert tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    # one swapped pair out of six: (5 - 1) / 6
+    assert tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # tau-b with a tie in one ranking: (5 - 0) / sqrt(6 * 5)
+    assert tau([1, 2, 3, 4], [1, 1, 3, 4]) == pytest.approx(5 / 30**0.5)
