@@ -10,6 +10,7 @@ Methods (all finetunes have the same iterations, batch, optimiser and starting a
   kd           the same blocks, KL to the teacher's logits
   joint        the same blocks, feature mimicking plus KL to the logits (objective features+kd)
   practise-bn  the same blocks and finetune as practise, then BatchNorm statistics re-estimated on the tiny set
+  stages       the same blocks, feature mimicking at every stage's output too (objective features+stages)
   initial      blocks by the feature error right after dropping (no adaptor recovery) / latency, mimic finetune
   random-K     blocks in a random order (K = 0, 1, 2), mimic finetune
   last         the last block of each stage first, then the second last, ..., mimic finetune
@@ -53,9 +54,21 @@ from hf_practise.training import recalibrate_norm_stats  # noqa: E402
 logger = logging.getLogger("compare")
 
 DEFAULT_TEACHER = HERE.parents[1] / "shared" / "teachers" / "resnet34-fmnist"
-BLOCK_METHODS = ["practise", "ce", "kd", "joint", "practise-bn", "initial", "random-0", "random-1", "random-2", "last"]
+BLOCK_METHODS = [
+    "practise",
+    "ce",
+    "kd",
+    "joint",
+    "practise-bn",
+    "stages",
+    "initial",
+    "random-0",
+    "random-1",
+    "random-2",
+    "last",
+]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
-SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn")
+SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages")
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
 # (tiny set, images, seeds, latency targets)
 PARTS = {
@@ -225,7 +238,9 @@ class Bench:
             )
 
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
-        objective = {"ce": "ce", "kd": "kd", "joint": "features+kd"}.get(method, "features")
+        objective = {"ce": "ce", "kd": "kd", "joint": "features+kd", "stages": "features+stages"}.get(
+            method, "features"
+        )
         cfg = self.config(target, seed, objective=objective, recalibrate_norms=method == "practise-bn")
         comp = PractiseCompressor(self.teacher, cfg, family=self.family, source_config=self.compressor.source)
         dropped: list[str] = []

@@ -114,11 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmentation", choices=["none", "timm"], default=FinetuneConfig.augmentation)
     p.add_argument(
         "--objective",
-        choices=["features", "kd", "ce", "features+kd"],
+        choices=["features", "kd", "ce", "features+kd", "features+stages"],
         default=FinetuneConfig.objective,
         help="finetune loss: features = MSE on pre-pooling features (PRACTISE, no labels needed); kd = KL to the "
         "teacher's logits; ce = cross-entropy on the tiny set's labels; features+kd = the feature MSE relative to "
-        "the teacher features' mean square plus the KL",
+        "the teacher features' mean square plus the KL; features+stages = the relative MSE of the features and of "
+        "every stage's output",
     )
     p.add_argument(
         "--recalibrate-norms",

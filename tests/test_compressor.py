@@ -242,7 +242,7 @@ def test_a_planted_pickle_in_the_work_dir_is_never_loaded(tmp_path, tensors):
     assert res.resumed_from == 0 and not marker.exists()
 
 
-@pytest.mark.parametrize("objective", ["features", "kd", "ce", "features+kd"])
+@pytest.mark.parametrize("objective", ["features", "kd", "ce", "features+kd", "features+stages"])
 def test_finetune_objectives_reduce_their_loss(tensors, objective):
     from accelerate import Accelerator
 
@@ -258,7 +258,7 @@ def test_finetune_objectives_reduce_their_loss(tensors, objective):
         student, teacher, family, tensors, config=ft, accelerator=Accelerator(), labels=labels, log_every=10
     )
     assert res.losses[-1] < res.losses[0]
-    frozen = objective in ("features", "features+kd")
+    frozen = objective in ("features", "features+kd", "features+stages")
     assert all(p.requires_grad != frozen for p in family.classifier(student).parameters())
 
 
@@ -343,3 +343,24 @@ def test_norm_statistics_can_be_re_estimated_on_the_tiny_set(tensors):
         fast_config(num_blocks=1, finetune=FinetuneConfig(iterations=2, batch_size=8, lr=1e-4, recalibrate_norms=True)),
     ).compress(tensors)
     assert result.config.finetune.recalibrate_norms
+
+
+def test_stage_taps_see_every_stage_of_teacher_and_pruned_student(tensors):
+    from hf_practise.mimic import StageTaps
+    from hf_practise.recoverability import build_pruned
+
+    teacher = tiny_resnet("resnet18").eval()
+    family = PractiseCompressor(teacher, fast_config()).family
+    student = build_pruned(teacher, family, family.candidates(teacher)[:2]).eval()
+    taps = StageTaps(teacher, family), StageTaps(student, family)
+    with torch.no_grad():
+        feats = family.forward_features(teacher, tensors[:4])
+        family.forward_features(student, tensors[:4])
+    t, s = taps[0].take(), taps[1].take()
+    assert sorted(t) == sorted(s) == list(range(len(family.stages(teacher))))
+    assert all(t[k].shape == s[k].shape for k in t)
+    assert torch.equal(t[len(t) - 1], feats)  # a ResNet's last stage output is its pre-pooling features
+    for tap in taps:
+        tap.remove()
+    family.forward_features(teacher, tensors[:4])
+    assert taps[0].take() == {}

@@ -26,6 +26,8 @@ OBJECTIVES = {
     "ce": "cross-entropy on the tiny set's labels",
     "features+kd": "MSE on pre-pooling features (relative to their mean square) plus KL to the teacher's logits at "
     "temperature {t:g}",
+    "features+stages": "MSE on pre-pooling features and on every stage's output (each relative to the teacher's "
+    "mean square), averaged",
 }
 TOP1_PNG = "top1_vs_latency.png"
 #: what each objective does with the classifier: only feature mimicking leaves the head out of training
@@ -34,6 +36,7 @@ CLASSIFIER = {
     "kd": "classifier trained with the rest",
     "ce": "classifier trained with the rest",
     "features+kd": "classifier frozen",
+    "features+stages": "classifier frozen",
 }
 
 

@@ -72,10 +72,11 @@ class FinetuneConfig:
     adaptor_init: Literal["scan", "identity"] = "scan"  # start from the scan's trained adaptors, or from identity
     augmentation: Literal["none", "timm"] = "none"  # "timm": the model's own training transform from its config
     train_norm_stats: bool = False  # update BatchNorm running statistics (False keeps the teacher's)
-    objective: Literal["features", "kd", "ce", "features+kd"] = "features"  # features: MSE on pre-pooling
-    # features (PRACTISE); kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels (the
-    # baselines of the paper); features+kd: the feature MSE relative to the teacher features' mean square, plus
-    # the KL (both scale-free: no weight to tune)
+    objective: Literal["features", "kd", "ce", "features+kd", "features+stages"] = "features"  # features: MSE on
+    # pre-pooling features (PRACTISE); kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels
+    # (the baselines of the paper); features+kd: the feature MSE relative to the teacher features' mean square,
+    # plus the KL (both scale-free: no weight to tune); features+stages: the relative MSE of the pre-pooling
+    # features and of every stage's output, averaged
     recalibrate_norms: bool = False  # after the finetune, re-estimate BatchNorm statistics on the tiny set
     kd_temperature: float = 4.0  # softmax temperature of the kd objective
     checkpoint_every: int = 200  # steps between resumable checkpoints when a work_dir is set (0: never)
@@ -91,7 +92,7 @@ class FinetuneConfig:
         _positive("finetune.warmup_iterations", self.warmup_iterations, None, allow_zero=True, integer=True)
         _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
         _choice("finetune.augmentation", self.augmentation, ("none", "timm"))
-        _choice("finetune.objective", self.objective, ("features", "kd", "ce", "features+kd"))
+        _choice("finetune.objective", self.objective, ("features", "kd", "ce", "features+kd", "features+stages"))
         _positive("finetune.kd_temperature", self.kd_temperature, "--kd-temperature")
         _positive(
             "finetune.checkpoint_every", self.checkpoint_every, "--checkpoint-every", allow_zero=True, integer=True

@@ -73,6 +73,36 @@ def _loss(objective: str, output: torch.Tensor, target: torch.Tensor, temperatur
     return torch.nn.functional.cross_entropy(output, target)
 
 
+class StageTaps:
+    """Each stage's output during a forward of `model` (a hook on the stage's last block), by stage index."""
+
+    def __init__(self, model: nn.Module, family: BackboneFamily) -> None:
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.handles = []
+        for s, stage in enumerate(family.stages(model)):
+            if len(stage) > 0:
+                self.handles.append(stage[len(stage) - 1].register_forward_hook(self._hook(s)))
+
+    def _hook(self, s: int):
+        def hook(module: nn.Module, args, out) -> None:
+            self.outputs[s] = out[0] if isinstance(out, (tuple, list)) else out
+
+        return hook
+
+    def take(self) -> dict[int, torch.Tensor]:
+        out, self.outputs = self.outputs, {}
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _relative_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE relative to the target's mean square: terms of different layers and scales are comparable."""
+    return torch.nn.functional.mse_loss(output, target) / target.float().pow(2).mean().clamp_min(1e-12)
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     adaptor_ids = {id(p) for p in adaptor_parameters(model)}
     decay, no_decay = [], []
@@ -119,14 +149,18 @@ def mimic_finetune(
     objective = config.objective
     for p in student.parameters():
         p.requires_grad_(True)
-    if objective in ("features", "features+kd"):
+    if objective in ("features", "features+kd", "features+stages"):
         for p in family.classifier(student).parameters():
             p.requires_grad_(False)
         model: nn.Module = FeatureModel(student, family)
     elif objective in ("kd", "ce"):
         model = student
     else:
-        raise ValueError(f"Unknown finetune objective `{objective}`; choose `features`, `kd`, `ce` or `features+kd`.")
+        raise ValueError(
+            f"Unknown finetune objective `{objective}`; choose `features`, `kd`, `ce`, `features+kd` or "
+            "`features+stages`."
+        )
+    taps = (StageTaps(student, family), StageTaps(teacher, family)) if objective == "features+stages" else None
     if objective == "ce" and augmented is None and labels is None:
         raise ValueError(
             "The `ce` objective needs labels: give a labelled tiny set, or use `features` (no labels needed)."
@@ -212,12 +246,23 @@ def mimic_finetune(
     )
     while step < config.iterations:
         x, t = next(batches)[:2]
-        if augmented is not None and objective != "ce":
+        if (augmented is not None and objective != "ce") or taps is not None:
             with torch.no_grad():
                 t = family.forward_features(teacher, x)  # features+kd: its logits are taken from these below
                 if objective == "kd":
                     t = family.forward_head(teacher, t)
-        if objective == "features+kd":
+        if taps is not None:
+            # every stage's output as well as the pre-pooling features, each relative to the teacher's mean
+            # square, averaged (a stage the student has no block left in has no term)
+            teacher_stages = taps[1].take()
+            feats = model(x)
+            student_stages = taps[0].take()
+            terms = [_relative_mse(feats, t)]
+            terms += [
+                _relative_mse(student_stages[s], teacher_stages[s]) for s in student_stages if s in teacher_stages
+            ]
+            loss = torch.stack(terms).mean()
+        elif objective == "features+kd":
             # the feature error relative to the teacher features' mean square (scale-free, like the KL term),
             # plus the KL to the teacher's logits: two terms of comparable size whatever the model
             feats = model(x)
@@ -248,6 +293,9 @@ def mimic_finetune(
         if ckpt_dir is not None and every and step % every == 0 and step < config.iterations:
             checkpoint()
     bar.close()
+    if taps is not None:
+        for tap in taps:
+            tap.remove()
     if not all(torch.isfinite(p).all() for p in student.parameters()):
         raise FloatingPointError(
             f"The finetune phase diverged: the weights hold NaN/inf after {step} steps. Lower `finetune.lr` (now {config.lr})."
