@@ -11,6 +11,7 @@ Methods (all finetunes have the same iterations, batch, optimiser and starting a
   joint        the same blocks, feature mimicking plus KL to the logits (objective features+kd)
   practise-bn  the same blocks and finetune as practise, then BatchNorm statistics re-estimated on the tiny set
   stages       the same blocks, feature mimicking at every stage's output too (objective features+stages)
+  mixup        the same blocks and objective as practise, on flipped and blended tiny-set images (augmentation mixup)
   initial      blocks by the feature error right after dropping (no adaptor recovery) / latency, mimic finetune
   random-K     blocks in a random order (K = 0, 1, 2), mimic finetune
   last         the last block of each stage first, then the second last, ..., mimic finetune
@@ -68,7 +69,7 @@ BLOCK_METHODS = [
     "last",
 ]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
-SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages")
+SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup")
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
 # (tiny set, images, seeds, latency targets)
 PARTS = {
@@ -241,7 +242,13 @@ class Bench:
         objective = {"ce": "ce", "kd": "kd", "joint": "features+kd", "stages": "features+stages"}.get(
             method, "features"
         )
-        cfg = self.config(target, seed, objective=objective, recalibrate_norms=method == "practise-bn")
+        cfg = self.config(
+            target,
+            seed,
+            objective=objective,
+            recalibrate_norms=method == "practise-bn",
+            augmentation="mixup" if method == "mixup" else "none",
+        )
         comp = PractiseCompressor(self.teacher, cfg, family=self.family, source_config=self.compressor.source)
         dropped: list[str] = []
         ratio = None

@@ -111,7 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=FinetuneConfig.weight_decay)
     p.add_argument("--schedule", choices=["cosine", "constant"], default=FinetuneConfig.schedule)
     p.add_argument("--adaptor-init", choices=["scan", "identity"], default=FinetuneConfig.adaptor_init)
-    p.add_argument("--augmentation", choices=["none", "timm"], default=FinetuneConfig.augmentation)
+    p.add_argument(
+        "--augmentation",
+        choices=["none", "timm", "flip", "mixup"],
+        default=FinetuneConfig.augmentation,
+        help="finetune augmentation: timm = the model's own training transform (needs the original images); flip / "
+        "mixup = mirrored / blended tiny-set images, the teacher's features of them as targets (no labels needed)",
+    )
     p.add_argument(
         "--objective",
         choices=["features", "kd", "ce", "features+kd", "features+stages"],

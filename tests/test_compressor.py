@@ -364,3 +364,36 @@ def test_stage_taps_see_every_stage_of_teacher_and_pruned_student(tensors):
         tap.remove()
     family.forward_features(teacher, tensors[:4])
     assert taps[0].take() == {}
+
+
+def test_label_free_batch_augmentation():
+    from hf_practise.mimic import augment_batch
+
+    x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    flipped = augment_batch(x, "flip", torch.Generator().manual_seed(1))
+    same = [torch.equal(a, b) for a, b in zip(flipped, x)]
+    mirrored = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped, x)]
+    assert all(s or m for s, m in zip(same, mirrored)) and any(mirrored) and not all(mirrored)
+    mixed = augment_batch(x, "mixup", torch.Generator().manual_seed(1))
+    assert torch.equal(mixed, augment_batch(x, "mixup", torch.Generator().manual_seed(1)))  # a function of the seed
+    assert not torch.equal(mixed, flipped) and mixed.abs().max() <= x.abs().max() + 1e-6  # blends, no scaling up
+
+
+@pytest.mark.parametrize("augmentation", ["flip", "mixup"])
+def test_finetune_on_augmented_batches_reduces_the_loss(tensors, augmentation):
+    from accelerate import Accelerator
+
+    from hf_practise.mimic import mimic_finetune
+    from hf_practise.recoverability import build_pruned
+
+    teacher = tiny_resnet("resnet18")
+    family = PractiseCompressor(teacher, fast_config()).family
+    student = build_pruned(teacher, family, family.candidates(teacher)[:2])
+    ft = FinetuneConfig(iterations=30, batch_size=8, lr=1e-3, optimizer="adamw", augmentation=augmentation)
+    res = mimic_finetune(student, teacher, family, tensors, config=ft, accelerator=Accelerator(), log_every=10)
+    assert res.losses[-1] < res.losses[0]
+
+
+def test_mixup_with_label_loss_is_refused():
+    with pytest.raises(ValueError, match="labels no longer hold"):
+        FinetuneConfig(objective="ce", augmentation="mixup")

@@ -440,8 +440,8 @@ class PractiseCompressor:
         return Path(self.config.work_dir) / f"finetune-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def _augmented(self, source: Any, tiny: TinySet, image_column: str | None, label_column: str | None):
-        if self.config.finetune.augmentation == "none":
-            return None
+        if self.config.finetune.augmentation != "timm":
+            return None  # none, or flips / mixup of the preprocessed batch (done by the finetune loop)
         if isinstance(source, (torch.Tensor, TinySet)):
             raise ValueError(
                 "`finetune.augmentation='timm'` needs the tiny set's original images (a `datasets.Dataset` or a "

@@ -70,7 +70,10 @@ class FinetuneConfig:
     schedule: Literal["cosine", "constant"] = "cosine"  # learning-rate schedule after warm-up
     warmup_iterations: int = 0  # linear warm-up steps
     adaptor_init: Literal["scan", "identity"] = "scan"  # start from the scan's trained adaptors, or from identity
-    augmentation: Literal["none", "timm"] = "none"  # "timm": the model's own training transform from its config
+    augmentation: Literal["none", "timm", "flip", "mixup"] = "none"  # "timm": the model's own training transform
+    # from its config (needs the original images); on the preprocessed tiny set, no labels needed: "flip" mirrors
+    # half of each batch, "mixup" also blends each image with another of the batch (weight ~ Beta(1, 1)); the
+    # teacher's features of the augmented batch are the targets
     train_norm_stats: bool = False  # update BatchNorm running statistics (False keeps the teacher's)
     objective: Literal["features", "kd", "ce", "features+kd", "features+stages"] = "features"  # features: MSE on
     # pre-pooling features (PRACTISE); kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels
@@ -91,7 +94,12 @@ class FinetuneConfig:
         _choice("finetune.schedule", self.schedule, ("cosine", "constant"))
         _positive("finetune.warmup_iterations", self.warmup_iterations, None, allow_zero=True, integer=True)
         _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
-        _choice("finetune.augmentation", self.augmentation, ("none", "timm"))
+        _choice("finetune.augmentation", self.augmentation, ("none", "timm", "flip", "mixup"))
+        if self.augmentation == "mixup" and self.objective == "ce":
+            raise ValueError(
+                "finetune.augmentation='mixup' blends images, so their labels no longer hold: use it with a label-free "
+                "objective (features, kd, features+kd, features+stages), or --augmentation flip."
+            )
         _choice("finetune.objective", self.objective, ("features", "kd", "ce", "features+kd", "features+stages"))
         _positive("finetune.kd_temperature", self.kd_temperature, "--kd-temperature")
         _positive(

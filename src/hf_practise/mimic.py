@@ -98,6 +98,18 @@ class StageTaps:
             h.remove()
 
 
+def augment_batch(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
+    """Label-free augmentation of a preprocessed batch: a horizontal flip of half the images ("flip"), then for
+    "mixup" a blend of each image with another image of the batch, weight ~ Beta(1, 1) per image."""
+    flip = torch.rand(len(x), generator=g) < 0.5
+    x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    if kind == "mixup" and len(x) > 1:
+        lam = torch.rand(len(x), generator=g).to(x.device, x.dtype)[:, None, None, None]
+        other = torch.randperm(len(x), generator=g).to(x.device)
+        x = lam * x + (1 - lam) * x[other]
+    return x
+
+
 def _relative_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """MSE relative to the target's mean square: terms of different layers and scales are comparable."""
     return torch.nn.functional.mse_loss(output, target) / target.float().pow(2).mean().clamp_min(1e-12)
@@ -244,9 +256,12 @@ def mimic_finetune(
     bar = tqdm(
         total=config.iterations, initial=step, desc="mimic finetune", disable=not accelerator.is_local_main_process
     )
+    on_batch = config.augmentation in ("flip", "mixup") and augmented is None
     while step < config.iterations:
         x, t = next(batches)[:2]
-        if (augmented is not None and objective != "ce") or taps is not None:
+        if on_batch:  # a function of (seed, step): a resumed run augments as the uninterrupted one did
+            x = augment_batch(x, config.augmentation, torch.Generator().manual_seed(seed * 1_000_003 + step))
+        if (augmented is not None and objective != "ce") or taps is not None or (on_batch and objective != "ce"):
             with torch.no_grad():
                 t = family.forward_features(teacher, x)  # features+kd: its logits are taken from these below
                 if objective == "kd":
