@@ -12,6 +12,8 @@ Methods (all finetunes have the same iterations, batch, optimiser and starting a
   practise-bn  the same blocks and finetune as practise, then BatchNorm statistics re-estimated on the tiny set
   stages       the same blocks, feature mimicking at every stage's output too (objective features+stages)
   mixup        the same blocks and objective as practise, on flipped and blended tiny-set images (augmentation mixup)
+  holdout      the same blocks and objective as practise, a tenth of the tiny set held out: the weights of the step
+               with the lowest feature error on it are kept
   initial      blocks by the feature error right after dropping (no adaptor recovery) / latency, mimic finetune
   random-K     blocks in a random order (K = 0, 1, 2), mimic finetune
   last         the last block of each stage first, then the second last, ..., mimic finetune
@@ -69,7 +71,7 @@ BLOCK_METHODS = [
     "last",
 ]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
-SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup")
+SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "holdout")
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
 # (tiny set, images, seeds, latency targets)
 PARTS = {
@@ -248,6 +250,7 @@ class Bench:
             objective=objective,
             recalibrate_norms=method == "practise-bn",
             augmentation="mixup" if method == "mixup" else "none",
+            holdout=max(5, n // 10) if method == "holdout" else 0,
         )
         comp = PractiseCompressor(self.teacher, cfg, family=self.family, source_config=self.compressor.source)
         dropped: list[str] = []

@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["cosine", "constant"], default=FinetuneConfig.schedule)
     p.add_argument("--adaptor-init", choices=["scan", "identity"], default=FinetuneConfig.adaptor_init)
     p.add_argument(
+        "--holdout",
+        type=int,
+        default=FinetuneConfig.holdout,
+        help="tiny-set images held out of the finetune; the weights of the step with the lowest feature error on "
+        "them (against the teacher's, no labels) are kept (0: train on all, keep the last)",
+    )
+    p.add_argument(
         "--augmentation",
         choices=["none", "timm", "flip", "mixup"],
         default=FinetuneConfig.augmentation,
@@ -238,6 +245,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
             adaptor_init=args.adaptor_init,
             augmentation=args.augmentation,
             objective=args.objective,
+            holdout=args.holdout,
             recalibrate_norms=args.recalibrate_norms,
             kd_temperature=args.kd_temperature,
             checkpoint_every=args.checkpoint_every,

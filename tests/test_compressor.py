@@ -165,7 +165,9 @@ def test_scan_resumes_from_work_dir(tmp_path, tensors):
     assert (tmp_path / "work" / "latency_shares.json").exists()
 
 
-def _finetune(teacher, family, tensors, work_dir, *, optimizer="sgd", iterations=6, fail_at=None, monkeypatch=None):
+def _finetune(
+    teacher, family, tensors, work_dir, *, optimizer="sgd", iterations=6, fail_at=None, monkeypatch=None, **extra
+):
     """mimic_finetune of a fixed pruned student; with `fail_at`, the run is killed when that step's loss is taken."""
     from accelerate import Accelerator
 
@@ -182,7 +184,9 @@ def _finetune(teacher, family, tensors, work_dir, *, optimizer="sgd", iterations
             return real(*args, **kwargs)
 
         monkeypatch.setattr(mimic, "_loss", dying)
-    ft = FinetuneConfig(iterations=iterations, batch_size=8, checkpoint_every=2, optimizer=optimizer, lr=1e-3)
+    ft = FinetuneConfig(
+        iterations=iterations, batch_size=8, checkpoint_every=2, optimizer=optimizer, **{"lr": 1e-3, **extra}
+    )
     student = build_pruned(teacher, family, family.candidates(teacher)[:1])
     torch.manual_seed(123)  # the global RNG is part of what a checkpoint restores
     res = mimic.mimic_finetune(
@@ -397,3 +401,33 @@ def test_finetune_on_augmented_batches_reduces_the_loss(tensors, augmentation):
 def test_mixup_with_label_loss_is_refused():
     with pytest.raises(ValueError, match="labels no longer hold"):
         FinetuneConfig(objective="ce", augmentation="mixup")
+
+
+def test_a_held_out_slice_keeps_the_weights_of_its_lowest_error_and_resumes_exactly(tmp_path, tensors, monkeypatch):
+    from hf_practise.mimic import _held_out_error
+    from hf_practise.recoverability import teacher_features
+
+    teacher = tiny_resnet("resnet18")
+    family = PractiseCompressor(teacher, fast_config()).family
+    # large steps, so the held-out error does not only go down
+    kw = dict(optimizer="adamw", iterations=8, holdout=6, holdout_every=1, lr=0.05)
+    whole, res = _finetune(teacher, family, tensors, tmp_path / "a", **kw)
+    assert [s for s, _ in res.holdout_curve] == list(range(0, 9))
+    errors = [e for _, e in res.holdout_curve]
+    assert res.best_step == errors.index(min(errors)) and res.best_step < 8  # earlier weights were kept
+    perm = torch.randperm(len(tensors), generator=torch.Generator().manual_seed(17))
+    held = tensors[perm[:6].sort().values]
+    kept = _held_out_error(whole.eval(), family, (held, teacher_features(teacher, family, held, batch_size=8)), 8)
+    assert kept == pytest.approx(min(errors), rel=1e-5)
+    with pytest.raises(KeyboardInterrupt):
+        _finetune(teacher, family, tensors, tmp_path / "b", fail_at=7, monkeypatch=monkeypatch, **kw)
+    resumed, res_b = _finetune(teacher, family, tensors, tmp_path / "b", **kw)
+    assert res_b.resumed_from == 6 and res_b.holdout_curve == res.holdout_curve and res_b.best_step == res.best_step
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) == 0.0
+
+
+def test_a_held_out_slice_must_leave_images_to_train_on(tensors):
+    cfg = fast_config(finetune=FinetuneConfig(iterations=2, batch_size=8, holdout=len(tensors)))
+    with pytest.raises(ValueError, match="must leave images to train on"):
+        PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)

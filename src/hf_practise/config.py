@@ -80,6 +80,10 @@ class FinetuneConfig:
     # (the baselines of the paper); features+kd: the feature MSE relative to the teacher features' mean square,
     # plus the KL (both scale-free: no weight to tune); features+stages: the relative MSE of the pre-pooling
     # features and of every stage's output, averaged
+    holdout: int = 0  # tiny-set images held out of the finetune: every `holdout_every` steps the student's feature
+    # error on them (against the teacher's features, no labels) is measured, and the weights of the step where it
+    # was lowest are kept (0: train on every image, keep the last weights)
+    holdout_every: int = 50
     recalibrate_norms: bool = False  # after the finetune, re-estimate BatchNorm statistics on the tiny set
     kd_temperature: float = 4.0  # softmax temperature of the kd objective
     checkpoint_every: int = 200  # steps between resumable checkpoints when a work_dir is set (0: never)
@@ -95,6 +99,8 @@ class FinetuneConfig:
         _positive("finetune.warmup_iterations", self.warmup_iterations, None, allow_zero=True, integer=True)
         _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
         _choice("finetune.augmentation", self.augmentation, ("none", "timm", "flip", "mixup"))
+        _positive("finetune.holdout", self.holdout, "--holdout", allow_zero=True, integer=True)
+        _positive("finetune.holdout_every", self.holdout_every, None, integer=True)
         if self.augmentation == "mixup" and self.objective == "ce":
             raise ValueError(
                 "finetune.augmentation='mixup' blends images, so their labels no longer hold: use it with a label-free "

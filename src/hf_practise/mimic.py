@@ -38,6 +38,8 @@ class FinetuneResult:
     losses: list[float] = field(default_factory=list)  # mean loss of each logging window, the whole run
     resumed_from: int = 0  # the step a checkpoint put the run at (0: started fresh)
     reused_finished: bool = False  # a finished run's final checkpoint was loaded; no step was trained
+    holdout_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out feature MSE)
+    best_step: int | None = None  # with a held-out slice: the step whose weights were kept
 
 
 class EpochSampler(Sampler[int]):
@@ -96,6 +98,25 @@ class StageTaps:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+#: checkpoint keys of the weights a held-out slice says to keep (beside the current weights)
+BEST = "holdout_best/"
+
+
+@torch.no_grad()
+def _held_out_error(
+    student: nn.Module, family: BackboneFamily, held: tuple[torch.Tensor, torch.Tensor], batch_size: int
+) -> float:
+    images, targets = held
+    device = next(student.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(images), batch_size):
+        feats = family.forward_features(student, images[i : i + batch_size].to(device))
+        t = targets[i : i + batch_size].to(device)
+        total += torch.nn.functional.mse_loss(feats.float(), t.float(), reduction="sum").item()
+        count += t.numel()
+    return total / max(count, 1)
 
 
 def augment_batch(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
@@ -178,6 +199,27 @@ def mimic_finetune(
             "The `ce` objective needs labels: give a labelled tiny set, or use `features` (no labels needed)."
         )
     teacher.eval()
+    held = None
+    if config.holdout:
+        # a seeded slice of the tiny set, never trained on: the student's feature error on it, against the
+        # teacher's features, says (without labels) which step's weights to keep
+        if images is None or config.holdout >= len(images):
+            raise ValueError(
+                f"finetune.holdout={config.holdout} must leave images to train on (the tiny set has "
+                f"{0 if images is None else len(images)}); lower --holdout."
+            )
+        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + 17))
+        out, keep = perm[: config.holdout].sort().values, perm[config.holdout :].sort().values
+        from .recoverability import teacher_features as _features
+
+        held = (images[out], _features(teacher, family, images[out], batch_size=config.batch_size).cpu())
+        if targets is not None and len(targets) == len(images):
+            targets = targets[keep]
+        if labels is not None:
+            labels = labels[keep]
+        if augmented is not None:
+            augmented = torch.utils.data.Subset(augmented, keep.tolist())
+        images = images[keep]
     if augmented is not None:
         dataset: Dataset = augmented
     else:
@@ -217,8 +259,15 @@ def mimic_finetune(
 
     ckpt_dir = Path(work_dir) if work_dir else None
     step, losses, window = 0, [], []
+    curve: list[tuple[int, float]] = []
+    best: dict = {"step": None, "error": float("inf"), "state": None}
     saved = load_checkpoint(ckpt_dir) if ckpt_dir is not None else None
     if saved is not None:
+        kept = {k[len(BEST) :]: v for k, v in saved["model"].items() if k.startswith(BEST)}
+        saved["model"] = {k: v for k, v in saved["model"].items() if not k.startswith(BEST)}
+        curve = [tuple(c) for c in saved.get("holdout_curve", [])]
+        best = {"step": saved.get("holdout_best_step"), "error": saved.get("holdout_best_error", float("inf"))}
+        best["state"] = kept or None
         accelerator.unwrap_model(model).load_state_dict(saved["model"], strict=True)
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
@@ -241,15 +290,41 @@ def mimic_finetune(
 
     def checkpoint(finished: bool = False) -> None:
         if accelerator.is_main_process:
+            state = dict(accelerator.unwrap_model(model).state_dict())
+            if best["state"] is not None:
+                state.update({BEST + k: v for k, v in best["state"].items()})
             save_checkpoint(
                 ckpt_dir,
                 step=step,
-                model_state=accelerator.unwrap_model(model).state_dict(),
+                model_state=state,
                 optimizer_state=optimizer.state_dict(),
-                extra={"schedule": schedule.state_dict(), "losses": losses, "window": window},
+                extra={
+                    "schedule": schedule.state_dict(),
+                    "losses": losses,
+                    "window": window,
+                    "holdout_curve": curve,
+                    "holdout_best_step": best["step"],
+                    "holdout_best_error": best["error"],
+                },
                 finished=finished,
             )
         accelerator.wait_for_everyone()
+
+    def check_holdout() -> None:
+        """The held-out feature error now; the weights are remembered when it is the lowest so far."""
+        if held is None or (curve and curve[-1][0] == step):
+            return
+        net = accelerator.unwrap_model(model)
+        net.eval()
+        error = _held_out_error(student, family, held, config.batch_size)
+        net.train()
+        if not config.train_norm_stats:
+            freeze_norm_stats(net)
+        curve.append((step, error))
+        if error < best["error"]:
+            best.update(
+                step=step, error=error, state={k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
+            )
 
     from tqdm.auto import tqdm
 
@@ -257,6 +332,8 @@ def mimic_finetune(
         total=config.iterations, initial=step, desc="mimic finetune", disable=not accelerator.is_local_main_process
     )
     on_batch = config.augmentation in ("flip", "mixup") and augmented is None
+    if step == 0:
+        check_holdout()  # the starting point (the scan's adaptors) may be the best there is
     while step < config.iterations:
         x, t = next(batches)[:2]
         if on_batch:  # a function of (seed, step): a resumed run augments as the uninterrupted one did
@@ -304,10 +381,20 @@ def mimic_finetune(
             logger.info("finetune: step %d/%d loss %.5g", step, config.iterations, losses[-1])
             accelerator.log({"finetune/loss": losses[-1], "finetune/lr": schedule.get_last_lr()[0]}, step=step)
             window = []
+        if step % config.holdout_every == 0 or step == config.iterations:
+            check_holdout()
         every = config.checkpoint_every
         if ckpt_dir is not None and every and step % every == 0 and step < config.iterations:
             checkpoint()
     bar.close()
+    if held is not None and best["state"] is not None and best["step"] != step:
+        logger.info(
+            "finetune: held-out feature error lowest at step %d (%.4g), last %.4g: keeping step %d's weights",
+            best["step"],
+            best["error"],
+            curve[-1][1] if curve else float("nan"),
+            best["step"],
+        )
     if taps is not None:
         for tap in taps:
             tap.remove()
@@ -317,6 +404,8 @@ def mimic_finetune(
         )
     if ckpt_dir is not None and not (saved is not None and saved["finished"]):
         checkpoint(finished=True)  # a rerun of the same command loads this and trains no step
+    if held is not None and best["state"] is not None and best["step"] != step:
+        student.load_state_dict(best["state"], strict=True)
     model.eval()
     return FinetuneResult(
         steps=step,
@@ -324,6 +413,8 @@ def mimic_finetune(
         losses=losses,
         resumed_from=resumed_from,
         reused_finished=bool(saved is not None and saved["finished"]),
+        holdout_curve=curve,
+        best_step=best["step"] if held is not None else None,
     )
 
 

@@ -96,6 +96,8 @@ class CompressionResult:
             "finetune_losses": self.finetune.losses if self.finetune else [],
             "finetune_resumed_from": self.finetune.resumed_from if self.finetune else 0,
             "finetune_reused_finished": self.finetune.reused_finished if self.finetune else False,
+            "finetune_holdout_curve": self.finetune.holdout_curve if self.finetune else [],
+            "finetune_best_step": self.finetune.best_step if self.finetune else None,
             "selection": self.selection,
             "onnx": self.onnx,
             "eval_set": self.eval_set,
