@@ -44,7 +44,7 @@ from hf_practise import (  # noqa: E402
 from hf_practise.backbones import registered_families  # noqa: E402
 from hf_practise.mimic import evaluate_top1  # noqa: E402
 from hf_practise.native import native_reload_gap  # noqa: E402
-from hf_practise.provenance import machine, recorded_command  # noqa: E402
+from hf_practise.provenance import machine, model_fingerprint, recorded_command  # noqa: E402
 from hf_practise.recoverability import build_pruned  # noqa: E402
 from hf_practise.training import as_logits  # noqa: E402
 
@@ -165,7 +165,8 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
         config = CompressionConfig(
             latency_reduction=target,
             seed=args.seed,
-            work_dir=str(folder / f"work_{args.num_samples}_{args.seed}"),
+            # one work dir per teacher's weights: a committed teacher that replaces a trained one gets a fresh one
+            work_dir=str(folder / f"work_{args.num_samples}_{args.seed}_{model_fingerprint(teacher)[:8]}"),
             scan=ScanConfig(iterations=args.scan_iterations),
             finetune=FinetuneConfig(iterations=args.iterations, checkpoint_every=0),
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=INPUT),
