@@ -25,7 +25,7 @@ from compare import write_json  # noqa: E402
 from families import TEACHERS, load_native  # noqa: E402
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
-from hf_practise.provenance import machine  # noqa: E402
+from hf_practise.provenance import machine, model_fingerprint  # noqa: E402
 
 
 def parse_run(text: str) -> tuple[str, float, int, str, bool]:
@@ -80,6 +80,7 @@ def main() -> int:
     ) + "".join(f" --{k} {getattr(args, k)}" for k in ("suffix",) if getattr(args, k))
     library = "timm" if args.name.startswith("timm") else "transformers"
     teacher = load_native(folder, library).eval()
+    fingerprint = model_fingerprint(teacher)
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
     test = fmnist.load("test")
     rows = []
@@ -87,7 +88,8 @@ def main() -> int:
         config = CompressionConfig(
             latency_reduction=args.target,
             seed=args.seed,
-            work_dir=str(Path(args.cache) / args.name / f"work_{args.num_samples}_{args.seed}"),
+            # the families benchmark's work dir of this teacher: its scan, latency shares and blocks
+            work_dir=str(Path(args.cache) / args.name / f"work_{args.num_samples}_{args.seed}_{fingerprint[:8]}"),
             scan=ScanConfig(),
             finetune=FinetuneConfig(
                 iterations=iterations,
