@@ -115,3 +115,17 @@ def test_a_cut_at_the_edge_of_the_window_looks_for_a_central_one_and_says_when_t
     assert len(chosen) == 4 and checks[0]["measured"] == pytest.approx(0.278)
     assert checks[-1]["step"] == "kept" and "upper end" in checks[-1]["note"]
     assert len(checks) <= 1 + 6 + 1
+
+
+def test_the_back_off_does_not_trade_two_easy_blocks_for_one_hard_one():
+    # two cheap blocks overshoot (34%); the one block that lands inside [22%, 28%] is 16 times harder to recover
+    shares = [0.17, 0.17, 0.245]
+    recov = [0.003, 0.004, 0.11]
+    ranked = rank_blocks(rows(shares, recov))
+    measure = fake_measure({f"b{i}": s for i, s in enumerate(shares)})
+    chosen, checks = select_in_order(
+        ranked, config=CompressionConfig(latency_reduction=0.22), measure=measure, cost=lambda r: r.recoverability
+    )
+    assert sorted(r.block for r in chosen) == ["b0", "b1"] and checks[-1]["measured"] == pytest.approx(0.34)
+    assert checks[-1]["step"] == "kept" and "cheaper in accuracy" in checks[-1]["note"]
+    assert len(measure.calls) == 1  # nothing worth measuring
