@@ -173,6 +173,7 @@ def main() -> int:
     p.add_argument("--tau", type=int, nargs="*", default=None, help="adaptor step counts (the last is the reference)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--suffix", default="", help="appended to the results' file name")
     args = p.parse_args()
     if not fmnist.available():
         print("skipped: needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
@@ -199,7 +200,7 @@ def main() -> int:
     if args.tau:
         counts = sorted(set(args.tau))
         doc.update(tau_study(teacher, family, images, targets, config, counts, LatencyConfig(input_size=(3, 32, 32))))
-        name = f"scan_tau_{label}"
+        name = f"scan_tau_{label}" + (f"_{args.suffix}" if args.suffix else "")
         lines = [
             f"# How many adaptor steps the scan's ranking needs: {label}",
             "",
@@ -217,7 +218,7 @@ def main() -> int:
             )
     else:
         doc.update(speed(teacher, family, images, targets, config))
-        name = f"scan_speed_{label}"
+        name = f"scan_speed_{label}" + (f"_{args.suffix}" if args.suffix else "")
         lines = [
             f"# Scan wall time: {label}",
             "",
