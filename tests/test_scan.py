@@ -117,3 +117,21 @@ def test_training_that_raises_the_error_is_retried_with_smaller_steps_and_the_ta
     table = CompressionResult.scan_table(type("R", (), {"scan": [first, row], "dropped": []})())
     assert table.count("(lr ") == 1 and f"(lr {row.lr:.2g})" in table
     assert "on 1 of 2 candidates adaptor training at the scan's rate raised" in table
+
+
+def test_the_memory_budget_bounds_every_cut_together(setup):
+    from hf_practise.forward_cut import CutCache
+
+    model, family, images, targets = setup
+    by_stage = {}
+    for b in family.candidates(model):
+        by_stage.setdefault(b.stage, b)
+    blocks = [by_stage[s] for s in sorted(by_stage) if s > 0]
+    sizes = [
+        c.inputs.numel() * 4
+        for c in (CutCache(model, family, images, batch_size=16, max_bytes=2**30).for_block(b) for b in blocks)
+    ]
+    # room for the first cut only: the later ones run from the image
+    cuts = CutCache(model, family, images, batch_size=16, max_bytes=sizes[0] + min(sizes[1:]) - 1)
+    assert cuts.for_block(blocks[0]) is not None
+    assert all(cuts.for_block(b) is None for b in blocks[1:])

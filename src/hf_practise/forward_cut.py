@@ -233,7 +233,9 @@ class CutForward:
 
 
 class CutCache:
-    """The cuts of one scan: the teacher's trace, and each cut's cached inputs, computed when first needed."""
+    """The cuts of one scan: the teacher's trace, and each cut's cached inputs, computed when first needed.
+
+    `max_bytes` bounds all cached inputs together: a cut that would go over it runs from the image."""
 
     def __init__(
         self, teacher: nn.Module, family: BackboneFamily, images: torch.Tensor, *, batch_size: int, max_bytes: int
@@ -254,7 +256,8 @@ class CutCache:
         if cut not in self._cuts:
             self._cuts[cut] = None
             per_image = _input_numel(self.teacher, self.family, cut, self.images)
-            if per_image is not None and per_image * 4 * len(self.images) <= self.max_bytes:
+            held = sum(c.inputs.numel() * c.inputs.element_size() for c in self._cuts.values() if c is not None)
+            if per_image is not None and held + per_image * 4 * len(self.images) <= self.max_bytes:
                 inputs = cut_inputs(self.teacher, self.family, cut, self.images, batch_size=self.batch_size)
                 self._cuts[cut] = CutForward(self.trace, cut, inputs, self.images, self.family)
         return self._cuts[cut]
