@@ -404,8 +404,7 @@ def test_mixup_with_label_loss_is_refused():
 
 
 def test_a_held_out_slice_keeps_the_weights_of_its_lowest_error_and_resumes_exactly(tmp_path, tensors, monkeypatch):
-    from hf_practise.mimic import _held_out_error
-    from hf_practise.recoverability import teacher_features
+    from hf_practise.recoverability import feature_error, teacher_features
 
     teacher = tiny_resnet("resnet18")
     family = PractiseCompressor(teacher, fast_config()).family
@@ -417,7 +416,9 @@ def test_a_held_out_slice_keeps_the_weights_of_its_lowest_error_and_resumes_exac
     assert res.best_step == errors.index(min(errors)) and res.best_step < 8  # earlier weights were kept
     perm = torch.randperm(len(tensors), generator=torch.Generator().manual_seed(17))
     held = tensors[perm[:6].sort().values]
-    kept = _held_out_error(whole.eval(), family, (held, teacher_features(teacher, family, held, batch_size=8)), 8)
+    kept = feature_error(
+        whole.eval(), family, held, teacher_features(teacher, family, held, batch_size=8), batch_size=8
+    )
     assert kept == pytest.approx(min(errors), rel=1e-5)
     with pytest.raises(KeyboardInterrupt):
         _finetune(teacher, family, tensors, tmp_path / "b", fail_at=7, monkeypatch=monkeypatch, **kw)

@@ -24,6 +24,7 @@ from .adaptors import adaptor_parameters
 from .backbones.base import BackboneFamily
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import FinetuneConfig
+from .recoverability import feature_error, teacher_features
 from .training import FeatureModel, as_logits, check_finite, cosine_schedule, cycle, freeze_norm_stats
 
 logger = logging.getLogger(__name__)
@@ -102,21 +103,6 @@ class StageTaps:
 
 #: checkpoint keys of the weights a held-out slice says to keep (beside the current weights)
 BEST = "holdout_best/"
-
-
-@torch.no_grad()
-def _held_out_error(
-    student: nn.Module, family: BackboneFamily, held: tuple[torch.Tensor, torch.Tensor], batch_size: int
-) -> float:
-    images, targets = held
-    device = next(student.parameters()).device
-    total, count = 0.0, 0
-    for i in range(0, len(images), batch_size):
-        feats = family.forward_features(student, images[i : i + batch_size].to(device))
-        t = targets[i : i + batch_size].to(device)
-        total += torch.nn.functional.mse_loss(feats.float(), t.float(), reduction="sum").item()
-        count += t.numel()
-    return total / max(count, 1)
 
 
 def augment_batch(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
@@ -210,9 +196,7 @@ def mimic_finetune(
             )
         perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + 17))
         out, keep = perm[: config.holdout].sort().values, perm[config.holdout :].sort().values
-        from .recoverability import teacher_features as _features
-
-        held = (images[out], _features(teacher, family, images[out], batch_size=config.batch_size).cpu())
+        held = (images[out], teacher_features(teacher, family, images[out], batch_size=config.batch_size).cpu())
         if targets is not None and len(targets) == len(images):
             targets = targets[keep]
         if labels is not None:
@@ -226,8 +210,6 @@ def mimic_finetune(
         if objective == "ce":
             targets = labels
         elif targets is None:
-            from .recoverability import teacher_features
-
             targets = teacher_features(teacher, family, images, batch_size=config.batch_size)
             if objective == "kd":
                 with torch.no_grad():
@@ -316,7 +298,7 @@ def mimic_finetune(
             return
         net = accelerator.unwrap_model(model)
         net.eval()
-        error = _held_out_error(student, family, held, config.batch_size)
+        error = feature_error(student, family, *held, batch_size=config.batch_size)
         net.train()
         if not config.train_norm_stats:
             freeze_norm_stats(net)

@@ -101,8 +101,15 @@ def feature_error(
     student: nn.Module, family: BackboneFamily, images: torch.Tensor, targets: torch.Tensor, *, batch_size: int
 ) -> float:
     """Mean squared error between the student's pre-pooling features and `targets`, over all images."""
+    return _error(_direct_features(student, family, images), targets, batch_size)
+
+
+def _direct_features(
+    student: nn.Module, family: BackboneFamily, images: torch.Tensor
+) -> Callable[[slice | torch.Tensor], torch.Tensor]:
+    """`idx -> features of images[idx]`, each forward from the image."""
     device = next(student.parameters()).device
-    return _error(lambda idx: family.forward_features(student, images[idx].to(device)), targets, batch_size)
+    return lambda idx: family.forward_features(student, images[idx].to(device))
 
 
 @torch.no_grad()
@@ -141,22 +148,17 @@ def score_block(
     for p in params:
         p.requires_grad_(True)
     with cut.install(student) if cut is not None else nullcontext() as features:
-        if features is None:
-            device = next(student.parameters()).device
-            features = lambda idx: family.forward_features(student, images[idx].to(device))  # noqa: E731
-        return _train_adaptors(
-            student,
-            family,
-            block,
-            params,
-            features,
-            targets,
-            start,
-            len(images),
-            config=config,
-            seed=seed,
-            latency_saving=latency_saving,
-        )
+        features = features or _direct_features(student, family, images)
+        row = _train_adaptors(params, features, targets, block, len(images), config=config, seed=seed)
+    return ScanRow(
+        block=block.path,
+        stage=block.stage,
+        index=block.index,
+        latency_saving=latency_saving,
+        seconds=time.perf_counter() - start,
+        adaptors=adaptor_state(student),
+        **row,
+    )
 
 
 def _adaptor_steps(
@@ -193,19 +195,16 @@ def _adaptor_steps(
 
 
 def _train_adaptors(
-    student: nn.Module,
-    family: BackboneFamily,
-    block: BlockRef,
     params: list[nn.Parameter],
     features: Callable[[slice | torch.Tensor], torch.Tensor],
     targets: torch.Tensor,
-    start: float,
+    block: BlockRef,
     n_images: int,
     *,
     config: ScanConfig,
     seed: int,
-    latency_saving: float,
-) -> ScanRow:
+) -> dict:
+    """Train the adaptors (retrying at smaller rates while training raises the error); the row's measured fields."""
     initial = _error(features, targets, config.batch_size)
     final, trained, lr, attempt = initial, False, config.lr, 0
     if params and config.iterations > 0:
@@ -237,19 +236,7 @@ def _train_adaptors(
             final = initial
     if not math.isfinite(final):
         raise FloatingPointError(f"Non-finite feature error in the scan phase for block {block.path}; lower `scan.lr`.")
-    return ScanRow(
-        block=block.path,
-        stage=block.stage,
-        index=block.index,
-        initial_error=initial,
-        recoverability=final,
-        latency_saving=latency_saving,
-        seconds=time.perf_counter() - start,
-        trained=trained,
-        lr=lr,
-        retried=attempt,
-        adaptors=adaptor_state(student),
-    )
+    return {"initial_error": initial, "recoverability": final, "trained": trained, "lr": lr, "retried": attempt}
 
 
 def _cache_paths(cache_dir: Path, block: BlockRef) -> tuple[Path, Path]:
