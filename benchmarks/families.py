@@ -37,6 +37,7 @@ from hf_practise import (  # noqa: E402
     CompressionConfig,
     FinetuneConfig,
     LatencyConfig,
+    LatencyTargetUnreachable,
     PractiseCompressor,
     ScanConfig,
     get_family,
@@ -150,6 +151,28 @@ def committed_teacher(name: str) -> tuple[Path, dict] | None:
     return folder, meta
 
 
+#: how far below the most a family can save the fallback target sits (timings move between measurements)
+REACHABLE_MARGIN = 0.02
+
+
+def requested_target(record: dict) -> float:
+    return record.get("requested_target", record["latency_target"])
+
+
+def target_text(record: dict) -> str:
+    """The target column: the one run, and the one asked for when the family could not reach it."""
+    run = f"{100 * record['latency_target']:.0f}%"
+    if "requested_target" not in record:
+        return run
+    return f"{run} (asked {100 * record['requested_target']:.0f}%: unreachable)"
+
+
+def closest_target(reachable: float) -> float | None:
+    """The target run instead of an unreachable one: whole percent, `REACHABLE_MARGIN` under the most saved."""
+    target = math.floor(100 * (reachable - REACHABLE_MARGIN) + 1e-9) / 100
+    return target if target >= 0.05 else None
+
+
 def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
     folder = Path(args.cache) / name
     library = "timm" if name.startswith("timm") else "transformers"
@@ -161,36 +184,54 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
         teacher_dir = folder / "teacher"
     records = []
     teacher = load_native(teacher_dir, library).eval()  # the compressor only reads it
-    for target in args.targets:
-        config = CompressionConfig(
-            latency_reduction=target,
-            seed=args.seed,
-            # one work dir per teacher's weights: a committed teacher that replaces a trained one gets a fresh one
-            work_dir=str(folder / f"work_{args.num_samples}_{args.seed}_{model_fingerprint(teacher)[:8]}"),
-            scan=ScanConfig(iterations=args.scan_iterations),
-            finetune=FinetuneConfig(iterations=args.iterations, checkpoint_every=0),
-            latency=LatencyConfig(batch_size=64, repeats=20, input_size=INPUT),
-        )
-        # what every record of this family and target says, run or not
-        common = {
-            "family": get_family(teacher).name,
-            "model": meta["model"],
-            "teacher_top1": meta["top1"],
-            "teacher_train_steps": meta["train_steps"],
-            "teacher_train_seconds": meta["train_seconds"],
-            **{f"teacher_{k}": meta[k] for k in ("recipe", "committed") if k in meta},
-            "latency_target": target,
-            "num_samples": args.num_samples,
-            "seed": args.seed,
-            "command": command,
-            "machine": machine(),
-        }
-        start = time.perf_counter()
-        try:
-            result = PractiseCompressor(teacher, config).compress(tiny, test)
-        except ValueError as e:  # e.g. a target this family cannot reach: say so in the table, go on
-            logger.warning("%s @%.0f%%: %s", name, 100 * target, e)
-            records.append({**common, "error": str(e)})
+    for requested in args.targets:
+        target = requested
+        while True:
+            config = CompressionConfig(
+                latency_reduction=target,
+                seed=args.seed,
+                # one work dir per teacher's weights: a committed teacher that replaces a trained one gets a fresh one
+                work_dir=str(folder / f"work_{args.num_samples}_{args.seed}_{model_fingerprint(teacher)[:8]}"),
+                scan=ScanConfig(iterations=args.scan_iterations),
+                finetune=FinetuneConfig(
+                    iterations=args.iterations, checkpoint_every=0, objective=args.objective, lr=args.lr
+                ),
+                latency=LatencyConfig(batch_size=64, repeats=20, input_size=INPUT),
+            )
+            # what every record of this family and target says, run or not
+            common = {
+                "family": get_family(teacher).name,
+                "model": meta["model"],
+                "teacher_top1": meta["top1"],
+                "teacher_train_steps": meta["train_steps"],
+                "teacher_train_seconds": meta["train_seconds"],
+                **{f"teacher_{k}": meta[k] for k in ("recipe", "committed") if k in meta},
+                "latency_target": target,
+                **({"requested_target": requested} if target != requested else {}),
+                "num_samples": args.num_samples,
+                "seed": args.seed,
+                "command": command,
+                "machine": machine(),
+            }
+            start = time.perf_counter()
+            try:
+                result = PractiseCompressor(teacher, config).compress(tiny, test)
+                break
+            except LatencyTargetUnreachable as e:
+                closest = closest_target(e.reachable)
+                if not args.closest_reachable or target != requested or closest is None:
+                    logger.warning("%s @%.0f%%: %s", name, 100 * target, e)
+                    result = None
+                    records.append({**common, "error": str(e)})
+                    break
+                logger.warning("%s @%.0f%%: %s Running at %.0f%% instead.", name, 100 * target, e, 100 * closest)
+                target = closest
+            except ValueError as e:  # another reason this family cannot run: say so in the table, go on
+                logger.warning("%s @%.0f%%: %s", name, 100 * target, e)
+                result = None
+                records.append({**common, "error": str(e)})
+                break
+        if result is None:
             continue
         wall = time.perf_counter() - start
         family = result.family
@@ -219,7 +260,7 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             "onnx_max_abs_logit_gap": onnx_gap,
             "onnx_export_check": onnx,
             "reloaded_with": reload_with,
-            "finetune": {k: getattr(result.config.finetune, k) for k in ("optimizer", "lr", "iterations")},
+            "finetune": {k: getattr(result.config.finetune, k) for k in ("optimizer", "lr", "iterations", "objective")},
             "selection": result.selection,
             "latency_tolerance": result.config.latency_tolerance,
             "latency_runtime": result.latency.base.runtime(),
@@ -265,12 +306,12 @@ def write_markdown(path: Path, records: list[dict]) -> None:
     for r in records:
         if "error" in r:
             lines.append(
-                f"| {r['family']} | {r['model']} | {100 * r['latency_target']:.0f}% | not run: {r['error']} "
+                f"| {r['family']} | {r['model']} | {target_text(r)} | not run: {r['error']} "
                 f"| | | | | {100 * r['teacher_top1']:.2f}% | | |"
             )
             continue
         lines.append(
-            f"| {r['family']} | {r['model']} | {100 * r['latency_target']:.0f}% | -{100 * r['latency_reduction']:.1f}% "
+            f"| {r['family']} | {r['model']} | {target_text(r)} | -{100 * r['latency_reduction']:.1f}% "
             f"| -{100 * (1 - r['macs_after'] / r['macs_before']):.1f}% | {r['blocks']} | {100 * r['removed_top1']:.2f}% "
             f"| **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% | {r['native_reload_max_abs_logit_gap']:.1g}"
             f"{' (loader)' if r.get('reloaded_with') == 'hf_practise' else ''} "
@@ -280,6 +321,7 @@ def write_markdown(path: Path, records: list[dict]) -> None:
     lines += [
         f"- {r['family']} at {100 * r['latency_target']:.0f}%: {r['finetune']['iterations']} steps, "
         f"{r['finetune']['optimizer']} lr {r['finetune']['lr']:g}"
+        + (f", {r['finetune']['objective']}" if r["finetune"].get("objective", "features") != "features" else "")
         if "finetune" in r
         else f"- {r['family']} at {100 * r['latency_target']:.0f}%: not run"
         for r in records
@@ -377,7 +419,7 @@ def headline(records: list[dict]) -> list[str]:
             out.append(f"| {r['family']} | {100 * r['latency_target']:.0f}% | {reason} | | | | |")
             continue
         out.append(
-            f"| {r['family']} | {100 * r['latency_target']:.0f}% | -{100 * r['latency_reduction']:.1f}% | {r['blocks']} "
+            f"| {r['family']} | {target_text(r)} | -{100 * r['latency_reduction']:.1f}% | {r['blocks']} "
             f"| {100 * r['removed_top1']:.2f}% | **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% |"
         )
     return out
@@ -398,6 +440,20 @@ def main() -> int:
     p.add_argument("--train-steps", type=int, default=1500, help="teacher training steps (batch 128)")
     p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
     p.add_argument("--iterations", type=int, default=500, help="mimic finetune steps")
+    p.add_argument(
+        "--objective",
+        default=FinetuneConfig.objective,
+        choices=("features", "kd", "features+kd", "features+stages"),
+        help="mimic finetune objective",
+    )
+    p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
+    p.add_argument(
+        "--no-closest-reachable",
+        dest="closest_reachable",
+        action="store_false",
+        help="record a target the family cannot reach as not run (default: run at the closest reachable whole "
+        f"percent, {100 * REACHABLE_MARGIN:.0f} points under the most dropping every droppable block saves)",
+    )
     p.add_argument("--cache", default=str(HERE / "cache" / "families"))
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--report", action="store_true", help="only rewrite the markdown from the json")
@@ -418,7 +474,8 @@ def main() -> int:
         records = run_family(name, args, tiny, test, command)
         # records of families not rerun now are kept (read again now: another run may have written some)
         kept = json.loads(out.read_text()) if out.exists() else []
-        kept = [r for r in kept if r["family"] != records[0]["family"]] + records
+        rerun = {(r["family"], requested_target(r)) for r in records}
+        kept = [r for r in kept if (r["family"], requested_target(r)) not in rerun] + records
         write_json(out, kept)
         report(out, kept)
     print(out.with_suffix(".md").read_text())

@@ -1,10 +1,10 @@
 """Finetune settings on one committed teacher: the same blocks, other optimizers, learning rates and step counts.
 
     python benchmarks/finetune_sweep.py timm-mobilenetv2 --runs sgd:0.01:500 sgd:0.001:500 adamw:1e-4:500 \
-        adamw:3e-4:500 adamw:1e-4:1000
+        adamw:3e-4:500 adamw:1e-4:1000 adamw:1e-3:1000:features+kd:mixup
 
 Compresses `benchmarks/teachers/NAME` at one latency target from 500 seeded Fashion-MNIST train images (seed 0)
-with each `optimizer:lr:iterations`, sharing one work dir (so the scan and the latency shares are measured once
+with each `optimizer:lr:iterations[:objective[:options]]` (options: `bn`, `flip`, `mixup`, joined by `+`), sharing one work dir (so the scan and the latency shares are measured once
 and every run drops the same blocks; a finished finetune is reused), and reports top-1 on the 10,000 test
 images. Writes results/finetune_sweep_NAME.{json,md}. Needs Debian's `dataset-fashion-mnist`.
 """
@@ -27,35 +27,45 @@ from families import TEACHERS, load_native  # noqa: E402
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
 from hf_practise.provenance import machine, model_fingerprint  # noqa: E402
 
+OPTIONS = ("bn", "flip", "mixup")
 
-def parse_run(text: str) -> tuple[str, float, int, str, bool]:
-    """`optimizer:lr:iterations[:objective[:bn]]`; `bn` re-estimates BatchNorm statistics after the finetune."""
+
+def parse_run(text: str) -> tuple[str, float, int, str, bool, str]:
+    """`optimizer:lr:iterations[:objective[:options]]`, options `+`-joined from OPTIONS: `bn` re-estimates BatchNorm
+    statistics after the finetune, `flip` / `mixup` set the finetune's augmentation."""
     try:
         parts = text.split(":")
-        if not 3 <= len(parts) <= 5 or (len(parts) == 5 and parts[4] != "bn"):
+        if not 3 <= len(parts) <= 5:
             raise ValueError(text)
         optimizer, lr, iterations = parts[:3]
         objective = parts[3] if len(parts) > 3 else "features"
-        return optimizer, float(lr), int(iterations), objective, len(parts) == 5
+        options = parts[4].split("+") if len(parts) == 5 else []
+        augmentations = [o for o in options if o in ("flip", "mixup")]
+        if any(o not in OPTIONS for o in options) or len(augmentations) > 1:
+            raise ValueError(text)
+        return optimizer, float(lr), int(iterations), objective, "bn" in options, (augmentations or ["none"])[0]
     except ValueError as e:
         raise argparse.ArgumentTypeError(
-            f"`{text}`: expected optimizer:lr:iterations[:objective[:bn]], e.g. adamw:1e-4:500 or "
-            "adamw:1e-4:500:features+kd:bn"
+            f"`{text}`: expected optimizer:lr:iterations[:objective[:options]] with options among {OPTIONS} joined by "
+            "`+` (at most one of flip/mixup), e.g. adamw:1e-4:500 or adamw:1e-4:500:features+kd:bn+mixup"
         ) from e
 
 
-def run_name(optimizer: str, lr: float, iterations: int, objective: str, bn: bool) -> str:
+def run_name(optimizer: str, lr: float, iterations: int, objective: str, bn: bool, augmentation: str = "none") -> str:
+    options = (["bn"] if bn else []) + ([augmentation] if augmentation != "none" else [])
     return (
         f"{optimizer}:{lr:g}:{iterations}"
-        + (f":{objective}" if objective != "features" or bn else "")
-        + (":bn" if bn else "")
+        + (f":{objective}" if objective != "features" or options else "")
+        + (f":{'+'.join(options)}" if options else "")
     )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="a teacher folder under benchmarks/teachers")
-    p.add_argument("--runs", nargs="+", type=parse_run, required=True, help="optimizer:lr:iterations[:objective[:bn]]")
+    p.add_argument(
+        "--runs", nargs="+", type=parse_run, required=True, help="optimizer:lr:iterations[:objective[:options]]"
+    )
     p.add_argument("--target", type=float, default=0.22)
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
@@ -84,7 +94,7 @@ def main() -> int:
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
     test = fmnist.load("test")
     rows = []
-    for optimizer, lr, iterations, objective, bn in args.runs:
+    for optimizer, lr, iterations, objective, bn, augmentation in args.runs:
         config = CompressionConfig(
             latency_reduction=args.target,
             seed=args.seed,
@@ -98,6 +108,7 @@ def main() -> int:
                 lr=lr,
                 objective=objective,
                 recalibrate_norms=bn,
+                augmentation=augmentation,
             ),
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=(3, 32, 32)),
         )
@@ -109,6 +120,7 @@ def main() -> int:
             "iterations": iterations,
             "objective": objective,
             "recalibrate_norms": bn,
+            "augmentation": augmentation,
             "top1": result.top1_after,
             "teacher_top1": result.top1_before,
             "dropped": [r.block for r in result.dropped],
@@ -116,7 +128,10 @@ def main() -> int:
             "reused_finished_finetune": bool(result.finetune and result.finetune.reused_finished),
             "seconds": time.perf_counter() - start,
         }
-        print(f"{run_name(optimizer, lr, iterations, objective, bn)}: top-1 {100 * row['top1']:.2f}%", flush=True)
+        print(
+            f"{run_name(optimizer, lr, iterations, objective, bn, augmentation)}: top-1 {100 * row['top1']:.2f}%",
+            flush=True,
+        )
         rows.append(row)
     record = {
         "teacher": args.name,
@@ -136,12 +151,12 @@ def main() -> int:
         f"({', '.join(rows[0]['dropped'])}; measured latency -{100 * rows[0]['latency_reduction']:.1f}%), top-1 on "
         f"the 10,000 test images; teacher {100 * rows[0]['teacher_top1']:.2f}%.",
         "",
-        "| optimizer | lr | steps | objective | BN re-estimated | top-1 | vs teacher |",
-        "| --- | ---: | ---: | --- | :---: | ---: | ---: |",
+        "| optimizer | lr | steps | objective | augmentation | BN re-estimated | top-1 | vs teacher |",
+        "| --- | ---: | ---: | --- | --- | :---: | ---: | ---: |",
     ]
     lines += [
         f"| {r['optimizer']} | {r['lr']:g} | {r['iterations']} | {r.get('objective', 'features')} "
-        f"| {'yes' if r.get('recalibrate_norms') else 'no'} | {100 * r['top1']:.2f}% "
+        f"| {r.get('augmentation', 'none')} | {'yes' if r.get('recalibrate_norms') else 'no'} | {100 * r['top1']:.2f}% "
         f"| {100 * (r['top1'] - r['teacher_top1']):+.2f} |"
         for r in rows
     ]

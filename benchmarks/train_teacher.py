@@ -3,6 +3,8 @@
     python benchmarks/train_teacher.py timm-mobilenetv2 --epochs 20 --lr 0.05 --weight-decay 4e-5
     python benchmarks/train_teacher.py timm-regnetx --epochs 10
     python benchmarks/train_teacher.py timm-vit --optimizer adamw --lr 1e-3 --weight-decay 0.05 --epochs 40
+    python benchmarks/train_teacher.py timm-mobilenetv2 --init-from benchmarks/teachers/timm-mobilenetv2 \
+        --epochs 12 --lr 0.02 --weight-decay 4e-5
 
 The teacher is a recipe of its family (`teacher_recipes`, the names `benchmarks/families.py` lists). Recipe of
 the shared resnet34 teacher: SGD with Nesterov momentum, one-cycle learning rate, label smoothing 0.1, batch 128,
@@ -13,6 +15,8 @@ Writes `benchmarks/teachers/NAME/` (a native checkpoint of its library, plus `te
 test top-1, the command and the machine), atomically, once training is complete. Each epoch ends with a
 checkpoint under `benchmarks/cache/teachers/NAME/`, so an interrupted run resumes where it stopped; the data
 order is a function of (seed, epoch), so the resumed run trains exactly what the uninterrupted one would.
+`--init-from FOLDER` continues a committed teacher of the same recipe with a fresh schedule (a second one-cycle);
+the new `teacher_metrics.json` keeps the first run's command, epochs and history under `init_from`.
 Needs Debian's `dataset-fashion-mnist`; says `skipped` without it.
 """
 
@@ -32,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fmnist  # noqa: E402
-from families import RECIPES, build, save_native  # noqa: E402
+from families import RECIPES, build, load_native, save_native  # noqa: E402
 
 from hf_practise import get_family  # noqa: E402
 from hf_practise.checkpoint import load_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
@@ -71,6 +75,19 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def init_from(model: nn.Module, folder: Path, name: str, library: str) -> dict:
+    """Load a committed teacher's weights into `model` (strictly); return its record, to be kept by the new one."""
+    meta = folder / "teacher_metrics.json"
+    if not meta.exists():
+        raise SystemExit(f"--init-from {folder}: no teacher_metrics.json there; pass a committed teacher folder.")
+    record = json.loads(meta.read_text())
+    if record.get("recipe") != name:
+        raise SystemExit(f"--init-from {folder} holds recipe {record.get('recipe')!r}, not {name!r}.")
+    model.load_state_dict(load_native(folder, library).state_dict(), strict=True)
+    keep = ("test_top1", "epochs", "train_steps", "train_seconds", "recipe_details", "history", "command")
+    return {"folder": str(folder), **{k: record[k] for k in keep if k in record}}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=sorted(RECIPES), help="the teacher recipe (a family's `teacher_recipes` entry)")
@@ -88,6 +105,11 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--out", default=str(TEACHERS), help="teachers are written to OUT/NAME")
     p.add_argument("--cache", default=str(HERE / "cache" / "teachers"), help="per-epoch checkpoints (resume)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="a committed teacher folder of this recipe to continue from (its weights, loaded strictly)",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not fmnist.available():
@@ -99,12 +121,16 @@ def main() -> int:
         "python benchmarks/train_teacher.py", p, args, secrets=("threads",), paths=("out", "cache")
     ).replace("train_teacher.py", f"train_teacher.py {args.name}", 1)
     target = Path(args.out) / args.name
-    ckpt_dir = Path(args.cache) / args.name
+    ckpt_dir = Path(args.cache) / (args.name + ("-continued" if args.init_from else ""))
     train, test = fmnist.load("train"), fmnist.load("test")
 
     torch.manual_seed(args.seed)
     model, description = build(args.name)
     family = get_family(model)
+    parent = None
+    if args.init_from:
+        parent = init_from(model, Path(args.init_from), args.name, family.library_name)
+        logger.info("continuing %s from %s (test top-1 %.2f%%)", args.name, args.init_from, 100 * parent["test_top1"])
     groups = parameter_groups(model, args.weight_decay)
     if args.optimizer == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=args.lr)
@@ -185,6 +211,12 @@ def main() -> int:
         "command": command,
         "machine": machine(),
     }
+    if parent is not None:
+        metrics["init_from"] = parent
+        metrics["recipe_details"] += (
+            f"; continued from a teacher of {parent['epochs']} epochs ({100 * parent['test_top1']:.2f}%, "
+            f"`{parent['command']}`)"
+        )
 
     def write(tmp: Path) -> None:
         architecture = model.pretrained_cfg.get("architecture") if family.library_name == "timm" else None

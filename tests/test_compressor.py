@@ -11,7 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
+from hf_practise import (
+    CompressionConfig,
+    FinetuneConfig,
+    LatencyConfig,
+    LatencyTargetUnreachable,
+    PractiseCompressor,
+    ScanConfig,
+)
 from hf_practise.data import load_tiny_set
 
 from .conftest import tiny_resnet
@@ -87,8 +94,13 @@ def test_latency_target_is_met_when_measured(tensors):
 
 def test_unreachable_latency_target_says_the_most_reachable(tensors):
     cfg = fast_config(num_blocks=None, latency_reduction=0.97)
-    with pytest.raises(ValueError, match=r"cannot be reached: dropping all 4 droppable blocks saves .*at most"):
+    with pytest.raises(
+        LatencyTargetUnreachable, match=r"cannot be reached: dropping all 4 droppable blocks saves .*at most"
+    ) as e:
         PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+    # a ValueError still (callers catching that keep working), carrying the bound the message states
+    assert isinstance(e.value, ValueError) and e.value.target == 0.97
+    assert 0 <= e.value.reachable < 0.97 and f"at most {e.value.reachable:.2f}" in str(e.value)
 
 
 def test_too_many_blocks_is_refused(tensors):

@@ -11,7 +11,7 @@ from .mimic import evaluate_metrics, evaluate_top1, mimic_finetune
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks
 from .result import CompressionResult
 from .runtimes import export_onnx_bytes
-from .selection import check_reachable, select_in_order
+from .selection import LatencyTargetUnreachable, check_reachable, select_in_order
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "CompressionResult",
     "FinetuneConfig",
     "LatencyConfig",
+    "LatencyTargetUnreachable",
     "PractiseCompressor",
     "ScanConfig",
     "ScanRow",

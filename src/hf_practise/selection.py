@@ -19,16 +19,23 @@ from .recoverability import ScanRow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_reachable", "select_in_order"]
+__all__ = ["LatencyTargetUnreachable", "check_reachable", "select_in_order"]
 
 Measure = Callable[[Sequence[BlockRef]], Any]
 
 
-def _unreachable(target: float, n: int, saved: float, how: str) -> ValueError:
-    return ValueError(
-        f"Latency target {100 * target:.1f}% cannot be reached: dropping all {n} droppable blocks saves "
-        f"{100 * saved:.1f}% ({how}). Use a target of at most {max(saved, 0.0):.2f}, or --num-blocks."
-    )
+class LatencyTargetUnreachable(ValueError):
+    """The latency target exceeds what dropping every droppable block saves; `reachable` is that saving."""
+
+    def __init__(self, target: float, n: int, saved: float, how: str) -> None:
+        super().__init__(
+            f"Latency target {100 * target:.1f}% cannot be reached: dropping all {n} droppable blocks saves "
+            f"{100 * saved:.1f}% ({how}). Use a target of at most {max(saved, 0.0):.2f}, or --num-blocks."
+        )
+        self.target, self.reachable = target, max(saved, 0.0)
+
+
+_unreachable = LatencyTargetUnreachable
 
 
 def check_reachable(
