@@ -194,7 +194,11 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
                 work_dir=str(folder / f"work_{args.num_samples}_{args.seed}_{model_fingerprint(teacher)[:8]}"),
                 scan=ScanConfig(iterations=args.scan_iterations),
                 finetune=FinetuneConfig(
-                    iterations=args.iterations, checkpoint_every=0, objective=args.objective, lr=args.lr
+                    iterations=args.iterations,
+                    checkpoint_every=0,
+                    objective=args.objective,
+                    lr=args.lr,
+                    augmentation=args.augmentation,
                 ),
                 latency=LatencyConfig(batch_size=64, repeats=20, input_size=INPUT),
             )
@@ -260,7 +264,10 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
             "onnx_max_abs_logit_gap": onnx_gap,
             "onnx_export_check": onnx,
             "reloaded_with": reload_with,
-            "finetune": {k: getattr(result.config.finetune, k) for k in ("optimizer", "lr", "iterations", "objective")},
+            "finetune": {
+                k: getattr(result.config.finetune, k)
+                for k in ("optimizer", "lr", "iterations", "objective", "augmentation")
+            },
             "selection": result.selection,
             "latency_tolerance": result.config.latency_tolerance,
             "latency_runtime": result.latency.base.runtime(),
@@ -322,6 +329,7 @@ def write_markdown(path: Path, records: list[dict]) -> None:
         f"- {r['family']} at {100 * r['latency_target']:.0f}%: {r['finetune']['iterations']} steps, "
         f"{r['finetune']['optimizer']} lr {r['finetune']['lr']:g}"
         + (f", {r['finetune']['objective']}" if r["finetune"].get("objective", "features") != "features" else "")
+        + (f", {r['finetune']['augmentation']}" if r["finetune"].get("augmentation", "none") != "none" else "")
         if "finetune" in r
         else f"- {r['family']} at {100 * r['latency_target']:.0f}%: not run"
         for r in records
@@ -447,6 +455,7 @@ def main() -> int:
         help="mimic finetune objective",
     )
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
+    p.add_argument("--augmentation", default="none", choices=("none", "flip", "mixup"), help="finetune augmentation")
     p.add_argument(
         "--no-closest-reachable",
         dest="closest_reachable",
