@@ -414,21 +414,33 @@ def write_markdown(path: Path, records: list[dict]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def finetune_text(finetune: dict) -> str:
+    """What the finetune of a row departed from: the library's defaults (its family's optimizer at its usual rate,
+    feature mimicking, no augmentation) are left out."""
+    usual_lr = {"sgd": 0.01, "adamw": 1e-4}.get(finetune["optimizer"])
+    extras = [f"lr {finetune['lr']:g}"] if finetune["lr"] != usual_lr else []
+    extras += [
+        finetune[k] for k in ("objective", "augmentation") if finetune.get(k, "features") not in ("features", "none")
+    ]
+    return ", ".join([f"{finetune['iterations']} steps", *extras])
+
+
 def headline(records: list[dict]) -> list[str]:
     """The README's short table: one row per family and target."""
     out = [
-        "| family | target | measured latency | blocks kept | simply removed | PRACTISE | teacher |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| family | target | measured latency | blocks kept | simply removed | PRACTISE | teacher | finetune |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for r in records:
         if "error" in r:
             most = re.search(r"saves (-?[\d.]+%)", r["error"])
             reason = f"not reachable: at most -{most.group(1)}" if most else "not run (see families.md)"
-            out.append(f"| {r['family']} | {100 * r['latency_target']:.0f}% | {reason} | | | | |")
+            out.append(f"| {r['family']} | {100 * r['latency_target']:.0f}% | {reason} | | | | | |")
             continue
         out.append(
             f"| {r['family']} | {target_text(r)} | -{100 * r['latency_reduction']:.1f}% | {r['blocks']} "
-            f"| {100 * r['removed_top1']:.2f}% | **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% |"
+            f"| {100 * r['removed_top1']:.2f}% | **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% "
+            f"| {finetune_text(r['finetune'])} |"
         )
     return out
 

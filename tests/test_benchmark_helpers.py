@@ -47,3 +47,11 @@ def test_an_unreachable_target_falls_back_under_the_most_the_family_saves():
     assert families.requested_target(record) == 0.5
     assert families.target_text(record) == "46% (asked 50%: unreachable)"
     assert families.target_text({"latency_target": 0.22}) == "22%"
+
+
+def test_a_row_says_which_finetune_settings_departed_from_the_defaults():
+    usual = {"optimizer": "sgd", "lr": 0.01, "iterations": 500, "objective": "features", "augmentation": "none"}
+    assert families.finetune_text(usual) == "500 steps"
+    tuned = {"optimizer": "adamw", "lr": 1e-3, "iterations": 1000, "objective": "features+kd", "augmentation": "mixup"}
+    assert families.finetune_text(tuned) == "1000 steps, lr 0.001, features+kd, mixup"
+    assert families.finetune_text({"optimizer": "adamw", "lr": 1e-4, "iterations": 500}) == "500 steps"  # old records
