@@ -467,7 +467,9 @@ def main() -> int:
         help="mimic finetune objective",
     )
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
-    p.add_argument("--augmentation", default="none", choices=("none", "flip", "mixup"), help="finetune augmentation")
+    p.add_argument(
+        "--augmentation", default="none", choices=("none", "flip", "crop", "mixup"), help="finetune augmentation"
+    )
     p.add_argument(
         "--no-closest-reachable",
         dest="closest_reachable",

@@ -4,7 +4,7 @@
         adamw:3e-4:500 adamw:1e-4:1000 adamw:1e-3:1000:features+kd:mixup
 
 Compresses `benchmarks/teachers/NAME` at one latency target from 500 seeded Fashion-MNIST train images (seed 0)
-with each `optimizer:lr:iterations[:objective[:options]]` (options: `bn`, `flip`, `mixup`, joined by `+`), sharing one work dir (so the scan and the latency shares are measured once
+with each `optimizer:lr:iterations[:objective[:options]]` (options: `bn`, `flip`, `crop`, `mixup`, joined by `+`), sharing one work dir (so the scan and the latency shares are measured once
 and every run drops the same blocks; a finished finetune is reused), and reports top-1 on the 10,000 test
 images. Writes results/finetune_sweep_NAME.{json,md}. Needs Debian's `dataset-fashion-mnist`.
 """
@@ -27,12 +27,13 @@ from families import TEACHERS, load_native  # noqa: E402
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
 from hf_practise.provenance import machine, model_fingerprint  # noqa: E402
 
-OPTIONS = ("bn", "flip", "mixup")
+OPTIONS = ("bn", "flip", "crop", "mixup")
+AUGMENTATIONS = ("flip", "crop", "mixup")
 
 
 def parse_run(text: str) -> tuple[str, float, int, str, bool, str]:
     """`optimizer:lr:iterations[:objective[:options]]`, options `+`-joined from OPTIONS: `bn` re-estimates BatchNorm
-    statistics after the finetune, `flip` / `mixup` set the finetune's augmentation."""
+    statistics after the finetune, `flip` / `crop` / `mixup` set the finetune's augmentation."""
     try:
         parts = text.split(":")
         if not 3 <= len(parts) <= 5:
@@ -40,14 +41,14 @@ def parse_run(text: str) -> tuple[str, float, int, str, bool, str]:
         optimizer, lr, iterations = parts[:3]
         objective = parts[3] if len(parts) > 3 else "features"
         options = parts[4].split("+") if len(parts) == 5 else []
-        augmentations = [o for o in options if o in ("flip", "mixup")]
+        augmentations = [o for o in options if o in AUGMENTATIONS]
         if any(o not in OPTIONS for o in options) or len(augmentations) > 1:
             raise ValueError(text)
         return optimizer, float(lr), int(iterations), objective, "bn" in options, (augmentations or ["none"])[0]
     except ValueError as e:
         raise argparse.ArgumentTypeError(
             f"`{text}`: expected optimizer:lr:iterations[:objective[:options]] with options among {OPTIONS} joined by "
-            "`+` (at most one of flip/mixup), e.g. adamw:1e-4:500 or adamw:1e-4:500:features+kd:bn+mixup"
+            "`+` (at most one of flip/crop/mixup), e.g. adamw:1e-4:500 or adamw:1e-4:500:features+kd:bn+mixup"
         ) from e
 
 

@@ -120,10 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--augmentation",
-        choices=["none", "timm", "flip", "mixup"],
+        choices=["none", "timm", "flip", "crop", "mixup"],
         default=FinetuneConfig.augmentation,
-        help="finetune augmentation: timm = the model's own training transform (needs the original images); flip / "
-        "mixup = mirrored / blended tiny-set images, the teacher's features of them as targets (no labels needed)",
+        help="finetune augmentation: timm = the model's own training transform (needs the original images); flip / crop / "
+        "mixup = mirrored / mirrored and shifted / blended tiny-set images, the teacher's features of them as targets "
+        "(no labels needed)",
     )
     p.add_argument(
         "--objective",

@@ -6,7 +6,7 @@
 # and saved as a timm `local-dir:` checkpoint. Then `examples/compress.py` compresses that teacher with 200
 # train images and reports latency and top-1 on the test split before and after.
 #
-#   python examples/demo.py [--output-dir outputs/demo] [--latency-reduction 0.3]
+#   python examples/demo.py [--output-dir outputs/demo] [--latency-reduction 0.3] [any examples/compress.py flag]
 from __future__ import annotations
 
 import argparse
@@ -111,7 +111,8 @@ def main() -> int:
     p.add_argument("--teacher-epochs", type=int, default=6)
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+    # any other flag goes to examples/compress.py as is (after the demo's own, so it wins): e.g. --objective kd
+    args, passthrough = p.parse_known_args()
     out = Path(args.output_dir)
     data_dir, teacher_dir = out / "digits", out / "teacher"
     if not (data_dir / "dataset_dict.json").exists():
@@ -153,6 +154,7 @@ def main() -> int:
             "--work-dir",
             str(out / "work"),
             "--overwrite",
+            *passthrough,
         ]
     )
 

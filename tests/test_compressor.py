@@ -395,7 +395,29 @@ def test_label_free_batch_augmentation():
     assert not torch.equal(mixed, flipped) and mixed.abs().max() <= x.abs().max() + 1e-6  # blends, no scaling up
 
 
-@pytest.mark.parametrize("augmentation", ["flip", "mixup"])
+def test_crop_augmentation_shifts_each_image_within_an_eighth_of_its_side():
+    from hf_practise.mimic import augment_batch
+
+    x = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cropped = augment_batch(x, "crop", torch.Generator().manual_seed(1))
+    assert cropped.shape == x.shape
+    assert torch.equal(cropped, augment_batch(x, "crop", torch.Generator().manual_seed(1)))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    shifts = []
+    for c, p in zip(cropped, padded):  # each is a window of its (possibly mirrored) reflect-padded image
+        found = [
+            (dy, dx)
+            for q in (p, p.flip(-1))
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(c, q[:, dy : dy + 16, dx : dx + 16])
+        ]
+        assert found
+        shifts.append(found[0])
+    assert len(set(shifts)) > 1  # not one shift for the whole batch
+
+
+@pytest.mark.parametrize("augmentation", ["flip", "crop", "mixup"])
 def test_finetune_on_augmented_batches_reduces_the_loss(tensors, augmentation):
     from accelerate import Accelerator
 

@@ -441,7 +441,7 @@ class PractiseCompressor:
 
     def _augmented(self, source: Any, tiny: TinySet, image_column: str | None, label_column: str | None):
         if self.config.finetune.augmentation != "timm":
-            return None  # none, or flips / mixup of the preprocessed batch (done by the finetune loop)
+            return None  # none, or flips / crops / mixup of the preprocessed batch (done by the finetune loop)
         if isinstance(source, (torch.Tensor, TinySet)):
             raise ValueError(
                 "`finetune.augmentation='timm'` needs the tiny set's original images (a `datasets.Dataset` or a "

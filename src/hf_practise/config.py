@@ -70,10 +70,11 @@ class FinetuneConfig:
     schedule: Literal["cosine", "constant"] = "cosine"  # learning-rate schedule after warm-up
     warmup_iterations: int = 0  # linear warm-up steps
     adaptor_init: Literal["scan", "identity"] = "scan"  # start from the scan's trained adaptors, or from identity
-    augmentation: Literal["none", "timm", "flip", "mixup"] = "none"  # "timm": the model's own training transform
-    # from its config (needs the original images); on the preprocessed tiny set, no labels needed: "flip" mirrors
-    # half of each batch, "mixup" also blends each image with another of the batch (weight ~ Beta(1, 1)); the
-    # teacher's features of the augmented batch are the targets
+    augmentation: Literal["none", "timm", "flip", "crop", "mixup"] = "none"  # "timm": the model's own training
+    # transform from its config (needs the original images); on the preprocessed tiny set, no labels needed: "flip"
+    # mirrors half of each batch, "crop" also shifts each image by up to 1/8 of its side (reflect padding), "mixup"
+    # flips and blends each image with another of the batch (weight ~ Beta(1, 1)); the teacher's features of the
+    # augmented batch are the targets
     train_norm_stats: bool = False  # update BatchNorm running statistics (False keeps the teacher's)
     objective: Literal["features", "kd", "ce", "features+kd", "features+stages"] = "features"  # features: MSE on
     # pre-pooling features (PRACTISE); kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels
@@ -98,7 +99,7 @@ class FinetuneConfig:
         _choice("finetune.schedule", self.schedule, ("cosine", "constant"))
         _positive("finetune.warmup_iterations", self.warmup_iterations, None, allow_zero=True, integer=True)
         _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
-        _choice("finetune.augmentation", self.augmentation, ("none", "timm", "flip", "mixup"))
+        _choice("finetune.augmentation", self.augmentation, ("none", "timm", "flip", "crop", "mixup"))
         _positive("finetune.holdout", self.holdout, "--holdout", allow_zero=True, integer=True)
         _positive("finetune.holdout_every", self.holdout_every, None, integer=True)
         if self.augmentation == "mixup" and self.objective == "ce":

@@ -107,9 +107,17 @@ BEST = "holdout_best/"
 
 def augment_batch(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
     """Label-free augmentation of a preprocessed batch: a horizontal flip of half the images ("flip"), then for
-    "mixup" a blend of each image with another image of the batch, weight ~ Beta(1, 1) per image."""
+    "crop" a random shift of each image by up to an eighth of its side (reflect-padded, cropped back to its
+    size), for "mixup" a blend of each image with another image of the batch, weight ~ Beta(1, 1) per image."""
     flip = torch.rand(len(x), generator=g) < 0.5
     x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    if kind == "crop":
+        h, w = x.shape[-2:]
+        ph, pw = max(1, h // 8), max(1, w // 8)
+        padded = torch.nn.functional.pad(x, (pw, pw, ph, ph), mode="reflect")
+        dy = torch.randint(0, 2 * ph + 1, (len(x),), generator=g).tolist()
+        dx = torch.randint(0, 2 * pw + 1, (len(x),), generator=g).tolist()
+        x = torch.stack([padded[i, :, a : a + h, b : b + w] for i, (a, b) in enumerate(zip(dy, dx))])
     if kind == "mixup" and len(x) > 1:
         lam = torch.rand(len(x), generator=g).to(x.device, x.dtype)[:, None, None, None]
         other = torch.randperm(len(x), generator=g).to(x.device)
@@ -313,7 +321,7 @@ def mimic_finetune(
     bar = tqdm(
         total=config.iterations, initial=step, desc="mimic finetune", disable=not accelerator.is_local_main_process
     )
-    on_batch = config.augmentation in ("flip", "mixup") and augmented is None
+    on_batch = config.augmentation in ("flip", "crop", "mixup") and augmented is None
     if step == 0:
         check_holdout()  # the starting point (the scan's adaptors) may be the best there is
     while step < config.iterations:
