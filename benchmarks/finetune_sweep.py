@@ -61,6 +61,47 @@ def run_name(optimizer: str, lr: float, iterations: int, objective: str, bn: boo
     )
 
 
+def write_results(args: argparse.Namespace, command: str, rows: list[dict]) -> Path:
+    """results/finetune_sweep_NAME[_SUFFIX].{json,md} with the runs done so far (rewritten after each run)."""
+    record = {
+        "teacher": args.name,
+        "target": args.target,
+        "seed": args.seed,
+        "num_samples": args.num_samples,
+        "rows": rows,
+        "command": command,
+        "machine": machine(),
+    }
+    out = Path(args.results) / (f"finetune_sweep_{args.name}" + (f"_{args.suffix}" if args.suffix else ""))
+    write_json(out.with_suffix(".json"), record)
+    lines = [
+        f"# Finetune settings on `{args.name}` ({args.target:.0%} target)",
+        "",
+        f"{args.num_samples} Fashion-MNIST train images (seed {args.seed}), the same blocks for every run "
+        f"({', '.join(rows[0]['dropped'])}; measured latency -{100 * rows[0]['latency_reduction']:.1f}%), top-1 on "
+        f"the 10,000 test images; teacher {100 * rows[0]['teacher_top1']:.2f}%.",
+        "",
+        "| optimizer | lr | steps | objective | augmentation | BN re-estimated | top-1 | vs teacher |",
+        "| --- | ---: | ---: | --- | --- | :---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['optimizer']} | {r['lr']:g} | {r['iterations']} | {r.get('objective', 'features')} "
+        f"| {r.get('augmentation', 'none')} | {'yes' if r.get('recalibrate_norms') else 'no'} | {100 * r['top1']:.2f}% "
+        f"| {100 * (r['top1'] - r['teacher_top1']):+.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {record['machine']['cpu']}, torch {record['machine']['torch']}",
+    ]
+    if len(rows) < len(args.runs):
+        lines += ["", f"*{len(rows)} of the command's {len(args.runs)} runs so far.*"]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return out.with_suffix(".md")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="a teacher folder under benchmarks/teachers")
@@ -134,41 +175,8 @@ def main() -> int:
             flush=True,
         )
         rows.append(row)
-    record = {
-        "teacher": args.name,
-        "target": args.target,
-        "seed": args.seed,
-        "num_samples": args.num_samples,
-        "rows": rows,
-        "command": command,
-        "machine": machine(),
-    }
-    out = Path(args.results) / (f"finetune_sweep_{args.name}" + (f"_{args.suffix}" if args.suffix else ""))
-    write_json(out.with_suffix(".json"), record)
-    lines = [
-        f"# Finetune settings on `{args.name}` ({args.target:.0%} target)",
-        "",
-        f"{args.num_samples} Fashion-MNIST train images (seed {args.seed}), the same blocks for every run "
-        f"({', '.join(rows[0]['dropped'])}; measured latency -{100 * rows[0]['latency_reduction']:.1f}%), top-1 on "
-        f"the 10,000 test images; teacher {100 * rows[0]['teacher_top1']:.2f}%.",
-        "",
-        "| optimizer | lr | steps | objective | augmentation | BN re-estimated | top-1 | vs teacher |",
-        "| --- | ---: | ---: | --- | --- | :---: | ---: | ---: |",
-    ]
-    lines += [
-        f"| {r['optimizer']} | {r['lr']:g} | {r['iterations']} | {r.get('objective', 'features')} "
-        f"| {r.get('augmentation', 'none')} | {'yes' if r.get('recalibrate_norms') else 'no'} | {100 * r['top1']:.2f}% "
-        f"| {100 * (r['top1'] - r['teacher_top1']):+.2f} |"
-        for r in rows
-    ]
-    lines += [
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {record['machine']['cpu']}, torch {record['machine']['torch']}",
-    ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(out.with_suffix(".md").read_text())
+        write_results(args, command, rows)
+    print(write_results(args, command, rows).read_text())
     return 0
 
 
