@@ -155,6 +155,13 @@ def committed_teacher(name: str) -> tuple[Path, dict] | None:
 REACHABLE_MARGIN = 0.02
 
 
+def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
+    """`kept` with each (family, asked target) of `new` replaced where it stood, the others appended."""
+    fresh = {(r["family"], requested_target(r)): r for r in new}
+    merged = [fresh.pop((r["family"], requested_target(r)), r) for r in kept]
+    return merged + [r for r in new if (r["family"], requested_target(r)) in fresh]
+
+
 def requested_target(record: dict) -> float:
     return record.get("requested_target", record["latency_target"])
 
@@ -497,8 +504,7 @@ def main() -> int:
         records = run_family(name, args, tiny, test, command)
         # records of families not rerun now are kept (read again now: another run may have written some)
         kept = json.loads(out.read_text()) if out.exists() else []
-        rerun = {(r["family"], requested_target(r)) for r in records}
-        kept = [r for r in kept if (r["family"], requested_target(r)) not in rerun] + records
+        kept = merge_records(kept, records)
         write_json(out, kept)
         report(out, kept)
     print(out.with_suffix(".md").read_text())

@@ -55,3 +55,19 @@ def test_a_row_says_which_finetune_settings_departed_from_the_defaults():
     tuned = {"optimizer": "adamw", "lr": 1e-3, "iterations": 1000, "objective": "features+kd", "augmentation": "mixup"}
     assert families.finetune_text(tuned) == "1000 steps, lr 0.001, features+kd, mixup"
     assert families.finetune_text({"optimizer": "adamw", "lr": 1e-4, "iterations": 500}) == "500 steps"  # old records
+
+
+def test_a_rerun_replaces_its_rows_where_they_stood():
+    kept = [
+        {"family": "a", "latency_target": 0.22},
+        {"family": "b", "latency_target": 0.22},
+        {"family": "b", "latency_target": 0.5, "error": "unreachable"},
+        {"family": "c", "latency_target": 0.22},
+    ]
+    new = [
+        {"family": "b", "latency_target": 0.22, "top1": 1},
+        {"family": "b", "latency_target": 0.47, "requested_target": 0.5, "top1": 2},
+        {"family": "d", "latency_target": 0.22},
+    ]
+    merged = families.merge_records(kept, new)
+    assert [(r["family"], r.get("top1")) for r in merged] == [("a", None), ("b", 1), ("b", 2), ("c", None), ("d", None)]
