@@ -12,6 +12,7 @@ Methods (all finetunes have the same iterations, batch, optimiser and starting a
   practise-bn  the same blocks and finetune as practise, then BatchNorm statistics re-estimated on the tiny set
   stages       the same blocks, feature mimicking at every stage's output too (objective features+stages)
   mixup        the same blocks and objective as practise, on flipped and blended tiny-set images (augmentation mixup)
+  joint-mixup  joint on mixup's images (objective features+kd, augmentation mixup)
   holdout      the same blocks and objective as practise, a tenth of the tiny set held out: the weights of the step
                with the lowest feature error on it are kept
   initial      blocks by the feature error right after dropping (no adaptor recovery) / latency, mimic finetune
@@ -64,6 +65,9 @@ BLOCK_METHODS = [
     "joint",
     "practise-bn",
     "stages",
+    "mixup",
+    "joint-mixup",
+    "holdout",
     "initial",
     "random-0",
     "random-1",
@@ -71,7 +75,7 @@ BLOCK_METHODS = [
     "last",
 ]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
-SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "holdout")
+SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout")
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
 # (tiny set, images, seeds, latency targets)
 PARTS = {
@@ -241,15 +245,19 @@ class Bench:
             )
 
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
-        objective = {"ce": "ce", "kd": "kd", "joint": "features+kd", "stages": "features+stages"}.get(
-            method, "features"
-        )
+        objective = {
+            "ce": "ce",
+            "kd": "kd",
+            "joint": "features+kd",
+            "joint-mixup": "features+kd",
+            "stages": "features+stages",
+        }.get(method, "features")
         cfg = self.config(
             target,
             seed,
             objective=objective,
             recalibrate_norms=method == "practise-bn",
-            augmentation="mixup" if method == "mixup" else "none",
+            augmentation="mixup" if method in ("mixup", "joint-mixup") else "none",
             holdout=max(5, n // 10) if method == "holdout" else 0,
         )
         comp = PractiseCompressor(self.teacher, cfg, family=self.family, source_config=self.compressor.source)
