@@ -139,12 +139,13 @@ def committed_teacher(name: str) -> tuple[Path, dict] | None:
     if not (folder / "teacher_metrics.json").exists():
         return None
     m = json.loads((folder / "teacher_metrics.json").read_text())
+    parent = m.get("init_from", {})  # a teacher continued from another (`train_teacher.py --init-from`): both runs
     meta = {
         "family": m["family"],
         "model": m["model"],
         "top1": m["test_top1"],
-        "train_steps": m["train_steps"],
-        "train_seconds": m["train_seconds"],
+        "train_steps": m["train_steps"] + parent.get("train_steps", 0),
+        "train_seconds": round(m["train_seconds"] + parent.get("train_seconds", 0.0), 1),
         "recipe": m["recipe_details"],
         "committed": f"benchmarks/teachers/{name}",
     }
