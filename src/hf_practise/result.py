@@ -202,7 +202,12 @@ class CompressionResult:
         device = (
             f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
         )
-        return "\n".join(rows) + f"\n\nLatency measured on {device}, in {lat.base.runtime()}."
+        notes = [c["note"] for c in self.selection if c.get("step") == "final" and c.get("note")]
+        return (
+            "\n".join(rows)
+            + f"\n\nLatency measured on {device}, in {lat.base.runtime()}."
+            + "".join(f"\n\n**Note**: {n}" for n in notes)
+        )
 
     def export_onnx(
         self, path: str | Path | None = None, *, images: torch.Tensor | None = None, opset: int = 17
