@@ -501,7 +501,10 @@ class Bench:
         """One table, methods x settings: mean top-1 (± std over seeds) and mean measured latency reduction."""
         head = [f"{kind}, {n} img, target {100 * t:.0f}%" for kind, n, t in settings]
         out = ["| method | " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(settings)]
+        seeds = {s: sorted({r["seed"] for k, rs in groups.items() if k[:3] == s for r in rs}) for s in settings}
         for method in ALL_METHODS:
+            if not any(k[3] == method for k in groups):
+                continue  # a method with no run yet has no row
             cells = []
             for kind, n, t in settings:
                 rs = groups.get((kind, n, t, method))
@@ -511,9 +514,10 @@ class Bench:
                 top1 = [100 * r["top1"] for r in rs]
                 lat = statistics.mean(100 * r["latency_reduction"] for r in rs)
                 spread = f" ± {statistics.stdev(top1):.2f}" if len(top1) > 1 else ""
-                cells.append(f"{statistics.mean(top1):.2f}{spread} ({-lat:+.1f}%)")
+                fewer = sorted(r["seed"] for r in rs) if len(rs) < len(seeds[(kind, n, t)]) else None
+                only = f" [seed {', '.join(map(str, fewer))} only]" if fewer else ""
+                cells.append(f"{statistics.mean(top1):.2f}{spread} ({-lat:+.1f}%){only}")
             out.append(f"| {method} | " + " | ".join(cells) + " |")
-        seeds = {s: sorted({r["seed"] for k, rs in groups.items() if k[:3] == s for r in rs}) for s in settings}
         out += [
             "",
             "Cells: top-1 % on the teacher's test split (mean ± std over seeds) and, in brackets, the measured "
