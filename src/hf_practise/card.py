@@ -228,11 +228,7 @@ def render_model_card(
             "dtype": lat.base.dtype,
             "torch_version": lat.base.torch_version,
             "runtime": lat.base.runtime(),
-            "note": " ".join(
-                f"**Note**: {c['note'][0].upper()}{c['note'][1:]}"
-                for c in result.selection
-                if c.get("step") == "final" and c.get("note")
-            ),
+            "note": " ".join(f"**Note**: {n[0].upper()}{n[1:]}" for n in result.latency_notes()),
         },
         macs={
             "before": f"{result.macs_before / 1e6:.1f}M",

@@ -129,6 +129,10 @@ class CompressionResult:
         """The eval metrics besides top-1 (the `accuracy` module), with their values before compression."""
         return [(k, v) for k, v in self.metrics_before.items() if k != "accuracy"]
 
+    def latency_notes(self) -> list[str]:
+        """What the final latency measurement said against the target (see the compressor's final check)."""
+        return [c["note"] for c in self.selection if c.get("step") == "final" and c.get("note")]
+
     def resume_note(self) -> str | None:
         """How the finetune was resumed, if it was (for the card and the summary)."""
         ft = self.finetune
@@ -202,7 +206,7 @@ class CompressionResult:
         device = (
             f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
         )
-        notes = [c["note"] for c in self.selection if c.get("step") == "final" and c.get("note")]
+        notes = self.latency_notes()
         return (
             "\n".join(rows)
             + f"\n\nLatency measured on {device}, in {lat.base.runtime()}."

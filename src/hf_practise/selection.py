@@ -35,9 +35,6 @@ class LatencyTargetUnreachable(ValueError):
         self.target, self.reachable = target, max(saved, 0.0)
 
 
-_unreachable = LatencyTargetUnreachable
-
-
 def check_reachable(
     feasible: Sequence[BlockRef], shares: dict[str, float], *, config: CompressionConfig, measure: Measure
 ) -> None:
@@ -62,13 +59,13 @@ def check_reachable(
     predicted = sum(shares[r.path] for r in feasible)
     if config.latency_table is not None:
         if predicted < target:
-            raise _unreachable(target, len(feasible), predicted, "by the given latency table")
+            raise LatencyTargetUnreachable(target, len(feasible), predicted, "by the given latency table")
         return
     if predicted >= target:
         return
     measured = measure(feasible)
     if measured.reduction < target:
-        raise _unreachable(target, len(feasible), measured.reduction, f"measured on {measured.base.device}")
+        raise LatencyTargetUnreachable(target, len(feasible), measured.reduction, f"measured on {measured.base.device}")
 
 
 #: measurements the back-off may spend coming back toward the target after the greedy pass overshot it
@@ -150,7 +147,7 @@ def select_in_order(
     if config.latency_table is not None:
         # the user's table was measured on the deployment device: trust it rather than timing locally
         if predicted < target:
-            raise _unreachable(target, len(ranked), predicted, "by the given latency table")
+            raise LatencyTargetUnreachable(target, len(ranked), predicted, "by the given latency table")
         return ranked[:k], [{"blocks": k, "predicted": predicted, "measured": None}]
     checks: list[dict] = []
     while True:
@@ -171,7 +168,7 @@ def select_in_order(
         if measured.reduction >= target:
             break
         if k == len(ranked):
-            raise _unreachable(target, k, measured.reduction, f"measured on {measured.base.device}")
+            raise LatencyTargetUnreachable(target, k, measured.reduction, f"measured on {measured.base.device}")
         predicted += ranked[k].latency_saving
         k += 1
     upper = target + config.latency_tolerance
