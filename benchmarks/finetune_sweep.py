@@ -3,10 +3,12 @@
     python benchmarks/finetune_sweep.py timm-mobilenetv2 --runs sgd:0.01:500 sgd:0.001:500 adamw:1e-4:500 \
         adamw:3e-4:500 adamw:1e-4:1000 adamw:1e-3:1000:features+kd:mixup
 
-Compresses `benchmarks/teachers/NAME` at one latency target from 500 seeded Fashion-MNIST train images (seed 0)
-with each `optimizer:lr:iterations[:objective[:options]]` (options: `bn`, `flip`, `crop`, `mixup`, joined by `+`), sharing one work dir (so the scan and the latency shares are measured once
-and every run drops the same blocks; a finished finetune is reused), and reports top-1 on the 10,000 test
-images. Writes results/finetune_sweep_NAME.{json,md}. Needs Debian's `dataset-fashion-mnist`.
+Compresses `benchmarks/teachers/NAME` (or, for a family without one, the teacher `benchmarks/families.py` trained
+and cached) at one latency target from 500 seeded Fashion-MNIST train images (seed 0) with each
+`optimizer:lr:iterations[:objective[:options]]` (options: `bn`, `flip`, `crop`, `mixup`, joined by `+`), sharing
+one work dir (so the scan and the latency shares are measured once and every run drops the same blocks; a finished
+finetune is reused), and reports top-1 on the 10,000 test images. Writes results/finetune_sweep_NAME.{json,md}.
+Needs Debian's `dataset-fashion-mnist`.
 """
 
 from __future__ import annotations
@@ -123,7 +125,13 @@ def main() -> int:
         return 0
     folder = TEACHERS / args.name
     if not (folder / "teacher_metrics.json").exists():
-        p.error(f"no committed teacher `{folder}`; train it with benchmarks/train_teacher.py {args.name}")
+        # a teacher benchmarks/families.py trained and cached (the families without a committed one)
+        folder = Path(args.cache) / args.name / "teacher"
+        if not (folder / "config.json").exists():
+            p.error(
+                f"no teacher `{args.name}`: neither committed under {TEACHERS / args.name} (benchmarks/train_teacher.py"
+                f" {args.name}) nor cached under {folder} (python benchmarks/families.py --families {args.name})"
+            )
     command = f"python benchmarks/finetune_sweep.py {args.name} --runs " + " ".join(run_name(*r) for r in args.runs)
     command += "".join(
         f" --{k.replace('_', '-')} {getattr(args, k)}"

@@ -22,6 +22,7 @@ steps, cached under `benchmarks/cache/families/NAME`, as the benchmark caches it
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -121,12 +122,36 @@ def speed(teacher, family, images, targets, config: ScanConfig) -> dict:
     }
 
 
-def tau_study(teacher, family, images, targets, config: ScanConfig, counts: list[int], latency: LatencyConfig) -> dict:
+def tau_study(
+    teacher,
+    family,
+    images,
+    targets,
+    config: ScanConfig,
+    counts: list[int],
+    latency: LatencyConfig,
+    reference: dict | None = None,
+) -> dict:
+    """The scan at each count of `counts`; the largest count is the reference, unless `reference` (an earlier
+    result of this study on the same teacher and scan settings) gives its reference rows: the scan is seeded, so
+    they are what a rerun would give, and their scores are recomputed with this run's latency shares."""
     blocks = family.candidates(teacher)
     shares, _ = block_latency_table(teacher, family, blocks, input_size=latency.input_size, config=latency)
     cuts = CutCache(teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20)
     table: dict[int, list[dict]] = {}
+    if reference is not None:
+        ref = reference["reference"]
+        old = reference["table"][str(ref)]
+        if [r["block"] for r in old[:-1]] != [b.path for b in blocks]:
+            raise ValueError("the reference result scanned other candidates: not the same teacher")
+        table[ref] = [
+            {**r, "share": shares[r["block"]], "score": r["recoverability"] / shares[r["block"]]} for r in old[:-1]
+        ] + [old[-1]]
+        counts = sorted({n for n in counts if n != ref} | {ref})
+        print(f"{ref:5d} steps: reused from the reference result ({old[-1]['seconds']:.1f}s then)", flush=True)
     for n in counts:
+        if n in table:
+            continue
         cfg = ScanConfig(**{**config.__dict__, "iterations": n})
         began = time.perf_counter()
         rows = [score_block(teacher, family, b, images, targets, config=cfg, cut=cuts.for_block(b)) for b in blocks]
@@ -174,6 +199,11 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--suffix", default="", help="appended to the results' file name")
+    p.add_argument(
+        "--reference-from",
+        default=None,
+        help="an earlier scan_tau json of this teacher whose largest step count is reused as the reference (not rerun)",
+    )
     args = p.parse_args()
     if not fmnist.available():
         print("skipped: needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
@@ -199,7 +229,18 @@ def main() -> int:
     out = Path(args.results)
     if args.tau:
         counts = sorted(set(args.tau))
-        doc.update(tau_study(teacher, family, images, targets, config, counts, LatencyConfig(input_size=(3, 32, 32))))
+        reference = None
+        if args.reference_from:
+            reference = json.loads(Path(args.reference_from).read_text())
+            same = {k: v for k, v in reference["scan"].items() if k != "iterations"}
+            if reference["teacher"] != label or same != {k: v for k, v in config.__dict__.items() if k != "iterations"}:
+                p.error(f"{args.reference_from} is a study of another teacher or other scan settings; rerun its count")
+            doc["reference_from"] = args.reference_from
+        doc.update(
+            tau_study(
+                teacher, family, images, targets, config, counts, LatencyConfig(input_size=(3, 32, 32)), reference
+            )
+        )
         name = f"scan_tau_{label}" + (f"_{args.suffix}" if args.suffix else "")
         lines = [
             f"# How many adaptor steps the scan's ranking needs: {label}",
@@ -207,6 +248,13 @@ def main() -> int:
             f"{len(images)} tiny-set images, scan defaults except the steps; Kendall tau of each ranking against the "
             f"ranking at {doc['reference']} steps (by score = recoverability / latency share, shares measured once; "
             "and by recoverability alone). *Lowered*: candidates whose adaptor training lowered the feature error.",
+            *(
+                [
+                    f"The {doc['reference']}-step reference rows (and their wall time) are reused from `{doc['reference_from']}`."
+                ]
+                if doc.get("reference_from")
+                else []
+            ),
             "",
             "| adaptor steps | scan wall time | tau (score) | tau (recoverability) | lowered |",
             "| ---: | ---: | ---: | ---: | ---: |",
