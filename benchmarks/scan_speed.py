@@ -3,6 +3,7 @@
     python benchmarks/scan_speed.py                          # resnet34-fmnist: full forward vs from the stage
     python benchmarks/scan_speed.py --tau 25 50 100 200 1000 # ranking at each step count against the last
     python benchmarks/scan_speed.py --teacher timm-vit --tau 25 50 100 200 1000
+    python benchmarks/scan_speed.py --summary                # every tau study, with near-ties, in one table
 
 Speed: every candidate is scored twice back to back, once with every step run from the image (before) and
 once from the teacher's cached input where the candidate's changes begin (after; `ScanConfig.stage_cache_mb`),
@@ -61,12 +62,15 @@ def load_teacher(name: str):
     return load_native(folder / "teacher", library), name
 
 
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b of two scorings of the same items."""
+def kendall_tau(a: list[float], b: list[float], tie: float = 0.0) -> float:
+    """Kendall's tau-b of two scorings of the same items; with `tie` > 0, two items whose `b` scores differ by less
+    than that fraction of the larger count as tied in `b` (a near-tie the reference cannot order either)."""
     n, concordant, discordant, ties_a, ties_b = len(a), 0, 0, 0, 0
     for i in range(n):
         for j in range(i + 1, n):
             da, db = a[i] - a[j], b[i] - b[j]
+            if db != 0 and abs(db) < tie * max(abs(b[i]), abs(b[j])):
+                db = 0.0
             if da == 0 and db == 0:
                 continue
             if da == 0:
@@ -191,6 +195,57 @@ def tau_study(
     return {"reference": ref, "summary": summary, "table": {str(k): v for k, v in table.items()}}
 
 
+def discordant_pairs(rows: list[dict], ref_rows: list[dict]) -> list[tuple[str, str, float]]:
+    """Pairs ordered one way by `rows`' scores and the other by the reference's, with the reference's relative gap."""
+    s = {r["block"]: r["score"] for r in rows}
+    ref = {r["block"]: r["score"] for r in ref_rows}
+    order = sorted(ref, key=ref.get)
+    return [
+        (a, b, 1 - ref[a] / ref[b]) for i, a in enumerate(order) for b in order[i + 1 :] if s[a] > s[b] and ref[b] > 0
+    ]
+
+
+def summary(results: Path, tie: float) -> list[str]:
+    """Every tau study under `results`, with the near-tie reading, and the cheapest step count that reaches 0.9 on
+    every teacher both ways."""
+    lines = [
+        "# How many adaptor steps the scan's ranking needs, every teacher",
+        "",
+        f"From every `scan_tau_*.json` (`python benchmarks/scan_speed.py --summary`). *Near-tie tau*: pairs whose "
+        f"reference scores differ by less than {100 * tie:.0f}% count as tied (the reference cannot order them "
+        "either). *Discordant*: pairs the count orders the other way from the reference, with the reference's gap.",
+        "",
+        "| teacher | steps | scan wall time | tau (score) | near-tie tau | discordant pairs (reference gap) | file |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    best: dict[str, dict[int, tuple[float, float]]] = {}
+    for path in sorted(results.glob("scan_tau_*.json")):
+        doc = json.loads(path.read_text())
+        ref_rows = doc["table"][str(doc["reference"])][:-1]
+        for n, rows in sorted(doc["table"].items(), key=lambda kv: int(kv[0])):
+            if int(n) == doc["reference"]:
+                continue
+            rows, seconds = rows[:-1], rows[-1]["seconds"]
+            strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
+            loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
+            pairs = discordant_pairs(rows, ref_rows)
+            best.setdefault(doc["teacher"], {})[int(n)] = (strict, loose)
+            lines.append(
+                f"| {doc['teacher']} | {n} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
+                + (", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none")
+                + f" | `{path.name}` |"
+            )
+    counts = sorted({n for per in best.values() for n in per})
+    lines.append("")
+    for k, name in ((0, "tau"), (1, "near-tie tau")):
+        enough = [n for n in counts if all(n in per and per[n][k] >= 0.9 for per in best.values())]
+        lines.append(
+            f"- Cheapest step count with {name} >= 0.9 on every teacher ({', '.join(sorted(best))}): "
+            + (f"**{enough[0]}**." if enough else "none below the reference.")
+        )
+    return lines
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="resnet34")
@@ -204,7 +259,18 @@ def main() -> int:
         default=None,
         help="an earlier scan_tau json of this teacher whose largest step count is reused as the reference (not rerun)",
     )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="only summarise every scan_tau_*.json under --results into scan_tau_summary.md (no scan)",
+    )
+    p.add_argument("--tie", type=float, default=0.02, help="near-tie tolerance of the summary (relative)")
     args = p.parse_args()
+    if args.summary:
+        lines = summary(Path(args.results), args.tie)
+        (Path(args.results) / "scan_tau_summary.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
     if not fmnist.available():
         print("skipped: needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
         return 0
