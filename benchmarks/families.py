@@ -336,8 +336,7 @@ def write_markdown(path: Path, records: list[dict]) -> None:
     lines += [
         f"- {r['family']} at {100 * r['latency_target']:.0f}%: {r['finetune']['iterations']} steps, "
         f"{r['finetune']['optimizer']} lr {r['finetune']['lr']:g}"
-        + (f", {r['finetune']['objective']}" if r["finetune"].get("objective", "features") != "features" else "")
-        + (f", {r['finetune']['augmentation']}" if r["finetune"].get("augmentation", "none") != "none" else "")
+        + f", {r['finetune'].get('objective', 'features')}, augmentation {r['finetune'].get('augmentation', 'none')}"
         if "finetune" in r
         else f"- {r['family']} at {100 * r['latency_target']:.0f}%: not run"
         for r in records
@@ -424,12 +423,14 @@ def write_markdown(path: Path, records: list[dict]) -> None:
 
 def finetune_text(finetune: dict) -> str:
     """What the finetune of a row departed from: the library's defaults (its family's optimizer at its usual rate,
-    feature mimicking, no augmentation) are left out."""
+    features+kd on mixup images) are left out; a row from before those defaults names its objective."""
     usual_lr = {"sgd": 0.01, "adamw": 1e-4}.get(finetune["optimizer"])
     extras = [f"lr {finetune['lr']:g}"] if finetune["lr"] != usual_lr else []
-    extras += [
-        finetune[k] for k in ("objective", "augmentation") if finetune.get(k, "features") not in ("features", "none")
-    ]
+    objective, augmentation = finetune.get("objective", "features"), finetune.get("augmentation", "none")
+    if objective != "features+kd":
+        extras.append(objective)
+    if augmentation != "mixup":
+        extras.append(f"augmentation {augmentation}")
     return ", ".join([f"{finetune['iterations']} steps", *extras])
 
 
@@ -467,16 +468,21 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, default=1500, help="teacher training steps (batch 128)")
     p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
-    p.add_argument("--iterations", type=int, default=500, help="mimic finetune steps")
+    p.add_argument(
+        "--iterations", type=int, default=FinetuneConfig.iterations, help="mimic finetune steps (the library default)"
+    )
     p.add_argument(
         "--objective",
         default=FinetuneConfig.objective,
-        choices=("features", "kd", "features+kd", "features+stages"),
+        choices=("auto", "features", "kd", "features+kd", "features+stages"),
         help="mimic finetune objective",
     )
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
     p.add_argument(
-        "--augmentation", default="none", choices=("none", "flip", "crop", "mixup"), help="finetune augmentation"
+        "--augmentation",
+        default=FinetuneConfig.augmentation,
+        choices=("auto", "none", "flip", "crop", "mixup"),
+        help="finetune augmentation",
     )
     p.add_argument(
         "--no-closest-reachable",

@@ -6,9 +6,9 @@
 Compresses `benchmarks/teachers/NAME` (or, for a family without one, the teacher `benchmarks/families.py` trained
 and cached) at one latency target from 500 seeded Fashion-MNIST train images (seed 0) with each
 `optimizer:lr:iterations[:objective[:options]]` (options: `bn`, `flip`, `crop`, `mixup`, joined by `+`), sharing
-one work dir (so the scan and the latency shares are measured once and every run drops the same blocks; a finished
-finetune is reused), and reports top-1 on the 10,000 test images. Writes results/finetune_sweep_NAME.{json,md}.
-Needs Debian's `dataset-fashion-mnist`.
+one work dir (so the scan and the latency shares are measured once; a finished finetune is reused); every run drops
+the blocks the first run's selection chose. Reports top-1 on the 10,000 test images and writes
+results/finetune_sweep_NAME.{json,md}. Needs Debian's `dataset-fashion-mnist`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,21 @@ from hf_practise.provenance import machine, model_fingerprint  # noqa: E402
 
 OPTIONS = ("bn", "flip", "crop", "mixup")
 AUGMENTATIONS = ("flip", "crop", "mixup")
+
+
+class SameBlocks(PractiseCompressor):
+    """A compressor whose selection is made once, by the first run of the sweep, and kept for every later run: the
+    selection times the pruned model, and a timing that moves (a busy machine) can change the blocks between runs."""
+
+    chosen: list[str] | None = None
+    checks: list[dict] | None = None
+
+    def select(self, rows, **kwargs):
+        if SameBlocks.chosen is None:
+            chosen, checks = super().select(rows, **kwargs)
+            SameBlocks.chosen, SameBlocks.checks = [r.block for r in chosen], checks
+        by_block = {r.block: r for r in rows}
+        return [by_block[b] for b in SameBlocks.chosen], SameBlocks.checks
 
 
 def parse_run(text: str) -> tuple[str, float, int, str, bool, str]:
@@ -163,7 +178,7 @@ def main() -> int:
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=(3, 32, 32)),
         )
         start = time.perf_counter()
-        result = PractiseCompressor(teacher, config).compress(tiny, test)
+        result = SameBlocks(teacher, config).compress(tiny, test)
         row = {
             "optimizer": optimizer,
             "lr": lr,

@@ -120,17 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--augmentation",
-        choices=["none", "timm", "flip", "crop", "mixup"],
+        choices=["auto", "none", "timm", "flip", "crop", "mixup"],
         default=FinetuneConfig.augmentation,
-        help="finetune augmentation: timm = the model's own training transform (needs the original images); flip / crop / "
+        help="finetune augmentation (auto: mixup, or none with --objective ce): timm = the model's own training transform (needs the original images); flip / crop / "
         "mixup = mirrored / mirrored and shifted / blended tiny-set images, the teacher's features of them as targets "
         "(no labels needed)",
     )
     p.add_argument(
         "--objective",
-        choices=["features", "kd", "ce", "features+kd", "features+stages"],
+        choices=["auto", "features", "kd", "ce", "features+kd", "features+stages"],
         default=FinetuneConfig.objective,
-        help="finetune loss: features = MSE on pre-pooling features (PRACTISE, no labels needed); kd = KL to the "
+        help="finetune loss (auto: features+kd, or features for a model without a classifier): features = MSE on pre-pooling features (PRACTISE, no labels needed); kd = KL to the "
         "teacher's logits; ce = cross-entropy on the tiny set's labels; features+kd = the feature MSE relative to "
         "the teacher features' mean square plus the KL; features+stages = the relative MSE of the features and of "
         "every stage's output",

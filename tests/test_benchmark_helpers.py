@@ -50,11 +50,16 @@ def test_an_unreachable_target_falls_back_under_the_most_the_family_saves():
 
 
 def test_a_row_says_which_finetune_settings_departed_from_the_defaults():
-    usual = {"optimizer": "sgd", "lr": 0.01, "iterations": 500, "objective": "features", "augmentation": "none"}
+    usual = {"optimizer": "sgd", "lr": 0.01, "iterations": 500, "objective": "features+kd", "augmentation": "mixup"}
     assert families.finetune_text(usual) == "500 steps"
     tuned = {"optimizer": "adamw", "lr": 1e-3, "iterations": 1000, "objective": "features+kd", "augmentation": "mixup"}
-    assert families.finetune_text(tuned) == "1000 steps, lr 0.001, features+kd, mixup"
-    assert families.finetune_text({"optimizer": "adamw", "lr": 1e-4, "iterations": 500}) == "500 steps"  # old records
+    assert families.finetune_text(tuned) == "1000 steps, lr 0.001"
+    paper = {"optimizer": "adamw", "lr": 1e-4, "iterations": 500, "objective": "features", "augmentation": "none"}
+    assert families.finetune_text(paper) == "500 steps, features, augmentation none"
+    # records from before the keys existed ran the paper's objective without augmentation
+    assert families.finetune_text({"optimizer": "adamw", "lr": 1e-4, "iterations": 500}) == (
+        "500 steps, features, augmentation none"
+    )
 
 
 def test_a_rerun_replaces_its_rows_where_they_stood():

@@ -180,14 +180,15 @@ def test_scan_resumes_from_work_dir(tmp_path, tensors):
 def _finetune(
     teacher, family, tensors, work_dir, *, optimizer="sgd", iterations=6, fail_at=None, monkeypatch=None, **extra
 ):
-    """mimic_finetune of a fixed pruned student; with `fail_at`, the run is killed when that step's loss is taken."""
+    """mimic_finetune of a fixed pruned student (the default objective and augmentation unless `extra` sets them);
+    with `fail_at`, the run is killed when that step's loss is checked."""
     from accelerate import Accelerator
 
     import hf_practise.mimic as mimic
     from hf_practise.recoverability import build_pruned
 
     if fail_at is not None:
-        calls, real = [], mimic._loss
+        calls, real = [], mimic.check_finite
 
         def dying(*args, **kwargs):
             calls.append(1)
@@ -195,7 +196,7 @@ def _finetune(
                 raise KeyboardInterrupt("killed")
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(mimic, "_loss", dying)
+        monkeypatch.setattr(mimic, "check_finite", dying)
     ft = FinetuneConfig(
         iterations=iterations, batch_size=8, checkpoint_every=2, optimizer=optimizer, **{"lr": 1e-3, **extra}
     )
@@ -205,7 +206,7 @@ def _finetune(
         student, teacher, family, tensors, config=ft, accelerator=Accelerator(), work_dir=work_dir, log_every=1
     )
     if fail_at is not None:
-        monkeypatch.setattr(mimic, "_loss", real)
+        monkeypatch.setattr(mimic, "check_finite", real)
     return student, res
 
 
@@ -269,7 +270,9 @@ def test_finetune_objectives_reduce_their_loss(tensors, objective):
     family = PractiseCompressor(teacher, fast_config()).family
     student = build_pruned(teacher, family, family.candidates(teacher)[:2])
     labels = torch.arange(len(tensors)) % 5
-    ft = FinetuneConfig(iterations=30, batch_size=8, lr=1e-3, optimizer="adamw", objective=objective)
+    ft = FinetuneConfig(
+        iterations=30, batch_size=8, lr=1e-3, optimizer="adamw", objective=objective, augmentation="none"
+    )
     res = mimic_finetune(
         student, teacher, family, tensors, config=ft, accelerator=Accelerator(), labels=labels, log_every=10
     )
@@ -430,6 +433,21 @@ def test_finetune_on_augmented_batches_reduces_the_loss(tensors, augmentation):
     ft = FinetuneConfig(iterations=30, batch_size=8, lr=1e-3, optimizer="adamw", augmentation=augmentation)
     res = mimic_finetune(student, teacher, family, tensors, config=ft, accelerator=Accelerator(), log_every=10)
     assert res.losses[-1] < res.losses[0]
+
+
+def test_auto_finetune_is_features_and_kd_on_mixup_unless_labels_or_logits_are_missing():
+    teacher = tiny_resnet("resnet18")
+    family = PractiseCompressor(teacher, fast_config()).family
+    auto = FinetuneConfig().resolved(family, teacher)
+    assert (auto.objective, auto.augmentation, auto.optimizer, auto.lr) == ("features+kd", "mixup", "sgd", 0.01)
+    # blended images have no labels: the ce objective trains on the images as they are
+    assert FinetuneConfig(objective="ce").resolved(family, teacher).augmentation == "none"
+    assert FinetuneConfig(augmentation="flip").resolved(family, teacher).augmentation == "flip"
+    # a backbone without a classifier has no logits to distil
+    headless = tiny_resnet("resnet18", num_classes=0)
+    assert FinetuneConfig().resolved(family, headless).objective == "features"
+    comp = PractiseCompressor(tiny_resnet("resnet18"), fast_config())
+    assert (comp.config.finetune.objective, comp.config.finetune.augmentation) == ("features+kd", "mixup")
 
 
 def test_mixup_with_label_loss_is_refused():

@@ -84,6 +84,15 @@ def test_found_structurally_and_candidates_keep_their_shape(model_id, x):
     assert len(ins) == len(outs) == len(cands) and all(ins[r] == outs[r] for r in cands)
 
 
+def test_the_head_of_the_features_gives_the_logits(model_id, x):
+    # the default finetune distils the logits the student computes from its own features (objective features+kd)
+    model = tiny_model(model_id).eval()
+    family = get_family(model)
+    with torch.no_grad():
+        torch.testing.assert_close(family.forward_head(model, family.forward_features(model, x)), logits(model, x))
+    assert any(True for _ in family.classifier(model).parameters())
+
+
 def test_identity_adaptors_then_exact_fold(model_id, x):
     model = tiny_model(model_id)
     family = get_family(model)

@@ -31,6 +31,15 @@ OBJECTIVES = {
 }
 TOP1_PNG = "top1_vs_latency.png"
 #: what each objective does with the classifier: only feature mimicking leaves the head out of training
+AUGMENTATIONS = {
+    "none": "the tiny set's images as they are",
+    "timm": "the tiny set's images through the model's own training transform",
+    "flip": "the tiny set's images, half of each batch mirrored",
+    "crop": "the tiny set's images mirrored and shifted by up to 1/8 of their side",
+    "mixup": "the tiny set's images mirrored and blended in pairs (mixup; the teacher's outputs of the blends as "
+    "targets)",
+}
+
 CLASSIFIER = {
     "features": "classifier frozen",
     "kd": "classifier trained with the rest",
@@ -267,6 +276,7 @@ def render_model_card(
         finetune_lr=cfg.finetune.lr,
         finetune_schedule=cfg.finetune.schedule,
         finetune_objective=OBJECTIVES[cfg.finetune.objective].format(t=cfg.finetune.kd_temperature),
+        finetune_augmentation=AUGMENTATIONS[cfg.finetune.augmentation],
         classifier=CLASSIFIER[cfg.finetune.objective],
         resume_note=result.resume_note(),
         target=target,

@@ -101,7 +101,7 @@ class PractiseCompressor:
         if config.latency_table is None:
             require_backend(config.latency.backend)  # before any work: a missing runtime names its extra
         # "auto" optimizer and learning rate become the family's, so the report and card show what ran
-        self.config = dataclasses.replace(config, finetune=config.finetune.resolved(self.family))
+        self.config = dataclasses.replace(config, finetune=config.finetune.resolved(self.family, model))
         self.accelerator = accelerator or Accelerator()
         self.model = model.to(self.accelerator.device).eval()
         for p in self.model.parameters():

@@ -70,17 +70,20 @@ class FinetuneConfig:
     schedule: Literal["cosine", "constant"] = "cosine"  # learning-rate schedule after warm-up
     warmup_iterations: int = 0  # linear warm-up steps
     adaptor_init: Literal["scan", "identity"] = "scan"  # start from the scan's trained adaptors, or from identity
-    augmentation: Literal["none", "timm", "flip", "crop", "mixup"] = "none"  # "timm": the model's own training
-    # transform from its config (needs the original images); on the preprocessed tiny set, no labels needed: "flip"
-    # mirrors half of each batch, "crop" also shifts each image by up to 1/8 of its side (reflect padding), "mixup"
-    # flips and blends each image with another of the batch (weight ~ Beta(1, 1)); the teacher's features of the
-    # augmented batch are the targets
+    augmentation: Literal["auto", "none", "timm", "flip", "crop", "mixup"] = "auto"  # auto: "mixup", or "none" for
+    # the ce objective (blended images have no label); "timm": the model's own training transform from its config
+    # (needs the original images); on the preprocessed tiny set, no labels needed: "flip" mirrors half of each
+    # batch, "crop" also shifts each image by up to 1/8 of its side (reflect padding), "mixup" flips and blends each
+    # image with another of the batch (weight ~ Beta(1, 1)); the teacher's features of the augmented batch are the
+    # targets
     train_norm_stats: bool = False  # update BatchNorm running statistics (False keeps the teacher's)
-    objective: Literal["features", "kd", "ce", "features+kd", "features+stages"] = "features"  # features: MSE on
-    # pre-pooling features (PRACTISE); kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels
-    # (the baselines of the paper); features+kd: the feature MSE relative to the teacher features' mean square,
-    # plus the KL (both scale-free: no weight to tune); features+stages: the relative MSE of the pre-pooling
-    # features and of every stage's output, averaged
+    objective: Literal["auto", "features", "kd", "ce", "features+kd", "features+stages"] = "auto"  # auto:
+    # "features+kd", or "features" for a model without a classifier; features: MSE on pre-pooling features (the
+    # paper's PRACTISE); kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels (the baselines
+    # of the paper); features+kd: the feature MSE relative to the teacher features' mean square, plus the KL (both
+    # scale-free: no weight to tune); features+stages: the relative MSE of the pre-pooling features and of every
+    # stage's output, averaged. The defaults come from benchmarks/results (resnet34 compare, 3 seeds, and the
+    # families rows)
     holdout: int = 0  # tiny-set images held out of the finetune: every `holdout_every` steps the student's feature
     # error on them (against the teacher's features, no labels) is measured, and the weights of the step where it
     # was lowest are kept (0: train on every image, keep the last weights)
@@ -99,7 +102,7 @@ class FinetuneConfig:
         _choice("finetune.schedule", self.schedule, ("cosine", "constant"))
         _positive("finetune.warmup_iterations", self.warmup_iterations, None, allow_zero=True, integer=True)
         _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
-        _choice("finetune.augmentation", self.augmentation, ("none", "timm", "flip", "crop", "mixup"))
+        _choice("finetune.augmentation", self.augmentation, ("auto", "none", "timm", "flip", "crop", "mixup"))
         _positive("finetune.holdout", self.holdout, "--holdout", allow_zero=True, integer=True)
         _positive("finetune.holdout_every", self.holdout_every, None, integer=True)
         if self.augmentation == "mixup" and self.objective == "ce":
@@ -107,22 +110,33 @@ class FinetuneConfig:
                 "finetune.augmentation='mixup' blends images, so their labels no longer hold: use it with a label-free "
                 "objective (features, kd, features+kd, features+stages), or --augmentation flip."
             )
-        _choice("finetune.objective", self.objective, ("features", "kd", "ce", "features+kd", "features+stages"))
+        _choice(
+            "finetune.objective", self.objective, ("auto", "features", "kd", "ce", "features+kd", "features+stages")
+        )
         _positive("finetune.kd_temperature", self.kd_temperature, "--kd-temperature")
         _positive(
             "finetune.checkpoint_every", self.checkpoint_every, "--checkpoint-every", allow_zero=True, integer=True
         )
 
-    def resolved(self, family: Any) -> FinetuneConfig:
-        """This config with `optimizer="auto"` and `lr=None` replaced by the family's choice and its learning rate.
+    def resolved(self, family: Any, model: Any = None) -> FinetuneConfig:
+        """This config with every "auto" (and `lr=None`) replaced by what runs for this family and model.
 
         A BatchNorm ResNet takes SGD at 0.01; a LayerNorm network (ViT, ConvNeXt) is ruined by that and takes
-        AdamW at 1e-4 (measured in benchmarks/results/families.md)."""
+        AdamW at 1e-4 (measured in benchmarks/results/families.md). The objective is features+kd when `model` has a
+        classifier with weights (a headless backbone has no logits to distil: features), and the augmentation
+        mixup unless the objective needs the images' labels (ce)."""
         optimizer = family.finetune_optimizer if self.optimizer == "auto" else self.optimizer
         if optimizer not in DEFAULT_LR:
             raise ValueError(f"Unknown optimizer `{optimizer}`; choose `auto`, `sgd` or `adamw`.")
         lr = DEFAULT_LR[optimizer] if self.lr is None else self.lr
-        return dataclasses.replace(self, optimizer=optimizer, lr=lr)
+        objective = self.objective
+        if objective == "auto":
+            headless = model is not None and not any(True for _ in family.classifier(model).parameters())
+            objective = "features" if headless else "features+kd"
+        augmentation = self.augmentation
+        if augmentation == "auto":
+            augmentation = "none" if objective == "ce" else "mixup"
+        return dataclasses.replace(self, optimizer=optimizer, lr=lr, objective=objective, augmentation=augmentation)
 
 
 def check_latency_table(table: Any, *, source: str = "the latency table") -> dict[str, float]:

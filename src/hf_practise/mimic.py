@@ -125,9 +125,24 @@ def augment_batch(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tenso
     return x
 
 
-def _relative_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE relative to the target's mean square: terms of different layers and scales are comparable."""
-    return torch.nn.functional.mse_loss(output, target) / target.float().pow(2).mean().clamp_min(1e-12)
+def _relative_mse(output: torch.Tensor, target: torch.Tensor, accelerator=None) -> torch.Tensor:
+    """MSE relative to the target's mean square: terms of different layers and scales are comparable. With several
+    processes the mean square is the global batch's (each process holds an equal share), so N processes take the
+    steps one would."""
+    power = target.detach().float().pow(2).mean()
+    if accelerator is not None and accelerator.num_processes > 1:
+        power = accelerator.reduce(power, reduction="mean")
+    return torch.nn.functional.mse_loss(output, target) / power.clamp_min(1e-12)
+
+
+def _augment_global_batch(x: torch.Tensor, augmentation: str, generator: torch.Generator, accelerator) -> torch.Tensor:
+    """`augment_batch` of the global batch, this process's share of it: a mixup partner or a flipped half is drawn
+    over the whole batch, as one process would draw it (Accelerate deals the global batch out in rank order)."""
+    if accelerator.num_processes == 1:
+        return augment_batch(x, augmentation, generator)
+    whole = accelerator.gather(x.contiguous())
+    start = accelerator.process_index * len(x)
+    return augment_batch(whole, augmentation, generator)[start : start + len(x)]
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -172,7 +187,7 @@ def mimic_finetune(
         log_every: steps per logged loss.
     """
     start = time.perf_counter()
-    config = config.resolved(family)
+    config = config.resolved(family, student)
     objective = config.objective
     for p in student.parameters():
         p.requires_grad_(True)
@@ -327,7 +342,9 @@ def mimic_finetune(
     while step < config.iterations:
         x, t = next(batches)[:2]
         if on_batch:  # a function of (seed, step): a resumed run augments as the uninterrupted one did
-            x = augment_batch(x, config.augmentation, torch.Generator().manual_seed(seed * 1_000_003 + step))
+            x = _augment_global_batch(
+                x, config.augmentation, torch.Generator().manual_seed(seed * 1_000_003 + step), accelerator
+            )
         if (augmented is not None and objective != "ce") or taps is not None or (on_batch and objective != "ce"):
             with torch.no_grad():
                 t = family.forward_features(teacher, x)  # features+kd: its logits are taken from these below
@@ -339,9 +356,11 @@ def mimic_finetune(
             teacher_stages = taps[1].take()
             feats = model(x)
             student_stages = taps[0].take()
-            terms = [_relative_mse(feats, t)]
+            terms = [_relative_mse(feats, t, accelerator)]
             terms += [
-                _relative_mse(student_stages[s], teacher_stages[s]) for s in student_stages if s in teacher_stages
+                _relative_mse(student_stages[s], teacher_stages[s], accelerator)
+                for s in student_stages
+                if s in teacher_stages
             ]
             loss = torch.stack(terms).mean()
         elif objective == "features+kd":
@@ -350,11 +369,8 @@ def mimic_finetune(
             feats = model(x)
             with torch.no_grad():
                 teacher_logits = family.forward_head(teacher, t)
-                power = t.float().pow(2).mean().clamp_min(1e-12)
             logits = family.forward_head(accelerator.unwrap_model(model).model, feats)
-            loss = _loss("features", feats, t, config.kd_temperature) / power + _loss(
-                "kd", logits, teacher_logits, config.kd_temperature
-            )
+            loss = _relative_mse(feats, t, accelerator) + _loss("kd", logits, teacher_logits, config.kd_temperature)
         else:
             loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
         check_finite(loss, phase="finetune", step=step)
