@@ -513,3 +513,28 @@ def test_the_model_card_carries_the_final_latency_note(tensors):
     assert "**Note**" not in str(render_model_card(result))
     result.selection.append({"step": "final", "note": "the final measurement cuts latency by 1.0%"})
     assert "**Note**: The final measurement cuts latency by 1.0%" in str(render_model_card(result))
+
+
+def test_a_finetune_that_diverges_starts_again_at_a_tenth_of_the_rate(tensors, monkeypatch, tmp_path):
+    import hf_practise.mimic as mimic
+
+    calls, real = [], mimic.check_finite
+
+    def nan_once(loss, **kwargs):  # the first run's second step turns non-finite
+        calls.append(1)
+        if len(calls) == 2:
+            loss = loss * float("nan")
+        return real(loss, **kwargs)
+
+    monkeypatch.setattr(mimic, "check_finite", nan_once)
+    result = PractiseCompressor(tiny_resnet("resnet18"), fast_config()).compress(tensors)
+    assert result.finetune.diverged_lrs == [1e-4] and result.config.finetune.lr == pytest.approx(1e-5)
+    assert result.finetune.steps == 3 and "non-finite at lr 0.0001" in result.resume_note()
+    card = (result.save_pretrained(tmp_path / "out") / "README.md").read_text()
+    assert "lr 1e-05" in card and "started again from the scan's adaptors" in card
+    # a run that never stops diverging still fails, after its retries
+    calls.clear()
+    monkeypatch.setattr(mimic, "check_finite", lambda loss, **kw: real(loss * float("nan"), **kw))
+    cfg = fast_config(finetune=FinetuneConfig(iterations=3, batch_size=8, lr=1e-4, retries=1))
+    with pytest.raises(FloatingPointError, match="Non-finite loss"):
+        PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)

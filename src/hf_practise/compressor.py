@@ -393,20 +393,38 @@ class PractiseCompressor:
             chosen, checks = self.select(rows)
             logger.info("dropping %s", ", ".join(r.block for r in chosen))
         with _phase(times, "finetune"):
-            student = self.build_student(chosen)
-            ft = mimic_finetune(
-                student,
-                self.model,
-                family,
-                tiny.images,
-                config=cfg.finetune,
-                accelerator=acc,
-                seed=cfg.seed,
-                targets=targets if cfg.finetune.objective in ("features", "features+kd") else None,
-                labels=tiny.labels,
-                augmented=self._augmented(tiny_set, tiny, image_column, label_column),
-                work_dir=self._finetune_dir(chosen, tiny),
-            )
+            diverged: list[float] = []
+            while True:
+                student = self.build_student(chosen)
+                try:
+                    ft = mimic_finetune(
+                        student,
+                        self.model,
+                        family,
+                        tiny.images,
+                        config=cfg.finetune,
+                        accelerator=acc,
+                        seed=cfg.seed,
+                        targets=targets if cfg.finetune.objective in ("features", "features+kd") else None,
+                        labels=tiny.labels,
+                        augmented=self._augmented(tiny_set, tiny, image_column, label_column),
+                        work_dir=self._finetune_dir(chosen, tiny),
+                    )
+                    break
+                except FloatingPointError as e:
+                    if len(diverged) >= cfg.finetune.retries:
+                        raise
+                    # the run is thrown away (its weights are not finite): again from the scan's adaptors, smaller steps
+                    diverged.append(cfg.finetune.lr)
+                    lr = cfg.finetune.lr / 10
+                    logger.warning(
+                        "finetune: %s Starting again at lr %g (--finetune retries left: %d).",
+                        e,
+                        lr,
+                        cfg.finetune.retries - len(diverged),
+                    )
+                    self.config = cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, lr=lr))
+            ft.diverged_lrs = diverged
             student = acc.unwrap_model(student)
             acc.free_memory()
             if cfg.finetune.recalibrate_norms:

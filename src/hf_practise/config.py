@@ -91,6 +91,8 @@ class FinetuneConfig:
     recalibrate_norms: bool = False  # after the finetune, re-estimate BatchNorm statistics on the tiny set
     kd_temperature: float = 4.0  # softmax temperature of the kd objective
     checkpoint_every: int = 200  # steps between resumable checkpoints when a work_dir is set (0: never)
+    retries: int = 2  # a finetune whose loss turns NaN/inf starts again (from the scan's adaptors) at a tenth of the
+    # rate, up to this many times
 
     def __post_init__(self) -> None:
         _positive("finetune.iterations", self.iterations, "--iterations", allow_zero=True, integer=True)
@@ -117,6 +119,7 @@ class FinetuneConfig:
         _positive(
             "finetune.checkpoint_every", self.checkpoint_every, "--checkpoint-every", allow_zero=True, integer=True
         )
+        _positive("finetune.retries", self.retries, None, allow_zero=True, integer=True)
 
     def resolved(self, family: Any, model: Any = None) -> FinetuneConfig:
         """This config with every "auto" (and `lr=None`) replaced by what runs for this family and model.

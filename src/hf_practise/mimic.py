@@ -41,6 +41,7 @@ class FinetuneResult:
     reused_finished: bool = False  # a finished run's final checkpoint was loaded; no step was trained
     holdout_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out feature MSE)
     best_step: int | None = None  # with a held-out slice: the step whose weights were kept
+    diverged_lrs: list[float] = field(default_factory=list)  # rates whose run hit a non-finite loss, then retried
 
 
 class EpochSampler(Sampler[int]):

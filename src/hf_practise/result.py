@@ -96,6 +96,7 @@ class CompressionResult:
             "finetune_losses": self.finetune.losses if self.finetune else [],
             "finetune_resumed_from": self.finetune.resumed_from if self.finetune else 0,
             "finetune_reused_finished": self.finetune.reused_finished if self.finetune else False,
+            "finetune_diverged_lrs": list(self.finetune.diverged_lrs) if self.finetune else [],
             "finetune_holdout_curve": self.finetune.holdout_curve if self.finetune else [],
             "finetune_best_step": self.finetune.best_step if self.finetune else None,
             "selection": self.selection,
@@ -134,15 +135,26 @@ class CompressionResult:
         return [c["note"] for c in self.selection if c.get("step") == "final" and c.get("note")]
 
     def resume_note(self) -> str | None:
-        """How the finetune was resumed, if it was (for the card and the summary)."""
+        """How the finetune was resumed or rerun, if it was (for the card and the summary)."""
         ft = self.finetune
-        if ft is None or not ft.resumed_from:
+        if ft is None:
             return None
+        notes = []
+        if ft.diverged_lrs:
+            notes.append(
+                "The finetune's loss turned non-finite at lr "
+                + ", then ".join(f"{lr:g}" for lr in ft.diverged_lrs)
+                + f"; the run that counts started again from the scan's adaptors at lr {self.config.finetune.lr:g}."
+            )
         if ft.reused_finished:
-            return (
+            notes.append(
                 f"The finetune was not rerun: its finished checkpoint ({ft.steps} steps) was loaded from the work dir."
             )
-        return f"The finetune was resumed from its checkpoint at step {ft.resumed_from} of {ft.steps} (work dir)."
+        elif ft.resumed_from:
+            notes.append(
+                f"The finetune was resumed from its checkpoint at step {ft.resumed_from} of {ft.steps} (work dir)."
+            )
+        return " ".join(notes) or None
 
     def scan_table(self) -> str:
         """The scan as a markdown table, in forward order."""
