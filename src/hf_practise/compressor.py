@@ -418,7 +418,7 @@ class PractiseCompressor:
                     diverged.append(cfg.finetune.lr)
                     lr = cfg.finetune.lr / 10
                     logger.warning(
-                        "finetune: %s Starting again at lr %g (--finetune retries left: %d).",
+                        "finetune: %s Starting again at lr %g (FinetuneConfig.retries: %d left).",
                         e,
                         lr,
                         cfg.finetune.retries - len(diverged),
