@@ -396,34 +396,54 @@ class Bench:
         cands = {c.path: c for c in self.family.candidates(self.teacher)}
         return build_pruned(self.teacher, self.family, [cands[b] for b in dropped], adaptors=False)
 
-    def remeasure(self, repeats: int) -> None:
-        """Time every finished run's architecture against the teacher again, in one quiet pass.
+    def remeasure(self, repeats: int, *, again: bool = False) -> None:
+        """Time the finished runs' architectures against the teacher again, in one quiet pass.
 
         Latency depends only on structure (dropped blocks, or the filter ratio), not on the finetuned weights,
-        so the numbers of runs made while the machine was busy can be replaced by clean ones.
+        so the numbers of runs made while the machine was busy can be replaced by clean ones. A run already
+        re-timed is left as it is (unless `again`), and lends its figure to every run of the same architecture
+        (a method finetuning practise's blocks takes practise's re-timed latency without timing anything).
         """
-        prune = self.filter_pruner()
+        prune = None  # Torch-Pruning is imported only when a filter run needs timing
         cfg = LatencyConfig(batch_size=64, repeats=repeats)
+        recs = {path: json.loads(path.read_text()) for path in sorted(self.runs.glob("*.json"))}
+
+        def key(rec: dict) -> tuple:
+            return (rec["method"] == "filter", rec.get("filter_ratio"), *sorted(rec["dropped_blocks"]))
+
         # many runs share an architecture (ce/kd reuse practise's blocks; criteria often agree): time each once
-        timed: dict[tuple, object] = {}
-        for path in sorted(self.runs.glob("*.json")):
-            rec = json.loads(path.read_text())
+        timed: dict[tuple, dict] = {}
+        if not again:
+            for rec in recs.values():
+                if rec.get("latency_remeasured"):
+                    timed.setdefault(
+                        key(rec),
+                        {k: rec[k] for k in ("latency_reduction", "latency_ms", "latency_remeasured")},
+                    )
+        for path, rec in recs.items():
+            if rec.get("latency_remeasured") and not again:
+                continue
             if rec["method"] == "filter" and rec.get("filter_ratio") is None:
                 logger.warning("%s has no filter_ratio; rerun it to remeasure", path.name)
                 continue
-            key = (rec["method"] == "filter", rec.get("filter_ratio"), *sorted(rec["dropped_blocks"]))
-            if key not in timed:
+            if key(rec) not in timed:
                 if rec["method"] == "filter":
+                    prune = prune or self.filter_pruner()
                     student = prune(rec["filter_ratio"])
                 else:  # the teacher has no dropped blocks
                     student = self.blocks_removed(rec["dropped_blocks"])
-                timed[key] = compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=cfg)
-            lat = timed[key]
-            logger.info("%s: %.1f%% -> %.1f%%", path.name, 100 * rec["latency_reduction"], 100 * lat.reduction)
+                lat = compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=cfg)
+                timed[key(rec)] = {
+                    "latency_reduction": lat.reduction,
+                    "latency_ms": {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms},
+                    "latency_remeasured": {"repeats": repeats, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
+                }
+            new = timed[key(rec)]
+            logger.info(
+                "%s: %.1f%% -> %.1f%%", path.name, 100 * rec["latency_reduction"], 100 * new["latency_reduction"]
+            )
             rec["latency_reduction_during_run"] = rec.get("latency_reduction_during_run", rec["latency_reduction"])
-            rec["latency_reduction"] = lat.reduction
-            rec["latency_ms"] = {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms}
-            rec["latency_remeasured"] = {"repeats": repeats, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+            rec.update(new)
             write_json(path, rec)
 
     # ---- report --------------------------------------------------------------------------------------
@@ -792,8 +812,10 @@ def main() -> int:
         type=int,
         default=0,
         metavar="REPEATS",
-        help="re-time every finished run against the teacher (REPEATS A/B pairs) on a quiet machine, then report",
+        help="re-time the finished runs not yet re-timed against the teacher (REPEATS A/B pairs) on a quiet machine "
+        "(a run of an architecture already re-timed takes that figure), then report",
     )
+    p.add_argument("--remeasure-all", action="store_true", help="with --remeasure: re-time every run again")
     args = p.parse_args()
     args.command = recorded_command("python benchmarks/compare.py", p, args, paths=("teacher", "results", "cache"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -812,7 +834,7 @@ def main() -> int:
         return 0
     bench = Bench(args)
     if args.remeasure:
-        bench.remeasure(args.remeasure)
+        bench.remeasure(args.remeasure, again=args.remeasure_all)
     elif not args.report:
         total = time.perf_counter()
         for part in args.parts:
