@@ -554,7 +554,7 @@ class Bench:
         """Rewrite the README's table between its markers (only for the repo's own results folder)."""
         if self.out.parent.resolve() == (HERE / "results").resolve():
             update_readme_section(self.name, self.headline(groups, settings))
-            update_readme_section(f"{self.name}-default", self.default_finetune(groups)[4:-1])
+            update_readme_section(f"{self.name}-default", self.default_finetune_table(groups))
 
     def wall_time(self) -> list[str]:
         """Where the time went: one row per finished invocation of a part (from timings.jsonl)."""
@@ -583,6 +583,21 @@ class Bench:
         return out + [""]
 
     def default_finetune(self, groups: dict[tuple, list[dict]]) -> list[str]:
+        """The results page's section on the library's default finetune (see `default_finetune_table`)."""
+        table = self.default_finetune_table(groups)
+        if not table:
+            return []
+        return [
+            f"## The default finetune ({DEFAULT_METHOD}) against the paper's mimicking and logit KD",
+            "",
+            "The same blocks for all three (the practise run's); top-1 loss against the teacher in points, mean over "
+            "seeds; *wins*: seeds where the default is higher.",
+            "",
+            *table,
+            "",
+        ]
+
+    def default_finetune_table(self, groups: dict[tuple, list[dict]]) -> list[str]:
         """The library's default finetune (DEFAULT_METHOD) against the paper's feature mimicking and logit KD on
         the same blocks: mean loss against the teacher and, per seed, whether the default came out higher."""
         settings = sorted(
@@ -592,11 +607,6 @@ class Bench:
             return []
         rivals = ("practise", "kd")
         out = [
-            f"## The default finetune ({DEFAULT_METHOD}) against the paper's mimicking and logit KD",
-            "",
-            "The same blocks for all three (the practise run's); top-1 loss against the teacher in points, mean over "
-            "seeds; *wins*: seeds where the default is higher.",
-            "",
             "| setting | seeds | default | "
             + " | ".join(rivals)
             + " | "
@@ -626,7 +636,7 @@ class Bench:
                 + " | ".join(wins(m) for m in rivals)
                 + " |"
             )
-        return out + [""]
+        return out
 
     def claims(self, groups: dict[tuple, list[dict]]) -> list[str]:
         """The paper's four claims, checked on the runs there are (means over seeds; says which are missing)."""

@@ -23,6 +23,7 @@ from compare import write_json  # noqa: E402
 
 RESULTS = HERE / "results"
 PAPER = ("features", "none", False)
+PATTERN = "finetune_sweep_*_newdefault*.json"
 
 
 def finetune_key(row: dict) -> str:
@@ -72,7 +73,7 @@ def rows_of(sweep: dict) -> list[dict]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--pattern", default="finetune_sweep_*_newdefault*.json")
+    p.add_argument("--pattern", default=PATTERN)
     p.add_argument("--finetune", default="features+kd, mixup", help="the candidate default, as the table names it")
     p.add_argument("--max-loss", type=float, default=0.3, help="points a row may lose")
     args = p.parse_args()
@@ -80,11 +81,11 @@ def main() -> int:
     if not files:
         print(f"no sweeps matching {args.pattern} under {args.results}: run benchmarks/finetune_sweep.py first")
         return 1
+    sweeps = {f.name: json.loads(f.read_text()) for f in files}
     rows, seen, skipped = [], set(), []
-    for f in files:  # a run in two sweeps of one work dir (a finished finetune reused) counts once
-        sweep = json.loads(f.read_text())
+    for name, sweep in sweeps.items():  # a run in two sweeps of one work dir (a finished finetune reused) counts once
         if len({tuple(sorted(r["dropped"])) for r in sweep["rows"]}) > 1:
-            skipped.append(f.name)
+            skipped.append(name)
         for r in rows_of(sweep):
             key = tuple(r[k] for k in ("teacher", "target", "seed", "optimizer", "lr", "iterations", "finetune"))
             if key not in seen:
@@ -134,9 +135,15 @@ def main() -> int:
             "Runs whose blocks differ from the paper's run of their sweep (a re-timed selection, before the sweep kept "
             "the first run's blocks) are left out: " + ", ".join(f"`{n}`" for n in skipped) + ".",
         ]
-    lines += ["", "Sweeps read:", ""] + [f"- `{f.name}`: `{json.loads(f.read_text())['command']}`" for f in files]
+    lines += ["", "Sweeps read:", ""] + [f"- `{name}`: `{sweep['command']}`" for name, sweep in sweeps.items()]
+    machines = sorted({f"{s['machine']['cpu']}, torch {s['machine']['torch']}" for s in sweeps.values()})
+    command = "python benchmarks/default_check.py" + (f" --pattern '{args.pattern}'" if args.pattern != PATTERN else "")
+    lines += ["", f"Command: `{command}`; the sweeps ran on: {'; '.join(machines)}."]
     out = Path(args.results) / "default_check"
-    write_json(out.with_suffix(".json"), {"rows": rows, "files": [f.name for f in files], "max_loss": args.max_loss})
+    write_json(
+        out.with_suffix(".json"),
+        {"rows": rows, "files": list(sweeps), "max_loss": args.max_loss, "command": command, "machines": machines},
+    )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -43,6 +43,7 @@ from hf_practise import (  # noqa: E402
     get_family,
 )
 from hf_practise.backbones import registered_families  # noqa: E402
+from hf_practise.config import DEFAULT_LR  # noqa: E402
 from hf_practise.mimic import evaluate_top1  # noqa: E402
 from hf_practise.native import native_reload_gap  # noqa: E402
 from hf_practise.provenance import machine, model_fingerprint, recorded_command  # noqa: E402
@@ -424,7 +425,7 @@ def write_markdown(path: Path, records: list[dict]) -> None:
 def finetune_text(finetune: dict) -> str:
     """What the finetune of a row departed from: the library's defaults (its family's optimizer at its usual rate,
     features+kd on mixup images) are left out; a row from before those defaults names its objective."""
-    usual_lr = {"sgd": 0.01, "adamw": 1e-4}.get(finetune["optimizer"])
+    usual_lr = DEFAULT_LR.get(finetune["optimizer"])
     extras = [f"lr {finetune['lr']:g}"] if finetune["lr"] != usual_lr else []
     objective, augmentation = finetune.get("objective", "features"), finetune.get("augmentation", "none")
     if objective != "features+kd":

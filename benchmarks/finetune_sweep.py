@@ -34,18 +34,20 @@ AUGMENTATIONS = ("flip", "crop", "mixup")
 
 
 class SameBlocks(PractiseCompressor):
-    """A compressor whose selection is made once, by the first run of the sweep, and kept for every later run: the
-    selection times the pruned model, and a timing that moves (a busy machine) can change the blocks between runs."""
+    """A compressor whose selection is `fixed` once made: the sweep's first run selects and stores its blocks in the
+    dict it shares with the later runs, which drop the same ones (the selection times the pruned model, and a timing
+    that moves, on a busy machine, can change the blocks between runs)."""
 
-    chosen: list[str] | None = None
-    checks: list[dict] | None = None
+    def __init__(self, *args, fixed: dict, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fixed = fixed
 
     def select(self, rows, **kwargs):
-        if SameBlocks.chosen is None:
+        if not self.fixed:
             chosen, checks = super().select(rows, **kwargs)
-            SameBlocks.chosen, SameBlocks.checks = [r.block for r in chosen], checks
+            self.fixed.update(blocks=[r.block for r in chosen], checks=checks)
         by_block = {r.block: r for r in rows}
-        return [by_block[b] for b in SameBlocks.chosen], SameBlocks.checks
+        return [by_block[b] for b in self.fixed["blocks"]], self.fixed["checks"]
 
 
 def parse_run(text: str) -> tuple[str, float, int, str, bool, str]:
@@ -158,7 +160,7 @@ def main() -> int:
     fingerprint = model_fingerprint(teacher)
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
     test = fmnist.load("test")
-    rows = []
+    rows, fixed = [], {}
     for optimizer, lr, iterations, objective, bn, augmentation in args.runs:
         config = CompressionConfig(
             latency_reduction=args.target,
@@ -178,7 +180,7 @@ def main() -> int:
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=(3, 32, 32)),
         )
         start = time.perf_counter()
-        result = SameBlocks(teacher, config).compress(tiny, test)
+        result = SameBlocks(teacher, config, fixed=fixed).compress(tiny, test)
         row = {
             "optimizer": optimizer,
             "lr": lr,

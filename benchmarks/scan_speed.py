@@ -219,8 +219,11 @@ def summary(results: Path, tie: float) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     best: dict[str, dict[int, tuple[float, float]]] = {}
+    machines = set()
     for path in sorted(results.glob("scan_tau_*.json")):
         doc = json.loads(path.read_text())
+        m = doc["machine"]
+        machines.add(f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}")
         ref_rows = doc["table"][str(doc["reference"])][:-1]
         for n, rows in sorted(doc["table"].items(), key=lambda kv: int(kv[0])):
             if int(n) == doc["reference"]:
@@ -243,6 +246,11 @@ def summary(results: Path, tie: float) -> list[str]:
             f"- Cheapest step count with {name} >= 0.9 on every teacher ({', '.join(sorted(best))}): "
             + (f"**{enough[0]}**." if enough else "none below the reference.")
         )
+    lines += [
+        "",
+        f"Command: `python benchmarks/scan_speed.py --summary --tie {tie:g}`; each study's own command is in its .md; "
+        f"they ran on: {'; '.join(sorted(machines))}.",
+    ]
     return lines
 
 

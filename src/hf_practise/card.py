@@ -30,7 +30,7 @@ OBJECTIVES = {
     "mean square), averaged",
 }
 TOP1_PNG = "top1_vs_latency.png"
-#: what each objective does with the classifier: only feature mimicking leaves the head out of training
+#: what the finetune trained on, per augmentation
 AUGMENTATIONS = {
     "none": "the tiny set's images as they are",
     "timm": "the tiny set's images through the model's own training transform",
@@ -39,7 +39,7 @@ AUGMENTATIONS = {
     "mixup": "the tiny set's images mirrored and blended in pairs (mixup; the teacher's outputs of the blends as "
     "targets)",
 }
-
+#: what each objective does with the classifier: only feature mimicking leaves the head out of training
 CLASSIFIER = {
     "features": "classifier frozen",
     "kd": "classifier trained with the rest",

@@ -393,6 +393,8 @@ class PractiseCompressor:
             chosen, checks = self.select(rows)
             logger.info("dropping %s", ", ".join(r.block for r in chosen))
         with _phase(times, "finetune"):
+            augmented = self._augmented(tiny_set, tiny, image_column, label_column)
+            feature_targets = targets if cfg.finetune.objective in ("features", "features+kd") else None
             diverged: list[float] = []
             while True:
                 student = self.build_student(chosen)
@@ -405,9 +407,9 @@ class PractiseCompressor:
                         config=cfg.finetune,
                         accelerator=acc,
                         seed=cfg.seed,
-                        targets=targets if cfg.finetune.objective in ("features", "features+kd") else None,
+                        targets=feature_targets,
                         labels=tiny.labels,
-                        augmented=self._augmented(tiny_set, tiny, image_column, label_column),
+                        augmented=augmented,
                         work_dir=self._finetune_dir(chosen, tiny),
                     )
                     break
