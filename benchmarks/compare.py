@@ -272,7 +272,13 @@ class Bench:
         else:
             if objective == "ce" and tiny.labels is None:
                 raise ValueError(f"{method} needs labels; {kind} has none")
-            chosen = self.practise_blocks(kind, n, seed, target, rows) if method in SAME_BLOCKS else None
+            same = method in SAME_BLOCKS or (method == "practise" and self.args.blocks_from)
+            chosen = self.practise_blocks(kind, n, seed, target, rows) if same else None
+            if same and chosen is None and self.args.blocks_from:
+                raise SystemExit(
+                    f"--blocks-from {self.args.blocks_from} has no practise run of {kind}-{n} seed {seed} at "
+                    f"{100 * target:.0f}%: run that setting there first"
+                )
             if chosen is None:
                 chosen, _ = comp.select_in_order(self.order(method, rows, seed))
             dropped = [r.block for r in chosen]
@@ -327,8 +333,11 @@ class Bench:
         }
 
     def practise_blocks(self, kind: str, n: int, seed: int, target: float, rows) -> list | None:
-        """The blocks the practise run of this setting dropped: ce and kd finetune exactly those."""
+        """The blocks the practise run of this setting dropped: ce and kd finetune exactly those (with
+        --blocks-from, the practise run of that results folder: then practise itself takes them too)."""
         path = self.run_path("practise", kind, n, seed, target)
+        if self.args.blocks_from:
+            path = Path(self.args.blocks_from) / self.name / "runs" / path.name
         if not path.exists():
             return None
         by_name = {r.block: r for r in rows}
@@ -815,6 +824,12 @@ def main() -> int:
     p.add_argument("--filter-search-steps", type=int, default=8)
     p.add_argument("--results", default=str(HERE / "results"))
     p.add_argument("--cache", default=str(HERE / "cache"))
+    p.add_argument(
+        "--blocks-from",
+        default=None,
+        help="an earlier results folder of this teacher: practise and the same-blocks methods drop exactly the "
+        "blocks its practise runs dropped (to rerun them at other finetune settings into another --results)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: seed 0, 100 images, 50%% target, few iterations")
     p.add_argument("--report", action="store_true", help="only rewrite the tables and plot from existing runs")
     p.add_argument(
@@ -827,7 +842,11 @@ def main() -> int:
     )
     p.add_argument("--remeasure-all", action="store_true", help="with --remeasure: re-time every run again")
     args = p.parse_args()
-    args.command = recorded_command("python benchmarks/compare.py", p, args, paths=("teacher", "results", "cache"))
+    args.command = recorded_command(
+        "python benchmarks/compare.py", p, args, paths=("teacher", "results", "cache", "blocks_from")
+    )
+    if args.blocks_from and Path(args.blocks_from).resolve() == Path(args.results).resolve():
+        p.error("--blocks-from must be another folder than --results")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.quick:
         args.parts, args.seeds = ["fmnist100"], [0]

@@ -7,7 +7,7 @@ Compresses `benchmarks/teachers/NAME` (or, for a family without one, the teacher
 and cached) at one latency target from 500 seeded Fashion-MNIST train images (seed 0) with each
 `optimizer:lr:iterations[:objective[:options]]` (options: `bn`, `flip`, `crop`, `mixup`, joined by `+`), sharing
 one work dir (so the scan and the latency shares are measured once; a finished finetune is reused); every run drops
-the blocks the first run's selection chose. Reports top-1 on the 10,000 test images and writes
+the blocks the first run's selection chose (or the `--blocks` given, to rerun the blocks of an earlier row). Reports top-1 on the 10,000 test images and writes
 results/finetune_sweep_NAME.{json,md}. Needs Debian's `dataset-fashion-mnist`.
 """
 
@@ -130,6 +130,13 @@ def main() -> int:
     p.add_argument("--target", type=float, default=0.22)
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--blocks",
+        nargs="+",
+        default=None,
+        help="drop exactly these candidate blocks in every run instead of selecting (e.g. an earlier sweep's or "
+        "families row's blocks; the --target is then only recorded)",
+    )
     p.add_argument("--cache", default=str(HERE / "cache" / "families"))
     p.add_argument("--results", default=str(HERE / "results"))
     p.add_argument(
@@ -150,17 +157,29 @@ def main() -> int:
                 f" {args.name}) nor cached under {folder} (python benchmarks/families.py --families {args.name})"
             )
     command = f"python benchmarks/finetune_sweep.py {args.name} --runs " + " ".join(run_name(*r) for r in args.runs)
-    command += "".join(
-        f" --{k.replace('_', '-')} {getattr(args, k)}"
-        for k in ("target", "num_samples", "seed")
-        if getattr(args, k) != p.get_default(k)
-    ) + "".join(f" --{k} {getattr(args, k)}" for k in ("suffix",) if getattr(args, k))
+    command += (
+        "".join(
+            f" --{k.replace('_', '-')} {getattr(args, k)}"
+            for k in ("target", "num_samples", "seed")
+            if getattr(args, k) != p.get_default(k)
+        )
+        + (" --blocks " + " ".join(args.blocks) if args.blocks else "")
+        + "".join(f" --{k} {getattr(args, k)}" for k in ("suffix",) if getattr(args, k))
+    )
     library = "timm" if args.name.startswith("timm") else "transformers"
     teacher = load_native(folder, library).eval()
     fingerprint = model_fingerprint(teacher)
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed).tensors[0]
     test = fmnist.load("test")
     rows, fixed = [], {}
+    if args.blocks:
+        from hf_practise import get_family
+
+        known = [b.path for b in get_family(teacher).candidates(teacher)]
+        unknown = [b for b in args.blocks if b not in known]
+        if unknown:
+            p.error(f"--blocks {' '.join(unknown)}: not candidates of {args.name} (its candidates: {', '.join(known)})")
+        fixed.update(blocks=list(args.blocks), checks=[])
     for optimizer, lr, iterations, objective, bn, augmentation in args.runs:
         config = CompressionConfig(
             latency_reduction=args.target,

@@ -3,6 +3,8 @@
     python benchmarks/scan_speed.py                          # resnet34-fmnist: full forward vs from the stage
     python benchmarks/scan_speed.py --tau 25 50 100 200 1000 # ranking at each step count against the last
     python benchmarks/scan_speed.py --teacher timm-vit --tau 25 50 100 200 1000
+    python benchmarks/scan_speed.py --teacher timm-vit --replicate benchmarks/results/scan_tau_timm-vit.json --seed 1
+                                                             # the reference again on other batches: its own tau
     python benchmarks/scan_speed.py --summary                # every tau study, with near-ties, in one table
 
 Speed: every candidate is scored twice back to back, once with every step run from the image (before) and
@@ -13,6 +15,11 @@ recoverabilities of each candidate must agree to 1e-5 relative.
 Tau: the scan at each `--tau` step count (default settings otherwise) and the Kendall tau between its ranking
 and the ranking at the largest count, both by score (recoverability / latency share; shares measured once, in
 the same run) and by recoverability alone.
+
+Replicate: the reference count of an earlier tau study again, with the adaptors trained on batches drawn with
+another `--seed` (same images, same settings). Its tau against the study's reference is how far two rankings at
+the reference count agree with each other: a ranking at fewer steps cannot be expected to agree with one
+reference draw better than another reference draw does. Writes `scan_replicate_TEACHER_seedS.{json,md}`.
 
 Teachers: `resnet34` is `../shared/teachers/resnet34-fmnist` (skipped without it); any other name is a teacher
 of `benchmarks/families.py`: committed (`benchmarks/teachers/NAME`) or trained as that benchmark trains it (1,500
@@ -195,6 +202,53 @@ def tau_study(
     return {"reference": ref, "summary": summary, "table": {str(k): v for k, v in table.items()}}
 
 
+def replicate_study(
+    teacher, family, images, targets, config: ScanConfig, reference: dict, seed: int, latency: LatencyConfig
+) -> dict:
+    """The reference count of the tau study `reference` once more, its adaptors trained on batches drawn with `seed`,
+    and the tau between the two rankings (scores of both recomputed with this run's latency shares)."""
+    blocks = family.candidates(teacher)
+    ref = reference["reference"]
+    old = reference["table"][str(ref)][:-1]
+    if [r["block"] for r in old] != [b.path for b in blocks]:
+        raise ValueError("the reference result scanned other candidates: not the same teacher")
+    shares, _ = block_latency_table(teacher, family, blocks, input_size=latency.input_size, config=latency)
+    cuts = CutCache(teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20)
+    cfg = ScanConfig(**{**config.__dict__, "iterations": ref})
+    began = time.perf_counter()
+    rows = []
+    for b in blocks:
+        r = score_block(teacher, family, b, images, targets, config=cfg, cut=cuts.for_block(b), seed=seed)
+        rows.append(
+            {
+                "block": r.block,
+                "initial_error": r.initial_error,
+                "recoverability": r.recoverability,
+                "trained": r.trained,
+                "share": shares[r.block],
+                "score": r.recoverability / shares[r.block] if shares[r.block] > 0 else float("inf"),
+            }
+        )
+        print(
+            f"{r.block:20s} recoverability {r.recoverability:.6g} (reference seed: {old[len(rows) - 1]['recoverability']:.6g})",
+            flush=True,
+        )
+    seconds = time.perf_counter() - began
+    ref_rows = [{**r, "share": shares[r["block"]], "score": r["recoverability"] / shares[r["block"]]} for r in old]
+    return {
+        "reference": ref,
+        "seed": seed,
+        "seconds": seconds,
+        "rows": rows,
+        "reference_rows": ref_rows,
+        "tau_score": kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows]),
+        "tau_recoverability": kendall_tau([r["recoverability"] for r in rows], [r["recoverability"] for r in ref_rows]),
+        "largest_relative_difference": max(
+            abs(a["recoverability"] - b["recoverability"]) / b["recoverability"] for a, b in zip(rows, ref_rows)
+        ),
+    }
+
+
 def discordant_pairs(rows: list[dict], ref_rows: list[dict]) -> list[tuple[str, str, float]]:
     """Pairs ordered one way by `rows`' scores and the other by the reference's, with the reference's relative gap."""
     s = {r["block"]: r["score"] for r in rows}
@@ -206,46 +260,96 @@ def discordant_pairs(rows: list[dict], ref_rows: list[dict]) -> list[tuple[str, 
 
 
 def summary(results: Path, tie: float) -> list[str]:
-    """Every tau study under `results`, with the near-tie reading, and the cheapest step count that reaches 0.9 on
-    every teacher both ways."""
+    """Every tau study under `results`, with the near-tie reading; every replicate of a reference (how well two draws
+    of the reference agree); and, per adaptor rate, the cheapest step count that reaches 0.9 on every teacher, or the
+    reference's own agreement where that is lower."""
+    default_lr = ScanConfig().lr
     lines = [
         "# How many adaptor steps the scan's ranking needs, every teacher",
         "",
-        f"From every `scan_tau_*.json` (`python benchmarks/scan_speed.py --summary`). *Near-tie tau*: pairs whose "
-        f"reference scores differ by less than {100 * tie:.0f}% count as tied (the reference cannot order them "
-        "either). *Discordant*: pairs the count orders the other way from the reference, with the reference's gap.",
+        f"From every `scan_tau_*.json` and `scan_replicate_*.json` (`python benchmarks/scan_speed.py --summary`). "
+        f"*Near-tie tau*: pairs whose reference scores differ by less than {100 * tie:.0f}% count as tied (the "
+        "reference cannot order them either). *Discordant*: pairs the count orders the other way from the reference, "
+        f"with the reference's gap. *Rate*: the adaptors' peak rate of the count (default {default_lr:g}); the "
+        "reference is always the 1,000-step scan at its own rate.",
         "",
-        "| teacher | steps | scan wall time | tau (score) | near-tie tau | discordant pairs (reference gap) | file |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "| teacher | steps | rate | scan wall time | tau (score) | near-tie tau | discordant pairs (reference gap) | file |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    best: dict[str, dict[int, tuple[float, float]]] = {}
+    # rate -> teacher -> steps -> (strict, near-tie)
+    best: dict[float, dict[str, dict[int, tuple[float, float]]]] = {}
     machines = set()
+
+    def pair_text(pairs) -> str:
+        return ", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none"
+
     for path in sorted(results.glob("scan_tau_*.json")):
         doc = json.loads(path.read_text())
         m = doc["machine"]
         machines.add(f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}")
         ref_rows = doc["table"][str(doc["reference"])][:-1]
+        lr = doc["scan"]["lr"]
         for n, rows in sorted(doc["table"].items(), key=lambda kv: int(kv[0])):
             if int(n) == doc["reference"]:
                 continue
             rows, seconds = rows[:-1], rows[-1]["seconds"]
             strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
             loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
-            pairs = discordant_pairs(rows, ref_rows)
-            best.setdefault(doc["teacher"], {})[int(n)] = (strict, loose)
+            best.setdefault(lr, {}).setdefault(doc["teacher"], {})[int(n)] = (strict, loose)
             lines.append(
-                f"| {doc['teacher']} | {n} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
-                + (", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none")
-                + f" | `{path.name}` |"
+                f"| {doc['teacher']} | {n} | {lr:g} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
+                f"{pair_text(discordant_pairs(rows, ref_rows))} | `{path.name}` |"
             )
-    counts = sorted({n for per in best.values() for n in per})
-    lines.append("")
-    for k, name in ((0, "tau"), (1, "near-tie tau")):
-        enough = [n for n in counts if all(n in per and per[n][k] >= 0.9 for per in best.values())]
+    ceiling: dict[str, tuple[float, float]] = {}
+    replicates = sorted(results.glob("scan_replicate_*.json"))
+    if replicates:
+        lines += [
+            "",
+            "The reference drawn twice: the 1,000-step scan again with its adaptors trained on batches drawn with "
+            "another seed. A count cannot be asked to agree with one draw of the reference better than another draw "
+            "does.",
+            "",
+            "| teacher | steps | seeds | wall time | tau (score) | near-tie tau | pairs ordered differently (gap in "
+            "seed 0) | largest recoverability change | file |",
+            "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | --- |",
+        ]
+    for path in replicates:
+        doc = json.loads(path.read_text())
+        m = doc["machine"]
+        machines.add(f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}")
+        rows, ref_rows = doc["rows"], doc["reference_rows"]
+        strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
+        loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
+        low = ceiling.get(doc["teacher"], (1.0, 1.0))
+        ceiling[doc["teacher"]] = (min(low[0], strict), min(low[1], loose))
         lines.append(
-            f"- Cheapest step count with {name} >= 0.9 on every teacher ({', '.join(sorted(best))}): "
-            + (f"**{enough[0]}**." if enough else "none below the reference.")
+            f"| {doc['teacher']} | {doc['reference']} | 0 and {doc['seed']} | {doc['seconds']:.0f} s | {strict:.3f} | "
+            f"{loose:.3f} | {pair_text(discordant_pairs(rows, ref_rows))} | "
+            f"{100 * doc['largest_relative_difference']:.1f}% | `{path.name}` |"
         )
+    lines.append("")
+    for lr in sorted(best, key=lambda r: (r != default_lr, r)):
+        per_teacher = best[lr]
+        counts = sorted({n for per in per_teacher.values() for n in per})
+        where = f"at rate {lr:g}" + (" (the default)" if lr == default_lr else "")
+        teachers = ", ".join(sorted(per_teacher))
+        for k, name in ((0, "tau"), (1, "near-tie tau")):
+            enough = [n for n in counts if all(n in per and per[n][k] >= 0.9 for per in per_teacher.values())]
+            lines.append(
+                f"- {where}: cheapest step count with {name} >= 0.9 on every teacher ({teachers}): "
+                + (f"**{enough[0]}**." if enough else "none below the reference.")
+            )
+            if ceiling:
+
+                def goal(teacher: str) -> float:
+                    return min(0.9, ceiling.get(teacher, (1.0, 1.0))[k])
+
+                capped = [n for n in counts if all(n in per and per[n][k] >= goal(t) for t, per in per_teacher.items())]
+                lines.append(
+                    f"- {where}: cheapest step count with {name} >= 0.9, or >= the reference's own agreement where that "
+                    f"is lower ({', '.join(f'{t} {goal(t):.3f}' for t in sorted(per_teacher))}): "
+                    + (f"**{capped[0]}**." if capped else "none below the reference.")
+                )
     lines += [
         "",
         f"Command: `python benchmarks/scan_speed.py --summary --tie {tie:g}`; each study's own command is in its .md; "
@@ -267,6 +371,19 @@ def main() -> int:
         default=None,
         help="an earlier scan_tau json of this teacher whose largest step count is reused as the reference (not rerun)",
     )
+    p.add_argument(
+        "--replicate",
+        default=None,
+        help="an earlier scan_tau json of this teacher: rerun its reference count with the adaptors' batches drawn "
+        "with --seed, and report the tau between the two (the reference's own agreement)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="the adaptors' peak rate of the counts (default: ScanConfig's; a --reference-from reference keeps its own)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="batch-order seed of --replicate (the studies use 0)")
     p.add_argument(
         "--summary",
         action="store_true",
@@ -291,7 +408,7 @@ def main() -> int:
     teacher.eval()
     family = get_family(teacher)
     images = fmnist.load("train", num_samples=args.images, seed=0).tensors[0]
-    config = ScanConfig()
+    config = ScanConfig(**({"lr": args.lr} if args.lr else {}))
     targets = teacher_features(teacher, family, images, batch_size=config.batch_size)
     command = recorded_command("python benchmarks/scan_speed.py", p, args, secrets=("threads",), paths=("results",))
     doc = {
@@ -301,15 +418,46 @@ def main() -> int:
         "scan": config.__dict__,
     }
     out = Path(args.results)
-    if args.tau:
+    if args.replicate:
+        reference = json.loads(Path(args.replicate).read_text())
+        same = {k: v for k, v in reference["scan"].items() if k != "iterations"}
+        if reference["teacher"] != label or same != {k: v for k, v in config.__dict__.items() if k != "iterations"}:
+            p.error(f"{args.replicate} is a study of another teacher or other scan settings")
+        if args.seed == 0:
+            p.error("--seed 0 is the reference's own seed (the scan is seeded): pick another")
+        doc["replicate_of"] = args.replicate
+        doc.update(
+            replicate_study(
+                teacher, family, images, targets, config, reference, args.seed, LatencyConfig(input_size=(3, 32, 32))
+            )
+        )
+        name = f"scan_replicate_{label}_seed{args.seed}" + (f"_{args.suffix}" if args.suffix else "")
+        pairs = discordant_pairs(doc["rows"], doc["reference_rows"])
+        lines = [
+            f"# The scan's reference ranking, drawn twice: {label}",
+            "",
+            f"{len(images)} tiny-set images, scan defaults at {doc['reference']} adaptor steps, the adaptors' batches "
+            f"drawn with seed {args.seed} here and seed 0 in `{args.replicate}`.",
+            "",
+            f"- Kendall tau between the two: **{doc['tau_score']:.3f}** by score, {doc['tau_recoverability']:.3f} by "
+            "recoverability.",
+            f"- Largest relative difference of a recoverability: {100 * doc['largest_relative_difference']:.1f}%.",
+            "- Pairs the two order differently (gap in the seed-0 reference): "
+            + (", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none")
+            + ".",
+            f"- Wall time: {doc['seconds']:.0f} s.",
+        ]
+    elif args.tau:
         counts = sorted(set(args.tau))
         reference = None
         if args.reference_from:
             reference = json.loads(Path(args.reference_from).read_text())
-            same = {k: v for k, v in reference["scan"].items() if k != "iterations"}
-            if reference["teacher"] != label or same != {k: v for k, v in config.__dict__.items() if k != "iterations"}:
+            free = ("iterations", "lr")  # the reference keeps its own rate: a faster rate must match the same ranking
+            same = {k: v for k, v in reference["scan"].items() if k not in free}
+            if reference["teacher"] != label or same != {k: v for k, v in config.__dict__.items() if k not in free}:
                 p.error(f"{args.reference_from} is a study of another teacher or other scan settings; rerun its count")
             doc["reference_from"] = args.reference_from
+            doc["reference_scan"] = reference.get("reference_scan", reference["scan"])
         doc.update(
             tau_study(
                 teacher, family, images, targets, config, counts, LatencyConfig(input_size=(3, 32, 32)), reference
@@ -319,8 +467,16 @@ def main() -> int:
         lines = [
             f"# How many adaptor steps the scan's ranking needs: {label}",
             "",
-            f"{len(images)} tiny-set images, scan defaults except the steps; Kendall tau of each ranking against the "
-            f"ranking at {doc['reference']} steps (by score = recoverability / latency share, shares measured once; "
+            f"{len(images)} tiny-set images, scan defaults except the steps"
+            + (f" and the adaptors' rate ({config.lr:g})" if args.lr else "")
+            + "; Kendall tau of each ranking against the "
+            f"ranking at {doc['reference']} steps"
+            + (
+                f" (at rate {doc['reference_scan']['lr']:g})"
+                if doc.get("reference_scan", {}).get("lr", config.lr) != config.lr
+                else ""
+            )
+            + " (by score = recoverability / latency share, shares measured once; "
             "and by recoverability alone). *Lowered*: candidates whose adaptor training lowered the feature error.",
             *(
                 [
@@ -371,7 +527,7 @@ def main() -> int:
     write_json(out / f"{name}.json", doc)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0 if args.tau or doc["max_relative_difference"] <= 1e-5 else 1
+    return 0 if args.tau or args.replicate or doc["max_relative_difference"] <= 1e-5 else 1
 
 
 if __name__ == "__main__":

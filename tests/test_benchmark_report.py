@@ -64,6 +64,16 @@ def test_the_plot_has_a_marker_for_every_method(compare, tmp_path):
 
 
 def test_kendall_tau_of_the_scan_step_study():
+    tau = _scan_speed().kendall_tau
+    assert tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    # one swapped pair out of six: (5 - 1) / 6
+    assert tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # tau-b with a tie in one ranking: (5 - 0) / sqrt(6 * 5)
+    assert tau([1, 2, 3, 4], [1, 1, 3, 4]) == pytest.approx(5 / 30**0.5)
+
+
+def _scan_speed():
     spec = importlib.util.spec_from_file_location("bench_scan_speed", COMPARE.parent / "scan_speed.py")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(COMPARE.parent))
@@ -71,10 +81,42 @@ def test_kendall_tau_of_the_scan_step_study():
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(COMPARE.parent))
-    tau = module.kendall_tau
-    assert tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
-    assert tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
-    # one swapped pair out of six: (5 - 1) / 6
-    assert tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
-    # tau-b with a tie in one ranking: (5 - 0) / sqrt(6 * 5)
-    assert tau([1, 2, 3, 4], [1, 1, 3, 4]) == pytest.approx(5 / 30**0.5)
+    return module
+
+
+def test_the_tau_summary_holds_a_count_to_the_references_own_agreement(tmp_path):
+    module = _scan_speed()
+    machine = {"cpu": "Some CPU", "cores": 2, "threads": 1, "torch": "2"}
+
+    def rows(scores):
+        return [{"block": f"b{i}", "recoverability": s, "score": s, "trained": True} for i, s in enumerate(scores)]
+
+    reference = [1.0, 2.0, 3.0, 4.0]
+    at_100 = [1.0, 3.0, 2.0, 4.0]  # b1 / b2 swapped: tau 4/6
+    study = {
+        "teacher": "t",
+        "machine": machine,
+        "scan": {"lr": 1e-3},
+        "reference": 1000,
+        "table": {"100": rows(at_100) + [{"seconds": 1.0}], "1000": rows(reference) + [{"seconds": 9.0}]},
+    }
+    (tmp_path / "scan_tau_t.json").write_text(json.dumps(study))
+    text = "\n".join(module.summary(tmp_path, tie=0.0))
+    assert "with tau >= 0.9 on every teacher (t): none below the reference" in text
+    assert "reference's own agreement" not in text  # no replicate, no ceiling
+
+    # a second draw of the reference that swaps the same pair: the count agrees with it as well as it can
+    replicate = {
+        "teacher": "t",
+        "machine": machine,
+        "reference": 1000,
+        "seed": 1,
+        "seconds": 9.0,
+        "rows": rows([1.0, 3.1, 2.9, 4.0]),
+        "reference_rows": rows(reference),
+        "largest_relative_difference": 0.55,
+    }
+    (tmp_path / "scan_replicate_t_seed1.json").write_text(json.dumps(replicate))
+    text = "\n".join(module.summary(tmp_path, tie=0.0))
+    assert "| t | 1000 | 0 and 1 |" in text and "b1 / b2" in text
+    assert "or >= the reference's own agreement where that is lower (t 0.667): **100**" in text
