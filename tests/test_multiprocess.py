@@ -122,3 +122,41 @@ def test_two_processes_match_one(teacher_dir, tmp_path):
     l2 = reload_in_plain_timm(tmp_path / "two", x, tmp_path)
     torch.testing.assert_close(l2, l1, atol=1e-4, rtol=1e-3)
     assert r1["finetune_losses"] == pytest.approx(r2["finetune_losses"], rel=1e-3)
+
+
+NAN_ON_ONE_RANK = """
+import torch
+from accelerate import Accelerator
+
+from hf_practise.training import check_finite
+
+acc = Accelerator(cpu=True)
+loss = torch.tensor(float("nan") if acc.process_index == 1 else 0.5)
+try:
+    check_finite(loss, phase="finetune", step=3, accelerator=acc)
+except FloatingPointError as e:
+    print(f"rank {acc.process_index} stopped: {e}", flush=True)
+else:
+    print(f"rank {acc.process_index} went on", flush=True)
+acc.end_training()
+"""
+
+
+@pytest.mark.skipif(accelerate_bin() is None, reason="needs the accelerate CLI")
+def test_a_loss_that_is_not_finite_on_one_process_stops_every_process(tmp_path):
+    # a rank that stopped alone would leave the others waiting in the next all-reduce (and the retry would start
+    # on one rank only)
+    script = tmp_path / "nan_on_one_rank.py"
+    script.write_text(NAN_ON_ONE_RANK)
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [accelerate_bin(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+        + ["--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "rank 0 stopped" in run.stdout and "rank 1 stopped" in run.stdout, run.stdout
+    assert "not on another process" in run.stdout and "(nan)" in run.stdout

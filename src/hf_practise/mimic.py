@@ -374,7 +374,7 @@ def mimic_finetune(
             loss = _relative_mse(feats, t, accelerator) + _loss("kd", logits, teacher_logits, config.kd_temperature)
         else:
             loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
-        check_finite(loss, phase="finetune", step=step)
+        check_finite(loss, phase="finetune", step=step, accelerator=accelerator)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,12 +45,21 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, *, iterations: int, warmup
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def check_finite(loss: torch.Tensor, *, phase: str, step: int, block: str | None = None) -> None:
-    """Stop at once, naming the phase (and block), when the loss is NaN or infinite."""
-    if not torch.isfinite(loss).all():
+def check_finite(
+    loss: torch.Tensor, *, phase: str, step: int, block: str | None = None, accelerator: Any | None = None
+) -> None:
+    """Stop at once, naming the phase (and block), when the loss is NaN or infinite.
+
+    With an `accelerator` of several processes the check is collective: every rank stops when any rank's loss is
+    not finite (a rank that stopped alone would leave the others waiting in the gradients' all-reduce)."""
+    finite = torch.isfinite(loss.detach()).all()
+    if accelerator is not None and accelerator.num_processes > 1:
+        finite = accelerator.gather(finite.float().reshape(1)).min() > 0
+    if not finite:
         where = f" for block {block}" if block else ""
+        value = loss.item() if not torch.isfinite(loss.detach()).all() else "finite here, not on another process"
         raise FloatingPointError(
-            f"Non-finite loss ({loss.item()}) in the {phase} phase{where} at step {step}. Lower the learning rate "
+            f"Non-finite loss ({value}) in the {phase} phase{where} at step {step}. Lower the learning rate "
             f"(`{phase}.lr`), or check the tiny set for broken images."
         )
 
