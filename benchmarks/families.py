@@ -277,6 +277,7 @@ def run_family(name: str, args, tiny, test, command: str) -> list[dict]:
                 k: getattr(result.config.finetune, k)
                 for k in ("optimizer", "lr", "iterations", "objective", "augmentation")
             },
+            "scan_iterations": result.config.scan.iterations,
             "selection": result.selection,
             "latency_tolerance": result.config.latency_tolerance,
             "latency_runtime": result.latency.base.runtime(),
@@ -376,16 +377,24 @@ def write_markdown(path: Path, records: list[dict]) -> None:
             "on the tiny-set check)"
             for r in onnx_rows
         ]
-    scans = {r["family"]: r["scan_lowered"] for r in records if "scan_lowered" in r}
+    # rows from before the scan's steps were recorded ran the 100 every family had then
+    scans = {
+        r["family"]: {**r["scan_lowered"], "steps": r.get("scan_iterations", 100)}
+        for r in records
+        if "scan_lowered" in r
+    }
     if scans:
         lines += [
             "",
-            "Scan: candidates whose adaptor training lowered the feature error at the scan's rate / after the "
-            "retries at smaller rates (the others keep identity adaptors, so their recoverability is the initial "
-            "error):",
+            "Scan (adaptor steps per candidate): candidates whose adaptor training lowered the feature error at the "
+            "scan's rate / after the retries at smaller rates (the others keep identity adaptors, so their "
+            "recoverability is the initial error):",
             "",
         ]
-        lines += [f"- {f}: {s['first_rate']} / {s['with_retries']} of {s['candidates']}" for f, s in scans.items()]
+        lines += [
+            f"- {f} ({s['steps']} steps): {s['first_rate']} / {s['with_retries']} of {s['candidates']}"
+            for f, s in scans.items()
+        ]
     lines += ["", "Blocks dropped:", ""]
     lines += [
         f"- {r['family']} at {100 * r['latency_target']:.0f}%: {', '.join(r['dropped'])}"

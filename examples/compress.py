@@ -83,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="finetune steps between checkpoints in --work-dir (0: only the finished one)",
     )
     # scan
-    p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
+    p.add_argument(
+        "--scan-iterations",
+        type=int,
+        default=ScanConfig.iterations,
+        help="adaptor steps per candidate (default: the family's, 100, or 600 for a ConvNeXt)",
+    )
     p.add_argument("--scan-lr", type=float, default=ScanConfig.lr)
     p.add_argument(
         "--scan-retries",

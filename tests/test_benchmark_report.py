@@ -102,8 +102,8 @@ def test_the_tau_summary_holds_a_count_to_the_references_own_agreement(tmp_path)
     }
     (tmp_path / "scan_tau_t.json").write_text(json.dumps(study))
     text = "\n".join(module.summary(tmp_path, tie=0.0))
-    assert "with tau >= 0.9 on every teacher (t): none below the reference" in text
-    assert "reference's own agreement" not in text  # no replicate, no ceiling
+    assert "- t: **none of 100** (none of 100)" in text and "every teacher (t), tau: none below the reference" in text
+    assert "two draws" not in text  # no replicate, no ceiling
 
     # a second draw of the reference that swaps the same pair: the count agrees with it as well as it can
     replicate = {
@@ -119,4 +119,5 @@ def test_the_tau_summary_holds_a_count_to_the_references_own_agreement(tmp_path)
     (tmp_path / "scan_replicate_t_seed1.json").write_text(json.dumps(replicate))
     text = "\n".join(module.summary(tmp_path, tie=0.0))
     assert "| t | 1000 | 0 and 1 |" in text and "b1 / b2" in text
-    assert "or >= the reference's own agreement where that is lower (t 0.667): **100**" in text
+    assert "- t: **100** (100)" in text and "every teacher (t), tau: **100**" in text
+    assert "the goal for that teacher is their agreement: t 0.667 (0.667)" in text

@@ -135,3 +135,19 @@ def test_the_memory_budget_bounds_every_cut_together(setup):
     cuts = CutCache(model, family, images, batch_size=16, max_bytes=sizes[0] + min(sizes[1:]) - 1)
     assert cuts.for_block(blocks[0]) is not None
     assert all(cuts.for_block(b) is None for b in blocks[1:])
+
+
+@pytest.mark.parametrize("model_id,steps", [("timm-resnet/resnet18", 100), ("timm-convnext/convnext", 600)])
+def test_the_scan_takes_its_familys_step_count_unless_given(model_id, steps):
+    from hf_practise import CompressionConfig, PractiseCompressor
+
+    from .tiny_models import tiny_model
+
+    model = tiny_model(model_id)
+    family = get_family(model)
+    assert family.scan_iterations == steps and ScanConfig().iterations is None
+    assert ScanConfig().resolved(family).iterations == steps
+    assert ScanConfig(iterations=7).resolved(family).iterations == 7
+    # the compressor's config (what the report, the card and the scan cache's key say) holds the count that runs
+    assert PractiseCompressor(model, CompressionConfig()).config.scan.iterations == steps
+    assert PractiseCompressor(model, CompressionConfig(scan=ScanConfig(iterations=3))).config.scan.iterations == 3

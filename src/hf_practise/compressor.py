@@ -100,8 +100,11 @@ class PractiseCompressor:
         config = config or CompressionConfig()
         if config.latency_table is None:
             require_backend(config.latency.backend)  # before any work: a missing runtime names its extra
-        # "auto" optimizer and learning rate become the family's, so the report and card show what ran
-        self.config = dataclasses.replace(config, finetune=config.finetune.resolved(self.family, model))
+        # "auto" optimizer and learning rate, and the scan's steps, become the family's, so the report and card show
+        # what ran
+        self.config = dataclasses.replace(
+            config, scan=config.scan.resolved(self.family), finetune=config.finetune.resolved(self.family, model)
+        )
         self.accelerator = accelerator or Accelerator()
         self.model = model.to(self.accelerator.device).eval()
         for p in self.model.parameters():

@@ -36,7 +36,9 @@ def _positive(name: str, value: Any, flag: str | None, *, allow_zero: bool = Fal
 class ScanConfig:
     """Recoverability scan: train only the adaptors around each dropped candidate."""
 
-    iterations: int = 100  # optimiser steps of adaptor training per candidate block
+    iterations: int | None = None  # optimiser steps of adaptor training per candidate block (None: the family's
+    # `scan_iterations`, 100, or 600 for a ConvNeXt: the fewest whose ranking matches the 1,000-step one to Kendall
+    # tau 0.9, benchmarks/results/scan_tau_summary.md)
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # peak learning rate of the adaptors (cosine decay)
     weight_decay: float = 0.0  # adaptors start at identity; decay would pull them to zero
@@ -49,12 +51,19 @@ class ScanConfig:
 
     def __post_init__(self) -> None:
         _choice("scan.optimizer", self.optimizer, ("adamw", "sgd"))
-        _positive("scan.iterations", self.iterations, "--scan-iterations", allow_zero=True, integer=True)
+        if self.iterations is not None:
+            _positive("scan.iterations", self.iterations, "--scan-iterations", allow_zero=True, integer=True)
         _positive("scan.batch_size", self.batch_size, "--scan-batch-size", integer=True)
         _positive("scan.lr", self.lr, "--scan-lr")
         _positive("scan.weight_decay", self.weight_decay, None, allow_zero=True)
         _positive("scan.retries", self.retries, "--scan-retries", allow_zero=True, integer=True)
         _positive("scan.stage_cache_mb", self.stage_cache_mb, None, allow_zero=True, integer=True)
+
+    def resolved(self, family: Any) -> ScanConfig:
+        """This config with `iterations=None` replaced by the family's step count (`scan_iterations`)."""
+        if self.iterations is not None:
+            return self
+        return dataclasses.replace(self, iterations=family.scan_iterations)
 
 
 @dataclass

@@ -139,6 +139,7 @@ def score_block(
 
     With `cut` (the teacher's inputs at a point before anything the hole changes), every forward runs from
     there; the result is the same to float rounding (checked on this student before it is used)."""
+    config = config.resolved(family)  # iterations None: the family's step count
     start = time.perf_counter()
     student = build_pruned(teacher, family, [block])
     student.eval()

@@ -144,6 +144,10 @@ class BackboneFamily(abc.ABC):
     #: optimizer of the mimic finetune when `FinetuneConfig.optimizer` is "auto": SGD suits BatchNorm networks,
     #: AdamW the LayerNorm ones (SGD at 0.01 pushes a ConvNeXt below the same blocks simply removed)
     finetune_optimizer: str = "sgd"
+    #: adaptor steps per candidate of the scan when `ScanConfig.iterations` is None: the fewest whose ranking
+    #: matched the 1,000-step ranking to Kendall tau 0.9 on this family's benchmark teacher (resnet34: 0.974 at 100;
+    #: benchmarks/results/scan_tau_summary.md); families not measured take 100
+    scan_iterations: int = 100
     #: tiny random models that the shared invariant suite tests this family on: variant -> builder(seed)
     #: (see `hf_practise.backbones.tiny`); a registered family without any fails that suite
     tiny_models: ClassVar[dict[str, Any]] = {}

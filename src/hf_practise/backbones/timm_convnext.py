@@ -40,6 +40,8 @@ class TimmConvNeXtFamily(TimmDownsampledStagesFamily):
         ),
     }
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
+    scan_iterations = 600  # ranking tau against 1,000 steps: 0.788 at 100, 0.909 (0.848 transformers) at 400, 0.939
+    # (0.909) at 600 (benchmarks/results/scan_tau_summary.md)
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

@@ -25,6 +25,8 @@ class TransformersConvNextFamily(TransformersFamily):
 
     name = "transformers-convnext"
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
+    scan_iterations = 600  # ranking tau against 1,000 steps: 0.788 at 100, 0.909 (0.848 transformers) at 400, 0.939
+    # (0.909) at 600 (benchmarks/results/scan_tau_summary.md)
     model_class_name = "ConvNextForImageClassification"
     base_attr = "convnext"
     tiny_models = {
