@@ -560,10 +560,15 @@ class Bench:
         return out
 
     def update_readme(self, groups: dict[tuple, list[dict]], settings: list[tuple]) -> None:
-        """Rewrite the README's table between its markers (only for the repo's own results folder)."""
-        if self.out.parent.resolve() == (HERE / "results").resolve():
+        """Rewrite the README's tables between their markers: for the repo's own results folder the headline and
+        the default finetune's table; for a folder under it (`results/steps1000/`, a rerun at other finetune
+        settings) the default finetune's table between `bench:<teacher>-default-<folder>` markers."""
+        results = (HERE / "results").resolve()
+        if self.out.parent.resolve() == results:
             update_readme_section(self.name, self.headline(groups, settings))
             update_readme_section(f"{self.name}-default", self.default_finetune_table(groups))
+        elif self.out.parent.parent.resolve() == results:
+            update_readme_section(f"{self.name}-default-{self.out.parent.name}", self.default_finetune_table(groups))
 
     def wall_time(self) -> list[str]:
         """Where the time went: one row per finished invocation of a part (from timings.jsonl)."""
@@ -599,7 +604,7 @@ class Bench:
         return [
             f"## The default finetune ({DEFAULT_METHOD}) against the paper's mimicking and logit KD",
             "",
-            "The same blocks for all three (the practise run's); top-1 loss against the teacher in points, mean over "
+            "The same blocks for every method (the practise run's); top-1 loss against the teacher in points, mean over "
             "seeds; *wins*: seeds where the default is higher.",
             "",
             *table,
@@ -614,7 +619,7 @@ class Bench:
         )
         if not settings:
             return []
-        rivals = ("practise", "kd")
+        rivals = tuple(m for m in ("practise", "kd") if any(k[3] == m for k in groups))  # those that ran
         out = [
             "| setting | seeds | default | "
             + " | ".join(rivals)
