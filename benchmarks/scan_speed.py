@@ -133,6 +133,19 @@ def speed(teacher, family, images, targets, config: ScanConfig) -> dict:
     }
 
 
+def study_row(row, shares: dict[str, float]) -> dict:
+    """What a study keeps of one scanned candidate, with its score under `shares`."""
+    share = shares[row.block]
+    return {
+        "block": row.block,
+        "initial_error": row.initial_error,
+        "recoverability": row.recoverability,
+        "trained": row.trained,
+        "share": share,
+        "score": row.recoverability / share if share > 0 else float("inf"),
+    }
+
+
 def tau_study(
     teacher,
     family,
@@ -167,17 +180,7 @@ def tau_study(
         began = time.perf_counter()
         rows = [score_block(teacher, family, b, images, targets, config=cfg, cut=cuts.for_block(b)) for b in blocks]
         seconds = time.perf_counter() - began
-        table[n] = [
-            {
-                "block": r.block,
-                "initial_error": r.initial_error,
-                "recoverability": r.recoverability,
-                "trained": r.trained,
-                "share": shares[r.block],
-                "score": r.recoverability / shares[r.block] if shares[r.block] > 0 else float("inf"),
-            }
-            for r in rows
-        ]
+        table[n] = [study_row(r, shares) for r in rows]
         print(
             f"{n:5d} steps: {seconds:7.1f}s, lowered the error on {sum(r.trained for r in rows)} of {len(rows)}",
             flush=True,
@@ -219,16 +222,7 @@ def replicate_study(
     rows = []
     for b in blocks:
         r = score_block(teacher, family, b, images, targets, config=cfg, cut=cuts.for_block(b), seed=seed)
-        rows.append(
-            {
-                "block": r.block,
-                "initial_error": r.initial_error,
-                "recoverability": r.recoverability,
-                "trained": r.trained,
-                "share": shares[r.block],
-                "score": r.recoverability / shares[r.block] if shares[r.block] > 0 else float("inf"),
-            }
-        )
+        rows.append(study_row(r, shares))
         print(
             f"{r.block:20s} recoverability {r.recoverability:.6g} (reference seed: {old[len(rows) - 1]['recoverability']:.6g})",
             flush=True,
