@@ -277,6 +277,7 @@ def summary(results: Path, tie: float) -> list[str]:
     def pair_text(pairs) -> str:
         return ", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none"
 
+    table: list[tuple[tuple, str]] = []
     for path in sorted(results.glob("scan_tau_*.json")):
         doc = json.loads(path.read_text())
         m = doc["machine"]
@@ -290,10 +291,14 @@ def summary(results: Path, tie: float) -> list[str]:
             strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
             loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
             best.setdefault(lr, {}).setdefault(doc["teacher"], {})[int(n)] = (strict, loose)
-            lines.append(
-                f"| {doc['teacher']} | {n} | {lr:g} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
-                f"{pair_text(discordant_pairs(rows, ref_rows))} | `{path.name}` |"
+            table.append(
+                (
+                    (doc["teacher"], lr != default_lr, lr, int(n)),
+                    f"| {doc['teacher']} | {n} | {lr:g} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
+                    f"{pair_text(discordant_pairs(rows, ref_rows))} | `{path.name}` |",
+                )
             )
+    lines += [line for _, line in sorted(table)]  # by teacher, the default rate first, then steps
     ceiling: dict[str, tuple[float, float]] = {}
     replicates = sorted(results.glob("scan_replicate_*.json"))
     if replicates:
