@@ -459,9 +459,15 @@ def headline(records: list[dict]) -> list[str]:
         out.append(
             f"| {r['family']} | {target_text(r)} | -{100 * r['latency_reduction']:.1f}% | {r['blocks']} "
             f"| {100 * r['removed_top1']:.2f}% | **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% "
-            f"| {finetune_text(r['finetune'])} |"
+            f"| {finetune_text(r['finetune'])}{scan_text(r)} |"
         )
     return out
+
+
+def scan_text(record: dict) -> str:
+    """The scan's adaptor steps of a row where they were not 100 (rows from before they were recorded ran 100)."""
+    steps = record.get("scan_iterations", 100)
+    return f"; scan {steps} steps" if steps != 100 else ""
 
 
 def report(out: Path, records: list[dict]) -> None:
