@@ -377,12 +377,7 @@ def write_markdown(path: Path, records: list[dict]) -> None:
             "on the tiny-set check)"
             for r in onnx_rows
         ]
-    # rows from before the scan's steps were recorded ran the 100 every family had then
-    scans = {
-        r["family"]: {**r["scan_lowered"], "steps": r.get("scan_iterations", 100)}
-        for r in records
-        if "scan_lowered" in r
-    }
+    scans = {r["family"]: {**r["scan_lowered"], "steps": scan_steps(r)} for r in records if "scan_lowered" in r}
     if scans:
         lines += [
             "",
@@ -464,10 +459,14 @@ def headline(records: list[dict]) -> list[str]:
     return out
 
 
+def scan_steps(record: dict) -> int:
+    """The scan's adaptor steps of a row (rows from before they were recorded ran the 100 every family had then)."""
+    return record.get("scan_iterations", 100)
+
+
 def scan_text(record: dict) -> str:
-    """The scan's adaptor steps of a row where they were not 100 (rows from before they were recorded ran 100)."""
-    steps = record.get("scan_iterations", 100)
-    return f"; scan {steps} steps" if steps != 100 else ""
+    """The scan's adaptor steps of a row where they were not 100."""
+    return f"; scan {scan_steps(record)} steps" if scan_steps(record) != 100 else ""
 
 
 def report(out: Path, records: list[dict]) -> None:

@@ -253,6 +253,21 @@ def discordant_pairs(rows: list[dict], ref_rows: list[dict]) -> list[tuple[str, 
     ]
 
 
+def pair_text(pairs: list[tuple[str, str, float]]) -> str:
+    """`discordant_pairs` as text: `a / b (gap%)`, or "none"."""
+    return ", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none"
+
+
+def load_reference(parser, path: str, label: str, config: ScanConfig, *, free: tuple[str, ...]) -> dict:
+    """An earlier tau study of this teacher whose scan settings equal `config`'s but for the `free` ones (or a clear
+    error naming the file)."""
+    reference = json.loads(Path(path).read_text())
+    same = {k: v for k, v in reference["scan"].items() if k not in free}
+    if reference["teacher"] != label or same != {k: v for k, v in config.__dict__.items() if k not in free}:
+        parser.error(f"{path} is a study of another teacher or other scan settings; rerun its count")
+    return reference
+
+
 def summary(results: Path, tie: float) -> list[str]:
     """Every tau study under `results`, with the near-tie reading; every replicate of a reference (how well two draws
     of the reference agree); and, per adaptor rate, the cheapest step count that reaches 0.9 on every teacher, or the
@@ -273,9 +288,6 @@ def summary(results: Path, tie: float) -> list[str]:
     # rate -> teacher -> steps -> (strict, near-tie)
     best: dict[float, dict[str, dict[int, tuple[float, float]]]] = {}
     machines = set()
-
-    def pair_text(pairs) -> str:
-        return ", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none"
 
     table: list[tuple[tuple, str]] = []
     for path in sorted(results.glob("scan_tau_*.json")):
@@ -432,10 +444,7 @@ def main() -> int:
     }
     out = Path(args.results)
     if args.replicate:
-        reference = json.loads(Path(args.replicate).read_text())
-        same = {k: v for k, v in reference["scan"].items() if k != "iterations"}
-        if reference["teacher"] != label or same != {k: v for k, v in config.__dict__.items() if k != "iterations"}:
-            p.error(f"{args.replicate} is a study of another teacher or other scan settings")
+        reference = load_reference(p, args.replicate, label, config, free=("iterations",))
         if args.seed == 0:
             p.error("--seed 0 is the reference's own seed (the scan is seeded): pick another")
         doc["replicate_of"] = args.replicate
@@ -455,20 +464,15 @@ def main() -> int:
             f"- Kendall tau between the two: **{doc['tau_score']:.3f}** by score, {doc['tau_recoverability']:.3f} by "
             "recoverability.",
             f"- Largest relative difference of a recoverability: {100 * doc['largest_relative_difference']:.1f}%.",
-            "- Pairs the two order differently (gap in the seed-0 reference): "
-            + (", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none")
-            + ".",
+            f"- Pairs the two order differently (gap in the seed-0 reference): {pair_text(pairs)}.",
             f"- Wall time: {doc['seconds']:.0f} s.",
         ]
     elif args.tau:
         counts = sorted(set(args.tau))
         reference = None
         if args.reference_from:
-            reference = json.loads(Path(args.reference_from).read_text())
-            free = ("iterations", "lr")  # the reference keeps its own rate: a faster rate must match the same ranking
-            same = {k: v for k, v in reference["scan"].items() if k not in free}
-            if reference["teacher"] != label or same != {k: v for k, v in config.__dict__.items() if k not in free}:
-                p.error(f"{args.reference_from} is a study of another teacher or other scan settings; rerun its count")
+            # the reference keeps its own rate: a faster rate must match the same ranking
+            reference = load_reference(p, args.reference_from, label, config, free=("iterations", "lr"))
             doc["reference_from"] = args.reference_from
             doc["reference_scan"] = reference.get("reference_scan", reference["scan"])
         doc.update(

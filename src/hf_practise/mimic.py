@@ -374,13 +374,13 @@ def mimic_finetune(
             loss = _relative_mse(feats, t, accelerator) + _loss("kd", logits, teacher_logits, config.kd_temperature)
         else:
             loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
-        check_finite(loss, phase="finetune", step=step, accelerator=accelerator)
+        mean_loss = check_finite(loss, phase="finetune", step=step, accelerator=accelerator)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
         schedule.step()
         step += 1
-        window.append(accelerator.reduce(loss.detach(), reduction="mean").item())
+        window.append(mean_loss.item())
         bar.update(1)
         if step % log_every == 0 or step == config.iterations:
             losses.append(sum(window) / len(window))

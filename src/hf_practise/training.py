@@ -47,21 +47,24 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, *, iterations: int, warmup
 
 def check_finite(
     loss: torch.Tensor, *, phase: str, step: int, block: str | None = None, accelerator: Any | None = None
-) -> None:
-    """Stop at once, naming the phase (and block), when the loss is NaN or infinite.
+) -> torch.Tensor:
+    """Stop at once, naming the phase (and block), when the loss is NaN or infinite; return the loss averaged over
+    the processes (the loss itself with one), the value a log shows.
 
-    With an `accelerator` of several processes the check is collective: every rank stops when any rank's loss is
-    not finite (a rank that stopped alone would leave the others waiting in the gradients' all-reduce)."""
-    finite = torch.isfinite(loss.detach()).all()
+    With an `accelerator` of several processes the check is collective: the average is NaN or infinite on every
+    rank when any rank's loss is, so every rank stops (a rank that stopped alone would leave the others waiting in
+    the gradients' all-reduce), and the one all-reduce is all the check costs."""
+    mean = loss.detach()
     if accelerator is not None and accelerator.num_processes > 1:
-        finite = accelerator.gather(finite.float().reshape(1)).min() > 0
-    if not finite:
+        mean = accelerator.reduce(mean, reduction="mean")
+    if not torch.isfinite(mean).all():
         where = f" for block {block}" if block else ""
         value = loss.item() if not torch.isfinite(loss.detach()).all() else "finite here, not on another process"
         raise FloatingPointError(
             f"Non-finite loss ({value}) in the {phase} phase{where} at step {step}. Lower the learning rate "
             f"(`{phase}.lr`), or check the tiny set for broken images."
         )
+    return mean
 
 
 def cycle(loader: Iterable, *, start_epoch: int = 0) -> Iterator:
