@@ -258,14 +258,34 @@ def pair_text(pairs: list[tuple[str, str, float]]) -> str:
     return ", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none"
 
 
-def load_reference(parser, path: str, label: str, config: ScanConfig, *, free: tuple[str, ...]) -> dict:
-    """An earlier tau study of this teacher whose scan settings equal `config`'s but for the `free` ones (or a clear
-    error naming the file)."""
+def load_reference(parser, path: str, label: str, config: ScanConfig, device: str, *, free: tuple[str, ...]) -> dict:
+    """An earlier tau study of this teacher on this device whose scan settings equal `config`'s but for the `free`
+    ones (or a clear error naming the file)."""
     reference = json.loads(Path(path).read_text())
     same = {k: v for k, v in reference["scan"].items() if k not in free}
-    if reference["teacher"] != label or same != {k: v for k, v in config.__dict__.items() if k not in free}:
-        parser.error(f"{path} is a study of another teacher or other scan settings; rerun its count")
+    if (
+        reference["teacher"] != label
+        or reference.get("device", "cpu") != device
+        or same != {k: v for k, v in config.__dict__.items() if k not in free}
+    ):
+        parser.error(
+            f"{path} is a study of another teacher, device or scan settings ({reference['teacher']} on "
+            f"{reference.get('device', 'cpu')}, {same}); pass a study of {label} on {device} at these settings, or run "
+            "one with --tau"
+        )
     return reference
+
+
+def study_name(doc: dict) -> str:
+    """A study's teacher, with the device where it did not run on the CPU (its counts are not pooled with the CPU's)."""
+    device = doc.get("device", "cpu")
+    return doc["teacher"] if device == "cpu" else f"{doc['teacher']} ({doc['machine'].get('gpu') or device})"
+
+
+def machine_text(doc: dict) -> str:
+    m = doc["machine"]
+    text = f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}"
+    return text if doc.get("device", "cpu") == "cpu" else f"{text}, scan on {m.get('gpu') or doc['device']}"
 
 
 def summary(results: Path, tie: float) -> list[str]:
@@ -292,8 +312,7 @@ def summary(results: Path, tie: float) -> list[str]:
     table: list[tuple[tuple, str]] = []
     for path in sorted(results.glob("scan_tau_*.json")):
         doc = json.loads(path.read_text())
-        m = doc["machine"]
-        machines.add(f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}")
+        machines.add(machine_text(doc))
         ref_rows = doc["table"][str(doc["reference"])][:-1]
         lr = doc["scan"]["lr"]
         for n, rows in sorted(doc["table"].items(), key=lambda kv: int(kv[0])):
@@ -302,11 +321,11 @@ def summary(results: Path, tie: float) -> list[str]:
             rows, seconds = rows[:-1], rows[-1]["seconds"]
             strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
             loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
-            best.setdefault(lr, {}).setdefault(doc["teacher"], {})[int(n)] = (strict, loose)
+            best.setdefault(lr, {}).setdefault(study_name(doc), {})[int(n)] = (strict, loose)
             table.append(
                 (
-                    (doc["teacher"], lr != default_lr, lr, int(n)),
-                    f"| {doc['teacher']} | {n} | {lr:g} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
+                    (study_name(doc), lr != default_lr, lr, int(n)),
+                    f"| {study_name(doc)} | {n} | {lr:g} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
                     f"{pair_text(discordant_pairs(rows, ref_rows))} | `{path.name}` |",
                 )
             )
@@ -326,15 +345,14 @@ def summary(results: Path, tie: float) -> list[str]:
         ]
     for path in replicates:
         doc = json.loads(path.read_text())
-        m = doc["machine"]
-        machines.add(f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}")
+        machines.add(machine_text(doc))
         rows, ref_rows = doc["rows"], doc["reference_rows"]
         strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
         loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
-        low = ceiling.get(doc["teacher"], (1.0, 1.0))
-        ceiling[doc["teacher"]] = (min(low[0], strict), min(low[1], loose))
+        low = ceiling.get(study_name(doc), (1.0, 1.0))
+        ceiling[study_name(doc)] = (min(low[0], strict), min(low[1], loose))
         lines.append(
-            f"| {doc['teacher']} | {doc['reference']} | 0 and {doc['seed']} | {doc['seconds']:.0f} s | {strict:.3f} | "
+            f"| {study_name(doc)} | {doc['reference']} | 0 and {doc['seed']} | {doc['seconds']:.0f} s | {strict:.3f} | "
             f"{loose:.3f} | {pair_text(discordant_pairs(rows, ref_rows))} | "
             f"{100 * doc['largest_relative_difference']:.1f}% | `{path.name}` |"
         )
@@ -389,6 +407,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--tau", type=int, nargs="*", default=None, help="adaptor step counts (the last is the reference)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="where the teacher and the adaptors run (cpu, cuda, ...)")
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--suffix", default="", help="appended to the results' file name")
     p.add_argument(
@@ -430,7 +449,7 @@ def main() -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    teacher.eval()
+    teacher.eval().to(args.device)
     family = get_family(teacher)
     images = fmnist.load("train", num_samples=args.images, seed=0).tensors[0]
     config = ScanConfig(**({"lr": args.lr} if args.lr else {}))
@@ -440,11 +459,12 @@ def main() -> int:
         "command": command,
         "machine": {**machine(), "threads": torch.get_num_threads()},
         "teacher": label,
+        "device": args.device,
         "scan": config.__dict__,
     }
     out = Path(args.results)
     if args.replicate:
-        reference = load_reference(p, args.replicate, label, config, free=("iterations",))
+        reference = load_reference(p, args.replicate, label, config, args.device, free=("iterations",))
         if args.seed == 0:
             p.error("--seed 0 is the reference's own seed (the scan is seeded): pick another")
         doc["replicate_of"] = args.replicate
@@ -472,7 +492,7 @@ def main() -> int:
         reference = None
         if args.reference_from:
             # the reference keeps its own rate: a faster rate must match the same ranking
-            reference = load_reference(p, args.reference_from, label, config, free=("iterations", "lr"))
+            reference = load_reference(p, args.reference_from, label, config, args.device, free=("iterations", "lr"))
             doc["reference_from"] = args.reference_from
             doc["reference_scan"] = reference.get("reference_scan", reference["scan"])
         doc.update(
@@ -536,11 +556,7 @@ def main() -> int:
             f"{100 * (1 - doc['after_seconds'] / doc['before_seconds']):.0f}% less; largest relative difference of "
             f"a recoverability {doc['max_relative_difference']:.1e}.",
         ]
-    m = doc["machine"]
-    lines += [
-        "",
-        f"Command: `{command}` ({m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']})",
-    ]
+    lines += ["", f"Command: `{command}` ({machine_text(doc)})"]
     write_json(out / f"{name}.json", doc)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

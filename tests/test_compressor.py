@@ -538,3 +538,23 @@ def test_a_finetune_that_diverges_starts_again_at_a_tenth_of_the_rate(tensors, m
     cfg = fast_config(finetune=FinetuneConfig(iterations=3, batch_size=8, lr=1e-4, retries=1))
     with pytest.raises(FloatingPointError, match="Non-finite loss"):
         PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+
+
+def test_finetune_checkpoint_depends_on_the_scan_it_starts_from(tmp_path):
+    """The finetune starts from the scan's adaptors: a work dir reused with other scan settings (same blocks) must
+    not resume, or hand back, a finetune that began from other adaptors."""
+    from types import SimpleNamespace
+
+    chosen, tiny = [SimpleNamespace(block="layer1.1")], SimpleNamespace(fingerprint="tiny")
+
+    def folder(scan_iterations: int, adaptor_init: str = "scan"):
+        cfg = fast_config(
+            work_dir=str(tmp_path),
+            scan=ScanConfig(iterations=scan_iterations, batch_size=8),
+            finetune=FinetuneConfig(iterations=3, batch_size=8, adaptor_init=adaptor_init),
+        )
+        return PractiseCompressor(tiny_resnet("resnet18"), cfg)._finetune_dir(chosen, tiny)
+
+    assert folder(5) == folder(5)
+    assert folder(5) != folder(6)
+    assert folder(5, "identity") == folder(6, "identity")  # from identity, the scan's steps do not matter

@@ -137,7 +137,9 @@ def test_the_memory_budget_bounds_every_cut_together(setup):
     assert all(cuts.for_block(b) is None for b in blocks[1:])
 
 
-@pytest.mark.parametrize("model_id,steps", [("timm-resnet/resnet18", 100), ("timm-convnext/convnext", 600)])
+@pytest.mark.parametrize(
+    "model_id,steps", [("timm-resnet/resnet18", 100), ("timm-convnext/convnext", 600), ("timm-vit/vit", 800)]
+)
 def test_the_scan_takes_its_familys_step_count_unless_given(model_id, steps):
     from hf_practise import CompressionConfig, PractiseCompressor
 

@@ -465,17 +465,20 @@ class PractiseCompressor:
             )
 
     def _finetune_dir(self, chosen: Sequence[ScanRow], tiny: TinySet) -> Path | None:
-        """A checkpoint folder per (model, blocks, finetune settings, data), so a resumed run never picks up
-        another's."""
+        """A checkpoint folder per (model, blocks, finetune settings, data, and the scan settings when the finetune
+        starts from the scan's adaptors), so a resumed run never picks up another's."""
         if not self.config.work_dir:
             return None
+        settings = self.config.to_dict()
         key = json.dumps(
             [
                 self.source["fingerprint"],
                 sorted(r.block for r in chosen),
-                self.config.to_dict()["finetune"],
+                settings["finetune"],
                 self.config.seed,
                 tiny.fingerprint,
+                # the adaptors it starts from were trained by the scan: other scan settings, another start
+                *([settings["scan"]] if self.config.finetune.adaptor_init == "scan" else []),
             ],
             sort_keys=True,
         )

@@ -30,6 +30,8 @@ _TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 
 class TimmSwinFamily(TimmViTFamily):
     name = "timm-swin"
     min_blocks_per_stage = 0  # a stage of depth 0 is still a patch merging: timm builds it
+    scan_iterations = 400  # ranking tau against 1,000 steps: 0.800 at 100 and 200, 1.000 at 400
+    # (benchmarks/results/scan_tau_summary.md)
     tiny_models = {
         "swin": timm_tiny("swin_tiny_patch4_window7_224", **_TINY),
         "swinv2": timm_tiny("swinv2_tiny_window8_256", **_TINY),

@@ -31,6 +31,7 @@ _TINY = dict(image_size=32, patch_size=2, window_size=2, embed_dim=16, depths=[2
 class TransformersSwinFamily(TransformersFamily):
     name = "transformers-swin"
     finetune_optimizer = "adamw"  # LayerNorm
+    scan_iterations = 400  # the blocks of timm's Swin, whose ranking needed 400 (no transformers Swin teacher)
     model_class_name = "SwinForImageClassification"
     base_attr = "swin"
     tiny_models = {"swin": transformers_tiny("SwinForImageClassification", "SwinConfig", **_TINY)}
