@@ -45,6 +45,7 @@ from compare import write_json  # noqa: E402
 from families import RECIPES, committed_teacher, load_native, train_teacher  # noqa: E402
 
 from hf_practise import ScanConfig, get_family  # noqa: E402
+from hf_practise.backbones.registry import registered_families  # noqa: E402
 from hf_practise.forward_cut import CutCache  # noqa: E402
 from hf_practise.latency import LatencyConfig, block_latency_table  # noqa: E402
 from hf_practise.provenance import machine, recorded_command  # noqa: E402
@@ -288,10 +289,22 @@ def machine_text(doc: dict) -> str:
     return text if doc.get("device", "cpu") == "cpu" else f"{text}, scan on {m.get('gpu') or doc['device']}"
 
 
+def teacher_family(teacher: str):
+    """The family class a study's teacher belongs to (the one whose own `teacher_recipes` name it; the shared
+    resnet34 is a timm ResNet), or None."""
+    name = teacher.split(" (")[0]  # a study on a GPU is named "TEACHER (GPU)"
+    if name == "resnet34-fmnist":
+        name = "timm-resnet"
+    for family in registered_families():
+        if name in family.__dict__.get("teacher_recipes", {}) or family.name == name:
+            return family
+    return None
+
+
 def summary(results: Path, tie: float) -> list[str]:
     """Every tau study under `results`, with the near-tie reading; every replicate of a reference (how well two draws
-    of the reference agree); and, per adaptor rate, the cheapest step count that reaches 0.9 on every teacher, or the
-    reference's own agreement where that is lower."""
+    of the reference agree); and, per adaptor rate, the cheapest step count that reaches 0.9 on each teacher (or the
+    reference's own agreement where that is lower), beside the count the teacher's family takes."""
     default_lr = ScanConfig().lr
     lines = [
         "# How many adaptor steps the scan's ranking needs, every teacher",
@@ -365,22 +378,25 @@ def summary(results: Path, tie: float) -> list[str]:
     capped = any(goal(t, k) < 0.9 for t in ceiling for k in (0, 1))
     for lr in sorted(best, key=lambda r: (r != default_lr, r)):
         per_teacher = best[lr]
-        counts = sorted({n for per in per_teacher.values() for n in per})
         where = f"At rate {lr:g}" + (" (the default)" if lr == default_lr else "")
-        lines.append(f"{where}, the cheapest step count whose tau reaches 0.9 (near-tie tau in brackets):")
+        lines.append(
+            f"{where}, the cheapest step count whose tau reaches 0.9 (near-tie tau in brackets)"
+            + (
+                ", and the step count its family takes by default (`scan_iterations`: the cheapest count where both "
+                "readings reach 0.9):"
+                if lr == default_lr
+                else ":"
+            )
+        )
         lines.append("")
         for teacher, per in sorted(per_teacher.items()):
             cells = []
             for k in (0, 1):
                 enough = [n for n in sorted(per) if per[n][k] >= goal(teacher, k)]
                 cells.append(str(enough[0]) if enough else f"none of {', '.join(map(str, sorted(per)))}")
-            lines.append(f"- {teacher}: **{cells[0]}** ({cells[1]})")
-        for k, name in ((0, "tau"), (1, "near-tie tau")):
-            enough = [n for n in counts if all(n in per and per[n][k] >= goal(t, k) for t, per in per_teacher.items())]
-            lines.append(
-                f"- every teacher ({', '.join(sorted(per_teacher))}), {name}: "
-                + (f"**{enough[0]}**" if enough else "none below the reference")
-            )
+            family = teacher_family(teacher)
+            default = f"; {family.name} takes {family.scan_iterations}" if family and lr == default_lr else ""
+            lines.append(f"- {teacher}: **{cells[0]}** ({cells[1]}){default}")
         lines.append("")
     if capped:
         lines.append(

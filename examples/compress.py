@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scan-iterations",
         type=int,
         default=ScanConfig.iterations,
-        help="adaptor steps per candidate (default: the family's: 100, or 400 for a Swin, 600 for a ConvNeXt, 800 "
-        "for a ViT-like transformer)",
+        help="adaptor steps per candidate (default: the family's: 100, or 400 for a Swin or a transformers ViT, "
+        "600 for a ConvNeXt, 800 for a timm ViT)",
     )
     p.add_argument("--scan-lr", type=float, default=ScanConfig.lr)
     p.add_argument(

@@ -102,7 +102,7 @@ def test_the_tau_summary_holds_a_count_to_the_references_own_agreement(tmp_path)
     }
     (tmp_path / "scan_tau_t.json").write_text(json.dumps(study))
     text = "\n".join(module.summary(tmp_path, tie=0.0))
-    assert "- t: **none of 100** (none of 100)" in text and "every teacher (t), tau: none below the reference" in text
+    assert "- t: **none of 100** (none of 100)\n" in text  # no family of that name: no default beside it
     assert "two draws" not in text  # no replicate, no ceiling
 
     # a second draw of the reference that swaps the same pair: the count agrees with it as well as it can
@@ -119,5 +119,27 @@ def test_the_tau_summary_holds_a_count_to_the_references_own_agreement(tmp_path)
     (tmp_path / "scan_replicate_t_seed1.json").write_text(json.dumps(replicate))
     text = "\n".join(module.summary(tmp_path, tie=0.0))
     assert "| t | 1000 | 0 and 1 |" in text and "b1 / b2" in text
-    assert "- t: **100** (100)" in text and "every teacher (t), tau: **100**" in text
+    assert "- t: **100** (100)" in text
     assert "the goal for that teacher is their agreement: t 0.667 (0.667)" in text
+
+
+def test_the_tau_summary_names_each_teachers_family_default_and_keeps_gpu_studies_apart(tmp_path):
+    from hf_practise.backbones.timm_swin import TimmSwinFamily
+
+    module = _scan_speed()
+    rows = [{"block": f"b{i}", "recoverability": s, "score": s, "trained": True} for i, s in enumerate([1.0, 2.0])]
+    for device, suffix in (("cpu", ""), ("cuda", "_gpu")):
+        study = {
+            "teacher": "timm-swin",
+            "device": device,
+            "machine": {"cpu": "Some CPU", "cores": 2, "threads": 1, "torch": "2", "gpu": "Some GPU"},
+            "scan": {"lr": 1e-3},
+            "reference": 1000,
+            "table": {"100": rows + [{"seconds": 1.0}], "1000": rows + [{"seconds": 9.0}]},
+        }
+        (tmp_path / f"scan_tau_timm-swin{suffix}.json").write_text(json.dumps(study))
+    text = "\n".join(module.summary(tmp_path, tie=0.0))
+    takes = f"timm-swin takes {TimmSwinFamily.scan_iterations}"
+    assert f"- timm-swin: **100** (100); {takes}" in text
+    assert f"- timm-swin (Some GPU): **100** (100); {takes}" in text
+    assert "scan on Some GPU" in text

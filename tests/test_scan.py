@@ -138,7 +138,14 @@ def test_the_memory_budget_bounds_every_cut_together(setup):
 
 
 @pytest.mark.parametrize(
-    "model_id,steps", [("timm-resnet/resnet18", 100), ("timm-convnext/convnext", 600), ("timm-vit/vit", 800)]
+    "model_id,steps",
+    [
+        ("timm-resnet/resnet18", 100),
+        ("timm-convnext/convnext", 600),
+        ("timm-vit/vit", 800),
+        ("timm-swin/swin", 400),
+        ("transformers-vit/vit", 400),
+    ],
 )
 def test_the_scan_takes_its_familys_step_count_unless_given(model_id, steps):
     from hf_practise import CompressionConfig, PractiseCompressor

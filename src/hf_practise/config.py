@@ -37,8 +37,8 @@ class ScanConfig:
     """Recoverability scan: train only the adaptors around each dropped candidate."""
 
     iterations: int | None = None  # optimiser steps of adaptor training per candidate block (None: the family's
-    # `scan_iterations`, 100, 600 for a ConvNeXt, 800 for a timm ViT: the fewest whose ranking matches the
-    # 1,000-step one to Kendall tau 0.9, benchmarks/results/scan_tau_summary.md)
+    # `scan_iterations`: 100, or 400 for a Swin or transformers ViT, 600 for a ConvNeXt, 800 for a timm ViT; the
+    # fewest whose ranking matches the 1,000-step one to Kendall tau 0.9, benchmarks/results/scan_tau_summary.md)
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # peak learning rate of the adaptors (cosine decay)
     weight_decay: float = 0.0  # adaptors start at identity; decay would pull them to zero
