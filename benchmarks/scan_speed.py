@@ -326,6 +326,7 @@ def summary(results: Path, tie: float) -> list[str]:
     for path in sorted(results.glob("scan_tau_*.json")):
         doc = json.loads(path.read_text())
         machines.add(machine_text(doc))
+        name = study_name(doc)
         ref_rows = doc["table"][str(doc["reference"])][:-1]
         lr = doc["scan"]["lr"]
         for n, rows in sorted(doc["table"].items(), key=lambda kv: int(kv[0])):
@@ -334,11 +335,11 @@ def summary(results: Path, tie: float) -> list[str]:
             rows, seconds = rows[:-1], rows[-1]["seconds"]
             strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
             loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
-            best.setdefault(lr, {}).setdefault(study_name(doc), {})[int(n)] = (strict, loose)
+            best.setdefault(lr, {}).setdefault(name, {})[int(n)] = (strict, loose)
             table.append(
                 (
-                    (study_name(doc), lr != default_lr, lr, int(n)),
-                    f"| {study_name(doc)} | {n} | {lr:g} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
+                    (name, lr != default_lr, lr, int(n)),
+                    f"| {name} | {n} | {lr:g} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
                     f"{pair_text(discordant_pairs(rows, ref_rows))} | `{path.name}` |",
                 )
             )
@@ -359,13 +360,14 @@ def summary(results: Path, tie: float) -> list[str]:
     for path in replicates:
         doc = json.loads(path.read_text())
         machines.add(machine_text(doc))
+        name = study_name(doc)
         rows, ref_rows = doc["rows"], doc["reference_rows"]
         strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
         loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
-        low = ceiling.get(study_name(doc), (1.0, 1.0))
-        ceiling[study_name(doc)] = (min(low[0], strict), min(low[1], loose))
+        low = ceiling.get(name, (1.0, 1.0))
+        ceiling[name] = (min(low[0], strict), min(low[1], loose))
         lines.append(
-            f"| {study_name(doc)} | {doc['reference']} | 0 and {doc['seed']} | {doc['seconds']:.0f} s | {strict:.3f} | "
+            f"| {name} | {doc['reference']} | 0 and {doc['seed']} | {doc['seconds']:.0f} s | {strict:.3f} | "
             f"{loose:.3f} | {pair_text(discordant_pairs(rows, ref_rows))} | "
             f"{100 * doc['largest_relative_difference']:.1f}% | `{path.name}` |"
         )
