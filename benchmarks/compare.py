@@ -1,27 +1,10 @@
-"""PRACTISE side by side with what a user would do instead, on identical tiny sets and the identical eval set.
+"""PRACTISE side by side with what a user would do instead (the methods: benchmarks/README.md), on identical tiny
+sets and the identical eval set. Block-dropping methods take blocks in their order until the measured latency
+reduction meets the target; every finetune has the same iterations, batch, optimiser and starting adaptors.
 
     python benchmarks/compare.py                         # the full run (resumes: finished runs are skipped)
     python benchmarks/compare.py --parts fmnist500       # one part of it
     python benchmarks/compare.py --quick                 # smoke test: one seed, few iterations, small eval
-
-Methods (all finetunes have the same iterations, batch, optimiser and starting adaptors):
-  practise     blocks by recoverability / latency, feature-mimic finetune (the paper's recipe)
-  ce           the same blocks, cross-entropy finetune on the tiny set's labels (the paper's "BP")
-  kd           the same blocks, KL to the teacher's logits
-  joint        the same blocks, feature mimicking plus KL to the logits (objective features+kd)
-  practise-bn  the same blocks and finetune as practise, then BatchNorm statistics re-estimated on the tiny set
-  stages       the same blocks, feature mimicking at every stage's output too (objective features+stages)
-  mixup        the same blocks and objective as practise, on flipped and blended tiny-set images (augmentation mixup)
-  joint-mixup  joint on mixup's images (objective features+kd, augmentation mixup): the library's default finetune
-  holdout      the same blocks and objective as practise, a tenth of the tiny set held out: the weights of the step
-               with the lowest feature error on it are kept
-  initial      blocks by the feature error right after dropping (no adaptor recovery) / latency, mimic finetune
-  random-K     blocks in a random order (K = 0, 1, 2), mimic finetune
-  last         the last block of each stage first, then the second last, ..., mimic finetune
-  filter       Torch-Pruning L1 filter pruning at one uniform ratio matched to PRACTISE's measured latency,
-               then mimic finetune
-  teacher      the unpruned teacher
-Block-dropping methods take blocks in their order until the measured latency reduction meets the target.
 
 Each run writes one json to benchmarks/results/<teacher>/runs/; `--report` (also run at the end) writes the
 per-teacher markdown table and PNG plot from whatever runs exist.
@@ -29,7 +12,8 @@ per-teacher markdown table and PNG plot from whatever runs exist.
 
 from __future__ import annotations
 
-import argparse
+import copy
+import functools
 import itertools
 import json
 import logging
@@ -38,47 +22,30 @@ import sys
 import time
 from pathlib import Path
 
+import fmnist
+import harness as h
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import fmnist  # noqa: E402
-import tiny_sets  # noqa: E402
-
-from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
-from hf_practise.adaptors import fold_adaptors  # noqa: E402
-from hf_practise.data import TinySet  # noqa: E402
-from hf_practise.latency import compare_latency, count_macs, count_params  # noqa: E402
-from hf_practise.mimic import evaluate_top1, mimic_finetune  # noqa: E402
-from hf_practise.provenance import machine, recorded_command  # noqa: E402
-from hf_practise.recoverability import rank_blocks  # noqa: E402
-from hf_practise.training import recalibrate_norm_stats  # noqa: E402
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
+from hf_practise.adaptors import fold_adaptors
+from hf_practise.data import TinySet, _fingerprint
+from hf_practise.files import atomic_write_text
+from hf_practise.latency import compare_latency, count_macs, count_params
+from hf_practise.mimic import evaluate_top1, mimic_finetune
+from hf_practise.provenance import machine
+from hf_practise.recoverability import build_pruned, rank_blocks
+from hf_practise.training import recalibrate_norm_stats
 
 logger = logging.getLogger("compare")
 
-DEFAULT_TEACHER = HERE.parents[1] / "shared" / "teachers" / "resnet34-fmnist"
-BLOCK_METHODS = [
-    "practise",
-    "ce",
-    "kd",
-    "joint",
-    "practise-bn",
-    "stages",
-    "mixup",
-    "joint-mixup",
-    "holdout",
-    "initial",
-    "random-0",
-    "random-1",
-    "random-2",
-    "last",
-]
+BLOCK_METHODS = ["practise", "ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout"]
+BLOCK_METHODS += ["initial", "random-0", "random-1", "random-2", "last"]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
 SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout")
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
 #: the method that finetunes as the library does by default (FinetuneConfig's objective and augmentation "auto")
 DEFAULT_METHOD = "joint-mixup"
+OBJECTIVES = {"ce": "ce", "kd": "kd", "joint": "features+kd", "joint-mixup": "features+kd", "stages": "features+stages"}
 # (tiny set, images, seeds, latency targets)
 PARTS = {
     "fmnist500": ("fmnist", 500, [0, 1, 2], [0.22, 0.5]),
@@ -89,32 +56,14 @@ PARTS = {
 }
 
 
-def write_json(path: Path, rec: dict) -> None:
-    """Write a run record atomically (temp file + rename), so an interrupted run never leaves half a json."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, indent=2, default=str))
-    tmp.replace(path)
-
-
-def update_readme_section(name: str, lines: list[str]) -> None:
-    """Replace what stands between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` in the top-level
-    README (atomically; nothing happens when the README or its markers are missing)."""
-    readme = HERE.parent / "README.md"
-    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
-    text = readme.read_text() if readme.exists() else ""
-    if begin not in text or end not in text:
-        return
-    before, rest = text.split(begin, 1)
-    _, after = rest.split(end, 1)
-    body = "\n".join(lines)
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(f"{before}{begin}\n{body}\n{end}{after}")
-    tmp.replace(readme)
+def mean_std(vals: list[float], scale: float = 100.0) -> str:
+    if len(vals) == 1:
+        return f"{scale * vals[0]:.2f}"
+    return f"{scale * statistics.mean(vals):.2f} ± {scale * statistics.stdev(vals):.2f}"
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args) -> None:
         self.args = args
         self.teacher_path = Path(args.teacher)
         self.name = self.teacher_path.name
@@ -122,70 +71,44 @@ class Bench:
         self.runs = self.out / "runs"
         self.cache = Path(args.cache) / self.name
         self.command = args.command
-        self.test = fmnist.load("test", num_samples=args.eval_samples, seed=0)
-        self.compressor = PractiseCompressor.from_pretrained(f"local-dir:{self.teacher_path}", self.config(0.5, 0))
-        self.teacher = self.compressor.model
-        self.family = self.compressor.family
-        self._teacher_top1: float | None = None
-        self._fractions: dict[str, float] | None = None
+
+    @functools.cached_property
+    def test(self):
+        return fmnist.load("test", num_samples=self.args.eval_samples, seed=0)
+
+    @functools.cached_property
+    def compressor(self) -> PractiseCompressor:
+        return PractiseCompressor.from_pretrained(f"local-dir:{self.teacher_path}", self.config(0.5, 0))
+
+    teacher = property(lambda self: self.compressor.model)
+    family = property(lambda self: self.compressor.family)
 
     def config(self, target: float, seed: int, **finetune) -> CompressionConfig:
         a = self.args
-        ft = dict(iterations=a.iterations, batch_size=64, checkpoint_every=0)
-        ft.update(finetune)
-        return CompressionConfig(
-            latency_reduction=target,
-            seed=seed,
-            scan=ScanConfig(iterations=a.scan_iterations),
-            finetune=FinetuneConfig(**ft),
-            latency=LatencyConfig(batch_size=64, repeats=a.latency_repeats),
+        finetune = FinetuneConfig(**{"iterations": a.iterations, "batch_size": 64, "checkpoint_every": 0, **finetune})
+        scan, latency = (
+            ScanConfig(iterations=a.scan_iterations),
+            LatencyConfig(batch_size=64, repeats=a.latency_repeats),
         )
+        return CompressionConfig(latency_reduction=target, seed=seed, scan=scan, finetune=finetune, latency=latency)
 
     # ---- cached pieces -------------------------------------------------------------------------------
     def teacher_top1(self) -> float:
-        if self._teacher_top1 is None:
-            path = self.cache / f"teacher_top1_{len(self.test)}.json"
-            if path.exists():
-                self._teacher_top1 = json.loads(path.read_text())["top1"]
-            else:
-                self._teacher_top1 = evaluate_top1(self.teacher, self.test, batch_size=256)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({"top1": self._teacher_top1}))
-        return self._teacher_top1
+        path = self.cache / f"teacher_top1_{len(self.test)}.json"
+        return h.cached_json(path, lambda: {"top1": evaluate_top1(self.teacher, self.test, batch_size=256)})["top1"]
 
     def fractions(self) -> dict[str, float]:
-        if self._fractions is None:
-            path = self.cache / "latency_table.json"
-            if path.exists():
-                self._fractions = json.loads(path.read_text())
-            else:
-                self._fractions, _ = self.compressor.latency_table()
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(self._fractions, indent=2))
-        return self._fractions
+        return h.cached_json(self.cache / "latency_table.json", lambda: self.compressor.latency_table()[0])
 
     def tiny(self, kind: str, n: int, seed: int) -> TinySet:
         path = self.cache / f"tiny_{kind}_{n}_s{seed}.pt"
-        if path.exists():
-            d = torch.load(path, weights_only=True)
-            images, labels = d["images"], d.get("labels")
-        else:
-            labels = None
-            if kind == "fmnist":
-                images, labels = tiny_sets.fmnist_tiny(n, seed)
-            elif kind == "digits-ood":
-                images = tiny_sets.digits_ood(n, seed)
-            elif kind == "data-free":
-                images = tiny_sets.data_free(self.teacher, n, seed, steps=self.args.synth_steps)
-            else:
-                raise ValueError(kind)
+        if not path.exists():
+            images, labels = h.tiny_set(kind, n, seed, self.teacher, synth_steps=self.args.synth_steps)
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"images": images, **({"labels": labels} if labels is not None else {})}, path)
-        from hf_practise.data import _fingerprint
-
-        return TinySet(
-            images=images, labels=labels, indices=list(range(n)), source=kind, fingerprint=_fingerprint(images)
-        )
+        d = torch.load(path, weights_only=True)
+        images = d["images"]
+        return TinySet(images, d.get("labels"), list(range(n)), source=kind, fingerprint=_fingerprint(images))
 
     # ---- runs ----------------------------------------------------------------------------------------
     def run_path(self, method: str, kind: str, n: int, seed: int, target: float) -> Path:
@@ -233,27 +156,15 @@ class Bench:
             rec["wall_seconds"] = time.perf_counter() - start
             rec["scan_seconds_shared"] = scan_seconds
             path = self.run_path(method, kind, n, seed, target)
-            write_json(path, rec)
+            h.write_json(path, rec)
             logger.info(
-                "%s %s-%d s%d t%.2f: top1 %.2f%% latency -%.1f%% (%.0fs)",
-                method,
-                kind,
-                n,
-                seed,
-                target,
-                100 * rec["top1"],
-                100 * rec["latency_reduction"],
-                rec["wall_seconds"],
+                "%s: top1 %.2f%% latency -%.1f%% (%.0fs)",
+                path.stem,
+                *(100 * rec["top1"], 100 * rec["latency_reduction"], rec["wall_seconds"]),
             )
 
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
-        objective = {
-            "ce": "ce",
-            "kd": "kd",
-            "joint": "features+kd",
-            "joint-mixup": "features+kd",
-            "stages": "features+stages",
-        }.get(method, "features")
+        objective = OBJECTIVES.get(method, "features")
         cfg = self.config(
             target,
             seed,
@@ -268,7 +179,7 @@ class Bench:
         if method == "teacher":
             student = self.teacher
         elif method == "filter":
-            student, ratio = self.filter_pruned(tiny, target, seed, practise_reduction, rows)
+            student, ratio = self.filter_pruned(tiny, target, seed, practise_reduction)
         else:
             if objective == "ce" and tiny.labels is None:
                 raise ValueError(f"{method} needs labels; {kind} has none")
@@ -288,16 +199,8 @@ class Bench:
             # the pruned network with the scan's adaptors, before any finetune: what the finetune recovers from
             top1_before_finetune = evaluate_top1(student, self.test, batch_size=256)
         if method != "teacher":
-            mimic_finetune(
-                student,
-                self.teacher,
-                self.family,
-                tiny.images,
-                config=cfg.finetune,
-                accelerator=comp.accelerator,
-                labels=tiny.labels,
-                seed=seed,
-            )
+            run = {"config": cfg.finetune, "accelerator": comp.accelerator, "labels": tiny.labels, "seed": seed}
+            mimic_finetune(student, self.teacher, self.family, tiny.images, **run)
             if cfg.finetune.recalibrate_norms:
                 recalibrate_norm_stats(student, tiny.images)
             fold_adaptors(student)
@@ -306,31 +209,17 @@ class Bench:
         if method == "practise":
             practise_reduction[target] = lat.reduction
         top1 = self.teacher_top1() if method == "teacher" else evaluate_top1(student, self.test, batch_size=256)
-        macs_t = count_macs(self.teacher, input_size=comp.input_size)
-        return {
-            "teacher": self.name,
-            "method": method,
-            "tiny_set": kind,
-            "num_samples": n,
-            "seed": seed,
-            "latency_target": target,
-            "top1": top1,
-            "top1_before_finetune": top1_before_finetune,
-            "teacher_top1": self.teacher_top1(),
-            "latency_reduction": lat.reduction,
-            "latency_ms": {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms},
-            "latency_setup": {
-                k: v for k, v in lat.base.to_dict().items() if k not in ("median_ms", "p25_ms", "p75_ms")
-            },
-            "macs_reduction": 1 - count_macs(student, input_size=comp.input_size) / macs_t,
-            "params": count_params(student),
-            "dropped_blocks": dropped,
-            "filter_ratio": ratio,
-            "finetune_iterations": cfg.finetune.iterations,
-            "eval_images": len(self.test),
-            "command": self.command,
-            "machine": machine(),
+        macs = [count_macs(m, input_size=comp.input_size) for m in (self.teacher, student)]
+        rec = {"teacher": self.name, "method": method, "tiny_set": kind, "num_samples": n, "seed": seed}
+        rec.update(latency_target=target, top1=top1, top1_before_finetune=top1_before_finetune)
+        rec.update(teacher_top1=self.teacher_top1(), latency_reduction=lat.reduction)
+        rec["latency_ms"] = {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms}
+        rec["latency_setup"] = {
+            k: v for k, v in lat.base.to_dict().items() if k not in ("median_ms", "p25_ms", "p75_ms")
         }
+        rec.update(macs_reduction=1 - macs[1] / macs[0], params=count_params(student), dropped_blocks=dropped)
+        rec.update(filter_ratio=ratio, finetune_iterations=cfg.finetune.iterations, eval_images=len(self.test))
+        return {**rec, "command": self.command, "machine": machine()}
 
     def practise_blocks(self, kind: str, n: int, seed: int, target: float, rows) -> list | None:
         """The blocks the practise run of this setting dropped: ce and kd finetune exactly those (with
@@ -341,18 +230,14 @@ class Bench:
         if not path.exists():
             return None
         by_name = {r.block: r for r in rows}
-        return [by_name[b] for b in json.loads(path.read_text())["dropped_blocks"]]
+        return [by_name[b] for b in h.read_json(path)["dropped_blocks"]]
 
-    def filter_pruned(self, tiny: TinySet, target: float, seed: int, practise_reduction: dict, rows) -> torch.nn.Module:
+    def filter_pruned(self, tiny: TinySet, target: float, seed: int, practise_reduction: dict):
         """L1 filter pruning at the one uniform ratio whose measured latency reduction matches PRACTISE's."""
-        try:
-            import torch_pruning  # noqa: F401
-        except ImportError as e:
-            raise SystemExit("the filter baseline needs Torch-Pruning: pip install torch-pruning") from e
         goal = practise_reduction.get(target)
         if goal is None:
             path = self.run_path("practise", tiny.source, len(tiny), seed, target)
-            goal = json.loads(path.read_text())["latency_reduction"] if path.exists() else target
+            goal = h.read_json(path)["latency_reduction"] if path.exists() else target
         cfg = self.config(target, seed)
         prune = self.filter_pruner()
         # latency is not monotonic in the ratio on CPUs (some channel counts hit slower kernels), so bisect,
@@ -365,43 +250,34 @@ class Bench:
             red = compare_latency(self.teacher, m, input_size=self.compressor.input_size, config=cfg.latency).reduction
             logger.info("filter: ratio %.3f -> latency -%.1f%% (goal -%.1f%%)", mid, 100 * red, 100 * goal)
             tried.append((abs(red - goal), mid, m))
-            if red < goal:
-                lo = mid
-            else:
-                hi = mid
+            lo, hi = (mid, hi) if red < goal else (lo, mid)
         _, ratio, model = min(tried, key=lambda t: t[0])
         return model, ratio
 
     def filter_pruner(self):
         """ratio -> the teacher with that uniform share of L1-smallest filters pruned (deterministic)."""
-        import copy
-
-        import torch_pruning as tp
-
+        try:
+            import torch_pruning as tp
+        except ImportError as e:
+            raise SystemExit("the filter baseline needs Torch-Pruning: pip install torch-pruning") from e
         x = torch.zeros(2, *self.compressor.input_size)
 
         def prune(ratio: float) -> torch.nn.Module:
             m = copy.deepcopy(self.teacher)
             for p in m.parameters():
                 p.requires_grad_(True)
-            pruner = tp.pruner.MagnitudePruner(
-                m,
-                x,
-                importance=tp.importance.MagnitudeImportance(p=1),
-                pruning_ratio=ratio,
-                # keep the channels of the final feature map, so the features can be mimicked
-                ignored_layers=[self.family.classifier(m)]
-                + [layer for block in self.family.stages(m)[-1] for layer in self.family.branch_outputs(block)],
-            )
-            pruner.step()
+            # keep the channels of the final feature map, so the features can be mimicked
+            last = [layer for block in self.family.stages(m)[-1] for layer in self.family.branch_outputs(block)]
+            importance = tp.importance.MagnitudeImportance(p=1)
+            tp.pruner.MagnitudePruner(
+                m, x, importance=importance, pruning_ratio=ratio, ignored_layers=[self.family.classifier(m), *last]
+            ).step()
             return m.eval()
 
         return prune
 
     def blocks_removed(self, dropped: list[str]) -> torch.nn.Module:
         """The teacher with these blocks simply removed (no adaptors): the structure a block-dropping run has."""
-        from hf_practise.recoverability import build_pruned
-
         cands = {c.path: c for c in self.family.candidates(self.teacher)}
         return build_pruned(self.teacher, self.family, [cands[b] for b in dropped], adaptors=False)
 
@@ -415,20 +291,17 @@ class Bench:
         """
         prune = None  # Torch-Pruning is imported only when a filter run needs timing
         cfg = LatencyConfig(batch_size=64, repeats=repeats)
-        recs = {path: json.loads(path.read_text()) for path in sorted(self.runs.glob("*.json"))}
+        recs = {path: h.read_json(path) for path in sorted(self.runs.glob("*.json"))}
 
         def key(rec: dict) -> tuple:
             return (rec["method"] == "filter", rec.get("filter_ratio"), *sorted(rec["dropped_blocks"]))
 
         # many runs share an architecture (ce/kd reuse practise's blocks; criteria often agree): time each once
         timed: dict[tuple, dict] = {}
-        if not again:
-            for rec in recs.values():
-                if rec.get("latency_remeasured"):
-                    timed.setdefault(
-                        key(rec),
-                        {k: rec[k] for k in ("latency_reduction", "latency_ms", "latency_remeasured")},
-                    )
+        fields = ("latency_reduction", "latency_ms", "latency_remeasured")
+        for rec in recs.values() if not again else []:
+            if rec.get("latency_remeasured"):
+                timed.setdefault(key(rec), {k: rec[k] for k in fields})
         for path, rec in recs.items():
             if rec.get("latency_remeasured") and not again:
                 continue
@@ -448,12 +321,10 @@ class Bench:
                     "latency_remeasured": {"repeats": repeats, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
                 }
             new = timed[key(rec)]
-            logger.info(
-                "%s: %.1f%% -> %.1f%%", path.name, 100 * rec["latency_reduction"], 100 * new["latency_reduction"]
-            )
+            logger.info("%s: %.1f%% -> %.1f%%", path.name, *(100 * r["latency_reduction"] for r in (rec, new)))
             rec["latency_reduction_during_run"] = rec.get("latency_reduction_during_run", rec["latency_reduction"])
             rec.update(new)
-            write_json(path, rec)
+            h.write_json(path, rec)
 
     # ---- report --------------------------------------------------------------------------------------
     def fill_no_recovery(self) -> None:
@@ -461,34 +332,28 @@ class Bench:
 
         It depends only on the teacher and the blocks, so it is computed once per set of blocks and cached.
         """
-        cache_path = self.cache / f"no_recovery_top1_{len(self.test)}.json"
-        cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-        for path in sorted(self.runs.glob("practise__*.json")):
-            rec = json.loads(path.read_text())
-            if rec.get("top1_no_recovery") is not None:
-                continue
+        todo = [p for p in sorted(self.runs.glob("practise__*.json")) if h.read_json(p).get("top1_no_recovery") is None]
+        if todo and h.skipped(self.teacher_path):
+            return  # the pages render from the runs as they are
+        cache_path = self.cache / f"no_recovery_top1_{len(self.test)}.json" if todo else None
+        cache = h.read_json(cache_path) if todo and cache_path.exists() else {}
+        for path in todo:
+            rec = h.read_json(path)
             key = ",".join(sorted(rec["dropped_blocks"]))
             if key not in cache:
                 cache[key] = evaluate_top1(self.blocks_removed(rec["dropped_blocks"]), self.test, batch_size=256)
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                cache_path.write_text(json.dumps(cache, indent=2))
+                h.write_json(cache_path, cache)
             rec["top1_no_recovery"] = cache[key]
-            write_json(path, rec)
+            h.write_json(path, rec)
 
     def report(self) -> None:
         self.fill_no_recovery()
-        recs = [json.loads(p.read_text()) for p in sorted(self.runs.glob("*.json"))]
+        recs = [h.read_json(p) for p in sorted(self.runs.glob("*.json"))]
         if not recs:
             return
         groups: dict[tuple, list[dict]] = {}
         for r in recs:
             groups.setdefault((r["tiny_set"], r["num_samples"], r["latency_target"], r["method"]), []).append(r)
-
-        def ms(vals: list[float], scale: float = 100.0) -> str:
-            if len(vals) == 1:
-                return f"{scale * vals[0]:.2f}"
-            return f"{scale * statistics.mean(vals):.2f} ± {scale * statistics.stdev(vals):.2f}"
-
         lines = [
             f"# Comparison on {self.name}",
             "",
@@ -508,23 +373,20 @@ class Bench:
             ]
             for method in ALL_METHODS:
                 rs = groups.get((kind, n, target, method))
-                if not rs:
-                    continue
-                lines.append(
-                    f"| {method} | {len(rs)} | {ms([r['top1'] for r in rs])} | "
-                    f"{ms([r['top1'] - r['teacher_top1'] for r in rs])} | {ms([r['latency_reduction'] for r in rs])} | "
-                    f"{ms([r['macs_reduction'] for r in rs])} | {statistics.mean(r['wall_seconds'] for r in rs):.0f} |"
-                )
+                if rs:
+                    cells = [[r[k] for r in rs] for k in ("top1", "latency_reduction", "macs_reduction")]
+                    delta = mean_std([r["top1"] - r["teacher_top1"] for r in rs])
+                    lines.append(
+                        f"| {method} | {len(rs)} | {mean_std(cells[0])} | {delta} | {mean_std(cells[1])} | "
+                        f"{mean_std(cells[2])} | {statistics.mean(r['wall_seconds'] for r in rs):.0f} |"
+                    )
             lines.append("")
-        lines += self.default_finetune(groups)
-        lines += self.claims(groups)
-        lines += self.wall_time()
-        discussion = HERE / "discussion" / f"{self.name}.md"
+        lines += self.default_finetune(groups) + self.claims(groups) + self.wall_time()
+        discussion = h.HERE / "discussion" / f"{self.name}.md"
         if discussion.exists():
             lines += [discussion.read_text().rstrip(), ""]
-        commands = sorted({r["command"] for r in recs})
-        lines += ["Commands that produced these runs:", ""] + [f"- `{c}`" for c in commands]
-        (self.out / "results.md").write_text("\n".join(lines) + "\n")
+        lines += ["Commands that produced these runs:", ""] + [f"- `{c}`" for c in sorted({r["command"] for r in recs})]
+        atomic_write_text(self.out / "results.md", "\n".join(lines) + "\n")
         self.plot(recs)
         self.update_readme(groups, settings)
         print("\n".join(lines))
@@ -554,7 +416,7 @@ class Bench:
             "",
             "Cells: top-1 % on the teacher's test split (mean ± std over seeds) and, in brackets, the measured "
             "latency change against the teacher (CPU, batch 64). Seeds per column: "
-            + "; ".join(f"{h}: {', '.join(map(str, seeds[s]))}" for h, s in zip(head, settings))
+            + "; ".join(f"{col}: {', '.join(map(str, seeds[s]))}" for col, s in zip(head, settings))
             + ".",
         ]
         return out
@@ -563,19 +425,19 @@ class Bench:
         """Rewrite the README's tables between their markers: for the repo's own results folder the headline and
         the default finetune's table; for a folder under it (`results/steps1000/`, a rerun at other finetune
         settings) the default finetune's table between `bench:<teacher>-default-<folder>` markers."""
-        results = (HERE / "results").resolve()
+        results = h.RESULTS.resolve()
         if self.out.parent.resolve() == results:
-            update_readme_section(self.name, self.headline(groups, settings))
-            update_readme_section(f"{self.name}-default", self.default_finetune_table(groups))
+            h.update_readme_section(self.name, self.headline(groups, settings))
+            h.update_readme_section(f"{self.name}-default", self.default_finetune_table(groups))
         elif self.out.parent.parent.resolve() == results:
-            update_readme_section(f"{self.name}-default-{self.out.parent.name}", self.default_finetune_table(groups))
+            name = f"{self.name}-default-{self.out.parent.name}"
+            h.update_readme_section(name, self.default_finetune_table(groups))
 
     def wall_time(self) -> list[str]:
         """Where the time went: one row per finished invocation of a part (from timings.jsonl)."""
         log = self.out / "timings.jsonl"
         if not log.exists():
             return []
-        entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         out = [
             "## Wall time",
             "",
@@ -585,7 +447,7 @@ class Bench:
             "| part | seeds | minutes | finished | where | command |",
             "| --- | --- | ---: | --- | --- | --- |",
         ]
-        for e in entries:
+        for e in (json.loads(line) for line in log.read_text().splitlines() if line.strip()):
             # entries written before a field existed (a results folder kept from an older version) show "?"
             seeds = ", ".join(map(str, e["seeds"])) if "seeds" in e else "?"
             m = e.get("machine")
@@ -621,11 +483,7 @@ class Bench:
             return []
         rivals = tuple(m for m in ("practise", "kd") if any(k[3] == m for k in groups))  # those that ran
         out = [
-            "| setting | seeds | default | "
-            + " | ".join(rivals)
-            + " | "
-            + " | ".join(f"wins vs {r}" for r in rivals)
-            + " |",
+            f"| setting | seeds | default | {' | '.join(rivals)} | {' | '.join(f'wins vs {r}' for r in rivals)} |",
             "| --- | --- | ---: |" + " ---: |" * (2 * len(rivals)),
         ]
         for kind, n, t in settings:
@@ -643,12 +501,9 @@ class Bench:
                 common = sorted(set(mine) & set(by_seed[m]))
                 return f"{sum(mine[s] > by_seed[m][s] for s in common)}/{len(common)}"
 
+            cells = [loss(DEFAULT_METHOD), " | ".join(map(loss, rivals)), " | ".join(map(wins, rivals))]
             out.append(
-                f"| {n} images, {100 * t:.0f}% | {', '.join(map(str, sorted(mine)))} | {loss(DEFAULT_METHOD)} | "
-                + " | ".join(loss(m) for m in rivals)
-                + " | "
-                + " | ".join(wins(m) for m in rivals)
-                + " |"
+                f"| {n} images, {100 * t:.0f}% | {', '.join(map(str, sorted(mine)))} | " + " | ".join(cells) + " |"
             )
         return out
 
@@ -687,16 +542,13 @@ class Bench:
             "",
             "Computed by `benchmarks/compare.py --report` from the runs above (means over the seeds present).",
             "",
+            "**(a) Block dropping beats filter pruning at equal measured latency.**",
         ]
-        # (a) block dropping vs filter pruning at equal measured latency
-        out.append("**(a) Block dropping beats filter pruning at equal measured latency.**")
         for kind, n, t in settings:
-            p, k = mean(kind, n, t, "practise")
-            f, kf = mean(kind, n, t, "filter")
+            (p, k), (f, kf) = mean(kind, n, t, "practise"), mean(kind, n, t, "filter")
             if p is None or f is None:
                 continue
-            lp, _ = mean(kind, n, t, "practise", "latency_reduction")
-            lf, _ = mean(kind, n, t, "filter", "latency_reduction")
+            lp, lf = (mean(kind, n, t, m, "latency_reduction")[0] for m in ("practise", "filter"))
             out.append(
                 f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at -{100 * lp:.1f}% latency vs filter "
                 f"pruning {pct(f)} at -{100 * lf:.1f}% ({k} vs {kf} seeds; PRACTISE higher in "
@@ -704,9 +556,7 @@ class Bench:
             )
         out += ["", "**(b) Mimic finetuning beats cross-entropy finetuning on tiny sets** (same blocks, same start)."]
         for kind, n, t in settings:
-            p, k = mean(kind, n, t, "practise")
-            c, kc = mean(kind, n, t, "ce")
-            kd, _ = mean(kind, n, t, "kd")
+            p, c, kd = (mean(kind, n, t, m)[0] for m in ("practise", "ce", "kd"))
             if p is None or c is None:
                 continue
             out.append(
@@ -719,11 +569,11 @@ class Bench:
             "**(c) Recoverability picks better blocks** than the initial-loss, random and last-block choices "
             "(all then mimic-finetuned alike).",
         ]
+        randoms = ("random-0", "random-1", "random-2")
         for kind, n, t in settings:
-            p, k = mean(kind, n, t, "practise")
+            p, _ = mean(kind, n, t, "practise")
             if p is None:
                 continue
-            randoms = ("random-0", "random-1", "random-2")
             rand = [r["top1"] for m in randoms for r in groups.get((kind, n, t, m), [])]
             others = {
                 "initial loss": (mean(kind, n, t, "initial")[0], ("initial",)),
@@ -734,18 +584,14 @@ class Bench:
             if not present:
                 continue
             beaten = [k2 for k2, (v, _) in present.items() if p > v]
-            verdict = (
-                "holds"
-                if len(beaten) == len(present)
-                else ("holds against " + ", ".join(beaten) if beaten else "does not hold")
-            )
+            verdict = "holds against " + ", ".join(beaten) if beaten else "does not hold"
             out.append(
                 f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at {lat(kind, n, t, ('practise',))}; "
                 + ", ".join(
                     f"{k2} {pct(v)} at {lat(kind, n, t, ms)} (PRACTISE higher in {wins(kind, n, t, ms)} seeds)"
                     for k2, (v, ms) in present.items()
                 )
-                + f": {verdict}."
+                + f": {'holds' if len(beaten) == len(present) else verdict}."
             )
         out += [
             "",
@@ -755,9 +601,9 @@ class Bench:
         ]
         for kind in ("digits-ood", "data-free", "fmnist"):
             for k2, n, t in sorted({k[:3] for k in groups if k[0] == kind and k[2] == 0.5}):
-                p, _ = mean(k2, n, t, "practise")
-                b, _ = mean(k2, n, t, "practise", "top1_before_finetune")
-                z, _ = mean(k2, n, t, "practise", "top1_no_recovery")
+                p, b, z = (
+                    mean(k2, n, t, "practise", key)[0] for key in ("top1", "top1_before_finetune", "top1_no_recovery")
+                )
                 if p is None or z is None:
                     continue
                 teacher = groups[(k2, n, t, "practise")][0]["teacher_top1"]
@@ -780,28 +626,26 @@ class Bench:
             logger.warning("matplotlib missing: no plot")
             return
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        sel = [r for r in recs if r["tiny_set"] == "fmnist" and r["num_samples"] == max(x["num_samples"] for x in recs)]
+        n = max(x["num_samples"] for x in recs)
+        sel = [r for r in recs if r["tiny_set"] == "fmnist" and r["num_samples"] == n]
         markers = dict(zip(ALL_METHODS, itertools.cycle("o^v<>sDx+P*h")))
         for method in ALL_METHODS:
+            if method.startswith("random-") and method != "random-0":
+                continue
             rs = [
                 r for r in sel if r["method"] == method or (method == "random-0" and r["method"].startswith("random"))
             ]
-            if method.startswith("random-") and method != "random-0":
-                continue
-            if not rs:
-                continue
-            label = "random" if method == "random-0" else method
-            ax.scatter(
-                [100 * r["latency_reduction"] for r in rs],
-                [100 * r["top1"] for r in rs],
-                label=label,
-                marker=markers[method],
-                s=40,
-                alpha=0.8,
-            )
+            if rs:
+                ax.scatter(
+                    [100 * r["latency_reduction"] for r in rs],
+                    [100 * r["top1"] for r in rs],
+                    label="random" if method == "random-0" else method,
+                    marker=markers[method],
+                    s=40,
+                    alpha=0.8,
+                )
         ax.set_xlabel("measured latency reduction (%)")
         ax.set_ylabel("top-1 on the full test split (%)")
-        n = max(x["num_samples"] for x in recs)
         ax.set_title(f"{self.name}: {n} Fashion-MNIST images, every seed and target")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
@@ -811,45 +655,33 @@ class Bench:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default=str(DEFAULT_TEACHER), help="path of a timm local-dir teacher")
+    p = h.parser(__doc__)
+    p.add_argument("--teacher", default=str(h.RESNET34), help="path of a timm local-dir teacher")
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     p.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the seeds of every part")
-    p.add_argument(
-        "--iterations",
-        type=int,
-        default=500,
-        help="finetune steps of every method (the library default is 1000; 500 keeps the full run near four hours on 2 cores)",
+    steps = (
+        "finetune steps of every method (the library's 1000 halved: the full run fits in about four hours on 2 cores)"
     )
+    p.add_argument("--iterations", type=int, default=500, help=steps)
     p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
     p.add_argument("--latency-repeats", type=int, default=15)
     p.add_argument("--eval-samples", type=int, default=None, help="evaluate on a seeded subset (default: all 10,000)")
     p.add_argument("--synth-steps", type=int, default=200, help="optimisation steps per data-free batch")
     p.add_argument("--filter-search-steps", type=int, default=8)
-    p.add_argument("--results", default=str(HERE / "results"))
-    p.add_argument("--cache", default=str(HERE / "cache"))
-    p.add_argument(
-        "--blocks-from",
-        default=None,
-        help="an earlier results folder of this teacher: practise and the same-blocks methods drop exactly the "
-        "blocks its practise runs dropped (to rerun them at other finetune settings into another --results)",
+    p.add_argument("--results", default=str(h.RESULTS))
+    p.add_argument("--cache", default=str(h.CACHE))
+    same = (
+        "an earlier results folder: practise and the same-blocks methods drop exactly the blocks its practise runs did"
     )
+    p.add_argument("--blocks-from", default=None, help=same)
     p.add_argument("--quick", action="store_true", help="smoke test: seed 0, 100 images, 50%% target, few iterations")
     p.add_argument("--report", action="store_true", help="only rewrite the tables and plot from existing runs")
-    p.add_argument(
-        "--remeasure",
-        type=int,
-        default=0,
-        metavar="REPEATS",
-        help="re-time the finished runs not yet re-timed against the teacher (REPEATS A/B pairs) on a quiet machine "
-        "(a run of an architecture already re-timed takes that figure), then report",
-    )
+    again = "re-time the finished runs not yet re-timed (REPEATS A/B pairs) on a quiet machine, then report"
+    p.add_argument("--remeasure", type=int, default=0, metavar="REPEATS", help=again)
     p.add_argument("--remeasure-all", action="store_true", help="with --remeasure: re-time every run again")
     args = p.parse_args()
-    args.command = recorded_command(
-        "python benchmarks/compare.py", p, args, paths=("teacher", "results", "cache", "blocks_from")
-    )
+    args.command = h.command("compare.py", p, args, paths=("teacher", "results", "cache", "blocks_from"))
     if args.blocks_from and Path(args.blocks_from).resolve() == Path(args.results).resolve():
         p.error("--blocks-from must be another folder than --results")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -858,15 +690,11 @@ def main() -> int:
         args.iterations, args.scan_iterations, args.latency_repeats = 10, 3, 5
         args.eval_samples = args.eval_samples or 500
         args.filter_search_steps, args.synth_steps = 2, 5
-        if args.results == str(HERE / "results"):
-            args.results = str(HERE / "cache" / "quick-results")
-    if not (Path(args.teacher) / "config.json").exists() or not fmnist.available():
-        print(
-            f"skipped: needs the teacher at {args.teacher} and Fashion-MNIST under {fmnist.FMNIST_DIR} "
-            "(apt-get install dataset-fashion-mnist)"
-        )
-        return 0
+        if args.results == str(h.RESULTS):
+            args.results = str(h.CACHE / "quick-results")
     bench = Bench(args)
+    if not args.report and h.skipped(bench.teacher_path):
+        return 0
     if args.remeasure:
         bench.remeasure(args.remeasure, again=args.remeasure_all)
     elif not args.report:
@@ -878,22 +706,11 @@ def main() -> int:
             for seed in args.seeds or seeds:
                 bench.group(kind, n, seed, targets, methods)
             elapsed = time.perf_counter() - part_start
-            log = bench.out / "timings.jsonl"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with log.open("a") as f:
-                f.write(
-                    json.dumps(
-                        {
-                            "part": part,
-                            "seeds": list(args.seeds or seeds),
-                            "seconds": elapsed,
-                            "machine": machine(),
-                            "command": bench.command,
-                            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        }
-                    )
-                    + "\n"
-                )
+            bench.out.mkdir(parents=True, exist_ok=True)
+            with (bench.out / "timings.jsonl").open("a") as f:
+                entry = {"part": part, "seeds": list(args.seeds or seeds), "seconds": elapsed, "machine": machine()}
+                entry.update(command=bench.command, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+                f.write(json.dumps(entry) + "\n")
             logger.info("part %s took %.0f s", part, elapsed)
         logger.info("all parts took %.0f s", time.perf_counter() - total)
     bench.report()

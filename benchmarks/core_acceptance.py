@@ -1,96 +1,69 @@
 """Issue-2 acceptance on a real teacher: compress a shared timm teacher at given latency targets on a tiny
-Fashion-MNIST set, evaluate on the full test split, and write json + markdown to benchmarks/results/.
+Fashion-MNIST set (the scan shared between targets through --work-dir), evaluated on the full test split.
 
     python benchmarks/core_acceptance.py --teacher ../shared/teachers/resnet34-fmnist --targets 0.22 0.5
-
-Needs `../shared/teachers` (ours, not users') and Debian's `dataset-fashion-mnist`; exits with a message
-without them. The scan is shared between targets through --work-dir.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fmnist  # noqa: E402
+import fmnist
+import harness as h
 
-from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
-from hf_practise.provenance import machine, recorded_command  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
+from hf_practise.provenance import machine
 
 
-def write_markdown(stem: Path, records: list[dict]) -> None:
+def render(records: list[dict]) -> list[str]:
+    first = records[0]
     lines = [
-        f"# PRACTISE on {records[0]['teacher']}: {records[0]['num_samples']} Fashion-MNIST train images (seed {records[0]['seed']})",
+        f"# PRACTISE on {first['teacher']}: {first['num_samples']} Fashion-MNIST train images (seed {first['seed']})",
         "",
-    ]
-    lines += [f"Command: `{records[0]['command']}`", "", f"Machine: {json.dumps(records[0]['machine'])}", ""]
-    lines += [
+        f"Command: `{first['command']}`",
+        "",
+        f"Machine: {json.dumps(first['machine'])}",
+        "",
         "| target | measured latency reduction | teacher top-1 | compressed top-1 | dropped | MACs | wall s |",
         "| ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
+    lines += [
+        f"| {100 * r['latency_target']:.0f}% | {100 * r['latency_reduction']:.1f}% | {100 * r['top1_before']:.2f}% "
+        f"| {100 * r['top1_after']:.2f}% | {', '.join(r['dropped_blocks'])} | "
+        f"-{100 * (1 - r['macs_after'] / r['macs_before']):.1f}% | {r['wall_seconds']:.0f} |"
+        for r in records
+    ]
     for r in records:
-        lines.append(
-            f"| {100 * r['latency_target']:.0f}% | {100 * r['latency_reduction']:.1f}% | {100 * r['top1_before']:.2f}% "
-            f"| {100 * r['top1_after']:.2f}% | {', '.join(r['dropped_blocks'])} | "
-            f"-{100 * (1 - r['macs_after'] / r['macs_before']):.1f}% | {r['wall_seconds']:.0f} |"
-        )
-    for r in records:
-        lines += ["", f"## Target {100 * r['latency_target']:.0f}%", ""]
-        lines.append(
-            f"Latency (batch {r['latency']['base']['batch_size']}, {r['latency']['base']['threads']} threads, "
-            f"{r['latency']['base']['device_name']}): teacher {r['latency']['base']['median_ms']:.1f} ms, "
-            f"compressed {r['latency']['candidate']['median_ms']:.1f} ms."
-        )
-        lines.append("")
-        lines.append("Seconds per phase: " + ", ".join(f"{k} {v:.0f}" for k, v in r["phase_seconds"].items()))
+        base = r["latency"]["base"]
         lines += [
+            "",
+            f"## Target {100 * r['latency_target']:.0f}%",
+            "",
+            f"Latency (batch {base['batch_size']}, {base['threads']} threads, {base['device_name']}): teacher "
+            f"{base['median_ms']:.1f} ms, compressed {r['latency']['candidate']['median_ms']:.1f} ms.",
+            "",
+            "Seconds per phase: " + ", ".join(f"{k} {v:.0f}" for k, v in r["phase_seconds"].items()),
             "",
             "| block | initial error | recoverability | latency share | score |",
             "| --- | ---: | ---: | ---: | ---: |",
         ]
-        for s in r["scan"]:
-            mark = " **dropped**" if s["block"] in r["dropped_blocks"] else ""
-            lines.append(
-                f"| {s['block']}{mark} | {s['initial_error']:.3g} | {s['recoverability']:.3g} | "
-                f"{100 * s['latency_saving']:.1f}% | {s['score']:.3g} |"
-            )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        lines += [
+            f"| {s['block']}{' **dropped**' if s['block'] in r['dropped_blocks'] else ''} | {s['initial_error']:.3g} "
+            f"| {s['recoverability']:.3g} | {100 * s['latency_saving']:.1f}% | {s['score']:.3g} |"
+            for s in r["scan"]
+        ]
+    return lines
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--teacher", default=str(Path(__file__).resolve().parents[2] / "shared/teachers/resnet34-fmnist"))
-    p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
-    p.add_argument("--num-samples", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
-    p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations)
-    p.add_argument("--lr", type=float, default=FinetuneConfig.lr)
-    p.add_argument("--adaptor-init", default=FinetuneConfig.adaptor_init)
-    p.add_argument("--work-dir", default=str(Path(__file__).resolve().parent / "cache" / "core"))
-    p.add_argument("--tag", default="core")
-    p.add_argument("--report", action="store_true", help="only rewrite the markdown from the json of --tag")
-    args = p.parse_args()
-    if args.report:
-        stem = RESULTS / f"{args.tag}_{Path(args.teacher).name}"
-        write_markdown(stem, json.loads(stem.with_suffix(".json").read_text()))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+def run(p, args) -> list[dict] | None:
     teacher = Path(args.teacher)
-    if not (teacher / "config.json").exists() or not fmnist.available():
-        print(f"skipped: needs the teacher at {teacher} and Fashion-MNIST under {fmnist.FMNIST_DIR}")
-        return 0
-    name = teacher.name
+    if h.skipped(teacher):
+        return None
     tiny = fmnist.load("train", num_samples=args.num_samples, seed=args.seed)
     test = fmnist.load("test")
-    command = recorded_command("python benchmarks/core_acceptance.py", p, args, paths=("teacher", "results"))
     records = []
     for target in args.targets:
         config = CompressionConfig(
@@ -105,26 +78,33 @@ def main() -> int:
         )
         start = time.perf_counter()
         result = PractiseCompressor.from_pretrained(f"local-dir:{teacher}", config).compress(tiny, test)
-        wall = time.perf_counter() - start
-        rec = {
-            "teacher": name,
-            "latency_target": target,
-            "num_samples": args.num_samples,
-            "seed": args.seed,
-            "wall_seconds": wall,
-            "command": command,
-            "machine": machine(),
-            **result.to_dict(),
-        }
-        records.append(rec)
+        rec = {"teacher": teacher.name, "latency_target": target, "num_samples": args.num_samples, "seed": args.seed}
+        rec.update(wall_seconds=time.perf_counter() - start, command=args.command, machine=machine())
+        records.append({**rec, **result.to_dict()})
         print(result.scan_table())
         print(result.summary())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{args.tag}_{name}"
-    stem.with_suffix(".json").write_text(json.dumps(records, indent=2, default=str))
-    write_markdown(stem, records)
-    print(f"wrote {stem}.json and {stem}.md")
-    return 0
+    return records
+
+
+def main() -> int:
+    p = h.parser(__doc__)
+    p.add_argument("--teacher", default=str(h.RESNET34))
+    p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
+    p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations)
+    p.add_argument("--lr", type=float, default=FinetuneConfig.lr)
+    p.add_argument("--adaptor-init", default=FinetuneConfig.adaptor_init)
+    p.add_argument("--work-dir", default=str(h.CACHE / "core"))
+    p.add_argument("--tag", default="core")
+    return h.study(
+        p,
+        stem=lambda a: h.RESULTS / f"{a.tag}_{Path(a.teacher).name}",
+        run=run,
+        paths=("teacher", "results"),
+        render=render,
+    )
 
 
 if __name__ == "__main__":

@@ -1,26 +1,18 @@
 """How much of the model zoo compresses and reloads: timm's pretrained checkpoints and transformers' classifiers.
 
-timm: every architecture that has pretrained checkpoints (`timm.list_models(pretrained=True)`) is built on the
-meta device to find its model class. Per class, up to three architectures are tried as random instances: the
-one with the most checkpoints, the smallest, and the one whose set of layer types differs most from the first
-(a different stem, head, token or norm). A try finds the family, counts the candidate blocks, runs a 1-block
-compression (1 scan and 2 finetune steps on 4 random images), saves it and reloads it in a fresh process (with
-plain timm, or `hf_practise.load_compressed` where timm cannot rebuild it), and passes when the logits are
-identical up to float rounding (at most 1e-5 apart; most are bit-identical). A class's checkpoints count
-only when every tried architecture passed.
-
-transformers: every model type of the image-classification auto-mapping, as the registered family's tiny model
-where a family handles its class, else as a small config built on the meta device (to name its class).
+Per timm model class (of `timm.list_models(pretrained=True)`, built on the meta device) up to three architectures,
+as random instances: the one with the most checkpoints, the smallest, the one whose layer types differ most; per
+transformers image-classification type, its family's tiny model. Each gets a 1-block compression, saved and reloaded
+in a fresh process (plain timm / transformers, or `load_compressed`); it passes when the logits agree within 1e-5.
+A class's checkpoints count only when every tried architecture passed.
 
     python benchmarks/coverage.py                 # all of it, ~30-40 min on 2 cores
     python benchmarks/coverage.py --quick         # three classes and the transformers types (CI smoke test)
-    python benchmarks/coverage.py --families timm-resnet timm-vit timm-convnext   # as if only these existed
     python benchmarks/coverage.py --only-classes timm.models.eva.Eva   # rerun one class (and transformers)
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import logging
@@ -31,24 +23,16 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import harness as h
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from compare import write_json  # noqa: E402
-
-from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig  # noqa: E402
-from hf_practise.backbones import registered_families  # noqa: E402
-from hf_practise.backbones.tiny import fan_in_init  # noqa: E402
-from hf_practise.files import atomic_write_text  # noqa: E402
-from hf_practise.native import reload_logits  # noqa: E402
-from hf_practise.provenance import machine, recorded_command  # noqa: E402
-from hf_practise.training import as_logits  # noqa: E402
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
+from hf_practise.backbones import registered_families
+from hf_practise.backbones.tiny import fan_in_init
+from hf_practise.native import native_reload_gap
+from hf_practise.provenance import machine
 
 logger = logging.getLogger("coverage")
-RESULTS = HERE / "results"
-CACHE = HERE / "cache" / "coverage"
 GAP_TOLERANCE = 1e-5  # largest |logit| difference that passes: float rounding, never another network
 MAX_PARAMS = 120e6  # larger architectures are not run here (memory and time on 2 cores); the table says so
 QUICK_CLASSES = ("timm.models.resnet.ResNet", "timm.models.efficientnet.EfficientNet", "timm.models.regnet.RegNet")
@@ -69,7 +53,7 @@ def timm_classes(cache: Path, modules: tuple[str, ...] | None = None) -> dict[st
 
     path = cache / f"timm-{timm.__version__}{'-' + '-'.join(modules) if modules else ''}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return h.read_json(path)
     every = timm.list_models(pretrained=True)
     names = [n for m in modules for n in timm.list_models(pretrained=True, module=m)] if modules else every
     counts = collections.Counter(n.split(".")[0] for n in names)
@@ -81,18 +65,11 @@ def timm_classes(cache: Path, modules: tuple[str, ...] | None = None) -> dict[st
         except Exception as e:  # noqa: BLE001 - recorded, the count goes on
             classes["(cannot build)"].append({"arch": arch, "checkpoints": n, "error": str(e)[:200]})
             continue
-        classes[f"{type(model).__module__}.{type(model).__name__}"].append(
-            {
-                "arch": arch,
-                "checkpoints": n,
-                "params": sum(p.numel() for p in model.parameters()),
-                "layer_types": sorted({type(m).__name__ for m in model.modules()}),
-            }
-        )
-    data = {"total_checkpoints": len(every), "classes": classes}
-    cache.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(data))
-    return data
+        params, layers = sum(p.numel() for p in model.parameters()), sorted({type(m).__name__ for m in model.modules()})
+        entry = {"arch": arch, "checkpoints": n, "params": params, "layer_types": layers}
+        classes[f"{type(model).__module__}.{type(model).__name__}"].append(entry)
+    h.write_json(path, {"total_checkpoints": len(every), "classes": classes})
+    return h.read_json(path)
 
 
 def pick(archs: list[dict]) -> list[dict]:
@@ -113,22 +90,17 @@ def pick(archs: list[dict]) -> list[dict]:
 def try_compress(model: torch.nn.Module, family, input_size: tuple, source: dict[str, Any]) -> dict[str, Any]:
     """A 1-block compression of `model`, saved and reloaded in a fresh process: what happened."""
     out: dict[str, Any] = {"family": family.name, "candidates": len(family.candidates(model))}
-    cfg = CompressionConfig(
-        num_blocks=1,
-        scan=ScanConfig(iterations=1, batch_size=2),
-        finetune=FinetuneConfig(iterations=2, batch_size=2, lr=1e-5),
-        latency=LatencyConfig(batch_size=1, repeats=1, warmup=0, input_size=input_size),
-    )
+    scan, finetune = ScanConfig(iterations=1, batch_size=2), FinetuneConfig(iterations=2, batch_size=2, lr=1e-5)
+    latency = LatencyConfig(batch_size=1, repeats=1, warmup=0, input_size=input_size)
+    cfg = CompressionConfig(num_blocks=1, scan=scan, finetune=finetune, latency=latency)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, *input_size, generator=g)
     result = PractiseCompressor(model, cfg, family=family, source_config=source).compress(x)
     native = result.reloads_natively
     with tempfile.TemporaryDirectory(prefix="coverage-") as tmp:
         folder = result.save_pretrained(Path(tmp) / "saved")
-        reloaded = reload_logits(folder, family.library_name if native else "hf_practise", x[:2])
-    with torch.no_grad():
-        expected = as_logits(result.model.eval()(x[:2]))
-    out.update(reload="native" if native else "hf_practise loader", gap=(reloaded - expected).abs().max().item())
+        gap = native_reload_gap(folder, family.library_name if native else "hf_practise", result.model, x[:2])
+    out.update(reload="native" if native else "hf_practise loader", gap=gap)
     # identical up to float rounding: transformers keeps the loaded weights as (unaligned) views of the safetensors
     # file, and unaligned memory takes other SIMD paths, which can move a logit by an ulp (weights bit-identical)
     out["passed"] = out["gap"] <= GAP_TOLERANCE
@@ -233,15 +205,15 @@ def run_transformers(allowed: set[str] | None) -> list[dict]:
 
 
 def headline(record: dict) -> str:
-    t, h = record["timm"], record["transformers"]
+    t, hf = record["timm"], record["transformers"]
     return (
         f"{t['passed_checkpoints']:,} of {t['total_checkpoints']:,} timm pretrained checkpoints "
-        f"({100 * t['passed_checkpoints'] / t['total_checkpoints']:.0f}%) and {h['passed']} of {h['total']} "
+        f"({100 * t['passed_checkpoints'] / t['total_checkpoints']:.0f}%) and {hf['passed']} of {hf['total']} "
         "transformers image-classification types compress and reload"
     )
 
 
-def write_markdown(path: Path, record: dict) -> None:
+def render(record: dict) -> list[str]:
     lines = [
         "# Model-zoo coverage",
         "",
@@ -259,16 +231,16 @@ def write_markdown(path: Path, record: dict) -> None:
         "| class | checkpoints | status | tried (family, candidates, reload, gap or error) |",
         "| --- | ---: | --- | --- |",
     ]
-    for row in record["timm"]["rows"]:
-        tried = "; ".join(
-            f"`{t['arch']}`: "
-            + (
-                t.get("note")
-                or t.get("error")
-                or f"{t['family']}, {t['candidates']} candidates, {t['reload']}, gap {t['gap']:.1g}"
-            )
-            for t in row["tried"]
+
+    def what(t: dict) -> str:
+        return (
+            t.get("note")
+            or t.get("error")
+            or f"{t['family']}, {t['candidates']} candidates, {t['reload']}, gap {t['gap']:.1g}"
         )
+
+    for row in record["timm"]["rows"]:
+        tried = "; ".join(f"`{t['arch']}`: {what(t)}" for t in row["tried"])
         lines.append(
             f"| `{row['class'].replace('timm.models.', '')}` | {row['checkpoints']} | {row['status']} | {tried} |"
         )
@@ -279,28 +251,64 @@ def write_markdown(path: Path, record: dict) -> None:
         "| model type | class | passed | family, candidates, reload, gap or why not |",
         "| --- | --- | :---: | --- |",
     ]
-    for row in record["transformers"]["rows"]:
-        what = (
-            row.get("note")
-            or row.get("error")
-            or (f"{row['family']}, {row['candidates']} candidates, {row['reload']}, gap {row['gap']:.1g}")
-        )
-        lines.append(f"| {row['model_type']} | `{row['class']}` | {'yes' if row.get('passed') else 'no'} | {what} |")
+    lines += [
+        f"| {row['model_type']} | `{row['class']}` | {'yes' if row.get('passed') else 'no'} | {what(row)} |"
+        for row in record["transformers"]["rows"]
+    ]
     lines += ["", f"Command: `{record['command']}` ({record['seconds'] / 60:.0f} min)"]
     lines += [
         f"Rerun of {', '.join(r['classes'])} after a fix: `{r['command']}` ({r['seconds'] / 60:.0f} min)"
         for r in record.get("reruns", [])
     ]
-    lines += ["", f"Machine: {json.dumps(record['machine'])}", ""]
-    atomic_write_text(path, "\n".join(lines))
+    return lines + ["", f"Machine: {json.dumps(record['machine'])}"]
+
+
+def run(p, args) -> dict:
+    for name in ("hf_practise", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import timm
+    import transformers
+
+    allowed = set(args.families) if args.families else None
+    start = time.perf_counter()
+    args.previous = None
+    if args.only_classes:
+        path = Path(args.results) / f"{args.tag}.json"
+        if not path.exists():
+            p.error(f"--only-classes reruns some classes of an existing {path}; run without it first")
+        args.previous = h.read_json(path)
+        unknown = set(args.only_classes) - {r["class"] for r in args.previous["timm"]["rows"]}
+        if unknown:
+            p.error(f"--only-classes: not a class of {path}: {sorted(unknown)} (e.g. timm.models.eva.Eva)")
+    timm_rows, total = run_timm(args, allowed)
+    hf_rows = run_transformers(allowed)  # a few minutes: always rerun
+    passed = sum(r["checkpoints"] for r in timm_rows if r["status"] == "passed")
+    record = {
+        "timm": {"total_checkpoints": total, "passed_checkpoints": passed, "rows": timm_rows},
+        "transformers": {"total": len(hf_rows), "passed": sum(bool(r.get("passed")) for r in hf_rows), "rows": hf_rows},
+        "families": sorted(f.name for f in registered_families() if allowed is None or f.name in allowed),
+        "versions": {"timm": timm.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - start),
+        "command": args.command,
+        "machine": machine(),
+    }
+    if args.previous:  # a partial rerun: the full run's command and time stay, the rerun is listed after them
+        rerun = {"command": record["command"], "classes": args.only_classes, "seconds": record["seconds"]}
+        previous = args.previous
+        record.update(
+            command=previous["command"], seconds=previous["seconds"], reruns=[*previous.get("reruns", []), rerun]
+        )
+    print(headline(record) + f" ({record['seconds']} s)")
+    return record
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = h.parser(__doc__)
     p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_CLASSES)} and transformers")
     p.add_argument("--families", nargs="+", default=None, help="count as if only these families were registered")
-    p.add_argument("--results", default=str(RESULTS))
-    p.add_argument("--cache", default=str(CACHE))
+    p.add_argument("--results", default=str(h.RESULTS))
+    p.add_argument("--cache", default=str(h.CACHE / "coverage"))
     p.add_argument("--tag", default="coverage", help="results file name: TAG.json and TAG.md")
     p.add_argument(
         "--only-classes",
@@ -309,53 +317,7 @@ def main() -> int:
         help="rerun only these timm classes (e.g. timm.models.eva.Eva) and the transformers types; every other "
         "timm row comes from TAG.json",
     )
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for name in ("hf_practise", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import timm
-    import transformers
-
-    allowed = set(args.families) if args.families else None
-    start = time.perf_counter()
-    out = Path(args.results)
-    args.previous = None
-    if args.only_classes:
-        path = out / f"{args.tag}.json"
-        if not path.exists():
-            p.error(f"--only-classes reruns some classes of an existing {path}; run without it first")
-        args.previous = json.loads(path.read_text())
-        unknown = set(args.only_classes) - {r["class"] for r in args.previous["timm"]["rows"]}
-        if unknown:
-            p.error(f"--only-classes: not a class of {path}: {sorted(unknown)} (e.g. timm.models.eva.Eva)")
-    timm_rows, total = run_timm(args, allowed)
-    hf_rows = run_transformers(allowed)  # a few minutes: always rerun
-    record = {
-        "timm": {
-            "total_checkpoints": total,
-            "passed_checkpoints": sum(r["checkpoints"] for r in timm_rows if r["status"] == "passed"),
-            "rows": timm_rows,
-        },
-        "transformers": {"total": len(hf_rows), "passed": sum(bool(r.get("passed")) for r in hf_rows), "rows": hf_rows},
-        "families": sorted(f.name for f in registered_families() if allowed is None or f.name in allowed),
-        "versions": {"timm": timm.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
-        "quick": args.quick,
-        "seconds": round(time.perf_counter() - start),
-        "command": recorded_command("python benchmarks/coverage.py", p, args, paths=("results", "cache")),
-        "machine": machine(),
-    }
-    if args.previous:  # a partial rerun: the full run's command and time stay, the rerun is listed after them
-        rerun = {"command": record["command"], "classes": args.only_classes, "seconds": record["seconds"]}
-        record.update(
-            command=args.previous["command"],
-            seconds=args.previous["seconds"],
-            reruns=[*args.previous.get("reruns", []), rerun],
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"{args.tag}.json", record)
-    write_markdown(out / f"{args.tag}.md", record)
-    print(headline(record) + f" ({record['seconds']} s)")
-    return 0
+    return h.study(p, stem=lambda a: Path(a.results) / a.tag, run=run, render=render)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,26 @@ def load_raw(split: str) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def draw(total: int, num_samples: int, seed: int) -> np.ndarray:
+    """The sorted indices of `num_samples` seeded draws out of `total` images (what `load` keeps)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=g)[:num_samples].sort().values.numpy()
+
+
+def save_raw(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write images (N, 28, 28) and labels (N,) as the IDX files `load_raw` reads, e.g. a few images to carry.
+
+    `load(split, num_samples=n, seed=s)` on a folder holding the `draw(total, n, s)` subset of a split gives the
+    same images as on the whole split (the subset's own draw keeps all of it, in order).
+    """
+    prefix = "train" if split == "train" else "t10k"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array, code in (("images-idx3", images, 3), ("labels-idx1", labels, 1)):
+        header = bytes([0, 0, 8, code]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        with gzip.open(folder / f"{prefix}-{name}-ubyte.gz", "wb") as f:
+            f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
 def to_tensor(images: np.ndarray, mean: float = MEAN, std: float = STD) -> torch.Tensor:
     """(N, 28, 28) uint8 -> (N, 3, 32, 32) float, padded with black (0) before normalising."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
@@ -52,7 +72,6 @@ def load(split: str, *, num_samples: int | None = None, seed: int = 0) -> torch.
     """A TensorDataset of (image, label); `num_samples` seeded draws when given."""
     images, labels = load_raw(split)
     if num_samples is not None:
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(images), generator=g)[:num_samples].sort().values.numpy()
+        idx = draw(len(images), num_samples, seed)
         images, labels = images[idx], labels[idx]
     return torch.utils.data.TensorDataset(to_tensor(images), torch.from_numpy(labels.astype(np.int64)))

@@ -1,72 +1,41 @@
 """Where latency is measured changes what PRACTISE drops: each block's share of the time in PyTorch eager, ONNX
-Runtime and OpenVINO side by side, the blocks chosen at each target with each backend's shares, and every chosen
-model's cut measured in every backend.
+Runtime and OpenVINO, the blocks each backend's shares choose at each target (one recoverability scan), and every
+chosen model's cut measured in every backend.
 
     python benchmarks/latency_backends.py                       # resnet34-fmnist, the timm ConvNeXt and ViT teachers
     python benchmarks/latency_backends.py --teachers resnet34-fmnist --threads 2
-
-The recoverability scan does not depend on the backend: it runs once per teacher (cached in the work dir) and
-every backend's selection ranks the same recoverabilities by its own shares. Writes
-`benchmarks/results/latency_backends.{json,md}` with the command and the machine (and its load average: shares
-measured beside another job are scaled to the saving of removing the blocks, measured in the same rounds).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import harness as h
 
-import fmnist  # noqa: E402
-import quiet as jobs  # noqa: E402
-from compare import write_json  # noqa: E402
-from families import INPUT, committed_teacher, load_native, train_teacher  # noqa: E402
-
-from hf_practise import CompressionConfig, LatencyConfig, PractiseCompressor, compare_latency  # noqa: E402
-from hf_practise.data import load_tiny_set  # noqa: E402
-from hf_practise.provenance import machine, recorded_command  # noqa: E402
-from hf_practise.recoverability import build_pruned  # noqa: E402
-from hf_practise.runtimes import BACKENDS  # noqa: E402
+from hf_practise import CompressionConfig, LatencyConfig, PractiseCompressor, compare_latency
+from hf_practise.data import load_tiny_set
+from hf_practise.provenance import machine
+from hf_practise.recoverability import build_pruned
+from hf_practise.runtimes import BACKENDS
 
 logger = logging.getLogger("latency_backends")
-RESULTS = HERE / "results"
-SHARED = HERE.parent.parent / "shared" / "teachers"
 TEACHERS = ["resnet34-fmnist", "timm-convnext", "timm-vit"]
 
 
-def load_teacher(name: str, args, test):
-    """The shared resnet34, a committed teacher, or a families-benchmark teacher (trained once, cached)."""
-    if name == "resnet34-fmnist":
-        folder = SHARED / name
-        if not folder.exists():
-            raise FileNotFoundError(f"{folder} is missing (the shared teachers are not on this machine)")
-        meta = json.loads((folder / "teacher_metrics.json").read_text())
-        return load_native(folder, "timm").eval(), {"source": f"../shared/teachers/{name}", **meta}
-    committed = committed_teacher(name)
-    if committed is not None:
-        folder, meta = committed
-    else:
-        cache = Path(args.cache) / "families" / name
-        meta = train_teacher(name, fmnist.load("train"), test, steps=args.train_steps, seed=0, folder=cache)
-        folder = cache / "teacher"
-    return load_native(folder, "timm").eval(), meta
-
-
-def scan_teacher(name: str, args, tiny, test):
+def scan_teacher(name: str, args, tiny):
     """The teacher and its recoverability scan (cached in the work dir): no timing, so other jobs may run."""
-    teacher, meta = load_teacher(name, args, test)
+    found = h.find_teacher(name, cache=Path(args.cache) / "families", train_steps=args.train_steps)
+    if found is None:
+        raise FileNotFoundError(f"no teacher {name} (the shared teachers are not on this machine)")
+    teacher = h.load_native(found[0]).eval()
     work = Path(args.cache) / "latency_backends" / name
-    comp = PractiseCompressor(teacher, CompressionConfig(work_dir=str(work), latency=LatencyConfig(input_size=INPUT)))
+    comp = PractiseCompressor(teacher, CompressionConfig(work_dir=str(work), latency=LatencyConfig(input_size=h.INPUT)))
     rows = comp.scan(tiny, latency_saving={c.path: 0.05 for c in comp.candidates()})
-    return teacher, meta, rows
+    return teacher, found[1], rows
 
 
 def run_teacher(name: str, args, teacher, meta, rows) -> dict:
@@ -74,7 +43,7 @@ def run_teacher(name: str, args, teacher, meta, rows) -> dict:
     record: dict = {"teacher": name, "teacher_meta": meta, "backends": {}}
     for backend in args.backends:
         latency = LatencyConfig(
-            batch_size=64, repeats=args.repeats, threads=args.threads, input_size=INPUT, backend=backend
+            batch_size=64, repeats=args.repeats, threads=args.threads, input_size=h.INPUT, backend=backend
         )
         comp = PractiseCompressor(
             teacher, CompressionConfig(latency_reduction=0.22, latency=latency, work_dir=str(work))
@@ -103,7 +72,7 @@ def run_teacher(name: str, args, teacher, meta, rows) -> dict:
             cuts = {}
             for other in args.backends:  # the chosen model's cut where it may be deployed
                 cfg = dataclasses.replace(latency, backend=other)
-                cuts[other] = compare_latency(teacher, pruned, input_size=INPUT, config=cfg).reduction
+                cuts[other] = compare_latency(teacher, pruned, input_size=h.INPUT, config=cfg).reduction
             entry["targets"][str(target)] = {
                 "dropped": sorted(r.block for r in chosen),
                 "checks": checks,
@@ -121,7 +90,7 @@ def run_teacher(name: str, args, teacher, meta, rows) -> dict:
     return record
 
 
-def write_markdown(path: Path, doc: dict) -> None:
+def render(doc: dict) -> list[str]:
     lines = [
         "# Latency by backend",
         "",
@@ -180,30 +149,15 @@ def write_markdown(path: Path, doc: dict) -> None:
                 + " |" * len(backends)
             )
         lines.append("")
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teachers", nargs="+", default=TEACHERS)
-    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--num-samples", type=int, default=500)
-    p.add_argument("--train-steps", type=int, default=1500, help="steps of a families teacher trained here")
-    p.add_argument("--cache", default=str(HERE / "cache"))
-    p.add_argument("--results", default=str(RESULTS))
-    jobs.add_arguments(p)
-    args = p.parse_args()
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
-    if not fmnist.available():
-        print(f"skipped: Fashion-MNIST is not at {fmnist.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
-        return 0
-    test = fmnist.load("test")
-    tiny = load_tiny_set(fmnist.load("train", num_samples=args.num_samples, seed=0).tensors[0])
+def run(p, args) -> dict | None:
+    if h.skipped():
+        return None
+    tiny = load_tiny_set(h.tiny_images(args.num_samples))
     doc = {
-        "command": recorded_command("python benchmarks/latency_backends.py", p, args, paths=("cache", "results")),
+        "command": args.command,
         "machine": machine(),
         "paused_pids": bool(args.pause_pids),
         "threads": args.threads,
@@ -211,25 +165,37 @@ def main() -> int:
         "records": [],
     }
     scanned = {}
-    with jobs.threads(args.scan_threads):
+    with h.threads(args.scan_threads):
         for name in args.teachers:  # the scans first: recoverability does not depend on the backend
             try:
-                scanned[name] = scan_teacher(name, args, tiny, test)
+                scanned[name] = scan_teacher(name, args, tiny)
             except FileNotFoundError as e:
                 print(f"skipped {name}: {e}")
-    with jobs.paused(args.pause_pids):
+    with h.paused(args.pause_pids):
         doc["load_average"] = [round(v, 2) for v in os.getloadavg()]
         for name, (teacher, meta, rows) in scanned.items():
             doc["records"].append(run_teacher(name, args, teacher, meta, rows))
-    if not doc["records"]:
-        return 0
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    stem = "latency_backends" if args.teachers == TEACHERS else "latency_backends_" + "_".join(args.teachers)
-    write_json(results / f"{stem}.json", doc)
-    write_markdown(results / f"{stem}.md", doc)
-    print((results / f"{stem}.md").read_text())
-    return 0
+    return doc if doc["records"] else None
+
+
+def main() -> int:
+    p = h.parser(__doc__)
+    p.add_argument("--teachers", nargs="+", default=TEACHERS)
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--train-steps", type=int, default=1500, help="steps of a families teacher trained here")
+    p.add_argument("--cache", default=str(h.CACHE))
+    p.add_argument("--results", default=str(h.RESULTS))
+    h.job_flags(p)
+
+    def stem(args) -> Path:
+        name = "latency_backends" if args.teachers == TEACHERS else "latency_backends_" + "_".join(args.teachers)
+        return Path(args.results) / name
+
+    return h.study(p, stem=stem, run=run, render=render)
 
 
 if __name__ == "__main__":

@@ -1,73 +1,26 @@
-"""The recoverability scan's wall time, and how many adaptor steps its ranking needs.
+"""The recoverability scan's wall time, and how many adaptor steps its ranking needs (benchmarks/README.md).
 
-    python benchmarks/scan_speed.py                          # resnet34-fmnist: full forward vs from the stage
-    python benchmarks/scan_speed.py --tau 25 50 100 200 1000 # ranking at each step count against the last
-    python benchmarks/scan_speed.py --teacher timm-vit --tau 25 50 100 200 1000
-    python benchmarks/scan_speed.py --teacher timm-vit --replicate benchmarks/results/scan_tau_timm-vit.json --seed 1
-                                                             # the reference again on other batches: its own tau
-    python benchmarks/scan_speed.py --summary                # every tau study, with near-ties, in one table
-
-Speed: every candidate is scored twice back to back, once with every step run from the image (before) and
-once from the teacher's cached input where the candidate's changes begin (after; `ScanConfig.stage_cache_mb`),
-in alternating order, so both see the same machine; the after total includes building the cache. The two
-recoverabilities of each candidate must agree to 1e-5 relative.
-
-Tau: the scan at each `--tau` step count (default settings otherwise) and the Kendall tau between its ranking
-and the ranking at the largest count, both by score (recoverability / latency share; shares measured once, in
-the same run) and by recoverability alone.
-
-Replicate: the reference count of an earlier tau study again, with the adaptors trained on batches drawn with
-another `--seed` (same images, same settings). Its tau against the study's reference is how far two rankings at
-the reference count agree with each other: a ranking at fewer steps cannot be expected to agree with one
-reference draw better than another reference draw does. Writes `scan_replicate_TEACHER_seedS.{json,md}`.
-
-Teachers: `resnet34` is `../shared/teachers/resnet34-fmnist` (skipped without it); any other name is a teacher
-of `benchmarks/families.py`: committed (`benchmarks/teachers/NAME`) or trained as that benchmark trains it (1,500
-steps, cached under `benchmarks/cache/families/NAME`, as the benchmark caches it). Tiny set: 500 seeded Fashion-MNIST train images. Writes
-`benchmarks/results/scan_speed_TEACHER.{json,md}` (or `scan_tau_TEACHER` with `--tau`).
+python benchmarks/scan_speed.py                          # resnet34-fmnist: full forward vs from the stage
+python benchmarks/scan_speed.py --tau 25 50 100 200 1000 # ranking at each step count against the last
+python benchmarks/scan_speed.py --teacher timm-vit --replicate benchmarks/results/scan_tau_timm-vit.json --seed 1
+python benchmarks/scan_speed.py --summary                # every tau study, with near-ties, in one table
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
+import harness as h
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import fmnist  # noqa: E402
-from compare import write_json  # noqa: E402
-from families import RECIPES, committed_teacher, load_native, train_teacher  # noqa: E402
-
-from hf_practise import ScanConfig, get_family  # noqa: E402
-from hf_practise.backbones.registry import registered_families  # noqa: E402
-from hf_practise.forward_cut import CutCache  # noqa: E402
-from hf_practise.latency import LatencyConfig, block_latency_table  # noqa: E402
-from hf_practise.provenance import machine, recorded_command  # noqa: E402
-from hf_practise.recoverability import score_block, teacher_features  # noqa: E402
-
-RESULTS = HERE / "results"
-SHARED_TEACHER = HERE.parent.parent / "shared" / "teachers" / "resnet34-fmnist"
-
-
-def load_teacher(name: str):
-    if name == "resnet34":
-        return (load_native(SHARED_TEACHER, "timm") if SHARED_TEACHER.exists() else None), "resnet34-fmnist"
-    library = "timm" if name.startswith("timm") else "transformers"
-    found = committed_teacher(name)
-    if found is not None:
-        return load_native(found[0], library), name
-    if name not in RECIPES:
-        return None, name
-    # the families benchmark's own teacher of this recipe (trained there, or here the same way, and cached)
-    folder = HERE / "cache" / "families" / name
-    train_teacher(name, fmnist.load("train"), fmnist.load("test"), steps=1500, seed=0, folder=folder)
-    return load_native(folder / "teacher", library), name
+from hf_practise import ScanConfig, get_family
+from hf_practise.backbones.registry import registered_families
+from hf_practise.files import atomic_write_text
+from hf_practise.forward_cut import CutCache
+from hf_practise.latency import LatencyConfig, block_latency_table
+from hf_practise.provenance import machine
+from hf_practise.recoverability import score_block, teacher_features
 
 
 def kendall_tau(a: list[float], b: list[float], tie: float = 0.0) -> float:
@@ -93,10 +46,18 @@ def kendall_tau(a: list[float], b: list[float], tie: float = 0.0) -> float:
     return (concordant - discordant) / denom if denom else 1.0
 
 
+def taus(rows: list[dict], ref_rows: list[dict], key: str = "score", tie: float = 0.0) -> float:
+    return kendall_tau([r[key] for r in rows], [r[key] for r in ref_rows], tie=tie)
+
+
+def cut_cache(teacher, family, images, config: ScanConfig) -> CutCache:
+    return CutCache(teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20)
+
+
 def speed(teacher, family, images, targets, config: ScanConfig) -> dict:
     blocks = family.candidates(teacher)
     began = time.perf_counter()
-    cuts = CutCache(teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20)
+    cuts = cut_cache(teacher, family, images, config)
     for block in blocks:
         cuts.for_block(block)
     setup = time.perf_counter() - began
@@ -107,140 +68,105 @@ def speed(teacher, family, images, targets, config: ScanConfig) -> dict:
             cut = cuts.for_block(block) if way == "cut" else None
             runs[way] = score_block(teacher, family, block, images, targets, config=config, cut=cut)
         full, fast = runs["full"], runs["cut"]
-        rows.append(
-            {
-                "block": block.path,
-                "cut": cuts.for_block(block).cut if cuts.for_block(block) is not None else None,
-                "seconds_full": full.seconds,
-                "seconds_cut": fast.seconds,
-                "recoverability_full": full.recoverability,
-                "recoverability_cut": fast.recoverability,
-                "relative_difference": abs(fast.recoverability - full.recoverability) / max(full.recoverability, 1e-30),
-            }
-        )
+        row = {"block": block.path, "cut": cuts.for_block(block).cut if cuts.for_block(block) is not None else None}
+        row.update(seconds_full=full.seconds, seconds_cut=fast.seconds, recoverability_full=full.recoverability)
+        change = abs(fast.recoverability - full.recoverability) / max(full.recoverability, 1e-30)
+        rows.append({**row, "recoverability_cut": fast.recoverability, "relative_difference": change})
         print(
             f"{block.path:14s} full {full.seconds:6.1f}s  from {rows[-1]['cut'] or 'the image':14s} "
             f"{fast.seconds:6.1f}s  recoverability {full.recoverability:.6g} / {fast.recoverability:.6g}",
             flush=True,
         )
-    before = sum(r["seconds_full"] for r in rows)
-    after = setup + sum(r["seconds_cut"] for r in rows)
-    return {
-        "rows": rows,
-        "setup_seconds": setup,
-        "before_seconds": before,
-        "after_seconds": after,
-        "max_relative_difference": max(r["relative_difference"] for r in rows),
+    before, after = sum(r["seconds_full"] for r in rows), setup + sum(r["seconds_cut"] for r in rows)
+    worst = max(r["relative_difference"] for r in rows)
+    return {"rows": rows, "setup_seconds": setup, "before_seconds": before, "after_seconds": after} | {
+        "max_relative_difference": worst
     }
 
 
 def study_row(row, shares: dict[str, float]) -> dict:
     """What a study keeps of one scanned candidate, with its score under `shares`."""
     share = shares[row.block]
-    return {
-        "block": row.block,
-        "initial_error": row.initial_error,
-        "recoverability": row.recoverability,
+    score = row.recoverability / share if share > 0 else float("inf")
+    return {"block": row.block, "initial_error": row.initial_error, "recoverability": row.recoverability} | {
         "trained": row.trained,
         "share": share,
-        "score": row.recoverability / share if share > 0 else float("inf"),
+        "score": score,
     }
 
 
-def tau_study(
-    teacher,
-    family,
-    images,
-    targets,
-    config: ScanConfig,
-    counts: list[int],
-    latency: LatencyConfig,
-    reference: dict | None = None,
-) -> dict:
+def rescored(rows: list[dict], shares: dict[str, float]) -> list[dict]:
+    """A reference's rows with their scores under this run's `shares`."""
+    return [{**r, "share": shares[r["block"]], "score": r["recoverability"] / shares[r["block"]]} for r in rows]
+
+
+def reference_rows(reference: dict, blocks) -> list[dict]:
+    old = reference["table"][str(reference["reference"])][:-1]
+    if [r["block"] for r in old] != [b.path for b in blocks]:
+        raise ValueError("the reference result scanned other candidates: not the same teacher")
+    return old
+
+
+def tau_study(teacher, family, images, targets, config: ScanConfig, counts: list[int], reference: dict | None) -> dict:
     """The scan at each count of `counts`; the largest count is the reference, unless `reference` (an earlier
     result of this study on the same teacher and scan settings) gives its reference rows: the scan is seeded, so
     they are what a rerun would give, and their scores are recomputed with this run's latency shares."""
     blocks = family.candidates(teacher)
+    latency = LatencyConfig(input_size=h.INPUT)
     shares, _ = block_latency_table(teacher, family, blocks, input_size=latency.input_size, config=latency)
-    cuts = CutCache(teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20)
+    cuts = cut_cache(teacher, family, images, config)
     table: dict[int, list[dict]] = {}
     if reference is not None:
         ref = reference["reference"]
-        old = reference["table"][str(ref)]
-        if [r["block"] for r in old[:-1]] != [b.path for b in blocks]:
-            raise ValueError("the reference result scanned other candidates: not the same teacher")
-        table[ref] = [
-            {**r, "share": shares[r["block"]], "score": r["recoverability"] / shares[r["block"]]} for r in old[:-1]
-        ] + [old[-1]]
+        seconds = reference["table"][str(ref)][-1]
+        table[ref] = rescored(reference_rows(reference, blocks), shares) + [seconds]
         counts = sorted({n for n in counts if n != ref} | {ref})
-        print(f"{ref:5d} steps: reused from the reference result ({old[-1]['seconds']:.1f}s then)", flush=True)
-    for n in counts:
-        if n in table:
-            continue
+        print(f"{ref:5d} steps: reused from the reference result ({seconds['seconds']:.1f}s then)", flush=True)
+    for n in (n for n in counts if n not in table):
         cfg = ScanConfig(**{**config.__dict__, "iterations": n})
         began = time.perf_counter()
         rows = [score_block(teacher, family, b, images, targets, config=cfg, cut=cuts.for_block(b)) for b in blocks]
         seconds = time.perf_counter() - began
-        table[n] = [study_row(r, shares) for r in rows]
-        print(
-            f"{n:5d} steps: {seconds:7.1f}s, lowered the error on {sum(r.trained for r in rows)} of {len(rows)}",
-            flush=True,
-        )
-        table[n].append({"seconds": seconds})
-    ref = counts[-1]
-    summary = []
-    for n in counts:
-        rows, ref_rows = table[n][:-1], table[ref][:-1]
-        summary.append(
-            {
-                "iterations": n,
-                "seconds": table[n][-1]["seconds"],
-                "tau_score": kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows]),
-                "tau_recoverability": kendall_tau(
-                    [r["recoverability"] for r in rows], [r["recoverability"] for r in ref_rows]
-                ),
-                "lowered": sum(r["trained"] for r in rows),
-                "candidates": len(rows),
-            }
-        )
-    return {"reference": ref, "summary": summary, "table": {str(k): v for k, v in table.items()}}
+        table[n] = [study_row(r, shares) for r in rows] + [{"seconds": seconds}]
+        lowered = sum(r.trained for r in rows)
+        print(f"{n:5d} steps: {seconds:7.1f}s, lowered the error on {lowered} of {len(rows)}", flush=True)
+    ref_rows = table[counts[-1]][:-1]
+    summary = [
+        {
+            "iterations": n,
+            "seconds": table[n][-1]["seconds"],
+            "tau_score": taus(table[n][:-1], ref_rows),
+            "tau_recoverability": taus(table[n][:-1], ref_rows, "recoverability"),
+            "lowered": sum(r["trained"] for r in table[n][:-1]),
+            "candidates": len(table[n]) - 1,
+        }
+        for n in counts
+    ]
+    return {"reference": counts[-1], "summary": summary, "table": {str(k): v for k, v in table.items()}}
 
 
-def replicate_study(
-    teacher, family, images, targets, config: ScanConfig, reference: dict, seed: int, latency: LatencyConfig
-) -> dict:
+def replicate_study(teacher, family, images, targets, config: ScanConfig, reference: dict, seed: int) -> dict:
     """The reference count of the tau study `reference` once more, its adaptors trained on batches drawn with `seed`,
     and the tau between the two rankings (scores of both recomputed with this run's latency shares)."""
     blocks = family.candidates(teacher)
-    ref = reference["reference"]
-    old = reference["table"][str(ref)][:-1]
-    if [r["block"] for r in old] != [b.path for b in blocks]:
-        raise ValueError("the reference result scanned other candidates: not the same teacher")
+    ref, old = reference["reference"], reference_rows(reference, blocks)
+    latency = LatencyConfig(input_size=h.INPUT)
     shares, _ = block_latency_table(teacher, family, blocks, input_size=latency.input_size, config=latency)
-    cuts = CutCache(teacher, family, images, batch_size=config.batch_size, max_bytes=config.stage_cache_mb * 2**20)
+    cuts = cut_cache(teacher, family, images, config)
     cfg = ScanConfig(**{**config.__dict__, "iterations": ref})
     began = time.perf_counter()
     rows = []
-    for b in blocks:
+    for b, was in zip(blocks, old):
         r = score_block(teacher, family, b, images, targets, config=cfg, cut=cuts.for_block(b), seed=seed)
         rows.append(study_row(r, shares))
-        print(
-            f"{r.block:20s} recoverability {r.recoverability:.6g} (reference seed: {old[len(rows) - 1]['recoverability']:.6g})",
-            flush=True,
-        )
+        print(f"{r.block:20s} recoverability {r.recoverability:.6g} (reference seed: {was['recoverability']:.6g})")
     seconds = time.perf_counter() - began
-    ref_rows = [{**r, "share": shares[r["block"]], "score": r["recoverability"] / shares[r["block"]]} for r in old]
-    return {
-        "reference": ref,
-        "seed": seed,
-        "seconds": seconds,
-        "rows": rows,
-        "reference_rows": ref_rows,
-        "tau_score": kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows]),
-        "tau_recoverability": kendall_tau([r["recoverability"] for r in rows], [r["recoverability"] for r in ref_rows]),
-        "largest_relative_difference": max(
-            abs(a["recoverability"] - b["recoverability"]) / b["recoverability"] for a, b in zip(rows, ref_rows)
-        ),
+    ref_rows = rescored(old, shares)
+    change = max(abs(a["recoverability"] - b["recoverability"]) / b["recoverability"] for a, b in zip(rows, ref_rows))
+    return {"reference": ref, "seed": seed, "seconds": seconds, "rows": rows, "reference_rows": ref_rows} | {
+        "tau_score": taus(rows, ref_rows),
+        "tau_recoverability": taus(rows, ref_rows, "recoverability"),
+        "largest_relative_difference": change,
     }
 
 
@@ -262,7 +188,7 @@ def pair_text(pairs: list[tuple[str, str, float]]) -> str:
 def load_reference(parser, path: str, label: str, config: ScanConfig, device: str, *, free: tuple[str, ...]) -> dict:
     """An earlier tau study of this teacher on this device whose scan settings equal `config`'s but for the `free`
     ones (or a clear error naming the file)."""
-    reference = json.loads(Path(path).read_text())
+    reference = h.read_json(path)
     same = {k: v for k, v in reference["scan"].items() if k not in free}
     if (
         reference["teacher"] != label
@@ -293,12 +219,10 @@ def teacher_family(teacher: str):
     """The family class a study's teacher belongs to (the one whose own `teacher_recipes` name it; the shared
     resnet34 is a timm ResNet), or None."""
     name = teacher.split(" (")[0]  # a study on a GPU is named "TEACHER (GPU)"
-    if name == "resnet34-fmnist":
-        name = "timm-resnet"
-    for family in registered_families():
-        if name in family.__dict__.get("teacher_recipes", {}) or family.name == name:
-            return family
-    return None
+    name = "timm-resnet" if name == "resnet34-fmnist" else name
+    return next(
+        (f for f in registered_families() if name in f.__dict__.get("teacher_recipes", {}) or f.name == name), None
+    )
 
 
 def summary(results: Path, tie: float) -> list[str]:
@@ -318,23 +242,19 @@ def summary(results: Path, tie: float) -> list[str]:
         "| teacher | steps | rate | scan wall time | tau (score) | near-tie tau | discordant pairs (reference gap) | file |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    # rate -> teacher -> steps -> (strict, near-tie)
-    best: dict[float, dict[str, dict[int, tuple[float, float]]]] = {}
+    best: dict[float, dict[str, dict[int, tuple[float, float]]]] = {}  # rate -> teacher -> steps -> (strict, near-tie)
     machines = set()
-
     table: list[tuple[tuple, str]] = []
     for path in sorted(results.glob("scan_tau_*.json")):
-        doc = json.loads(path.read_text())
+        doc = h.read_json(path)
         machines.add(machine_text(doc))
-        name = study_name(doc)
+        name, lr = study_name(doc), doc["scan"]["lr"]
         ref_rows = doc["table"][str(doc["reference"])][:-1]
-        lr = doc["scan"]["lr"]
         for n, rows in sorted(doc["table"].items(), key=lambda kv: int(kv[0])):
             if int(n) == doc["reference"]:
                 continue
             rows, seconds = rows[:-1], rows[-1]["seconds"]
-            strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
-            loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
+            strict, loose = taus(rows, ref_rows), taus(rows, ref_rows, tie=tie)
             best.setdefault(lr, {}).setdefault(name, {})[int(n)] = (strict, loose)
             table.append(
                 (
@@ -358,12 +278,10 @@ def summary(results: Path, tie: float) -> list[str]:
             "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | --- |",
         ]
     for path in replicates:
-        doc = json.loads(path.read_text())
+        doc = h.read_json(path)
         machines.add(machine_text(doc))
-        name = study_name(doc)
-        rows, ref_rows = doc["rows"], doc["reference_rows"]
-        strict = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows])
-        loose = kendall_tau([r["score"] for r in rows], [r["score"] for r in ref_rows], tie=tie)
+        name, rows, ref_rows = study_name(doc), doc["rows"], doc["reference_rows"]
+        strict, loose = taus(rows, ref_rows), taus(rows, ref_rows, tie=tie)
         low = ceiling.get(name, (1.0, 1.0))
         ceiling[name] = (min(low[0], strict), min(low[1], loose))
         lines.append(
@@ -377,12 +295,10 @@ def summary(results: Path, tie: float) -> list[str]:
         """0.9, or the reference's own agreement (a replicate) where that is lower."""
         return min(0.9, ceiling.get(teacher, (1.0, 1.0))[k])
 
-    capped = any(goal(t, k) < 0.9 for t in ceiling for k in (0, 1))
     for lr in sorted(best, key=lambda r: (r != default_lr, r)):
-        per_teacher = best[lr]
-        where = f"At rate {lr:g}" + (" (the default)" if lr == default_lr else "")
         lines.append(
-            f"{where}, the cheapest step count whose tau reaches 0.9 (near-tie tau in brackets)"
+            f"At rate {lr:g}{' (the default)' if lr == default_lr else ''}, the cheapest step count whose tau reaches "
+            "0.9 (near-tie tau in brackets)"
             + (
                 ", and the step count its family takes by default (`scan_iterations`: the cheapest count where both "
                 "readings reach 0.9):"
@@ -391,7 +307,7 @@ def summary(results: Path, tie: float) -> list[str]:
             )
         )
         lines.append("")
-        for teacher, per in sorted(per_teacher.items()):
+        for teacher, per in sorted(best[lr].items()):
             cells = []
             for k in (0, 1):
                 enough = [n for n in sorted(per) if per[n][k] >= goal(teacher, k)]
@@ -400,7 +316,7 @@ def summary(results: Path, tie: float) -> list[str]:
             default = f"; {family.name} takes {family.scan_iterations}" if family and lr == default_lr else ""
             lines.append(f"- {teacher}: **{cells[0]}** ({cells[1]}){default}")
         lines.append("")
-    if capped:
+    if any(goal(t, k) < 0.9 for t in ceiling for k in (0, 1)):
         lines.append(
             "Where two draws of a reference agree less than 0.9, the goal for that teacher is their agreement: "
             + ", ".join(f"{t} {goal(t, 0):.3f} ({goal(t, 1):.3f})" for t in sorted(ceiling))
@@ -411,22 +327,21 @@ def summary(results: Path, tie: float) -> list[str]:
             f"Both draws of each replicated reference agree to tau >= 0.9 ({', '.join(sorted(ceiling))}): a count "
             "short of 0.9 there is short of the ranking, not of a reference noisier than the goal."
         )
-    lines += [
+    return lines + [
         "",
         f"Command: `python benchmarks/scan_speed.py --summary --tie {tie:g}`; each study's own command is in its .md; "
         f"they ran on: {'; '.join(sorted(machines))}.",
     ]
-    return lines
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser():
+    p = h.parser(__doc__)
     p.add_argument("--teacher", default="resnet34")
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--tau", type=int, nargs="*", default=None, help="adaptor step counts (the last is the reference)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="where the teacher and the adaptors run (cpu, cuda, ...)")
-    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--results", default=str(h.RESULTS))
     p.add_argument("--suffix", default="", help="appended to the results' file name")
     p.add_argument(
         "--reference-from",
@@ -452,85 +367,91 @@ def main() -> int:
         help="only summarise every scan_tau_*.json under --results into scan_tau_summary.md (no scan)",
     )
     p.add_argument("--tie", type=float, default=0.02, help="near-tie tolerance of the summary (relative)")
-    args = p.parse_args()
+    return p
+
+
+def label(args) -> str:
+    return "resnet34-fmnist" if args.teacher == "resnet34" else args.teacher
+
+
+def stem(args) -> Path:
+    kind = (
+        f"replicate_{label(args)}_seed{args.seed}"
+        if args.replicate
+        else f"{'tau' if args.tau else 'speed'}_{label(args)}"
+    )
+    return Path(args.results) / (f"scan_{kind}" + (f"_{args.suffix}" if args.suffix else ""))
+
+
+def run(p, args) -> dict | None:
     if args.summary:
         lines = summary(Path(args.results), args.tie)
-        (Path(args.results) / "scan_tau_summary.md").write_text("\n".join(lines) + "\n")
+        atomic_write_text(Path(args.results) / "scan_tau_summary.md", "\n".join(lines) + "\n")
         print("\n".join(lines))
-        return 0
-    if not fmnist.available():
-        print("skipped: needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
-        return 0
-    teacher, label = load_teacher(args.teacher)
-    if teacher is None:
+        return None
+    if h.skipped():
+        return None
+    found = h.find_teacher(args.teacher)
+    if found is None:
         print(f"skipped: no teacher {args.teacher} (../shared/teachers/resnet34-fmnist or benchmarks/teachers/NAME)")
-        return 0
+        return None
     if args.threads:
         torch.set_num_threads(args.threads)
-    teacher.eval().to(args.device)
+    teacher = h.load_native(found[0]).eval().to(args.device)
     family = get_family(teacher)
-    images = fmnist.load("train", num_samples=args.images, seed=0).tensors[0]
+    images = h.tiny_images(args.images)
     config = ScanConfig(**({"lr": args.lr} if args.lr else {}))
     targets = teacher_features(teacher, family, images, batch_size=config.batch_size)
-    command = recorded_command("python benchmarks/scan_speed.py", p, args, secrets=("threads",), paths=("results",))
     doc = {
-        "command": command,
+        "command": args.command,
         "machine": {**machine(), "threads": torch.get_num_threads()},
-        "teacher": label,
-        "device": args.device,
-        "scan": config.__dict__,
+        "teacher": label(args),
     }
-    out = Path(args.results)
+    doc.update(device=args.device, scan=config.__dict__)
     if args.replicate:
-        reference = load_reference(p, args.replicate, label, config, args.device, free=("iterations",))
+        reference = load_reference(p, args.replicate, label(args), config, args.device, free=("iterations",))
         if args.seed == 0:
             p.error("--seed 0 is the reference's own seed (the scan is seeded): pick another")
         doc["replicate_of"] = args.replicate
-        doc.update(
-            replicate_study(
-                teacher, family, images, targets, config, reference, args.seed, LatencyConfig(input_size=(3, 32, 32))
-            )
-        )
-        name = f"scan_replicate_{label}_seed{args.seed}" + (f"_{args.suffix}" if args.suffix else "")
-        pairs = discordant_pairs(doc["rows"], doc["reference_rows"])
+        return doc | replicate_study(teacher, family, images, targets, config, reference, args.seed)
+    if not args.tau:
+        return doc | speed(teacher, family, images, targets, config)
+    reference = None
+    if args.reference_from:
+        # the reference keeps its own rate: a faster rate must match the same ranking
+        free = ("iterations", "lr")
+        reference = load_reference(p, args.reference_from, label(args), config, args.device, free=free)
+        doc["reference_from"] = args.reference_from
+        doc["reference_scan"] = reference.get("reference_scan", reference["scan"])
+    return doc | tau_study(teacher, family, images, targets, config, sorted(set(args.tau)), reference)
+
+
+def render(doc: dict) -> list[str]:
+    args, label = h.flags(parser(), doc), doc["teacher"]
+    if "replicate_of" in doc:
         lines = [
             f"# The scan's reference ranking, drawn twice: {label}",
             "",
-            f"{len(images)} tiny-set images, scan defaults at {doc['reference']} adaptor steps, the adaptors' batches "
-            f"drawn with seed {args.seed} here and seed 0 in `{args.replicate}`.",
+            f"{args.images} tiny-set images, scan defaults at {doc['reference']} adaptor steps, the adaptors' batches "
+            f"drawn with seed {doc['seed']} here and seed 0 in `{doc['replicate_of']}`.",
             "",
             f"- Kendall tau between the two: **{doc['tau_score']:.3f}** by score, {doc['tau_recoverability']:.3f} by "
             "recoverability.",
             f"- Largest relative difference of a recoverability: {100 * doc['largest_relative_difference']:.1f}%.",
-            f"- Pairs the two order differently (gap in the seed-0 reference): {pair_text(pairs)}.",
+            f"- Pairs the two order differently (gap in the seed-0 reference): "
+            f"{pair_text(discordant_pairs(doc['rows'], doc['reference_rows']))}.",
             f"- Wall time: {doc['seconds']:.0f} s.",
         ]
-    elif args.tau:
-        counts = sorted(set(args.tau))
-        reference = None
-        if args.reference_from:
-            # the reference keeps its own rate: a faster rate must match the same ranking
-            reference = load_reference(p, args.reference_from, label, config, args.device, free=("iterations", "lr"))
-            doc["reference_from"] = args.reference_from
-            doc["reference_scan"] = reference.get("reference_scan", reference["scan"])
-        doc.update(
-            tau_study(
-                teacher, family, images, targets, config, counts, LatencyConfig(input_size=(3, 32, 32)), reference
-            )
-        )
-        name = f"scan_tau_{label}" + (f"_{args.suffix}" if args.suffix else "")
+    elif "summary" in doc:
+        lr = doc["scan"]["lr"]
+        ref_lr = doc.get("reference_scan", {}).get("lr", lr)
         lines = [
             f"# How many adaptor steps the scan's ranking needs: {label}",
             "",
-            f"{len(images)} tiny-set images, scan defaults except the steps"
-            + (f" and the adaptors' rate ({config.lr:g})" if args.lr else "")
-            + "; Kendall tau of each ranking against the "
-            f"ranking at {doc['reference']} steps"
-            + (
-                f" (at rate {doc['reference_scan']['lr']:g})"
-                if doc.get("reference_scan", {}).get("lr", config.lr) != config.lr
-                else ""
-            )
+            f"{args.images} tiny-set images, scan defaults except the steps"
+            + (f" and the adaptors' rate ({lr:g})" if args.lr else "")
+            + f"; Kendall tau of each ranking against the ranking at {doc['reference']} steps"
+            + (f" (at rate {ref_lr:g})" if ref_lr != lr else "")
             + " (by score = recoverability / latency share, shares measured once; "
             "and by recoverability alone). *Lowered*: candidates whose adaptor training lowered the feature error.",
             *(
@@ -544,29 +465,27 @@ def main() -> int:
             "| adaptor steps | scan wall time | tau (score) | tau (recoverability) | lowered |",
             "| ---: | ---: | ---: | ---: | ---: |",
         ]
-        for s in doc["summary"]:
-            lines.append(
-                f"| {s['iterations']} | {s['seconds']:.0f} s | {s['tau_score']:.3f} | {s['tau_recoverability']:.3f} "
-                f"| {s['lowered']} of {s['candidates']} |"
-            )
+        lines += [
+            f"| {s['iterations']} | {s['seconds']:.0f} s | {s['tau_score']:.3f} | {s['tau_recoverability']:.3f} "
+            f"| {s['lowered']} of {s['candidates']} |"
+            for s in doc["summary"]
+        ]
     else:
-        doc.update(speed(teacher, family, images, targets, config))
-        name = f"scan_speed_{label}" + (f"_{args.suffix}" if args.suffix else "")
         lines = [
             f"# Scan wall time: {label}",
             "",
-            f"{len(doc['rows'])} candidates, {len(images)} tiny-set images, scan defaults ({config.iterations} adaptor "
-            "steps of batch "
-            f"{config.batch_size}). Each candidate scored back to back both ways, alternating which goes first.",
+            f"{len(doc['rows'])} candidates, {args.images} tiny-set images, scan defaults ({doc['scan']['iterations']} "
+            f"adaptor steps of batch {doc['scan']['batch_size']}). Each candidate scored back to back both ways, "
+            "alternating which goes first.",
             "",
             "| candidate | from | before (from the image) | after (from the cut) | recoverability before | after |",
             "| --- | --- | ---: | ---: | ---: | ---: |",
         ]
-        for r in doc["rows"]:
-            lines.append(
-                f"| {r['block']} | {r['cut'] or 'image'} | {r['seconds_full']:.1f} s | {r['seconds_cut']:.1f} s "
-                f"| {r['recoverability_full']:.6g} | {r['recoverability_cut']:.6g} |"
-            )
+        lines += [
+            f"| {r['block']} | {r['cut'] or 'image'} | {r['seconds_full']:.1f} s | {r['seconds_cut']:.1f} s "
+            f"| {r['recoverability_full']:.6g} | {r['recoverability_cut']:.6g} |"
+            for r in doc["rows"]
+        ]
         lines += [
             "",
             f"Total: **{doc['before_seconds']:.0f} s before, {doc['after_seconds']:.0f} s after** "
@@ -574,11 +493,17 @@ def main() -> int:
             f"{100 * (1 - doc['after_seconds'] / doc['before_seconds']):.0f}% less; largest relative difference of "
             f"a recoverability {doc['max_relative_difference']:.1e}.",
         ]
-    lines += ["", f"Command: `{command}` ({machine_text(doc)})"]
-    write_json(out / f"{name}.json", doc)
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0 if args.tau or args.replicate or doc["max_relative_difference"] <= 1e-5 else 1
+    return lines + ["", f"Command: `{doc['command']}` ({machine_text(doc)})"]
+
+
+def check(doc: dict) -> str | None:
+    worst = doc.get("max_relative_difference", 0.0)
+    return f"the two ways' recoverabilities differ by {worst:.1e} (more than 1e-5)" if worst > 1e-5 else None
+
+
+def main() -> int:
+    p = parser()
+    return h.study(p, stem=stem, run=run, paths=("results",), secrets=("threads",), render=render, check=check)
 
 
 if __name__ == "__main__":

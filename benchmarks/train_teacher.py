@@ -1,52 +1,37 @@
 """Train one of the families' benchmark teachers on Fashion-MNIST and commit-ready save it.
 
     python benchmarks/train_teacher.py timm-mobilenetv2 --epochs 20 --lr 0.05 --weight-decay 4e-5
-    python benchmarks/train_teacher.py timm-regnetx --epochs 10
     python benchmarks/train_teacher.py timm-vit --optimizer adamw --lr 1e-3 --weight-decay 0.05 --epochs 40
-    python benchmarks/train_teacher.py timm-mobilenetv2 --init-from benchmarks/teachers/timm-mobilenetv2 \
-        --epochs 12 --lr 0.02 --weight-decay 4e-5
+    python benchmarks/train_teacher.py timm-mobilenetv2 --init-from benchmarks/teachers/timm-mobilenetv2 --epochs 12
 
-The teacher is a recipe of its family (`teacher_recipes`, the names `benchmarks/families.py` lists). Recipe of
-the shared resnet34 teacher: SGD with Nesterov momentum, one-cycle learning rate, label smoothing 0.1, batch 128,
-a random 32x32 crop of the 2-pixel-padded image and a horizontal flip; weight decay only on conv and linear
-weights (a depthwise conv under weight decay loses its filters, which is what stopped a MobileNetV2 at 84.7%).
-
-Writes `benchmarks/teachers/NAME/` (a native checkpoint of its library, plus `teacher_metrics.json` with the
-test top-1, the command and the machine), atomically, once training is complete. Each epoch ends with a
-checkpoint under `benchmarks/cache/teachers/NAME/`, so an interrupted run resumes where it stopped; the data
-order is a function of (seed, epoch), so the resumed run trains exactly what the uninterrupted one would.
-`--init-from FOLDER` continues a committed teacher of the same recipe with a fresh schedule (a second one-cycle);
-the new `teacher_metrics.json` keeps the first run's command, epochs and history under `init_from`.
-Needs Debian's `dataset-fashion-mnist`; says `skipped` without it.
+The recipe of the shared resnet34 teacher (SGD Nesterov, one-cycle, label smoothing 0.1, batch 128, random crop of
+the 2-pixel-padded image + flip), weight decay on conv and linear weights only (a depthwise conv under weight decay
+loses its filters). Writes `benchmarks/teachers/NAME/` atomically once complete; each epoch ends with a checkpoint
+under `benchmarks/cache/teachers/NAME/` (the data order is a function of seed and epoch, so a resumed run trains
+what the uninterrupted one would). `--init-from FOLDER` continues a committed teacher with a second one-cycle.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
 from pathlib import Path
 
+import fmnist
+import harness as h
 import torch
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import fmnist  # noqa: E402
-from families import RECIPES, build, load_native, save_native  # noqa: E402
-
-from hf_practise import get_family  # noqa: E402
-from hf_practise.checkpoint import load_checkpoint, save_checkpoint, set_rng_state  # noqa: E402
-from hf_practise.files import atomic_write_text, save_directory_atomically  # noqa: E402
-from hf_practise.mimic import evaluate_top1  # noqa: E402
-from hf_practise.provenance import machine, recorded_command  # noqa: E402
-from hf_practise.training import as_logits  # noqa: E402
+from hf_practise import get_family
+from hf_practise.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from hf_practise.files import atomic_write_text, save_directory_atomically
+from hf_practise.mimic import evaluate_top1
+from hf_practise.provenance import machine
+from hf_practise.training import as_logits
 
 logger = logging.getLogger("train_teacher")
-TEACHERS = HERE / "teachers"
 BLACK = (0.0 - fmnist.MEAN) / fmnist.STD  # a black pixel after normalisation: what the 2-pixel border holds
 
 
@@ -75,7 +60,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def init_from(model: nn.Module, folder: Path, name: str, library: str) -> dict:
+def init_from(model: nn.Module, folder: Path, name: str) -> dict:
     """Load a committed teacher's weights into `model` (strictly); return its record, to be kept by the new one."""
     meta = folder / "teacher_metrics.json"
     if not meta.exists():
@@ -83,14 +68,14 @@ def init_from(model: nn.Module, folder: Path, name: str, library: str) -> dict:
     record = json.loads(meta.read_text())
     if record.get("recipe") != name:
         raise SystemExit(f"--init-from {folder} holds recipe {record.get('recipe')!r}, not {name!r}.")
-    model.load_state_dict(load_native(folder, library).state_dict(), strict=True)
+    model.load_state_dict(h.load_native(folder).state_dict(), strict=True)
     keep = ("test_top1", "epochs", "train_steps", "train_seconds", "recipe_details", "history", "command")
     return {"folder": str(folder), **{k: record[k] for k in keep if k in record}}
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=sorted(RECIPES), help="the teacher recipe (a family's `teacher_recipes` entry)")
+    p = h.parser(__doc__)
+    p.add_argument("name", choices=h.FAMILIES, help="the teacher recipe (a family's `teacher_recipes` entry)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=float, default=5e-4)
@@ -103,8 +88,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--out", default=str(TEACHERS), help="teachers are written to OUT/NAME")
-    p.add_argument("--cache", default=str(HERE / "cache" / "teachers"), help="per-epoch checkpoints (resume)")
+    p.add_argument("--out", default=str(h.TEACHERS), help="teachers are written to OUT/NAME")
+    p.add_argument("--cache", default=str(h.CACHE / "teachers"), help="per-epoch checkpoints (resume)")
     p.add_argument(
         "--init-from",
         default=None,
@@ -112,24 +97,23 @@ def main() -> int:
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if not fmnist.available():
-        print(f"skipped: needs Fashion-MNIST under {fmnist.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+    if h.skipped():
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = recorded_command(
-        "python benchmarks/train_teacher.py", p, args, secrets=("threads",), paths=("out", "cache")
-    ).replace("train_teacher.py", f"train_teacher.py {args.name}", 1)
+    command = h.command("train_teacher.py", p, args, secrets=("threads",), paths=("out", "cache")).replace(
+        "train_teacher.py", f"train_teacher.py {args.name}", 1
+    )
     target = Path(args.out) / args.name
     ckpt_dir = Path(args.cache) / (args.name + ("-continued" if args.init_from else ""))
     train, test = fmnist.load("train"), fmnist.load("test")
 
     torch.manual_seed(args.seed)
-    model, description = build(args.name)
+    model, description = h.build(args.name)
     family = get_family(model)
     parent = None
     if args.init_from:
-        parent = init_from(model, Path(args.init_from), args.name, family.library_name)
+        parent = init_from(model, Path(args.init_from), args.name)
         logger.info("continuing %s from %s (test top-1 %.2f%%)", args.name, args.init_from, 100 * parent["test_top1"])
     groups = parameter_groups(model, args.weight_decay)
     if args.optimizer == "adamw":
@@ -220,7 +204,7 @@ def main() -> int:
 
     def write(tmp: Path) -> None:
         architecture = model.pretrained_cfg.get("architecture") if family.library_name == "timm" else None
-        save_native(model, tmp, architecture)
+        h.save_native(model, tmp, architecture)
         if family.library_name == "timm":  # the data this teacher expects, for timm's own transforms
             config = json.loads((tmp / "config.json").read_text())
             config["pretrained_cfg"].update(

@@ -23,13 +23,16 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from safetensors import SafetensorError
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
 from hf_practise.checkpoint import read_json
+from hf_practise.compressor import input_paths
 from hf_practise.config import check_latency_table
-from hf_practise.files import check_writable_parent
+from hf_practise.files import check_output_location, check_writable_parent
 from hf_practise.hub import load_dataset_source
 from hf_practise.provenance import recorded_command
+from hf_practise.result import check_replaceable_output
 from hf_practise.runtimes import require_backend
 
 logger = get_logger(__name__)
@@ -44,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--revision", default=None, help="branch, tag or commit of the model's Hub repo")
     p.add_argument("--token", default=None, help="Hub token (default: the one from `huggingface-cli login`)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow a transformers repo's own code to run")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a transformers repo's own code to run, and the code of a --metric module that is not shipped",
+    )
     p.add_argument(
         "--dataset", required=True, help="Hub dataset id, local imagefolder or datasets.save_to_disk directory"
     )
@@ -57,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="an `evaluate` metric to report on the eval split besides top-1 (repeatable): the shipped "
-        "top_k_accuracy (default) or any evaluate metric name or local module folder",
+        "top_k_accuracy (default), or with --trust-remote-code any evaluate metric name or local module folder",
     )
     p.add_argument("--image-column", default=None, help="image column (detected when omitted)")
     p.add_argument("--label-column", default=None, help="label column (detected when omitted; labels are optional)")
@@ -71,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--latency-reduction", type=float, default=None, help="target fraction, e.g. 0.22 (default)")
     target.add_argument("--num-blocks", type=int, default=None, help="drop exactly this many blocks instead")
     p.add_argument("--output-dir", required=True, help="where the compressed model is written")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output-dir when it holds an earlier hf_practise output (nothing else is ever replaced)",
+    )
     p.add_argument("--push-to-hub", action="store_true", help="upload the saved folder to --hub-model-id")
     p.add_argument("--hub-model-id", default=None, help="ORG/NAME of the Hub repo to push to")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
@@ -201,7 +212,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 #: options whose values are local paths: the recorded command keeps only their last component
-PATH_OPTIONS = ("model", "dataset", "output_dir", "work_dir", "latency_table")
+PATH_OPTIONS = ("model", "dataset", "output_dir", "work_dir", "latency_table", "metric")
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
@@ -233,6 +244,7 @@ def build_config(args: argparse.Namespace) -> CompressionConfig:
         num_blocks=args.num_blocks,
         latency_tolerance=args.latency_tolerance,
         eval_metrics=args.metric or ["accuracy", "top_k_accuracy"],
+        trust_remote_code=args.trust_remote_code,
         seed=args.seed,
         work_dir=args.work_dir,
         scan=ScanConfig(
@@ -274,17 +286,40 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hf_practise").setLevel(logging.INFO)
     try:
         return run(args)
-    except (ValueError, OSError, ImportError, FloatingPointError) as e:  # OSError: missing files, permissions, disk
+    except KeyboardInterrupt:  # Ctrl-C: finished scan rows and finetune checkpoints are whole in the work dir
+        print(interrupted_message(args), file=sys.stderr)
+        sys.exit(130)
+    # OSError: missing files, permissions, a full disk; SafetensorError: what safetensors raises for an I/O error
+    except (ValueError, OSError, ImportError, FloatingPointError, SafetensorError) as e:
         logging.getLogger(__name__).debug("failed", exc_info=True)
         sys.exit(f"error: {e}")
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    if args.work_dir:
+        return f"interrupted; rerun the same command to resume from the work dir `{args.work_dir}`."
+    return (
+        "interrupted; nothing can be resumed, as no --work-dir was given: rerun with --work-dir DIR, and after "
+        "another interruption the same command resumes from it."
+    )
 
 
 def validate(args: argparse.Namespace) -> None:
     """Everything that can be checked before the first forward pass, so a mistake costs seconds, not a run."""
     out = Path(args.output_dir)
     check_writable_parent(out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FileExistsError(f"--output-dir {out} exists and is not empty; choose another one or pass --overwrite.")
+    inputs = input_paths(args.model, work_dir=args.work_dir)
+    if Path(args.dataset).exists():
+        inputs["the dataset folder"] = args.dataset
+    if args.latency_table:
+        inputs["the latency table"] = args.latency_table
+    check_output_location(out, inputs)
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise FileExistsError(
+                f"--output-dir {out} exists and is not empty; choose another one or pass --overwrite."
+            )
+        check_replaceable_output(out)
     if args.work_dir and Path(args.work_dir).exists() and not Path(args.work_dir).is_dir():
         raise ValueError(f"--work-dir {args.work_dir} is a file; pass a folder.")
     if args.push_to_hub:

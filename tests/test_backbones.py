@@ -29,6 +29,24 @@ def test_unsupported_model_error_lists_families():
     assert TimmResNetFamily in registered_families()
 
 
+@pytest.mark.parametrize("order", ["parent first", "subclass first"])
+def test_the_most_specific_family_wins_whatever_the_registration_order(monkeypatch, order):
+    import timm
+
+    from hf_practise.backbones import registry
+    from hf_practise.backbones.timm_deit import TimmDeiTDistilledFamily
+    from hf_practise.backbones.timm_vit import TimmViTFamily
+
+    families = [TimmViTFamily, TimmDeiTDistilledFamily]
+    monkeypatch.setattr(registry, "_REGISTRY", families if order == "parent first" else families[::-1])
+    small = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2)
+    distilled = timm.create_model("deit_tiny_distilled_patch16_224", **small)
+    plain = timm.create_model("vit_tiny_patch16_224", **small)
+    assert TimmViTFamily.matches(distilled)  # both match the distilled model; its own class is more specific
+    assert type(get_family(distilled)) is TimmDeiTDistilledFamily
+    assert type(get_family(plain)) is TimmViTFamily
+
+
 def test_candidates_keep_shape_and_exclude_stage_openers(model, images):
     family = get_family(model)
     cands = family.candidates(model)

@@ -22,7 +22,28 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from .conftest import CLI_FAST, REPO, save_tiny_teacher
+from .test_clear_answers import (
+    ce_on_labels_outside_the_classes,
+    checkpoint_on_a_full_disk,
+    compress_uint8_images,
+    compress_with_a_broken_head,
+    ctrl_c_in_the_finetune,
+    dataset_that_is_a_file,
+    disk_full_in_the_output,
+    disk_full_in_the_work_dir,
+    eval_labels_outside_the_classes,
+    labelled_set,
+    per_class_on_string_labels,
+    teacher_model_args,
+    with_a_work_dir,
+)
 from .test_compressor import image_dataset
+from .test_outside_files import (
+    shard_outside_the_folder,
+    timm_config_naming,
+    timm_wrapper_naming_a_checkpoint,
+    weights_linked_outside,
+)
 
 SPEC = importlib.util.spec_from_file_location("compress_cli", REPO / "examples" / "compress.py")
 compress_cli = importlib.util.module_from_spec(SPEC)
@@ -38,6 +59,8 @@ class Case:
     message: str
     exit_code: int = 1  # argparse's own refusals exit with 2
     setup: Callable[[Path, dict], None] | None = None  # prepares files under tmp; may edit the base flags
+    # replaces library functions for the run (e.g. a writer that finds the disk full); undone after it
+    patch: Callable[[pytest.MonkeyPatch, Path], None] | None = None
     replace: dict[str, str] = field(default_factory=dict)  # base flag -> value
 
 
@@ -141,6 +164,80 @@ def _unlabelled_set(tmp: Path, base: dict) -> None:
     image_dataset(12, labels=False).save_to_disk(str(tmp / "unlabelled"))
     base["--dataset"] = str(tmp / "unlabelled")
     base["--num-samples"] = "8"
+
+
+def _local_teacher(tmp: Path, base: dict, where: str = "teacher") -> Path:
+    folder = tmp / where
+    folder.mkdir(parents=True)
+    save_tiny_teacher(folder)
+    base["--model"] = f"local-dir:{folder}"
+    return folder
+
+
+def _local_dataset(tmp: Path, base: dict, where: str = "data") -> Path:
+    import shutil
+
+    folder = shutil.copytree(base["--dataset"], tmp / where)
+    base["--dataset"] = str(folder)
+    return folder
+
+
+def _output_is_the_teacher(tmp: Path, base: dict) -> None:
+    base["--output-dir"] = str(_local_teacher(tmp, base))
+
+
+def _output_inside_the_teacher(tmp: Path, base: dict) -> None:
+    base["--output-dir"] = str(_local_teacher(tmp, base) / "compressed")
+
+
+def _output_is_the_dataset(tmp: Path, base: dict) -> None:
+    base["--output-dir"] = str(_local_dataset(tmp, base))
+
+
+def _output_inside_the_dataset(tmp: Path, base: dict) -> None:
+    base["--output-dir"] = str(_local_dataset(tmp, base) / "compressed")
+
+
+def _output_is_the_inputs_parent(tmp: Path, base: dict) -> None:
+    _local_teacher(tmp, base, "project/teacher")
+    _local_dataset(tmp, base, "project/images")
+    (tmp / "project" / "notes.txt").write_text("mine")
+    base["--output-dir"] = str(tmp / "project")
+
+
+def _output_is_the_work_dir(tmp: Path, base: dict) -> None:
+    base["--work-dir"] = base["--output-dir"]
+
+
+def _output_inside_the_work_dir(tmp: Path, base: dict) -> None:
+    base["--work-dir"] = str(tmp / "work")
+    base["--output-dir"] = str(tmp / "work" / "out")
+
+
+def _output_holds_the_latency_table(tmp: Path, base: dict) -> None:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "table.json").write_text(json.dumps({"layer1.1": 0.1, "layer2.1": 0.1}))
+    base["--latency-table"] = str(tmp / "out" / "table.json")
+
+
+def _output_links_to_the_teacher(tmp: Path, base: dict) -> None:
+    (tmp / "out").symlink_to(_local_teacher(tmp, base), target_is_directory=True)
+
+
+def _output_of_someone_else(tmp: Path, base: dict) -> None:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "model.safetensors").write_bytes(b"their weights")
+
+
+def _earlier_output_with_added_files(tmp: Path, base: dict) -> None:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "practise_report.json").write_text(json.dumps({"files": ["practise_report.json"]}))
+    (tmp / "out" / "my_notes.txt").write_text("mine")
+
+
+def _earlier_output_with_broken_report(tmp: Path, base: dict) -> None:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "practise_report.json").write_text("{not json")
 
 
 CLI_CASES = [
@@ -312,7 +409,199 @@ CLI_CASES = [
         setup=_other_models_work_dir,
     ),
     Case("work-dir-is-a-file", [], r"--work-dir .*wd is a file", setup=_file("wd", "x", "--work-dir")),
+    # trust II (#22) 1, 2, 10, 11: what --overwrite may replace, where the output may go
+    Case("overwrite-the-teacher", ["--overwrite"], r"is the model folder `.*teacher`", setup=_output_is_the_teacher),
+    Case("output-inside-the-teacher", [], r"lies inside the model folder", setup=_output_inside_the_teacher),
+    Case("overwrite-the-dataset", ["--overwrite"], r"is the dataset folder `.*data`", setup=_output_is_the_dataset),
+    Case(
+        "output-inside-the-dataset",
+        [],
+        r"`.*data/compressed` lies inside the dataset folder .*Choose an output folder outside it",
+        setup=_output_inside_the_dataset,
+    ),
+    Case(
+        "overwrite-the-inputs-parent",
+        ["--overwrite"],
+        r"`.*project` contains the model folder `.*project/teacher`",
+        setup=_output_is_the_inputs_parent,
+    ),
+    Case("output-is-the-work-dir", [], r"is the work dir", setup=_output_is_the_work_dir),
+    Case("overwrite-the-work-dir", ["--overwrite"], r"is the work dir", setup=_output_is_the_work_dir),
+    Case("output-inside-the-work-dir", [], r"lies inside the work dir", setup=_output_inside_the_work_dir),
+    Case(
+        "overwrite-the-latency-tables-folder",
+        ["--overwrite"],
+        r"contains the latency table",
+        setup=_output_holds_the_latency_table,
+    ),
+    Case(
+        "output-links-to-the-teacher",
+        ["--overwrite"],
+        r"`.*out` is the model folder",
+        setup=_output_links_to_the_teacher,
+    ),
+    Case(
+        "overwrite-a-foreign-folder",
+        ["--overwrite"],
+        r"is not an earlier hf_practise output \(it has no practise_report.json\), so --overwrite",
+        setup=_output_of_someone_else,
+    ),
+    Case(
+        "overwrite-an-output-with-added-files",
+        ["--overwrite"],
+        r"holds files hf_practise did not write \(my_notes.txt\), so it will not be replaced",
+        setup=_earlier_output_with_added_files,
+    ),
+    Case(
+        "overwrite-an-output-with-a-broken-report",
+        ["--overwrite"],
+        r"is not a readable hf_practise report",
+        setup=_earlier_output_with_broken_report,
+    ),
+    # trust II (#22) 4-7: nothing from outside the model folder is read or run
+    Case(
+        "model-args-checkpoint-path",
+        [],
+        r"config.json sets `model_args.checkpoint_path`, which names a file .*remove `model_args.checkpoint_path`",
+        setup=timm_config_naming("model_args", "checkpoint_path", value="../../etc/passwd"),
+    ),
+    Case(
+        "model-args-overlay-file",
+        [],
+        r"sets `model_args.pretrained_cfg_overlay.file`, which names a file",
+        setup=timm_config_naming("model_args", "pretrained_cfg_overlay", value={"file": "/tmp/weights.pth"}),
+    ),
+    Case(
+        "model-args-path-value",
+        [],
+        r"sets `model_args.norm_layer`, which names a file",
+        setup=timm_config_naming("model_args", "norm_layer", value="../other/weights.pth"),
+    ),
+    Case(
+        "pretrained-cfg-file",
+        [],
+        r"sets `pretrained_cfg.file`, which names a file",
+        setup=timm_config_naming("pretrained_cfg", "file", value="/etc/passwd"),
+    ),
+    Case(
+        "timm-wrapper-checkpoint-path",
+        [],
+        r"sets `model_args.checkpoint_path`, which names a file",
+        setup=timm_wrapper_naming_a_checkpoint,
+    ),
+    Case(
+        "shard-outside-the-folder",
+        [],
+        r"the shard `../outside/model-00002-of-00002.safetensors` listed in `model.safetensors.index.json` resolves "
+        r"to .*outside the model folder",
+        setup=shard_outside_the_folder,
+    ),
+    Case(
+        "weights-linked-outside",
+        [],
+        r"`model.safetensors` resolves to .*elsewhere/model.safetensors`, outside the model folder",
+        setup=weights_linked_outside,
+    ),
+    Case(
+        "metric-not-shipped",
+        ["--metric", "f1"],
+        r"metric 'f1' is not shipped with hf_practise \(shipped: accuracy, top_k_accuracy\).*--trust-remote-code",
+    ),
+    # trust II (#22) 8-9: clear answers instead of tracebacks or silence
+    Case(
+        "disk-full-in-the-work-dir",
+        ["--num-blocks", "1"],  # a target the run surely reaches, so that it gets to the write
+        r"No space left on device while writing `.*work/finetune-.*`: the disk holding `.*work/finetune-\w+` is full "
+        r"\(.* free there\).*rerun the same command: it resumes from the work dir",
+        setup=with_a_work_dir,
+        patch=disk_full_in_the_work_dir,
+    ),
+    Case(
+        "disk-full-in-the-output",
+        ["--num-blocks", "1"],
+        r"No space left on device while writing `.*out`: the disk holding `.*` is full \(.* free there\)",
+        patch=disk_full_in_the_output,
+    ),
+    Case(
+        "ctrl-c-with-a-work-dir",
+        ["--num-blocks", "1"],
+        r"^interrupted; rerun the same command to resume from the work dir `.*work`\.$",
+        exit_code=130,
+        setup=with_a_work_dir,
+        patch=ctrl_c_in_the_finetune,
+    ),
+    Case(
+        "ctrl-c-without-a-work-dir",
+        ["--num-blocks", "1"],
+        r"^interrupted; nothing can be resumed, as no --work-dir was given: rerun with --work-dir DIR",
+        exit_code=130,
+        patch=ctrl_c_in_the_finetune,
+    ),
+    Case(
+        "teacher-forward-fails",
+        [],
+        r"The teacher's forward fails on a \[1, 3, 32, 32\] input: RuntimeError: mat1 and mat2 shapes cannot be "
+        r"multiplied.*`global_pool`",
+        setup=teacher_model_args(global_pool=""),
+    ),
+    Case(
+        "ce-labels-outside-the-classes",
+        ["--objective", "ce"],
+        r"`ce` objective trains the classifier on the tiny set's labels, but labels 7, 100 are outside its 5 classes "
+        r"\(0-4\)\..*--objective features",
+        setup=labelled_set([0, 3, 7, 100] * 3),
+    ),
+    Case(
+        "eval-labels-outside-the-classes",
+        ["--eval-split", "test"],
+        r"eval set holds labels the model cannot predict: labels 7, 100 are outside its 5 classes \(0-4\)",
+        setup=labelled_set([0, 1, 2, 3] * 3, test=[1, 7, 100, 2]),
+    ),
+    Case(
+        "ce-string-labels",
+        ["--objective", "ce"],
+        r"Labels of column `label` are strings, not class ids; cast it to ClassLabel \(datasets: "
+        r"`\.class_encode_column\('label'\)`",
+        setup=labelled_set(["cat", "dog", "bird"] * 4, dtype="string"),
+    ),
+    Case(
+        "per-class-string-labels",
+        ["--per-class", "2"],
+        r"`per_class` sampling needs class ids\. Labels of column `label` are strings, not class ids",
+        setup=labelled_set(["cat", "dog", "bird"] * 4, dtype="string"),
+    ),
+    Case(
+        "eval-string-labels",
+        ["--eval-split", "test"],
+        r"eval set needs class ids\. Labels of column `label` are strings",
+        setup=labelled_set(["cat", "dog", "bird"] * 4, test=["cat", "dog"], dtype="string"),
+    ),
+    Case(
+        "dataset-is-a-file",
+        [],
+        r"The dataset `.*data\.csv` is a file; pass a folder \(an imagefolder.*\) or a Hub dataset id",
+        setup=_file("data.csv", "image,label\n", "--dataset"),
+    ),
 ]
+
+
+def tree_digest(root: Path, *, skip: tuple[str, ...] = ("work",)) -> dict[str, str]:
+    """{relative path: kind, mode and content hash} of everything under `root` but its `skip` children."""
+    import hashlib
+
+    digest = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in skip:
+            continue
+        st = path.lstat()
+        if path.is_symlink():
+            digest[str(rel)] = f"link {os.readlink(path)}"
+        elif path.is_dir():
+            digest[str(rel)] = f"dir {st.st_mode:o}"
+        else:
+            digest[str(rel)] = f"file {st.st_mode:o} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+    return digest
 
 
 def run_main(argv: list[str], capsys) -> tuple[int, str]:
@@ -331,7 +620,7 @@ def test_the_table_has_at_least_40_rows():
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=lambda c: c.id)
-def test_bad_cli_input(case: Case, teacher_dir, imagefolder, tmp_path, capsys):
+def test_bad_cli_input(case: Case, teacher_dir, imagefolder, tmp_path, capsys, monkeypatch):
     base = {
         "--model": f"local-dir:{teacher_dir}",
         "--dataset": str(imagefolder),
@@ -340,9 +629,11 @@ def test_bad_cli_input(case: Case, teacher_dir, imagefolder, tmp_path, capsys):
     }
     if case.setup is not None:
         case.setup(tmp_path, base)
+    if case.patch is not None:
+        case.patch(monkeypatch, tmp_path)
     base.update(case.replace)
     argv = [w for kv in base.items() for w in kv] + CLI_FAST + case.flags
-    before = {p.name for p in tmp_path.iterdir()}
+    before = tree_digest(tmp_path)
     code, err = run_main(argv, capsys)
     assert code == case.exit_code, err[-2000:]
     assert "Traceback" not in err
@@ -350,10 +641,10 @@ def test_bad_cli_input(case: Case, teacher_dir, imagefolder, tmp_path, capsys):
     import re
 
     assert re.search(case.message, message), message
-    # nothing half-written: no new output folder, no hidden temporary sibling
-    after = {p.name for p in tmp_path.iterdir()}
-    new = after - before - {"work"}
-    assert not new, new
+    # nothing half-written and nothing else touched: the output's parent (all but the work dir) is unchanged
+    after = tree_digest(tmp_path)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, changed
 
 
 def test_a_bad_input_exits_non_zero_without_traceback_in_a_real_process(teacher_dir, imagefolder, tmp_path):
@@ -424,6 +715,22 @@ API_CASES = [
     ("tensor-empty", _compress_tensor((0, 3, 32, 32)), ValueError, r"empty"),
     ("load-missing-folder", _load("/no/such/model"), FileNotFoundError, r"does not exist"),
     ("load-unknown-name", _load("resnet9000"), ValueError, r"neither a timm model name"),
+    # trust II (#22) 1, 2, 10, 11: what --overwrite may replace, where the output may go
+    # trust II (#22) 4-7: nothing from outside the model folder is read or run
+    (
+        "config-metric-not-shipped",
+        _api_config(eval_metrics=["./my_metric"]),
+        ValueError,
+        r"'./my_metric' is not shipped.*trust_remote_code=True",
+    ),
+    # trust II (#22) 8-9: clear answers instead of tracebacks or silence
+    ("work-dir-disk-full", checkpoint_on_a_full_disk, OSError, r"No space left on device while writing .*free there"),
+    ("teacher-forward-fails", compress_with_a_broken_head, ValueError, r"forward fails on a \[1, 3, 224, 224\]"),
+    ("ce-labels-outside", ce_on_labels_outside_the_classes, ValueError, r"labels 7, 100 are outside its 4 classes"),
+    ("eval-labels-outside", eval_labels_outside_the_classes, ValueError, r"cannot predict: labels 7, 100 are outside"),
+    ("tensor-uint8", compress_uint8_images, ValueError, r"this one is torch.uint8: raw pixels\? Convert it to float"),
+    ("per-class-string-labels", per_class_on_string_labels, ValueError, r"`label` are strings, not class ids"),
+    ("dataset-is-a-file", dataset_that_is_a_file, ValueError, r"is a file; pass a folder"),
 ]
 
 

@@ -1,9 +1,10 @@
-"""The benchmark scripts' small pure helpers: how a run is spelled, and which target stands in for one that a
-family cannot reach."""
+"""The benchmark scripts' small pure helpers (how a run is spelled, which target stands in for one that a family
+cannot reach) and their harness (a page rendered from its record, a command read back, where teachers come from)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -13,6 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import families  # noqa: E402
 import finetune_sweep  # noqa: E402
+import harness  # noqa: E402
+
+from hf_practise import CompressionConfig  # noqa: E402
+
+from .tiny_models import tiny_model  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -76,3 +82,69 @@ def test_a_rerun_replaces_its_rows_where_they_stood():
     ]
     merged = families.merge_records(kept, new)
     assert [(r["family"], r.get("top1")) for r in merged] == [("a", None), ("b", 1), ("b", 2), ("c", None), ("d", None)]
+
+
+def test_a_page_is_rendered_from_its_record_and_report_renders_it_again(tmp_path, monkeypatch):
+    def parser() -> argparse.ArgumentParser:
+        p = harness.parser("a toy study")
+        p.add_argument("--results", default=str(tmp_path))
+        p.add_argument("--n", type=int, default=1)
+        return p
+
+    runs = []
+
+    def run(p, args):
+        runs.append(args.command)
+        return {"n": args.n, "value": 0.1 + 0.2, "command": args.command}
+
+    def render(record):
+        return [f"# n = {record['n']}", "", f"value {record['value']!r}", f"Command: `{record['command']}`"]
+
+    study = dict(stem=lambda args: Path(args.results) / "toy", run=run, render=render)
+    monkeypatch.setattr(sys, "argv", ["toy.py", "--n", "3"])
+    assert harness.study(parser(), **study) == 0
+    page = "# n = 3\n\nvalue 0.30000000000000004\nCommand: `python benchmarks/toy.py --n 3`\n"
+    assert (tmp_path / "toy.md").read_text() == page
+    assert json.loads((tmp_path / "toy.json").read_text())["n"] == 3
+    (tmp_path / "toy.md").write_text("stale")
+    monkeypatch.setattr(sys, "argv", ["toy.py", "--n", "3", "--report"])
+    assert harness.study(parser(), **study) == 0
+    assert (tmp_path / "toy.md").read_text() == page and len(runs) == 1  # rendered again, not rerun
+    assert harness.study(parser(), **study, check=lambda record: f"n is {record['n']}") == 1
+
+
+def test_a_records_command_reads_back_as_its_flags():
+    p = argparse.ArgumentParser()
+    p.add_argument("--teacher", default="t")
+    p.add_argument("--tau", type=int, nargs="*", default=None)
+    p.add_argument("--lr", type=float, default=None)
+    args = p.parse_args(["--teacher", "/home/me/teachers/vit", "--tau", "100", "1000", "--lr", "0.003"])
+    command = harness.command("scan_speed.py", p, args, paths=("teacher",))
+    assert command == "python benchmarks/scan_speed.py --teacher vit --tau 100 1000 --lr 0.003"
+    again = harness.flags(p, {"command": command})
+    assert (again.teacher, again.tau, again.lr) == ("vit", [100, 1000], 0.003)
+
+
+def test_teachers_are_looked_up_committed_first_then_in_the_cache_and_never_trained_unasked(tmp_path):
+    folder, meta = harness.find_teacher("timm-vit", cache=tmp_path, train_steps=None)
+    assert folder == harness.TEACHERS / "timm-vit" and meta["committed"] == "benchmarks/teachers/timm-vit"
+    assert harness.find_teacher("no-such-teacher", cache=tmp_path) is None
+    uncommitted = next(n for n in harness.FAMILIES if harness.committed_teacher(n) is None)
+    assert harness.find_teacher(uncommitted, cache=tmp_path, train_steps=None) is None  # not trained here
+    (tmp_path / uncommitted).mkdir()
+    (tmp_path / uncommitted / "teacher.json").write_text(json.dumps({"top1": 0.5}))
+    assert harness.find_teacher(uncommitted, cache=tmp_path, train_steps=None) == (
+        tmp_path / uncommitted / "teacher",
+        {"top1": 0.5},
+    )
+
+
+def test_same_blocks_drops_the_given_blocks_even_where_the_work_dir_saved_another_choice(tmp_path):
+    (tmp_path / "selection.json").write_text(json.dumps({"key": {"k": 1}, "blocks": ["saved"], "checks": []}))
+    config = CompressionConfig(work_dir=str(tmp_path))
+    given = harness.SameBlocks(tiny_model("timm-resnet/resnet18"), config, fixed={"blocks": ["given"], "checks": []})
+    assert given.saved_selection({"k": 1})["blocks"] == ["given"]
+    fixed: dict = {}
+    first = harness.SameBlocks(tiny_model("timm-resnet/resnet18"), config, fixed=fixed)
+    assert first.saved_selection({"k": 1})["blocks"] == ["saved"] and fixed["blocks"] == ["saved"]  # kept for the rest
+    assert harness.SameBlocks(tiny_model("timm-resnet/resnet18"), config, fixed={}).saved_selection({"k": 2}) is None

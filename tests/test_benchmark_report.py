@@ -18,7 +18,11 @@ def compare():
     spec = importlib.util.spec_from_file_location("bench_compare", COMPARE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(COMPARE.parent))  # the scripts import the harness beside them
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(COMPARE.parent))
     yield module
     sys.modules.pop(spec.name, None)
 

@@ -125,6 +125,8 @@ def test_the_recorded_command_has_no_token_and_no_local_paths(form):
             "3",
             "--work-dir",
             "/home/someone/work",
+            "--metric",
+            "/home/someone/metrics/f1",
             *form,
         ]
     )
@@ -132,6 +134,7 @@ def test_the_recorded_command_has_no_token_and_no_local_paths(form):
     command = cli.reproduce_command(args)
     assert "hf_Secret1" not in command and "--token" not in command and "/home/someone" not in command
     assert "--model local-dir:r34" in command and "--dataset fmnist" in command and "--num-blocks 3" in command
+    assert "--metric f1" in command
 
 
 def test_a_work_dir_refuses_a_second_teacher(teacher_dir, imagefolder, tmp_path):

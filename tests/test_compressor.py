@@ -155,8 +155,12 @@ def test_output_dir_must_be_empty(tmp_path, tensors):
     with pytest.raises(FileExistsError, match="overwrite"):
         result.save_pretrained(out)
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
-    result.save_pretrained(out, overwrite=True)
-    assert (out / "model.safetensors").exists() and not (out / "old.txt").exists()
+    with pytest.raises(FileExistsError, match="not an earlier hf_practise output"):  # never someone else's folder
+        result.save_pretrained(out, overwrite=True)
+    (out / "old.txt").unlink()
+    result.save_pretrained(out)
+    result.save_pretrained(out, overwrite=True)  # an earlier output is replaced
+    assert (out / "model.safetensors").exists()
 
 
 def test_scan_resumes_from_work_dir(tmp_path, tensors):

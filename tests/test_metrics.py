@@ -31,7 +31,49 @@ def test_the_shipped_modules_load_offline_and_compute(monkeypatch):
 
 def test_an_unknown_metric_says_what_works():
     with pytest.raises(ValueError, match="shipped one"):
-        load_metric("/nonexistent/metric/folder")
+        load_metric("/nonexistent/metric/folder", trust_remote_code=True)
+
+
+def _metric_module(folder, name: str = "f1") -> None:
+    """An `evaluate` metric module `folder/NAME.py` that leaves a mark beside it when its code runs."""
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(
+        textwrap.dedent(
+            f"""
+            import pathlib
+
+            pathlib.Path(__file__).with_name("ran").write_text("x")
+            pathlib.Path({str(folder / "ran")!r}).write_text("x")
+            """
+        )
+    )
+
+
+def test_metric_code_from_the_current_directory_runs_only_when_trusted(tmp_path, monkeypatch):
+    """`evaluate.load("f1")` imports ./f1/f1.py; without trust_remote_code it is refused before any import."""
+    _metric_module(tmp_path / "f1")
+    monkeypatch.chdir(tmp_path)
+    for refuse in (
+        lambda: CompressionConfig(eval_metrics=["f1"]),
+        lambda: load_metric("f1"),
+        lambda: evaluate_metrics(tiny_resnet("resnet18"), TensorDataset(torch.randn(2, 3, 32, 32)), metrics=["f1"]),
+    ):
+        with pytest.raises(ValueError, match=r"'f1' is not shipped.*accuracy, top_k_accuracy.*--trust-remote-code"):
+            refuse()
+    assert not (tmp_path / "f1" / "ran").exists()
+    with pytest.raises(ValueError, match="Could not load the eval metric 'f1'"):  # not a metric, but it ran
+        load_metric("f1", trust_remote_code=True)
+    assert (tmp_path / "f1" / "ran").exists()
+    assert CompressionConfig(eval_metrics=["f1"], trust_remote_code=True).eval_metrics == ["accuracy", "f1"]
+
+
+def test_a_hub_metric_id_needs_trust_remote_code_too(monkeypatch):
+    import evaluate
+
+    monkeypatch.setattr(evaluate, "load", lambda *a, **k: pytest.fail("evaluate.load was called"))
+    with pytest.raises(ValueError, match=r"'someone/metric' is not shipped"):
+        load_metric("someone/metric")
+    CompressionConfig(eval_metrics=["accuracy", "top_k_accuracy"])  # the shipped ones need no trust
 
 
 def test_metrics_match_a_direct_count():
@@ -76,7 +118,7 @@ def test_a_local_metric_module_is_reported_in_the_result_and_card(tmp_path):
     )
     x = torch.randn(24, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     eval_set = TensorDataset(x[:12], torch.arange(12) % 5)
-    cfg = fast_config(num_blocks=1, eval_metrics=["top_k_accuracy", str(folder)])
+    cfg = fast_config(num_blocks=1, eval_metrics=["top_k_accuracy", str(folder)], trust_remote_code=True)
     assert cfg.eval_metrics[0] == "accuracy"  # top-1 is always there
     result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(x, eval_set)
     assert result.metrics_after["error_rate"] == pytest.approx(1 - result.top1_after)
@@ -84,6 +126,7 @@ def test_a_local_metric_module_is_reported_in_the_result_and_card(tmp_path):
     assert "| error_rate |" in result.summary() and "| top5_accuracy |" in result.summary()
     card = result.model_card().content
     assert "| error_rate |" in card and "type: error_rate" in card
+    assert result.to_dict()["config"]["eval_metrics"] == ["accuracy", "top_k_accuracy", "error_rate"]  # no path
 
 
 def test_bad_metric_lists_are_refused():

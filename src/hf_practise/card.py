@@ -279,6 +279,7 @@ def render_model_card(
         finetune_augmentation=AUGMENTATIONS[cfg.finetune.augmentation],
         classifier=CLASSIFIER[cfg.finetune.objective],
         resume_note=result.resume_note(),
+        weights_dtype=result.weights_dtype,
         target=target,
         wall_time=", ".join(f"{k} {v:.0f} s" for k, v in result.phase_seconds.items()),
         command=command,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -27,11 +28,19 @@ from .adaptors import fold_adaptors, load_adaptor_state
 from .backbones import BackboneFamily, get_family
 from .checkpoint import claim_work_dir, read_json
 from .config import CompressionConfig
-from .data import TinySet, as_torch_dataset, describe_indices, describe_source, load_tiny_set, model_transform
+from .data import (
+    TinySet,
+    as_torch_dataset,
+    describe_indices,
+    describe_source,
+    known_labels,
+    load_tiny_set,
+    model_transform,
+)
 from .files import atomic_write_text
 from .latency import LatencyComparison, block_latency_table, compare_latency, count_macs, count_params
 from .mimic import evaluate_metrics, mimic_finetune
-from .provenance import model_fingerprint
+from .provenance import model_fingerprint, weights_dtype
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
 from .result import CompressionResult
 from .runtimes import require_backend
@@ -44,6 +53,8 @@ __all__ = ["PractiseCompressor"]
 
 #: the per-block latency shares a run measured, kept in its work dir so that a resumed run chooses the same blocks
 LATENCY_SHARES = "latency_shares.json"
+#: the blocks a run chose (and the latency checks that chose them), so that a rerun drops the same ones
+SELECTION = "selection.json"
 
 
 def _final_check(cfg: CompressionConfig, measured: float, blocks: int) -> list[dict]:
@@ -76,6 +87,21 @@ def _phase(times: dict[str, float], name: str) -> Iterator[None]:
         logger.info("phase %s: %.1f s", name, times[name])
 
 
+def input_paths(model: str | None, *datasets: Any, work_dir: str | Path | None = None) -> dict[str, str]:
+    """The local folders a run reads, by what they are: the model folder (`local-dir:PATH` or a folder), the
+    dataset folders (loaded from disk by hf_practise), the work dir. An output may not be written over them."""
+    paths = {}
+    if model:
+        folder = Path(model.removeprefix("local-dir:")).expanduser()
+        if folder.is_dir():
+            paths["the model folder"] = str(folder)
+    for i, ds in enumerate(d for d in datasets if getattr(d, "_hf_practise_path", None)):
+        paths["the dataset folder" if i == 0 else f"dataset folder {i + 1}"] = ds._hf_practise_path
+    if work_dir:
+        paths["the work dir"] = str(work_dir)
+    return paths
+
+
 class PractiseCompressor:
     """Compress a pretrained vision backbone by dropping residual blocks, with a tiny set of images.
 
@@ -106,11 +132,19 @@ class PractiseCompressor:
             config, scan=config.scan.resolved(self.family), finetune=config.finetune.resolved(self.family, model)
         )
         self.accelerator = accelerator or Accelerator()
+        self.source = dict(source_config or {})
+        # the saved model keeps the teacher's dtype (a loader may already have widened it: hub records the file's);
+        # the compression runs in float32, as half-precision weights would meet float32 images and adaptors
+        dtype = weights_dtype(model.parameters())
+        self.source.setdefault("dtype", str(dtype).removeprefix("torch."))
+        if dtype != torch.float32:
+            logger.info("the teacher's weights are %s: compressing in float32, saving in %s", dtype, dtype)
+            model = model.float()
         self.model = model.to(self.accelerator.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.source = dict(source_config or {})
         self.source["fingerprint"] = model_fingerprint(self.model)
+        self.num_classes: int | None = None  # classes of the teacher's logits, once `check_forward` ran
         if "architecture" not in self.source:
             cfg = getattr(model, "pretrained_cfg", None) or {}
             self.source["architecture"] = cfg.get("architecture")
@@ -138,7 +172,8 @@ class PractiseCompressor:
             pretrained: load pretrained weights (False: random init, for tests).
             revision: a branch, tag or commit of a Hub repo.
             token: a Hub token for private repos.
-            trust_remote_code: allow a transformers repo's own code to run (off unless you ask).
+            trust_remote_code: allow a transformers repo's own code to run (off unless you ask; for eval metric
+                modules that are not shipped, `CompressionConfig.trust_remote_code`).
             accelerator: an `accelerate.Accelerator` (one is created if None).
             **model_kwargs: passed to the model constructor.
         """
@@ -179,6 +214,49 @@ class PractiseCompressor:
             + (f", or its stage is down to the {keep} block(s) a {self.family.name} model keeps" if keep else "")
             + ". PRACTISE removes residual blocks whose input and output shapes match; pick a deeper model."
         )
+
+    def check_forward(self) -> int | None:
+        """Run the teacher once on a zero image of its own input size, before any data is read: a model that cannot
+        run on its own input (a config that breaks its head, a forward that raises) fails here with the reason.
+
+        Returns:
+            The number of classes of its logits (None for a model without a classifier), kept as `num_classes`.
+        """
+        shape = [1, *self.family.data_config(self.model)["input_size"]]
+        p = next(self.model.parameters())
+        try:
+            with torch.no_grad():
+                out = as_logits(self.model(torch.zeros(shape, device=p.device, dtype=p.dtype)))
+        except Exception as e:  # noqa: BLE001 - whatever the model raises, it is said before any work
+            raise ValueError(
+                f"The teacher's forward fails on a {shape} input: {type(e).__name__}: {e}. Check how the model is "
+                "built (timm: config.json's `model_args`, e.g. `global_pool`; transformers: config.json) or its code."
+            ) from e
+        headless = not any(True for _ in self.family.classifier(self.model).parameters())
+        self.num_classes = None if headless or out.ndim != 2 else int(out.shape[-1])
+        return self.num_classes
+
+    def unpredictable_labels(self, labels: Sequence[int]) -> list[int]:
+        """The labels of `labels` that are not a class of the teacher's classifier (none when it has none)."""
+        if self.num_classes is None:
+            return []
+        return sorted({int(y) for y in labels if not 0 <= int(y) < self.num_classes})
+
+    def _labels_note(self, bad: list[int]) -> str:
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        return f"labels {shown} are outside its {self.num_classes} classes (0-{self.num_classes - 1})"
+
+    def check_eval_labels(self, eval_ds: Any) -> None:
+        """Refuse an eval set whose labels (read without decoding an image, where its kind allows) include ones the
+        classifier cannot predict: top-1 would count each such image wrong, silently."""
+        labels = known_labels(eval_ds)
+        bad = self.unpredictable_labels(labels) if labels is not None else []
+        if bad:
+            raise ValueError(
+                f"The eval set holds labels the model cannot predict: {self._labels_note(bad)}, so top-1 would count "
+                "every such image wrong. Evaluate on a set labelled with the model's own classes (CLI: --eval-split), "
+                "or leave the eval set out."
+            )
 
     def _on_main(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the main process only and give its result to every process (one measurement, one choice)."""
@@ -235,9 +313,50 @@ class PractiseCompressor:
             )
 
         shares, stats = self._on_main(measure)
-        if cache is not None and self.accelerator.is_main_process:
-            atomic_write_text(cache, json.dumps({"key": key, "shares": shares}, indent=1))
+        if cache is not None:
+            self._write_cache(cache, {"key": key, "shares": shares})
         return shares, stats
+
+    def _write_cache(self, path: Path, payload: dict) -> None:
+        """Keep `payload` in the work dir (main process; unchanged content is not rewritten). A work dir that cannot
+        be written (a read-only mount) only costs the reuse: said, not fatal."""
+        if not self.accelerator.is_main_process:
+            return
+        try:
+            atomic_write_text(path, json.dumps(payload, indent=1))
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            logger.warning("cannot write %s (%s): a rerun will measure again", path, e.strerror or e)
+
+    def _selection_key(self, tiny: TinySet, shares: dict[str, float]) -> dict:
+        """Everything the choice of blocks depends on: the scan's inputs (model, tiny set, settings), the target, the
+        latency settings and the blocks' shares."""
+        settings = self.config.to_dict()
+        target = ("latency_reduction", "num_blocks", "latency_tolerance", "latency_table")
+        return json.loads(
+            json.dumps(
+                {
+                    "model": self.source["fingerprint"],
+                    "tiny_set": tiny.fingerprint,
+                    "scan": settings["scan"],
+                    "seed": self.config.seed,
+                    "target": {k: settings[k] for k in target},
+                    "latency": settings["latency"],
+                    "input_size": list(self.input_size),
+                    "shares": shares,
+                }
+            )
+        )
+
+    def saved_selection(self, key: dict) -> dict | None:
+        """The blocks (and latency checks) a run with the same `key` chose, kept in the work dir: a rerun drops the
+        same blocks and reuses their finetune, whatever the timings say this time."""
+        path = Path(self.config.work_dir) / SELECTION if self.config.work_dir else None
+        if path is None or not path.exists():
+            return None
+        saved = read_json(path, "The saved block selection")
+        return saved if isinstance(saved, dict) and saved.get("key") == key else None
 
     def scan(
         self, tiny: TinySet, *, targets: torch.Tensor | None = None, latency_saving: dict[str, float] | None = None
@@ -359,6 +478,17 @@ class PractiseCompressor:
         times: dict[str, float] = {}
         torch.manual_seed(cfg.seed)
         self.check_candidates()
+        self.check_forward()
+        data_config = family.data_config(self.model)
+        channels = data_config["input_size"][0]
+        if channels != 3:  # see `data.fit_channels` for the statistics of a grey model
+            logger.info(
+                "the model takes %d-channel images: images are converted to %s and normalised with mean %s, std %s",
+                channels,
+                "greyscale (PIL `L`)" if channels == 1 else f"{channels} channels",
+                [round(v, 4) for v in data_config["mean"]],
+                [round(v, 4) for v in data_config["std"]],
+            )
         if cfg.work_dir:
             claim_work_dir(cfg.work_dir, model_fingerprint=self.source["fingerprint"], model_name=self._model_name)
         with _phase(times, "data"):
@@ -372,10 +502,19 @@ class PractiseCompressor:
                 label_column=label_column,
                 skip_broken=skip_broken,
             )
+            if cfg.finetune.objective == "ce" and tiny.labels is None and tiny.label_problem:
+                raise ValueError(f"The `ce` objective needs the tiny set's labels as class ids. {tiny.label_problem}")
             if cfg.finetune.objective == "ce" and tiny.labels is None:
                 raise ValueError(
                     "The `ce` objective needs a label for every tiny-set image, and this tiny set has none (or not "
                     "for all). Use `features` (CLI: --objective features; no labels needed) or a labelled set."
+                )
+            bad = self.unpredictable_labels(tiny.labels.tolist()) if cfg.finetune.objective == "ce" else []
+            if bad:
+                raise ValueError(
+                    f"The `ce` objective trains the classifier on the tiny set's labels, but {self._labels_note(bad)}. "
+                    "Use a tiny set labelled with the model's classes, or a label-free objective (CLI: --objective "
+                    "features)."
                 )
             eval_ds = (
                 as_torch_dataset(
@@ -384,16 +523,29 @@ class PractiseCompressor:
                 if eval_set is not None
                 else None
             )
+            if eval_ds is not None:
+                self.check_eval_labels(eval_ds)
             logger.info("tiny set: %d images from %s (fingerprint %s)", len(tiny), tiny.source, tiny.fingerprint)
         with _phase(times, "latency_table"):
             fractions, _ = self.latency_table()
-            self.check_reachable(fractions)
+            selection_key = self._selection_key(tiny, fractions)
+            saved = self.saved_selection(selection_key)
+            if saved is None:  # a saved selection met the target when it was made
+                self.check_reachable(fractions)
         with _phase(times, "teacher_features"):
             targets = teacher_features(self.model, family, tiny.images, batch_size=cfg.scan.batch_size).cpu()
         with _phase(times, "scan"):
             rows = self.scan(tiny, targets=targets, latency_saving=fractions)
         with _phase(times, "select"):
-            chosen, checks = self.select(rows)
+            by_block = {r.block: r for r in rows}
+            if saved is not None and all(b in by_block for b in saved["blocks"]):
+                chosen, checks = [by_block[b] for b in saved["blocks"]], list(saved["checks"])
+                logger.info("selection reused from the work dir (%s)", SELECTION)
+            else:
+                chosen, checks = self.select(rows)
+                if cfg.work_dir:
+                    selection = {"blocks": [r.block for r in chosen], "checks": checks}
+                    self._write_cache(Path(cfg.work_dir) / SELECTION, {"key": selection_key, **selection})
             logger.info("dropping %s", ", ".join(r.block for r in chosen))
         with _phase(times, "finetune"):
             augmented = self._augmented(tiny_set, tiny, image_column, label_column)
@@ -446,6 +598,7 @@ class PractiseCompressor:
         hub_id = getattr(tiny_set, "_hf_practise_hub_id", None)
         if hub_id:
             result.tiny_set["hub_id"] = hub_id
+        result.input_paths = input_paths(self.source.get("name_or_path"), tiny_set, eval_set, work_dir=cfg.work_dir)
         return result
 
     @property
@@ -517,6 +670,7 @@ class PractiseCompressor:
                     accelerator=acc,
                     batch_size=cfg.eval_batch_size,
                     desc="eval teacher",
+                    trust_remote_code=cfg.trust_remote_code,
                 )
                 metrics_after = evaluate_metrics(
                     student,
@@ -525,6 +679,7 @@ class PractiseCompressor:
                     accelerator=acc,
                     batch_size=cfg.eval_batch_size,
                     desc="eval compressed",
+                    trust_remote_code=cfg.trust_remote_code,
                 )
                 top1_before, top1_after = metrics_before["accuracy"], metrics_after["accuracy"]
         result = CompressionResult(

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .metrics import check_metrics
+
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
@@ -71,7 +73,8 @@ class FinetuneConfig:
     """End-to-end feature-mimicking finetune of the pruned network (classifier frozen)."""
 
     iterations: int = 1000  # optimiser steps
-    batch_size: int = 64  # images per step and process
+    batch_size: int = 64  # images per optimiser step over all processes (the global batch; each of N processes
+    # trains on its share of it, so N processes take the steps one would)
     lr: float | None = None  # peak learning rate (None: 0.01 for SGD, 1e-4 for AdamW)
     optimizer: Literal["auto", "sgd", "adamw"] = "auto"  # auto: the family's (SGD for BatchNorm ResNets, AdamW
     # for LayerNorm ViTs and ConvNeXts); SGD uses nesterov momentum 0.9
@@ -237,6 +240,7 @@ class CompressionConfig:
     eval_batch_size: int = 256  # images per step when measuring top-1
     eval_metrics: list[str] = field(default_factory=lambda: ["accuracy", "top_k_accuracy"])  # `evaluate` metric
     # modules run on the eval set: the shipped accuracy / top_k_accuracy (offline), or any evaluate name or path
+    trust_remote_code: bool = False  # allow `eval_metrics` other than the shipped ones (their module's code runs)
 
     def __post_init__(self) -> None:
         if self.num_blocks is None and self.latency_reduction is None:
@@ -260,6 +264,7 @@ class CompressionConfig:
             f"`eval_metrics` (CLI: --metric) is a list of `evaluate` metric names or paths; got {self.eval_metrics!r}.",
         )
         self.eval_metrics = list(dict.fromkeys(["accuracy", *self.eval_metrics]))  # top-1 is always reported
+        check_metrics(self.eval_metrics, trust_remote_code=self.trust_remote_code)
         for name, kind in (("scan", ScanConfig), ("finetune", FinetuneConfig), ("latency", LatencyConfig)):
             _check(isinstance(getattr(self, name), kind), f"`{name}` must be a `{kind.__name__}`.")
         if self.latency_table is not None:

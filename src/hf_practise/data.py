@@ -37,21 +37,75 @@ NO_LABEL = -1
 
 
 class BrokenImageError(ValueError):
-    """An image of the data set cannot be decoded; `where` names its file (or its example index)."""
+    """An image of the data set cannot be decoded; `where` names its file (or its example index), `public` the
+    same as a report may publish it (relative to the dataset folder, never an absolute local path)."""
 
-    def __init__(self, where: str, index: int, cause: BaseException) -> None:
-        self.where, self.index = where, index
+    def __init__(self, where: str, index: int, cause: BaseException, *, public: str | None = None) -> None:
+        self.where, self.index, self.public = where, index, public or where
         super().__init__(
             f"Image {where} (example {index}) cannot be decoded ({type(cause).__name__}: {cause}). Remove or replace "
             "it, or leave broken images out with `skip_broken=True` (CLI: --skip-broken-images)."
         )
 
 
+#: PIL image modes of the channel counts a PIL image can be converted to
+_MODES = {1: "L", 3: "RGB"}
+
+
+def fit_channels(data_config: dict[str, Any], channels: int) -> dict[str, Any]:
+    """`data_config` for a model that takes `channels`-channel images: that many in `input_size`, and a mean and
+    std of that many values.
+
+    timm keeps a 3-channel pretrained_cfg (input size, RGB mean/std) on a model built with `in_chans=1`. Its own
+    scripts then normalise with the average of the cfg's values ("Pretrained mean does not match 1 channels; using
+    its mean value": `timm.data.resolve_input_data_config`, also what `save_for_hf` writes), so a grey model trained
+    with timm saw those statistics, and they are the ones used here; a single value is repeated for every channel.
+    """
+    if tuple(data_config["input_size"])[0] == channels and all(
+        len(tuple(data_config[k])) == channels for k in ("mean", "std")
+    ):
+        return data_config
+    out = dict(data_config)
+    out["input_size"] = (channels, *tuple(out["input_size"])[1:])
+    for key in ("mean", "std"):
+        values = tuple(out[key])
+        if len(values) != channels:
+            out[key] = (sum(values) / len(values),) * channels
+    return out
+
+
+class ToChannels:
+    """Convert a PIL image to the model's channel count (grey for 1, RGB for 3) before the timm transform."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+
+    def __call__(self, image: Any) -> Any:
+        mode = _MODES.get(self.channels)
+        if mode is None:
+            raise ValueError(
+                f"The model takes {self.channels}-channel images; images can be converted to 1 (grey) or 3 (RGB) "
+                f"channels only. Pass the tiny set as preprocessed (N, {self.channels}, H, W) float tensors."
+            )
+        return image.convert(mode) if getattr(image, "mode", mode) != mode else image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.channels})"
+
+
 def model_transform(data_config: dict[str, Any], *, training: bool = False) -> Callable:
-    """The timm transform for `data_config` (eval: resize/crop/normalise; training: timm's augmentation)."""
+    """The timm transform for `data_config` (eval: resize/crop/normalise; training: timm's augmentation). For a
+    model that does not take 3 channels, PIL images are first converted to its channel count (see `fit_channels`
+    for the statistics a grey model is normalised with)."""
     from timm.data import create_transform
 
-    return create_transform(**data_config, is_training=training)
+    transform = create_transform(**data_config, is_training=training)
+    channels = int(data_config["input_size"][0])
+    if channels == 3:
+        return transform
+    from torchvision import transforms
+
+    return transforms.Compose([ToChannels(channels), transform])
 
 
 def _is_hf_dataset(obj: Any) -> bool:
@@ -87,17 +141,43 @@ def _image_column(ds: Any, image_column: str | None) -> str:
     return found[0]
 
 
+#: columns taken as labels (when they hold class ids) without `label_column`
+LABEL_NAMES = ("label", "labels", "fine_label")
+
+
+def _holds_strings(feature: Any) -> bool:
+    from datasets import Value
+
+    return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+
+
+def string_labels_message(column: str) -> str:
+    return (
+        f"Labels of column `{column}` are strings, not class ids; cast it to ClassLabel (datasets: "
+        f"`.class_encode_column({column!r})`, or `.cast_column({column!r}, ClassLabel(names=[...]))` to keep the "
+        "model's class order)."
+    )
+
+
+def _string_label_column(ds: Any, label_column: str | None) -> str | None:
+    """The column that holds the labels as strings (class names): `label_column`, or one of `LABEL_NAMES`."""
+    names = [label_column] if label_column is not None else [n for n in LABEL_NAMES if n in ds.column_names]
+    return next((n for n in names if _holds_strings(ds.features[n])), None)
+
+
 def _label_column(ds: Any, label_column: str | None) -> str | None:
+    """The column of class ids: `label_column`, else the first ClassLabel, else an integer column of
+    `LABEL_NAMES`; None when there is none (a column of strings is not one: see `_string_label_column`)."""
     from datasets import ClassLabel, Value
 
     if label_column is not None:
         if label_column not in ds.column_names:
             raise ValueError(f"Label column `{label_column}` not found; the dataset has columns {ds.column_names}.")
-        return label_column
+        return None if _holds_strings(ds.features[label_column]) else label_column
     for name, feat in ds.features.items():
         if isinstance(feat, ClassLabel):
             return name
-    for name in ("label", "labels", "fine_label"):
+    for name in LABEL_NAMES:
         if name in ds.column_names and isinstance(ds.features[name], Value) and "int" in ds.features[name].dtype:
             return name
     return None
@@ -111,6 +191,26 @@ class _HFImages(Dataset):
         self.transform = transform
         self.image_column = _image_column(ds, image_column)
         self.label_column = _label_column(ds, label_column)
+        strings = None if self.label_column is not None else _string_label_column(ds, label_column)
+        #: why there are no labels although a label column exists (its labels are strings), else None
+        self.label_problem = string_labels_message(strings) if strings else None
+
+    def class_id(self, value: Any) -> int:
+        """A label of the label column as a class id: a ClassLabel maps a class name to its id."""
+        from datasets import ClassLabel
+
+        feature = self.ds.features[self.label_column]
+        if isinstance(value, str) and isinstance(feature, ClassLabel):
+            try:
+                return feature.str2int(value)
+            except ValueError as e:
+                raise ValueError(
+                    f"Label `{value}` of column `{self.label_column}` is not one of its ClassLabel's names "
+                    f"{feature.names[:10]}{' ...' if len(feature.names) > 10 else ''}."
+                ) from e
+        if isinstance(value, str):
+            raise ValueError(string_labels_message(self.label_column))
+        return int(value)
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -122,19 +222,35 @@ class _HFImages(Dataset):
             image = image.convert("RGB")  # decodes the whole image: a truncated file fails here, not later
             x = self.transform(image)
         except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-            raise BrokenImageError(self._where(int(i)), int(i), e) from e
-        label = NO_LABEL if self.label_column is None else int(row[self.label_column])
+            path = self._file(int(i))
+            if path is None:
+                raise BrokenImageError(f"#{i}", int(i), e) from e
+            public = relative_to_dataset(path, getattr(self.ds, "_hf_practise_path", None))
+            raise BrokenImageError(f"`{path}`", int(i), e, public=public) from e
+        label = NO_LABEL if self.label_column is None else self.class_id(row[self.label_column])
         return x, label
 
-    def _where(self, i: int) -> str:
-        """The file of example `i`, read without decoding it."""
+    def _file(self, i: int) -> str | None:
+        """The file of example `i`, read without decoding it (None when the dataset does not say)."""
         from datasets import Image
 
         try:
             raw = self.ds.cast_column(self.image_column, Image(decode=False))[i][self.image_column]
         except Exception:  # noqa: BLE001 - only for the message
-            return f"#{i}"
-        return f"`{raw.get('path')}`" if raw.get("path") else f"#{i}"
+            return None
+        return raw.get("path") or None
+
+
+def relative_to_dataset(path: str, root: str | os.PathLike | None) -> str:
+    """An image's `path` as a report may publish it: relative to the dataset folder `root` when it lies inside,
+    else its file name alone (never an absolute local path)."""
+    file = Path(path)
+    if not file.is_absolute():
+        return path
+    if root is not None:
+        with contextlib.suppress(ValueError, OSError):
+            return file.resolve().relative_to(Path(root).resolve()).as_posix()
+    return file.name
 
 
 class _TorchItems(Dataset):
@@ -149,6 +265,17 @@ class _TorchItems(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return _split_item(self.ds[i], self.transform)
+
+
+def check_float_images(x: torch.Tensor) -> None:
+    """Refuse an integer image tensor: tensors are taken as preprocessed model inputs, and raw uint8 pixels are not."""
+    if not x.is_floating_point():
+        raise ValueError(
+            f"Image tensors are taken as preprocessed model inputs (float, normalised), but this one is {x.dtype}: "
+            "raw pixels? Convert it to float and normalise it with the model's mean/std "
+            "(`compressor.family.data_config(compressor.model)`), or pass the images (PIL) or a `datasets.Dataset` "
+            "and hf_practise preprocesses them."
+        )
 
 
 def _split_item(item: Any, transform: Callable | None) -> tuple[torch.Tensor, int]:
@@ -170,6 +297,13 @@ def _split_item(item: Any, transform: Callable | None) -> tuple[torch.Tensor, in
         if hasattr(x, "convert") and getattr(x, "mode", "RGB") != "RGB":
             x = x.convert("RGB")
         x = transform(x)
+    else:
+        check_float_images(x)
+    if isinstance(label, str):
+        raise ValueError(
+            f"Labels must be class ids; got the string {label!r}. Map class names to ids before passing the data "
+            "(e.g. with a `datasets.ClassLabel`)."
+        )
     return x, int(label) if not isinstance(label, torch.Tensor) else int(label.item())
 
 
@@ -188,6 +322,7 @@ def as_torch_dataset(
     if isinstance(source, torch.Tensor):
         if source.ndim != 4:
             raise ValueError(f"A tensor tiny set must be (N, C, H, W); got shape {tuple(source.shape)}.")
+        check_float_images(source)
         return _TorchItems(torch.utils.data.TensorDataset(source), None)
     if isinstance(source, Dataset):
         return _TorchItems(source, transform)
@@ -195,6 +330,23 @@ def as_torch_dataset(
         f"Unsupported data source {type(source).__name__}; pass a `datasets.Dataset`, a torch Dataset or "
         "DataLoader, or an (N, C, H, W) tensor."
     )
+
+
+def known_labels(ds: Dataset) -> list[int] | None:
+    """The labels of a Dataset made by `as_torch_dataset`, read without decoding an image: a `datasets` label
+    column, or the second tensor of a TensorDataset; None where only decoding every item would tell.
+
+    Raises:
+        ValueError: the label column holds strings, not class ids.
+    """
+    if isinstance(ds, _HFImages):
+        if ds.label_problem:
+            raise ValueError(f"The eval set needs class ids. {ds.label_problem}")
+        return None if ds.label_column is None else [ds.class_id(y) for y in ds.ds[ds.label_column]]
+    inner = getattr(ds, "ds", None)
+    if isinstance(inner, torch.utils.data.TensorDataset) and len(inner.tensors) > 1:
+        return [int(y) for y in inner.tensors[1].reshape(-1).tolist()]
+    return None
 
 
 def describe_source(source: Any) -> dict[str, Any]:
@@ -242,7 +394,9 @@ class TinySet:
     indices: list[int]  # which examples of the source were used
     source: str  # a description of where they came from
     fingerprint: str = field(default="")  # sha256 of the preprocessed images (first 16 hex digits)
-    skipped: list[str] = field(default_factory=list)  # images left out because they could not be decoded
+    skipped: list[str] = field(default_factory=list)  # images left out because they could not be decoded, by
+    # path relative to the dataset folder (or file name, or `#index`): never an absolute local path
+    label_problem: str | None = None  # why `labels` is None although the source has a label column (strings)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -299,6 +453,7 @@ def load_tiny_set(
     if isinstance(source, TinySet):
         return source
     skipped: list[str] = []
+    label_problem: str | None = None
     if isinstance(source, DataLoader):
         batches = [_split_batch(b) for b in source]
         if not batches:
@@ -310,10 +465,13 @@ def load_tiny_set(
         desc = f"DataLoader({type(source.dataset).__name__})"
     else:
         ds = as_torch_dataset(source, transform=transform, image_column=image_column, label_column=label_column)
+        label_problem = getattr(ds, "label_problem", None)
         if per_class is not None:
+            if isinstance(ds, _HFImages) and ds.label_problem:
+                raise ValueError(f"`per_class` sampling needs class ids. {ds.label_problem}")
             if not isinstance(ds, _HFImages) or ds.label_column is None:
                 raise ValueError("`per_class` sampling needs a `datasets.Dataset` with a label column.")
-            idx = sample_per_class(source[ds.label_column], per_class, seed)
+            idx = sample_per_class([ds.class_id(y) for y in source[ds.label_column]], per_class, seed)
         else:
             idx = sample_indices(len(ds), num_samples, seed)
         items, kept = [], []
@@ -323,7 +481,7 @@ def load_tiny_set(
             except BrokenImageError as e:
                 if not skip_broken:
                     raise
-                skipped.append(e.where)
+                skipped.append(e.public)
                 logger.warning("tiny set: left out %s, which cannot be decoded", e.where)
                 continue
             kept.append(i)
@@ -345,6 +503,7 @@ def load_tiny_set(
         source=str(desc),
         fingerprint=_fingerprint(images),
         skipped=skipped,
+        label_problem=None if has_labels else label_problem,
     )
 
 
@@ -358,6 +517,7 @@ def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch, None
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"Batches must hold image tensors; got {type(x).__name__}.")
+    check_float_images(x)
     if y is None:
         y = torch.full((x.shape[0],), NO_LABEL, dtype=torch.long)
     return x, torch.as_tensor(y).long()
@@ -370,6 +530,11 @@ def load_image_dataset(path: str | os.PathLike, split: str | None = None) -> Any
     import datasets
 
     root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise ValueError(
+            f"The dataset `{path}` is a file; pass a folder (an imagefolder: one sub-folder of images per class, or "
+            "a folder written by `datasets.save_to_disk`) or a Hub dataset id (CLI: --dataset)."
+        )
     if not root.is_dir():
         raise FileNotFoundError(f"Dataset directory `{path}` does not exist.")
     saved = (

@@ -5,8 +5,10 @@ A model is one of: a timm name (`resnet50`), `hf-hub:ORG/NAME` (a timm checkpoin
 timm `config.json` (with `architecture`) or a transformers one (with `model_type`). Weights are only ever
 read from safetensors files, and exactly the ones that were checked: pickled checkpoints are not even
 downloaded, and a `pytorch_model.bin` beside a `model.safetensors` is never read. A checkpoint whose weights do
-not cover the model (missing or unexpected keys) is refused rather than left partly random. Remote code runs
-only when the caller passes `trust_remote_code=True`.
+not cover the model (missing or unexpected keys) is refused rather than left partly random. Nothing outside the
+model folder is read: a config argument that names a file (timm's `checkpoint_path`), a shard index entry or a link
+that leads elsewhere is refused (a Hub snapshot's links into its cache's `blobs/` are fine). Remote code runs only
+when the caller passes `trust_remote_code=True`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 
 from .checkpoint import read_json
 from .compressed import FORMAT_KEY, rebuild
-from .provenance import looks_like_path, public_name
+from .provenance import looks_like_path, public_name, weights_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,11 @@ __all__ = ["load_model", "load_dataset_source"]
 
 # what a snapshot of a model repo may fetch: configs, safetensors weights, the card; never pickles
 _ALLOW = ["*.json", "*.safetensors", "*.md", "*.txt"]
+#: keys through which timm reads (or fetches) a file while it builds a model: `checkpoint_path` of
+#: `create_model`, the `file` / `state_dict` / `url` of a pretrained config or its overlay, the download cache
+_FILE_KEYS = frozenset({"checkpoint_path", "cache_dir", "file", "state_dict", "url", "hf_hub_id", "hf_hub_filename"})
+#: endings of weight files (a constructor argument ending so names a checkpoint)
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz", ".pkl", ".pickle", ".h5", ".tar", ".zip")
 
 
 def _snapshot(repo_id: str, *, revision: str | None, token: str | bool | None, repo_type: str = "model") -> Path:
@@ -57,6 +64,21 @@ def _check_safetensors(path: Path, what: str) -> None:
         ) from e
 
 
+def _check_inside(root: Path, path: Path, what: str, role: str) -> None:
+    """Refuse `path` unless it resolves inside the model folder `root` or, for a Hub snapshot
+    (`.../models--ORG--NAME/snapshots/REV`, whose files are links into the cached repo's `blobs/`), inside that
+    cached repo."""
+    folder = root.resolve()
+    area = folder.parent.parent if folder.parent.name == "snapshots" else folder
+    target = path.resolve()
+    if not target.is_relative_to(area):
+        raise ValueError(
+            f"{what}: {role} resolves to `{target}`, outside the model folder `{root}`. hf_practise reads only files "
+            "inside the model folder: put the file itself there (not a link to elsewhere) and name it relative to "
+            "the folder."
+        )
+
+
 def _safetensors_files(root: Path, what: str) -> list[Path]:
     files = sorted(root.glob("*.safetensors"))
     if not files:
@@ -65,8 +87,71 @@ def _safetensors_files(root: Path, what: str) -> list[Path]:
             "`safetensors.torch.save_file` (or ask its author for a safetensors upload)."
         )
     for f in files:
+        _check_inside(root, f, what, f"`{f.name}`")
         _check_safetensors(f, what)
     return files
+
+
+def _check_shard_index(root: Path, what: str) -> None:
+    """Every shard a `*.safetensors.index.json` lists must be a valid safetensors file inside the model folder:
+    transformers loads the shards the index names, wherever they are, and no others."""
+    for index in sorted(root.glob("*.safetensors.index.json")):
+        _check_inside(root, index, what, f"`{index.name}`")
+        data = read_json(index, "The weight index")
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(
+                f"{what}: `{index.name}` has no `weight_map` of weight names to shard files. Save the model again."
+            )
+        for shard in sorted(set(weight_map.values())):
+            role = f"the shard `{shard}` listed in `{index.name}`"
+            _check_inside(root, root / shard, what, role)
+            if not (root / shard).is_file():
+                raise FileNotFoundError(f"{what}: {role} is missing. Download or save the model again.")
+            _check_safetensors(root / shard, what)
+
+
+def _names_a_file(value: Any) -> bool:
+    return isinstance(value, str) and (
+        value.startswith("~") or "/" in value or "\\" in value or value.lower().endswith(_WEIGHT_SUFFIXES)
+    )
+
+
+def _file_args(value: Any, where: str) -> list[str]:
+    """The dotted keys under `value` (config.json's `model_args`) that name a file: a key timm reads a file
+    through, or a string that is a path or a weight file's name."""
+    if isinstance(value, dict):
+        found = []
+        for key, v in value.items():
+            here = f"{where}.{key}"
+            found += [here] if key in _FILE_KEYS and v not in (None, "") else _file_args(v, here)
+        return found
+    if isinstance(value, (list, tuple)):
+        return [k for i, v in enumerate(value) for k in _file_args(v, f"{where}[{i}]")]
+    return [where] if _names_a_file(value) else []
+
+
+def _refuse_file_args(config: dict[str, Any], what: str) -> None:
+    """timm (and transformers' TimmWrapper) pass config.json's `model_args` to `timm.create_model`, which reads
+    a `checkpoint_path` wherever it lies; a pretrained config's `file` / `state_dict` names weights outside the
+    folder's safetensors too. Refuse them all: the weights come from the checked safetensors files only."""
+    found = _file_args(config.get("model_args"), "model_args")
+    pretrained_cfg = config.get("pretrained_cfg")
+    if isinstance(pretrained_cfg, dict):
+        found += [f"pretrained_cfg.{k}" for k in ("file", "state_dict") if pretrained_cfg.get(k) not in (None, "")]
+    if found:
+        keys = ", ".join(f"`{k}`" for k in found)
+        raise ValueError(
+            f"{what}: config.json sets {keys}, which {'names a file' if len(found) == 1 else 'name files'} that timm "
+            "would read while building the model, wherever it lies. hf_practise reads weights only from the "
+            "safetensors files in the model folder: "
+            f"remove {keys} from config.json and keep the weights in the folder's model.safetensors."
+        )
+
+
+def _dtype_name(state: dict[str, Any]) -> str:
+    """The dtype a checkpoint's weights are stored in ("bfloat16"), for saving the compressed model in it."""
+    return str(weights_dtype(state.values())).removeprefix("torch.")
 
 
 def check_state_dict(model: nn.Module, state: dict[str, Any], what: str) -> None:
@@ -95,9 +180,11 @@ def _read_config(root: Path, what: str) -> dict[str, Any]:
     path = root / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{what} has no config.json: it is not a model folder.")
+    _check_inside(root, path, what, "`config.json`")
     config = read_json(path, "The model config")
     if not isinstance(config, dict):
         raise ValueError(f"The model config `{path}` must be a JSON object.")
+    _refuse_file_args(config, what)
     return config
 
 
@@ -117,6 +204,7 @@ def _load_timm_dir(root: Path, *, pretrained: bool, source: dict[str, Any], **kw
             raise FileNotFoundError(
                 f"{what} has no model.safetensors, the file a timm checkpoint keeps its weights in."
             )
+        _check_inside(root, weights, what, "`model.safetensors`")
         _check_safetensors(weights, what)
     architecture = config.get("architecture")
     if not isinstance(architecture, str) or not timm.is_model(architecture):
@@ -135,7 +223,9 @@ def _load_timm_dir(root: Path, *, pretrained: bool, source: dict[str, Any], **kw
         source["removed_blocks"] = config[FORMAT_KEY].get("removed_blocks", [])
     if pretrained:
         # exactly the file checked above; timm itself would prefer a pytorch_model.bin lying beside it
-        check_state_dict(model, load_file(str(weights)), what)
+        state = load_file(str(weights))
+        source["dtype"] = _dtype_name(state)  # loading widens it to the model's float32: saved back in it
+        check_state_dict(model, state, what)
     source.setdefault("architecture", model.pretrained_cfg.get("architecture"))
     return model, source
 
@@ -149,6 +239,7 @@ def _load_transformers_dir(root: Path, *, trust_remote_code: bool, source: dict[
         ) from e
     what = f"`{public_name(source.get('name_or_path', root))}`"
     _safetensors_files(root, what)
+    _check_shard_index(root, what)
     config = _read_config(root, what)
     if FORMAT_KEY in config:  # saved by hf_practise for a family transformers cannot rebuild
         return _load_transformers_compressed(root, config, what=what, source=source, **kwargs)
@@ -187,11 +278,17 @@ def _load_transformers_compressed(root: Path, config: dict[str, Any], *, what: s
             "Upgrade transformers (`pip install -U transformers`)."
         ) from e
     model = AutoModelForImageClassification.from_config(model_config)
+    # where the model's preprocessor_config.json is looked up: this folder, not a `_name_or_path` of config.json
+    # (nor the current directory, when it has none)
+    model.name_or_path = model.config.name_or_path = str(root)
     rebuild(model, entry, what)
     weights = root / "model.safetensors"
     if not weights.exists():
         raise FileNotFoundError(f"{what} has no model.safetensors, the file hf_practise keeps its weights in.")
-    check_state_dict(model, load_file(str(weights)), what)
+    _check_inside(root, weights, what, "`model.safetensors`")
+    state = load_file(str(weights))
+    source["dtype"] = _dtype_name(state)
+    check_state_dict(model, state, what)
     source.update(
         library="transformers",
         model_type=model_type,

@@ -2,10 +2,11 @@
 
 The pruned network (adaptors included) is trained end to end so its pre-pooling features match the teacher's
 (MSE); the classifier is frozen, so the teacher's head keeps working on the student's features. The same loop
-runs on one CPU or many GPUs: the model, optimiser and data go through `accelerator.prepare` and the loss
-through `accelerator.backward`. With a work directory, the run checkpoints (safetensors + JSON, never pickles)
-and resumes exactly: the data order is a function of (seed, epoch) and the RNG states are restored, so a
-resumed finetune ends with the weights an uninterrupted one would have.
+runs on one CPU or many GPUs: the model and optimiser go through `accelerator.prepare`, the loss through
+`accelerator.backward`, and each of N processes trains on its share of the same global batch, so N processes
+compute what one does (up to float rounding). With a work directory, the run checkpoints (safetensors + JSON,
+never pickles) and resumes exactly: the data order is a function of (seed, epoch) and the RNG states are
+restored, so a resumed finetune ends with the weights an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -128,22 +129,21 @@ def augment_batch(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tenso
 
 def _relative_mse(output: torch.Tensor, target: torch.Tensor, accelerator=None) -> torch.Tensor:
     """MSE relative to the target's mean square: terms of different layers and scales are comparable. With several
-    processes the mean square is the global batch's (each process holds an equal share), so N processes take the
-    steps one would."""
-    power = target.detach().float().pow(2).mean()
+    processes the mean square is the global batch's (summed over the processes' shares, equal or not), so N
+    processes take the steps one would."""
+    t = target.detach().float()
+    power = torch.stack([t.pow(2).sum(), torch.tensor(float(t.numel()), device=t.device)])
     if accelerator is not None and accelerator.num_processes > 1:
-        power = accelerator.reduce(power, reduction="mean")
-    return torch.nn.functional.mse_loss(output, target) / power.clamp_min(1e-12)
+        power = accelerator.reduce(power, reduction="sum")
+    return torch.nn.functional.mse_loss(output, target) / (power[0] / power[1]).clamp_min(1e-12)
 
 
-def _augment_global_batch(x: torch.Tensor, augmentation: str, generator: torch.Generator, accelerator) -> torch.Tensor:
-    """`augment_batch` of the global batch, this process's share of it: a mixup partner or a flipped half is drawn
-    over the whole batch, as one process would draw it (Accelerate deals the global batch out in rank order)."""
-    if accelerator.num_processes == 1:
-        return augment_batch(x, augmentation, generator)
-    whole = accelerator.gather(x.contiguous())
-    start = accelerator.process_index * len(x)
-    return augment_batch(whole, augmentation, generator)[start : start + len(x)]
+def rank_share(n: int, num_processes: int, process_index: int) -> slice:
+    """The rows of a global batch of `n` that process `process_index` of `num_processes` trains on: consecutive,
+    in rank order, the first `n % num_processes` ranks one row more than the others."""
+    base, extra = divmod(n, num_processes)
+    start = process_index * base + min(process_index, extra)
+    return slice(start, start + base + (process_index < extra))
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -239,13 +239,27 @@ def mimic_finetune(
                 with torch.no_grad():
                     targets = torch.cat([family.forward_head(teacher, t) for t in targets.split(config.batch_size)])
         dataset = torch.utils.data.TensorDataset(images, targets.cpu())
-    # `batch_size` is the global batch: each of N processes takes 1/N of it, so a run on N processes sees the
-    # same batches (and, with frozen norms, the same averaged gradients) as a run on one
-    split = getattr(accelerator, "split_batches", False)
-    per_process = config.batch_size if split else max(1, config.batch_size // accelerator.num_processes)
+    # `batch_size` is the global batch. Every process draws the same global batch (its order is a function of
+    # (seed, epoch)), augments it as one process would, and trains on its rank's rows of it; each rank's loss is
+    # weighted by its share, so DDP's average of the gradients is the gradient of the global batch's mean loss
+    # and N processes take the steps one would (the loader is not sharded by Accelerate, which would pad a tiny
+    # set smaller than the batch with repeats and drop the rows of a batch that does not split evenly)
+    global_batch = min(config.batch_size, len(dataset))
+    if global_batch < accelerator.num_processes:
+        raise ValueError(
+            f"The finetune's global batch has {global_batch} images (finetune.batch_size={config.batch_size}, "
+            f"{len(dataset)} tiny-set images to train on), fewer than the {accelerator.num_processes} processes: each "
+            "process needs at least one image; raise --batch-size (or the tiny set) or launch fewer processes."
+        )
+    if accelerator.num_processes > 1 and config.train_norm_stats:
+        logger.warning(
+            "finetune: train_norm_stats=True on %d processes: BatchNorm normalises by each process's share of the "
+            "batch, not by the global batch, so the run differs from a one-process run.",
+            accelerator.num_processes,
+        )
     loader = DataLoader(
         dataset,
-        batch_size=per_process,
+        batch_size=config.batch_size,
         sampler=EpochSampler(len(dataset), seed),
         drop_last=len(dataset) >= config.batch_size,
     )
@@ -261,7 +275,7 @@ def mimic_finetune(
         optimizer, iterations=config.iterations, warmup=config.warmup_iterations, kind=config.schedule
     )
     # the schedule is stepped here once per optimiser step: prepared, Accelerate would step it once per process
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model, optimizer = accelerator.prepare(model, optimizer)
 
     ckpt_dir = Path(work_dir) if work_dir else None
     step, losses, window = 0, [], []
@@ -341,11 +355,13 @@ def mimic_finetune(
     if step == 0:
         check_holdout()  # the starting point (the scan's adaptors) may be the best there is
     while step < config.iterations:
-        x, t = next(batches)[:2]
+        x, t = (v.to(accelerator.device) for v in next(batches)[:2])
         if on_batch:  # a function of (seed, step): a resumed run augments as the uninterrupted one did
-            x = _augment_global_batch(
-                x, config.augmentation, torch.Generator().manual_seed(seed * 1_000_003 + step), accelerator
-            )
+            x = augment_batch(x, config.augmentation, torch.Generator().manual_seed(seed * 1_000_003 + step))
+        mine = rank_share(len(x), accelerator.num_processes, accelerator.process_index)
+        # this rank's mean loss counts for its share of the global batch (DDP divides the gradients' sum by N)
+        weight = (mine.stop - mine.start) * accelerator.num_processes / len(x)
+        x, t = x[mine], t[mine]
         if (augmented is not None and objective != "ce") or taps is not None or (on_batch and objective != "ce"):
             with torch.no_grad():
                 t = family.forward_features(teacher, x)  # features+kd: its logits are taken from these below
@@ -374,6 +390,8 @@ def mimic_finetune(
             loss = _relative_mse(feats, t, accelerator) + _loss("kd", logits, teacher_logits, config.kd_temperature)
         else:
             loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
+        if weight != 1:
+            loss = loss * weight
         mean_loss = check_finite(loss, phase="finetune", step=step, accelerator=accelerator)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -438,19 +456,22 @@ def evaluate_metrics(
     batch_size: int = 256,
     desc: str = "eval",
     k: int = 5,
+    trust_remote_code: bool = False,
 ) -> dict[str, float]:
     """Eval metrics of `model` on a Dataset of (image tensor, label) pairs, computed by `evaluate` modules.
 
     Predictions are gathered across processes with `accelerator.gather_for_metrics` (as the transformers example
     scripts do) and fed to each metric's `add_batch`: `top_k_accuracy` gets each image's k best class ids, every
-    other metric (the shipped `accuracy`, or any `evaluate` classification metric) the predicted class id.
+    other metric (the shipped `accuracy`, or any `evaluate` classification metric) the predicted class id. Metrics
+    that are not shipped run their module's code and need `trust_remote_code=True`.
 
     Returns:
         {metric name: value}; for `top_k_accuracy` the key is `top{k}_accuracy`.
     """
-    from .metrics import load_metric
+    from .metrics import check_metrics, load_metric
 
-    modules = {name: load_metric(name) for name in metrics}
+    check_metrics(metrics, trust_remote_code=trust_remote_code)  # all of them before any is loaded
+    modules = {name: load_metric(name, trust_remote_code=trust_remote_code) for name in metrics}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
@@ -473,6 +494,13 @@ def evaluate_metrics(
                 top, y = accelerator.gather_for_metrics((top, y))
             if (y < 0).any():
                 raise ValueError("The eval set has unlabeled examples; top-1 needs a label for every image.")
+            if (y >= logits.shape[-1]).any():
+                bad = sorted(set(y[y >= logits.shape[-1]].tolist()))
+                raise ValueError(
+                    f"The eval set holds labels the model cannot predict: labels {bad[:10]} are outside its "
+                    f"{logits.shape[-1]} classes (0-{logits.shape[-1] - 1}). Evaluate on a set labelled with the "
+                    "model's own classes."
+                )
             seen += y.numel()
             for name, module in modules.items():
                 preds = top if name == "top_k_accuracy" else top[:, 0]

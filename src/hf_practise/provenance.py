@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["looks_like_path", "model_fingerprint", "public_name", "recorded_command", "machine"]
+__all__ = ["looks_like_path", "model_fingerprint", "public_name", "recorded_command", "machine", "weights_dtype"]
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -31,6 +31,16 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def weights_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype:
+    """The floating dtype that holds most of the weights' elements (float32 when none is floating): the dtype a
+    checkpoint is stored in, mixed-precision leftovers (a float32 norm in a bfloat16 model) aside."""
+    counts: dict[torch.dtype, int] = {}
+    for t in tensors:
+        if t.is_floating_point():
+            counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
 
 
 def looks_like_path(text: str) -> bool:

@@ -25,6 +25,7 @@ from torch import nn
 from .adaptors import adaptor_parameters, adaptor_state, insert_adaptors
 from .backbones.base import BackboneFamily, BlockRef
 from .config import ScanConfig
+from .files import DiskFullError, is_disk_full
 from .forward_cut import CutCache, CutForward
 from .training import check_finite, cosine_schedule
 
@@ -260,8 +261,15 @@ def _save_cached(cache_dir: Path, row: ScanRow, fingerprint: str) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta_path, weights_path = _cache_paths(cache_dir, row.ref)
     tmp_w, tmp_m = weights_path.with_suffix(".tmp.safetensors"), meta_path.with_suffix(".tmp.json")
-    save_file({k: v.contiguous() for k, v in row.adaptors.items()}, str(tmp_w))
-    tmp_m.write_text(json.dumps({**row.to_dict(), "fingerprint": fingerprint}, indent=2))
+    try:
+        save_file({k: v.contiguous() for k, v in row.adaptors.items()}, str(tmp_w))
+        tmp_m.write_text(json.dumps({**row.to_dict(), "fingerprint": fingerprint}, indent=2))
+    except Exception as e:
+        for tmp in (tmp_w, tmp_m):
+            tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise DiskFullError(tmp_w) from e
+        raise
     tmp_w.replace(weights_path)
     tmp_m.replace(meta_path)
 

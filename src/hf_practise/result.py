@@ -7,6 +7,7 @@ exactly that folder.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -20,7 +21,7 @@ from torch import nn
 
 from .backbones import BackboneFamily
 from .config import CompressionConfig
-from .files import save_directory_atomically
+from .files import check_output_location, save_directory_atomically
 from .latency import LatencyComparison
 from .mimic import FinetuneResult
 from .provenance import public_name
@@ -28,12 +29,46 @@ from .recoverability import ScanRow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompressionResult", "REPORT_FILE", "ONNX_FILE"]
+__all__ = ["CompressionResult", "REPORT_FILE", "ONNX_FILE", "check_replaceable_output"]
 
 REPORT_FILE = "practise_report.json"
 ONNX_FILE = "model.onnx"
 #: the ONNX export's logits may differ from PyTorch's by this much (relative to the largest logit) before a warning
 ONNX_TOLERANCE = 1e-4
+
+
+def check_replaceable_output(folder: str | Path) -> None:
+    """Refuse to replace `folder` unless it is an earlier output of `save_pretrained`: it carries
+    `practise_report.json`, and (for outputs that list what they wrote) nothing else was added to it since.
+
+    Raises:
+        FileExistsError: naming what makes the folder someone else's and how to proceed.
+    """
+    folder = Path(folder)
+    report = folder / REPORT_FILE
+    if not report.is_file():
+        raise FileExistsError(
+            f"`{folder}` is not empty and is not an earlier hf_practise output (it has no {REPORT_FILE}), so "
+            "--overwrite / overwrite=True will not replace it: it may hold a teacher, a dataset or your own files. "
+            "Choose another output folder, or empty this one yourself."
+        )
+    try:
+        written = json.loads(report.read_text()).get("files")
+    except (OSError, ValueError, AttributeError) as e:
+        raise FileExistsError(
+            f"`{report}` is not a readable hf_practise report ({e}), so `{folder}` will not be replaced. Choose "
+            "another output folder, or empty this one yourself."
+        ) from e
+    if written is None:  # saved before outputs listed their files
+        return
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink()}
+    foreign = sorted(present - set(written))
+    if foreign:
+        raise FileExistsError(
+            f"`{folder}` is an earlier hf_practise output, but holds files hf_practise did not write "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}), so it will not be replaced. Move them "
+            "out, or choose another output folder."
+        )
 
 
 @dataclass
@@ -67,15 +102,30 @@ class CompressionResult:
     check_images: torch.Tensor | None = field(default=None, repr=False)  # a few preprocessed tiny-set images
     onnx: dict[str, Any] | None = None  # the ONNX export and its parity check, once `export_onnx` ran
     onnx_bytes: bytes | None = field(default=None, repr=False)  # the exported model, written by save_pretrained
+    # local folders the run read ({"the model folder": path, ...}); save_pretrained refuses to write over them
+    input_paths: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def latency_reduction(self) -> float:
         return self.latency.reduction
 
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype the saved weights are stored in: the teacher's ("bfloat16"); the compression ran in float32."""
+        return self.source.get("dtype") or "float32"
+
+    def model_to_save(self) -> nn.Module:
+        """`model`, or a copy of it cast back to the teacher's dtype when that is not the one it was compressed in."""
+        dtype = getattr(torch, self.weights_dtype, None)
+        if not isinstance(dtype, torch.dtype) or all(p.dtype == dtype for p in self.model.parameters()):
+            return self.model
+        return copy.deepcopy(self.model).to(dtype)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "family": self.family.name,
             "reloads_natively": self.reloads_natively,
+            "weights_dtype": self.weights_dtype,
             "source": self.public_source(),
             "dropped_blocks": [r.block for r in self.dropped],
             "depths_before": self.depths_before,
@@ -103,7 +153,11 @@ class CompressionResult:
             "onnx": self.onnx,
             "eval_set": self.eval_set,
             "command": self.command,
-            "config": {**self.config.to_dict(), "work_dir": public_name(self.config.work_dir)},
+            "config": {
+                **self.config.to_dict(),
+                "work_dir": public_name(self.config.work_dir),
+                "eval_metrics": [public_name(m) for m in self.config.eval_metrics],  # a local folder by its name
+            },
         }
 
     @functools.cached_property
@@ -297,20 +351,27 @@ class CompressionResult:
         plots) and `practise_report.json`. The folder is written to a temporary sibling and renamed when complete.
 
         Args:
-            save_directory: the folder to write; it must not exist or be empty unless `overwrite`.
-            overwrite: replace a non-empty folder.
+            save_directory: the folder to write; it must not exist or be empty unless `overwrite`. It may not be,
+                contain or lie inside a folder the run read (the model's, the dataset's, the work dir).
+            overwrite: replace a non-empty folder, when it is an earlier output of this method (it carries
+                `practise_report.json` and no file this method did not write); anything else is refused.
             repo_id: the Hub repository the card's load snippet should name (a local path otherwise).
         """
+        check_output_location(save_directory, self.input_paths)
 
         def write(tmp: Path) -> None:
-            self.family.save_pretrained(self.model, tmp, source_config=self.source)
+            self.family.save_pretrained(self.model_to_save(), tmp, source_config=self.source)
             if self.onnx_bytes is not None:
                 (tmp / ONNX_FILE).write_bytes(self.onnx_bytes)
-            (tmp / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=2, default=str))
             name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
             self.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
+            # written last, listing every file: the mark that lets a later --overwrite replace this folder
+            files = sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir()] + [REPORT_FILE])
+            (tmp / REPORT_FILE).write_text(json.dumps({**self.to_dict(), "files": files}, indent=2, default=str))
 
-        path = save_directory_atomically(save_directory, write, overwrite=overwrite)
+        path = save_directory_atomically(
+            save_directory, write, overwrite=overwrite, may_replace=check_replaceable_output
+        )
         self.saved_to = path
         logger.info("saved the compressed model to %s", path)
         return path

@@ -160,6 +160,12 @@ class BackboneFamily(abc.ABC):
         """Whether this family handles `model` (checked on classes, never on names)."""
 
     @classmethod
+    def model_type(cls) -> type | None:
+        """The model class this family is written for, when it names one: where several families match a model,
+        `get_family` takes the one whose class comes first in the model's MRO (the most specific)."""
+        return None
+
+    @classmethod
     def for_model(cls, model: nn.Module) -> BackboneFamily:
         """The adapter for `model` (which `matches`): a plain instance, unless the family depends on the model
         (e.g. a wrapper family that delegates to the family of the wrapped model)."""

@@ -38,19 +38,29 @@ def register_family(family: type[BackboneFamily]) -> type[BackboneFamily]:
 
 
 def registered_families() -> list[type[BackboneFamily]]:
-    """Every registered family, in the order `get_family` tries them (the latest registered first)."""
+    """Every registered family, the latest registered first."""
     return list(reversed(_REGISTRY))
 
 
+def _specificity(family: type[BackboneFamily], model: nn.Module) -> tuple[int, int]:
+    """Sort key, lowest first: the position of the family's model class in the model's MRO (a family that names
+    no class comes after those that do), then the family's own depth (a subclass before its parent)."""
+    mro = type(model).__mro__
+    klass = family.model_type()
+    position = mro.index(klass) if klass in mro else len(mro)
+    return position, -len(family.__mro__)
+
+
 def get_family(model: nn.Module) -> BackboneFamily:
-    """The family adapter that handles `model`.
+    """The family adapter that handles `model`: of the families that match it, the most specific one (whose model
+    class comes first in the model's MRO; a subclass family before its parent), whatever the import order.
 
     Raises:
         ValueError: no registered family handles the model.
     """
-    for family in registered_families():
-        if family.matches(model):
-            return family.for_model(model)
+    matching = [family for family in registered_families() if family.matches(model)]
+    if matching:
+        return min(matching, key=lambda family: _specificity(family, model)).for_model(model)
     supported = ", ".join(sorted(f.name for f in _REGISTRY))
     raise ValueError(
         f"No backbone adapter for `{type(model).__name__}`; supported: {supported}. "

@@ -20,4 +20,3 @@ class TimmBeitFamily(TimmViTFamily):
     }
     teacher_recipes = {}
     model_class = "timm.models.beit:Beit"
-    excluded_classes = ()

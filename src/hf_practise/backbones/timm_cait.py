@@ -19,4 +19,3 @@ class TimmCaitFamily(TimmViTFamily):
     }
     teacher_recipes = {}
     model_class = "timm.models.cait:Cait"
-    excluded_classes = ()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import fit_channels
 from .base import REMOVED_ATTR, BackboneFamily, layers_of
 
 #: pretrained_cfg entries that point at the original weights, not at the saved ones
@@ -52,9 +53,14 @@ class TimmFamily(BackboneFamily):
         return model.get_classifier()
 
     def data_config(self, model: nn.Module) -> dict[str, Any]:
+        """timm's data config, with the channels the model takes: timm keeps the pretrained_cfg's (3, RGB
+        statistics) for a model built with `in_chans=1` (see `fit_channels` for the grey statistics)."""
         from timm.data import resolve_data_config
+        from timm.models._hub import get_model_args
 
-        return resolve_data_config({}, model=model)
+        config = resolve_data_config({}, model=model)
+        channels = get_model_args(model).get("in_chans")
+        return fit_channels(config, int(channels)) if channels else config
 
     # ---- saving ------------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -22,7 +22,6 @@ class TimmDeiTDistilledFamily(TimmViTFamily):
     }
     teacher_recipes = {}
     model_class = "timm.models.deit:VisionTransformerDistilled"
-    excluded_classes = ()
 
     def classifier(self, model: nn.Module) -> nn.Module:
         return nn.ModuleList([model.head, model.head_dist])

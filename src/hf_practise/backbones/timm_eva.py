@@ -36,7 +36,6 @@ class TimmEvaFamily(TimmViTFamily):
     }
     teacher_recipes = {}
     model_class = "timm.models.eva:Eva"
-    excluded_classes = ()
 
     def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
         super().remove_blocks(model, gone)

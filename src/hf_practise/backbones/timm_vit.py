@@ -71,21 +71,21 @@ class TimmViTFamily(TimmFamily):
     scan_iterations = 800  # ranking tau against 1,000 steps: 0.857 at 50 to 600, 0.929 at 800
     # (benchmarks/results/scan_tau_summary.md)
 
-    #: the timm model class this family handles ("module:Class"), and subclasses it leaves to other families
+    #: the timm model class this family handles ("module:Class"); a subclass with a family of its own (DeiT
+    #: distilled) goes to that family, which names the subclass (`get_family` takes the most specific)
     model_class: str = "timm.models.vision_transformer:VisionTransformer"
-    excluded_classes: tuple[str, ...] = ("timm.models.deit:VisionTransformerDistilled",)  # own family: timm_deit
+
+    @classmethod
+    def model_type(cls) -> type | None:
+        try:
+            return _timm_class(cls.model_class)
+        except (ImportError, AttributeError):
+            return None
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        try:
-            klass, *excluded = (_timm_class(name) for name in (cls.model_class, *cls.excluded_classes))
-        except (ImportError, AttributeError):
-            return False
-        return (
-            isinstance(model, klass)
-            and not isinstance(model, tuple(excluded))
-            and all(_is_block(b) for b in model.blocks)
-        )
+        klass = cls.model_type()
+        return klass is not None and isinstance(model, klass) and all(_is_block(b) for b in model.blocks)
 
     # ---- structure -------------------------------------------------------------------------------------
     def stages(self, model: nn.Module) -> list[nn.Sequential]:

@@ -21,7 +21,6 @@ class TimmXcitFamily(TimmViTFamily):
     tiny_models = {"xcit": timm_tiny("xcit_nano_12_p16_224", img_size=32, depth=3, embed_dim=32, num_heads=2)}
     teacher_recipes = {}
     model_class = "timm.models.xcit:Xcit"
-    excluded_classes = ()
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         # XCiT's patch embedding is a stack of convs: the last one writes the stream

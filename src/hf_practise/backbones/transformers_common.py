@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import fit_channels
 from .base import BackboneFamily
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,6 +48,14 @@ def _hw(size: Any) -> tuple[int, int] | None:
     return (size, size) if isinstance(size, int) else None
 
 
+def _vision_field(config: Any, name: str, default: Any) -> Any:
+    """`config.name`, or its vision tower's (CLIP and SigLIP keep image size and channels in `vision_config`)."""
+    value = getattr(config, name, None)
+    if value is None:
+        value = getattr(getattr(config, "vision_config", None), name, None)
+    return default if value is None else value
+
+
 def processor_data_config(proc: dict[str, Any], config: Any) -> dict[str, Any]:
     """timm's data config (for `timm.data.create_transform`) that preprocesses as the image processor `proc` does."""
     resize = _hw(proc.get("size"))
@@ -57,17 +66,19 @@ def processor_data_config(proc: dict[str, Any], config: Any) -> dict[str, Any]:
         # ConvNeXt's processor resizes to size / crop_pct and crops back below 384 pixels, and ignores it above
         size, crop_pct = resize, ((proc.get("crop_pct") or 1.0) if resize[0] < 384 else 1.0)
     else:
-        image_size = getattr(config, "image_size", 224)
+        image_size = _vision_field(config, "image_size", 224)
         size = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
         crop_pct = 1.0
-    return {
-        "input_size": (getattr(config, "num_channels", 3), int(size[0]), int(size[1])),
+    channels = _vision_field(config, "num_channels", 3)
+    data_config = {
+        "input_size": (channels, int(size[0]), int(size[1])),
         "interpolation": _RESAMPLE.get(proc.get("resample", 2), "bilinear"),
         "mean": tuple(proc.get("image_mean") or IMAGENET_MEAN),
         "std": tuple(proc.get("image_std") or IMAGENET_STD),
         "crop_pct": crop_pct,
         "crop_mode": "center",
     }
+    return fit_channels(data_config, channels)  # a grey model: one mean and std (see `fit_channels`)
 
 
 class TransformersFamily(BackboneFamily):
@@ -89,6 +100,10 @@ class TransformersFamily(BackboneFamily):
         return getattr(transformers, cls.model_class_name, None)
 
     @classmethod
+    def model_type(cls) -> type | None:
+        return cls._model_class()
+
+    @classmethod
     def matches(cls, model: nn.Module) -> bool:
         klass = cls._model_class()
         return klass is not None and isinstance(model, klass)
@@ -103,7 +118,10 @@ class TransformersFamily(BackboneFamily):
     @staticmethod
     def _processor_file(model: nn.Module) -> Path | None:
         """The `preprocessor_config.json` beside the checkpoint the model was loaded from, if there is one."""
-        path = Path(str(getattr(model, "name_or_path", "") or "")) / PREPROCESSOR
+        name = str(getattr(model, "name_or_path", "") or "")
+        if not name:  # built in memory, not loaded: no folder (and never the current directory's file)
+            return None
+        path = Path(name) / PREPROCESSOR
         return path if path.is_file() else None
 
     def data_config(self, model: nn.Module) -> dict[str, Any]:
@@ -151,6 +169,7 @@ class TransformersFamily(BackboneFamily):
         from ..compressed import FORMAT_KEY, format_entry
 
         config = model.config.to_dict()
+        config.pop("_name_or_path", None)  # where it was loaded from: a local path, as transformers' own save knows
         config[FORMAT_KEY] = {**format_entry(model, self.name), "model_type": config["model_type"]}
         config["model_type"] = FORMAT_KEY
         (save_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,378 @@
+"""What every benchmark shares: its teachers, Fashion-MNIST and the tiny sets, the recorded command and machine, and the
+one path from a run to its record (`results/NAME.json`) and from the record to its page (`results/NAME.md`).
+
+A script is its own flags and its study: `study` runs it, writes the json, and renders the markdown from what the json
+holds, so `--report` renders a page again without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fmnist
+import numpy as np
+import torch
+from torch import nn
+
+from hf_practise import PractiseCompressor, get_family
+from hf_practise.backbones import registered_families
+from hf_practise.files import atomic_write_text
+from hf_practise.mimic import evaluate_top1
+from hf_practise.provenance import recorded_command
+from hf_practise.training import as_logits
+
+logger = logging.getLogger("harness")
+HERE = Path(__file__).resolve().parent
+RESULTS, CACHE = HERE / "results", HERE / "cache"
+TEACHERS = HERE / "teachers"  # committed teachers (benchmarks/train_teacher.py)
+SHARED = HERE.parents[1] / "shared" / "teachers"  # ours, not our users': the resnet34 Fashion-MNIST teacher
+RESNET34 = SHARED / "resnet34-fmnist"
+INPUT = (3, 32, 32)
+#: every registered family's benchmark teachers (a family lists them beside its code: `teacher_recipes`)
+RECIPES = {name: recipe for family in registered_families() for name, recipe in family.teacher_recipes.items()}
+FAMILIES = sorted(RECIPES)
+
+
+# ---- records: the command, the machine, json and markdown ---------------------------------------------------------
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def command(script: str, p: argparse.ArgumentParser, args: argparse.Namespace, **kwargs: Any) -> str:
+    """The command line that reproduces `args` (see `hf_practise.provenance.recorded_command`)."""
+    return recorded_command(f"python benchmarks/{script}", p, args, **kwargs)
+
+
+def flags(p: argparse.ArgumentParser, record: dict) -> argparse.Namespace:
+    """The flags a record's command ran with (its folders by name only), parsed again by its script's parser."""
+    return p.parse_args(shlex.split(record["command"])[2:])
+
+
+def machine_text(m: dict) -> str:
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}"
+
+
+def write_json(path: Path, record: Any) -> None:
+    """Write a record atomically, so an interrupted run never leaves half a json."""
+    atomic_write_text(path, json.dumps(record, indent=2, default=str))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
+    """What `path` holds, or `compute()`, written there first."""
+    if not path.exists():
+        write_json(path, compute())
+    return read_json(path)
+
+
+def render_page(stem: Path, render: Callable[[Any], list[str]]) -> str:
+    """STEM.md rendered from STEM.json (never from a run's memory: the page says what the record says)."""
+    text = "\n".join(render(read_json(stem.with_suffix(".json")))) + "\n"
+    atomic_write_text(stem.with_suffix(".md"), text)
+    return text
+
+
+def publish(stem: Path, record: Any, render: Callable[[Any], list[str]]) -> str:
+    """STEM.json from `record`, then STEM.md from it."""
+    write_json(stem.with_suffix(".json"), record)
+    return render_page(stem, render)
+
+
+def skipped(teacher: Path | None = None) -> bool:
+    """Say `skipped` when Fashion-MNIST (and `teacher`, if given) is missing: ours, not our users'."""
+    if fmnist.available() and (teacher is None or (Path(teacher) / "config.json").exists()):
+        return False
+    where = f"the teacher at {teacher} and " if teacher is not None else ""
+    print(f"skipped: needs {where}Fashion-MNIST under {fmnist.FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+    return True
+
+
+def study(
+    p: argparse.ArgumentParser,
+    *,
+    stem: Callable[[argparse.Namespace], Path],
+    run: Callable[[argparse.ArgumentParser, argparse.Namespace], Any],
+    render: Callable[[Any], list[str]],
+    paths: tuple[str, ...] = ("results", "cache"),
+    secrets: tuple[str, ...] = ("token",),
+    check: Callable[[Any], str | None] | None = None,
+    after: Callable[[Any, argparse.Namespace], None] | None = None,
+    level: int = logging.INFO,
+) -> int:
+    """Run -> record -> page: `run(p, args)` (None: skipped; `args.command` is the command that reproduces it, its
+    `paths` flags by folder name) is written to STEM.json, and STEM.md is rendered from that; `--report` renders
+    STEM.md again from STEM.json. Then `after(record, args)` (e.g. the README's table); `check(record)` names what
+    makes the exit status 1."""
+    p.add_argument("--report", action="store_true", help="only render the markdown again from the json (no run)")
+    args = p.parse_args()
+    path = stem(args)
+    if not args.report:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+        args.command = command(Path(sys.argv[0]).name, p, args, paths=paths, secrets=secrets)
+        record = run(p, args)
+        if record is None:
+            return 0
+        write_json(path.with_suffix(".json"), record)
+    print(render_page(path, render), end="")
+    record = read_json(path.with_suffix(".json"))
+    if after is not None:
+        after(record, args)
+    problem = check(record) if check else None
+    if problem:
+        print(f"error: {problem}")
+    return 1 if problem else 0
+
+
+def update_readme_section(name: str, lines: list[str]) -> None:
+    """Replace what stands between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` in the top-level
+    README (atomically; nothing happens when the README or its markers are missing)."""
+    readme = HERE.parent / "README.md"
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    text = readme.read_text() if readme.exists() else ""
+    if begin not in text or end not in text:
+        return
+    before, rest = text.split(begin, 1)
+    _, after = rest.split(end, 1)
+    atomic_write_text(readme, f"{before}{begin}\n" + "\n".join(lines) + f"\n{end}{after}")
+
+
+# ---- other jobs of the machine ------------------------------------------------------------------------------------
+def job_flags(p: argparse.ArgumentParser) -> None:
+    """`--scan-threads` and `--pause-pids`: timing beside other jobs (see `paused` and `threads`)."""
+    threads = "torch threads of the recoverability scan (no timing in it; default: torch's), e.g. 1 beside other jobs"
+    p.add_argument("--scan-threads", type=int, default=None, help=threads)
+    pause = "other jobs of this machine to stop (SIGSTOP) while timing and continue afterwards"
+    p.add_argument("--pause-pids", type=int, nargs="*", default=[], help=pause)
+
+
+@contextlib.contextmanager
+def paused(pids: list[int]) -> Iterator[None]:
+    """Stop other jobs of this machine (SIGSTOP) while timing, and let them go on afterwards (SIGCONT)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.0 if pids else 0.0)
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """torch's threads set to `n` (None: unchanged) for the block (the scan does no timing: it can share)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- tiny sets ----------------------------------------------------------------------------------------------------
+def tiny_images(num_samples: int, seed: int = 0) -> torch.Tensor:
+    """`num_samples` seeded draws from the Fashion-MNIST train split, as the teachers expect them."""
+    return fmnist.load("train", num_samples=num_samples, seed=seed).tensors[0]
+
+
+def tiny_set(kind: str, num_samples: int, seed: int, teacher: nn.Module, *, synth_steps: int = 200):
+    """(images, labels or None) of a tiny set, (N, 3, 32, 32) normalised like Fashion-MNIST:
+    - `fmnist`: seeded draws from the Fashion-MNIST train split (labels kept, for the cross-entropy baseline);
+    - `digits-ood`: scikit-learn's digits, 8x8 upsampled to 28x28 (bilinear), padded to 32x32 as Fashion-MNIST is,
+      grey to RGB: another domain, through the same pipeline (their labels are digits, not garments: dropped);
+    - `data-free`: synthesised from `teacher` alone (`data_free`)."""
+    if kind == "fmnist":
+        ds = fmnist.load("train", num_samples=num_samples, seed=seed)
+        return ds.tensors[0], ds.tensors[1]
+    if kind == "data-free":
+        return data_free(teacher, num_samples, seed, steps=synth_steps), None
+    if kind != "digits-ood":
+        raise ValueError(kind)
+    from sklearn.datasets import load_digits
+
+    images = torch.from_numpy(load_digits().images).float() / 16.0  # (1797, 8, 8) in [0, 1]
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(images), generator=g)[:num_samples].sort().values
+    x = torch.nn.functional.interpolate(images[idx].unsqueeze(1), size=(28, 28), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().squeeze(1).to(torch.uint8).numpy()
+    return fmnist.to_tensor(np.ascontiguousarray(x)), None
+
+
+def data_free(teacher: nn.Module, num_samples: int, seed: int, *, steps: int = 200, batch_size: int = 100):
+    """Images synthesised from `teacher` alone: noise optimised (Adam, lr 0.1) to match the mean and variance of every
+    BatchNorm input to its running statistics, plus cross-entropy towards uniformly drawn classes: DeepInversion (Yin
+    et al., CVPR 2020) without its extra regularisers. No real image is used."""
+    teacher = teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    losses: list[torch.Tensor] = []
+
+    def hook(module: nn.BatchNorm2d, inputs, _output) -> None:
+        x = inputs[0]
+        mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+        losses.append(torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2))
+
+    handles = [m.register_forward_hook(hook) for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    try:
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            x = torch.randn(n, 1, 32, 32, generator=g).requires_grad_(True)
+            y = torch.randint(0, teacher.num_classes, (n,), generator=g)
+            opt = torch.optim.Adam([x], lr=0.1)
+            for _ in range(steps):
+                losses.clear()
+                loss = torch.nn.functional.cross_entropy(teacher(x.expand(-1, 3, -1, -1)), y) + sum(losses)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            logger.info("data-free: %d/%d images, final loss %.3f", start + n, num_samples, loss.item())
+            out.append(x.detach().expand(-1, 3, -1, -1).contiguous())
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.cat(out)
+
+
+# ---- teachers -----------------------------------------------------------------------------------------------------
+def build(name: str) -> tuple[nn.Module, str]:
+    """A small randomly initialised classifier of the recipe for 32x32 inputs, and what it is (for the tables)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown family `{name}`; choose from {FAMILIES}")
+    description, builder = RECIPES[name]
+    return builder(), description
+
+
+def save_native(model: nn.Module, folder: Path, architecture: str | None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if get_family(model).library_name == "timm":
+        get_family(model).save_pretrained(model, folder, source_config={"architecture": architecture})
+    else:
+        model.save_pretrained(str(folder))
+
+
+def load_native(folder: Path) -> nn.Module:
+    """A teacher folder with plain timm or transformers (a transformers config names its `model_type`)."""
+    if "model_type" not in read_json(Path(folder) / "config.json"):
+        import timm
+
+        return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    from transformers import AutoModelForImageClassification
+
+    return AutoModelForImageClassification.from_pretrained(str(folder))
+
+
+def committed_teacher(name: str) -> tuple[Path, dict] | None:
+    """A teacher trained by `benchmarks/train_teacher.py` and committed under benchmarks/teachers/NAME, if any."""
+    folder = TEACHERS / name
+    if not (folder / "teacher_metrics.json").exists():
+        return None
+    m = read_json(folder / "teacher_metrics.json")
+    parent = m.get("init_from", {})  # a teacher continued from another (`train_teacher.py --init-from`): both runs
+    meta = {"family": m["family"], "model": m["model"], "top1": m["test_top1"]}
+    meta.update(train_steps=m["train_steps"] + parent.get("train_steps", 0))
+    meta.update(train_seconds=round(m["train_seconds"] + parent.get("train_seconds", 0.0), 1))
+    return folder, {**meta, "recipe": m["recipe_details"], "committed": f"benchmarks/teachers/{name}"}
+
+
+def train_teacher(name: str, *, steps: int, seed: int, folder: Path) -> dict:
+    """Train (or reuse) a recipe's quick teacher in `folder` (AdamW, batch 128, cosine, flips and 2-pixel shifts, on
+    the 60,000 Fashion-MNIST train images); return its record (top-1, seconds, description)."""
+    meta_path = folder / "teacher.json"
+    if meta_path.exists():
+        return read_json(meta_path)
+    train, test = fmnist.load("train"), fmnist.load("test")
+    torch.manual_seed(seed)
+    model, description = build(name)
+    family = get_family(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3 if "vit" in name else 2e-3, weight_decay=0.05)
+    warmup = steps // 20
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))),
+    )
+    g = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(train, batch_size=128, shuffle=True, drop_last=True, generator=g)
+    start, step = time.perf_counter(), 0
+    model.train()
+    while step < steps:
+        for x, y in loader:
+            flip = torch.rand(len(x), generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            dx, dy = torch.randint(-2, 3, (2,), generator=g).tolist()
+            x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+            loss = nn.functional.cross_entropy(as_logits(model(x)), y, label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 100 == 0:
+                logger.info("%s teacher: step %d/%d loss %.3f", name, step, steps, loss.item())
+            if step == steps:
+                break
+    model.eval()
+    seconds = time.perf_counter() - start
+    top1 = evaluate_top1(model, test, batch_size=256, desc=f"eval {name} teacher")
+    architecture = model.pretrained_cfg.get("architecture") if family.library_name == "timm" else None
+    save_native(model, folder / "teacher", architecture)
+    meta = {"family": family.name, "model": description, "top1": top1, "train_steps": steps, "train_seconds": seconds}
+    write_json(meta_path, meta)
+    logger.info("%s teacher: top-1 %.2f%% after %d steps (%.0f s)", name, 100 * top1, steps, seconds)
+    return meta
+
+
+def find_teacher(
+    name: str, *, cache: Path = CACHE / "families", train_steps: int | None = 1500, seed: int = 0
+) -> tuple[Path, dict] | None:
+    """A benchmark teacher's folder and record, looked up in one order: `resnet34` / `resnet34-fmnist` is the shared
+    one (../shared/teachers); another name is committed (benchmarks/teachers/NAME), or a recipe's quick teacher cached
+    under `cache`/NAME, trained there first (`train_steps`; None: never). None when there is none."""
+    if name in ("resnet34", RESNET34.name):
+        metrics = read_json(RESNET34 / "teacher_metrics.json") if (RESNET34 / "config.json").exists() else None
+        return (RESNET34, {"source": f"../shared/teachers/{RESNET34.name}", **metrics}) if metrics else None
+    found = committed_teacher(name)
+    if found is not None or name not in RECIPES:
+        return found
+    folder = Path(cache) / name
+    if train_steps is None and not (folder / "teacher.json").exists():
+        return None
+    return folder / "teacher", train_teacher(name, steps=train_steps or 0, seed=seed, folder=folder)
+
+
+class SameBlocks(PractiseCompressor):
+    """A compressor that drops the blocks of `fixed` ({"blocks": [...], "checks": [...]}, shared between runs): the
+    first run's choice (a saved selection or its own), or the blocks given; later runs drop the same ones (the
+    selection times the pruned model, and a timing that moves, on a busy machine, could change the blocks)."""
+
+    def __init__(self, *args, fixed: dict, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fixed = fixed
+
+    def saved_selection(self, key: dict) -> dict | None:
+        if not self.fixed:
+            self.fixed.update(super().saved_selection(key) or {})
+        return dict(self.fixed) or None
+
+    def select(self, rows, **kwargs):
+        if not self.fixed:
+            chosen, checks = super().select(rows, **kwargs)
+            self.fixed.update(blocks=[r.block for r in chosen], checks=checks)
+        by_block = {r.block: r for r in rows}
+        return [by_block[b] for b in self.fixed["blocks"]], self.fixed["checks"]
