@@ -346,14 +346,20 @@ class Bench:
             rec["top1_no_recovery"] = cache[key]
             h.write_json(path, rec)
 
-    def report(self) -> None:
-        self.fill_no_recovery()
+    def grouped_runs(self) -> tuple[list[dict], dict[tuple, list[dict]], list[tuple]]:
+        """The run records, grouped by (tiny set, images, target, method), and the settings in table order."""
         recs = [h.read_json(p) for p in sorted(self.runs.glob("*.json"))]
-        if not recs:
-            return
         groups: dict[tuple, list[dict]] = {}
         for r in recs:
             groups.setdefault((r["tiny_set"], r["num_samples"], r["latency_target"], r["method"]), []).append(r)
+        settings = sorted({k[:3] for k in groups}, key=lambda s: (s[0] != "fmnist", -s[1], s[2], s[0]))
+        return recs, groups, settings
+
+    def report(self) -> None:
+        self.fill_no_recovery()
+        recs, groups, settings = self.grouped_runs()
+        if not recs:
+            return
         lines = [
             f"# Comparison on {self.name}",
             "",
@@ -363,7 +369,6 @@ class Bench:
             "alternating A/B in one process, batch 64.",
             "",
         ]
-        settings = sorted({k[:3] for k in groups}, key=lambda s: (s[0] != "fmnist", -s[1], s[2], s[0]))
         for kind, n, target in settings:
             lines += [
                 f"## {kind}, {n} images, latency target {100 * target:.0f}%",

@@ -138,17 +138,21 @@ def study(
     return 1 if problem else 0
 
 
+#: the pages whose `bench:` sections the studies rewrite: the README (its headline) and the results page
+PAGES = (HERE.parent / "README.md", HERE.parent / "docs" / "results.md")
+
+
 def update_readme_section(name: str, lines: list[str]) -> None:
-    """Replace what stands between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` in the top-level
-    README (atomically; nothing happens when the README or its markers are missing)."""
-    readme = HERE.parent / "README.md"
+    """Replace what stands between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` in every page of
+    `PAGES` that has those markers (atomically; a page without them is left alone)."""
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
-    text = readme.read_text() if readme.exists() else ""
-    if begin not in text or end not in text:
-        return
-    before, rest = text.split(begin, 1)
-    _, after = rest.split(end, 1)
-    atomic_write_text(readme, f"{before}{begin}\n" + "\n".join(lines) + f"\n{end}{after}")
+    for page in PAGES:
+        text = page.read_text() if page.exists() else ""
+        if begin not in text or end not in text:
+            continue
+        before, rest = text.split(begin, 1)
+        _, after = rest.split(end, 1)
+        atomic_write_text(page, f"{before}{begin}\n" + "\n".join(lines) + f"\n{end}{after}")
 
 
 # ---- other jobs of the machine ------------------------------------------------------------------------------------
