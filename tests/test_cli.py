@@ -108,13 +108,11 @@ def test_cli_refusals(teacher_dir, imagefolder, tmp_path):
 
 @pytest.mark.parametrize("form", [["--token", "hf_Secret1"], ["--token=hf_Secret1"], ["--tok", "hf_Secret1"]])
 def test_the_recorded_command_has_no_token_and_no_local_paths(form):
-    import importlib.util
+    from hf_practise import cli
 
-    spec = importlib.util.spec_from_file_location("compress_cli", SCRIPT)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     args = cli.parse_args(
         [
+            "compress",
             "--model",
             "local-dir:/home/someone/teachers/r34",
             "--dataset",
@@ -225,15 +223,12 @@ def test_cli_names_the_extra_of_a_missing_runtime(teacher_dir, imagefolder, tmp_
     ],
 )
 def test_latency_is_timed_in_the_finetune_precision(flags, env, expected, monkeypatch):
-    import importlib.util
+    from hf_practise import cli
 
-    spec = importlib.util.spec_from_file_location("compress_cli", SCRIPT)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    args = cli.parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", *flags])
+    args = cli.parse_args(["compress", "--model", "m", "--dataset", "d", "--output-dir", "o", *flags])
     assert cli.build_config(args).latency.precision == expected
 
 

@@ -88,8 +88,12 @@ def test_latency_target_is_met_when_measured(tensors):
         num_blocks=None, latency_reduction=0.05, latency=LatencyConfig(batch_size=8, repeats=5, input_size=(3, 32, 32))
     )
     result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
-    assert result.selection and result.selection[-1]["measured"] >= 0.05
-    assert len(result.dropped) == result.selection[-1]["blocks"]
+    # the set selection kept was measured at or past the target (a later, final measurement may differ on a busy
+    # machine: it is reported as a "final" check with a note, not asserted here, as timings are noisy)
+    chosen = [c for c in result.selection if c["step"] != "final"][-1]
+    assert chosen["measured"] >= 0.05 and chosen["blocks"] == len(result.dropped)
+    final = [c for c in result.selection if c["step"] == "final"]
+    assert all("short of the 5% target" in c["note"] for c in final)
 
 
 def test_unreachable_latency_target_says_the_most_reachable(tensors):

@@ -2,12 +2,13 @@
 
 from .adaptors import fold_adaptors, insert_adaptors
 from .backbones import BackboneFamily, BlockRef, get_family, register_family
-from .compressed import load_compressed
 from .compressor import PractiseCompressor
 from .config import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig
 from .data import TinySet, load_image_dataset, load_tiny_set
 from .latency import block_latency_table, compare_latency, count_macs, count_params, measure_latency
+from .loading import load_compressed
 from .mimic import evaluate_metrics, evaluate_top1, mimic_finetune
+from .objectives import Augmentation, Objective, register_augmentation, register_objective
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks
 from .result import CompressionResult
 from .runtimes import export_onnx_bytes
@@ -16,6 +17,7 @@ from .selection import LatencyTargetUnreachable, check_reachable, select_in_orde
 __version__ = "0.1.0"
 
 __all__ = [
+    "Augmentation",
     "BackboneFamily",
     "BlockRef",
     "CompressionConfig",
@@ -23,6 +25,7 @@ __all__ = [
     "FinetuneConfig",
     "LatencyConfig",
     "LatencyTargetUnreachable",
+    "Objective",
     "PractiseCompressor",
     "ScanConfig",
     "ScanRow",
@@ -45,7 +48,9 @@ __all__ = [
     "measure_latency",
     "mimic_finetune",
     "rank_blocks",
+    "register_augmentation",
     "register_family",
+    "register_objective",
     "scan_blocks",
     "select_in_order",
 ]

@@ -15,38 +15,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["render_model_card", "save_plots", "TEMPLATE_PATH"]
+__all__ = ["model_card", "render_model_card", "save_plots", "scan_table", "summary_table", "TEMPLATE_PATH"]
 
 TEMPLATE_PATH = Path(__file__).with_name("MODEL_CARD_TEMPLATE.md")
 SCORES_PNG = "block_scores.png"
-#: how the model card names each finetune objective of `FinetuneConfig`
-OBJECTIVES = {
-    "features": "MSE on pre-pooling features (feature mimicking)",
-    "kd": "KL divergence to the teacher's logits at temperature {t:g}",
-    "ce": "cross-entropy on the tiny set's labels",
-    "features+kd": "MSE on pre-pooling features (relative to their mean square) plus KL to the teacher's logits at "
-    "temperature {t:g}",
-    "features+stages": "MSE on pre-pooling features and on every stage's output (each relative to the teacher's "
-    "mean square), averaged",
-}
 TOP1_PNG = "top1_vs_latency.png"
-#: what the finetune trained on, per augmentation
-AUGMENTATIONS = {
-    "none": "the tiny set's images as they are",
-    "timm": "the tiny set's images through the model's own training transform",
-    "flip": "the tiny set's images, half of each batch mirrored",
-    "crop": "the tiny set's images mirrored and shifted by up to 1/8 of their side",
-    "mixup": "the tiny set's images mirrored and blended in pairs (mixup; the teacher's outputs of the blends as "
-    "targets)",
-}
-#: what each objective does with the classifier: only feature mimicking leaves the head out of training
-CLASSIFIER = {
-    "features": "classifier frozen",
-    "kd": "classifier trained with the rest",
-    "ce": "classifier trained with the rest",
-    "features+kd": "classifier frozen",
-    "features+stages": "classifier frozen",
-}
 
 
 def _pct(v: float | None) -> str:
@@ -55,6 +28,89 @@ def _pct(v: float | None) -> str:
 
 def _change(before: float, after: float) -> str:
     return f"{100 * (after / before - 1):+.1f}%" if before else "-"
+
+
+def scan_table(result: CompressionResult) -> str:
+    """The scan as a markdown table, in forward order."""
+    chosen = {r.block: i + 1 for i, r in enumerate(result.dropped)}
+    lines = [
+        "| block | initial error | recoverability | latency saving | score | dropped | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | :---: | ---: |",
+    ]
+    retried = 0
+    for r in result.scan:
+        mark = f"#{chosen[r.block]}" if r.block in chosen else ""
+        kept = "" if r.trained else " (identity kept)"
+        if r.trained and getattr(r, "retried", 0):
+            kept, retried = f" (lr {r.lr:.2g})", retried + 1
+        lines.append(
+            f"| {r.block} | {r.initial_error:.4g} | {r.recoverability:.4g}{kept} | {100 * r.latency_saving:.1f}% "
+            f"| {r.score:.4g} | {mark} | {r.seconds:.1f} |"
+        )
+    untrained = sum(not r.trained for r in result.scan)
+    if retried:
+        lines.append(
+            f"\n*lr*: on {retried} of {len(result.scan)} candidates adaptor training at the scan's rate raised the "
+            "feature error; the row is the retry from identity at the smaller rate shown."
+        )
+    if untrained:
+        lines.append(
+            f"\n*identity kept*: on {untrained} of {len(result.scan)} candidates adaptor training raised the feature "
+            "error, so the identity adaptors were kept and the recoverability is the initial error."
+        )
+    return "\n".join(lines)
+
+
+def summary_table(result: CompressionResult) -> str:
+    """Before/after numbers as a markdown table."""
+    lat = result.latency
+
+    def top1(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    rows = [
+        "| | teacher | compressed | change |",
+        "| --- | ---: | ---: | ---: |",
+        f"| latency (ms / batch {lat.base.batch_size}) | {lat.base.median_ms:.2f} | {lat.candidate.median_ms:.2f} "
+        f"| -{100 * lat.reduction:.1f}% |",
+        f"| MACs / image | {result.macs_before / 1e6:.1f}M | {result.macs_after / 1e6:.1f}M "
+        f"| -{100 * (1 - result.macs_after / result.macs_before):.1f}% |",
+        f"| params | {result.params_before / 1e6:.2f}M | {result.params_after / 1e6:.2f}M "
+        f"| -{100 * (1 - result.params_after / result.params_before):.1f}% |",
+        f"| blocks per stage | {result.depths_before} | {result.depths_after} | -{len(result.dropped)} |",
+        f"| top-1 | {top1(result.top1_before)} | {top1(result.top1_after)} | "
+        + (
+            f"{100 * (result.top1_after - result.top1_before):+.2f} pts |"
+            if result.top1_before is not None and result.top1_after is not None
+            else "- |"
+        ),
+    ]
+    rows += [
+        f"| {name} | {before:.4g} | {result.metrics_after.get(name, float('nan')):.4g} | "
+        f"{result.metrics_after.get(name, float('nan')) - before:+.4g} |"
+        for name, before in result.other_metrics()
+    ]
+    device = (
+        f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
+    )
+    notes = result.latency_notes()
+    return (
+        "\n".join(rows)
+        + f"\n\nLatency measured on {device}, in {lat.base.runtime()}."
+        + "".join(f"\n\n**Note**: {n}" for n in notes)
+    )
+
+
+def model_card(
+    result: CompressionResult,
+    *,
+    repo_id: str | None = None,
+    directory: Path | None = None,
+    name: str | None = None,
+):
+    """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given."""
+    plots = save_plots(result, directory) if directory is not None else {}
+    return render_model_card(result, repo_id=repo_id, name=name, plots=plots)
 
 
 def save_plots(result: CompressionResult, directory: Path) -> dict[str, str | None]:
@@ -169,6 +225,66 @@ def _card_data(result: CompressionResult, repo_id: str | None, name: str):
     )
 
 
+def _eval_text(result: CompressionResult) -> tuple[str, str]:
+    """What top-1 was measured on, and the card's note about it."""
+    eval_set = result.eval_set or {}
+    if result.top1_after is None:
+        return "no labelled eval set (none was given)", "No labelled eval set was given, so top-1 was not measured."
+    eval_desc = f"{eval_set.get('num_samples', '?')} images of `{eval_set.get('name', 'the eval set')}`" + (
+        f" (split `{eval_set['split']}`)" if eval_set.get("split") else ""
+    )
+    return eval_desc, f"Top-1 on {eval_desc}."
+
+
+def _measured(result: CompressionResult, top1_note: str) -> dict[str, Any]:
+    """The card's before/after numbers: latency, MACs, params, top-1 and the other eval metrics."""
+    lat = result.latency
+    return {
+        "latency": {
+            "batch_size": lat.base.batch_size,
+            "base_ms": f"{lat.base.median_ms:.2f}",
+            "student_ms": f"{lat.candidate.median_ms:.2f}",
+            "change": f"-{100 * lat.reduction:.1f}%",
+            "repeats": lat.base.repeats,
+            "device": lat.base.device,
+            "device_name": lat.base.device_name,
+            "threads": lat.base.threads,
+            "input_size": "x".join(map(str, lat.base.input_size)),
+            "dtype": lat.base.dtype,
+            "torch_version": lat.base.torch_version,
+            "runtime": lat.base.runtime(),
+            "note": " ".join(f"**Note**: {n[0].upper()}{n[1:]}" for n in result.latency_notes()),
+        },
+        "macs": {
+            "before": f"{result.macs_before / 1e6:.1f}M",
+            "after": f"{result.macs_after / 1e6:.1f}M",
+            "change": _change(result.macs_before, result.macs_after),
+        },
+        "params": {
+            "before": f"{result.params_before / 1e6:.2f}M",
+            "after": f"{result.params_after / 1e6:.2f}M",
+            "change": _change(result.params_before, result.params_after),
+        },
+        "top1": {
+            "before": _pct(result.top1_before),
+            "after": _pct(result.top1_after),
+            "change": "-"
+            if result.top1_before is None or result.top1_after is None
+            else f"{100 * (result.top1_after - result.top1_before):+.2f} pts",
+            "note": top1_note,
+        },
+        "other_metrics": [
+            {
+                "name": name,
+                "before": f"{before:.4g}",
+                "after": f"{result.metrics_after.get(name, float('nan')):.4g}",
+                "change": f"{result.metrics_after.get(name, float('nan')) - before:+.4g}",
+            }
+            for name, before in result.other_metrics()
+        ],
+    }
+
+
 def render_model_card(
     result: CompressionResult,
     *,
@@ -179,9 +295,10 @@ def render_model_card(
     """The `huggingface_hub.ModelCard` of a compression result, titled `name` (default: the repo's name)."""
     from huggingface_hub import ModelCard
 
+    from .objectives import get_augmentation, get_objective
+
     plots = plots or {}
     src = result.source
-    lat = result.latency
     name = name or (repo_id or "compressed-model").split("/")[-1]
     hub_id = src.get("hub_id")
     base_link = (
@@ -190,20 +307,13 @@ def render_model_card(
         else f"`{result.public_source()['name']}` (weights `{src.get('fingerprint')}`)"
     )
     cfg = result.config
+    objective = get_objective(cfg.finetune.objective)
     target = (
         f"drop {cfg.num_blocks} blocks"
         if cfg.num_blocks is not None
         else f"{100 * cfg.latency_reduction:.0f}% lower latency"
     )
-    eval_set = result.eval_set or {}
-    if result.top1_after is not None:
-        eval_desc = f"{eval_set.get('num_samples', '?')} images of `{eval_set.get('name', 'the eval set')}`" + (
-            f" (split `{eval_set['split']}`)" if eval_set.get("split") else ""
-        )
-        top1_note = f"Top-1 on {eval_desc}."
-    else:
-        eval_desc = "no labelled eval set (none was given)"
-        top1_note = "No labelled eval set was given, so top-1 was not measured."
+    eval_desc, top1_note = _eval_text(result)
     native = result.reloads_natively
     load_snippet = result.family.load_snippet(repo_id or "path/to/this/folder", hub=repo_id is not None, native=native)
     command = result.command or (
@@ -224,60 +334,19 @@ def render_model_card(
         tiny_labelled="used" if result.tiny_set.get("labelled") else "not needed and not used",
         tiny_fingerprint=result.tiny_set.get("fingerprint"),
         tiny_indices=result.tiny_set.get("indices_sha256"),
-        latency={
-            "batch_size": lat.base.batch_size,
-            "base_ms": f"{lat.base.median_ms:.2f}",
-            "student_ms": f"{lat.candidate.median_ms:.2f}",
-            "change": f"-{100 * lat.reduction:.1f}%",
-            "repeats": lat.base.repeats,
-            "device": lat.base.device,
-            "device_name": lat.base.device_name,
-            "threads": lat.base.threads,
-            "input_size": "x".join(map(str, lat.base.input_size)),
-            "dtype": lat.base.dtype,
-            "torch_version": lat.base.torch_version,
-            "runtime": lat.base.runtime(),
-            "note": " ".join(f"**Note**: {n[0].upper()}{n[1:]}" for n in result.latency_notes()),
-        },
-        macs={
-            "before": f"{result.macs_before / 1e6:.1f}M",
-            "after": f"{result.macs_after / 1e6:.1f}M",
-            "change": _change(result.macs_before, result.macs_after),
-        },
-        params={
-            "before": f"{result.params_before / 1e6:.2f}M",
-            "after": f"{result.params_after / 1e6:.2f}M",
-            "change": _change(result.params_before, result.params_after),
-        },
         depths_before=result.depths_before,
         depths_after=result.depths_after,
-        top1={
-            "before": _pct(result.top1_before),
-            "after": _pct(result.top1_after),
-            "change": "-"
-            if result.top1_before is None or result.top1_after is None
-            else f"{100 * (result.top1_after - result.top1_before):+.2f} pts",
-            "note": top1_note,
-        },
-        other_metrics=[
-            {
-                "name": name,
-                "before": f"{before:.4g}",
-                "after": f"{result.metrics_after.get(name, float('nan')):.4g}",
-                "change": f"{result.metrics_after.get(name, float('nan')) - before:+.4g}",
-            }
-            for name, before in result.other_metrics()
-        ],
-        scan_table=result.scan_table(),
+        **_measured(result, top1_note),
+        scan_table=scan_table(result),
         scan_iterations=cfg.scan.iterations,
         finetune_iterations=cfg.finetune.iterations,
         finetune_batch_size=cfg.finetune.batch_size,
         finetune_optimizer=cfg.finetune.optimizer,
         finetune_lr=cfg.finetune.lr,
         finetune_schedule=cfg.finetune.schedule,
-        finetune_objective=OBJECTIVES[cfg.finetune.objective].format(t=cfg.finetune.kd_temperature),
-        finetune_augmentation=AUGMENTATIONS[cfg.finetune.augmentation],
-        classifier=CLASSIFIER[cfg.finetune.objective],
+        finetune_objective=objective.card_text.format(t=cfg.finetune.kd_temperature),
+        finetune_augmentation=get_augmentation(cfg.finetune.augmentation).card_text,
+        classifier="classifier trained with the rest" if objective.trains_classifier else "classifier frozen",
         resume_note=result.resume_note(),
         weights_dtype=result.weights_dtype,
         target=target,

@@ -177,7 +177,7 @@ class PractiseCompressor:
             accelerator: an `accelerate.Accelerator` (one is created if None).
             **model_kwargs: passed to the model constructor.
         """
-        from .hub import load_model
+        from .loading import load_model
 
         model, source = load_model(
             name_or_path,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .metrics import check_metrics
+from .objectives import AUGMENTATIONS, OBJECTIVES
 
 
 def _check(ok: bool, message: str) -> None:
@@ -38,18 +39,39 @@ def _positive(name: str, value: Any, flag: str | None, *, allow_zero: bool = Fal
 class ScanConfig:
     """Recoverability scan: train only the adaptors around each dropped candidate."""
 
-    iterations: int | None = None  # optimiser steps of adaptor training per candidate block (None: the family's
-    # `scan_iterations`: 100, or 400 for a Swin or transformers ViT, 600 for a ConvNeXt, 800 for a timm ViT; the
-    # fewest whose ranking matches the 1,000-step one to Kendall tau 0.9, benchmarks/results/scan_tau_summary.md)
-    batch_size: int = 64  # images per step
-    lr: float = 1e-3  # peak learning rate of the adaptors (cosine decay)
-    weight_decay: float = 0.0  # adaptors start at identity; decay would pull them to zero
-    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: momentum 0.9 (the official code trains adaptors with SGD
-    # at lr 0.02)
-    retries: int = 2  # when training raised the error: start again from identity at a tenth of the rate, this
-    # many times, before keeping the identity adaptors
-    stage_cache_mb: int = 2048  # memory for the teacher's activations where a candidate's changes begin, so each
-    # step runs from there instead of from the image (0: always from the image; same recoverabilities either way)
+    iterations: int | None = field(
+        default=None,
+        metadata={
+            "help": "optimiser steps of adaptor training per candidate block (default: the family's "
+            "`scan_iterations`: 100, or 400 for a Swin or transformers ViT, 600 for a ConvNeXt, 800 for a timm ViT; "
+            "the fewest whose ranking matches the 1,000-step one to Kendall tau 0.9, "
+            "benchmarks/results/scan_tau_summary.md)"
+        },
+    )
+    batch_size: int = field(default=64, metadata={"help": "images per step of adaptor training"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the adaptors (cosine decay)"})
+    weight_decay: float = field(
+        default=0.0,
+        metadata={"help": "weight decay of the adaptors (they start at identity; decay pulls them to zero)"},
+    )
+    optimizer: Literal["adamw", "sgd"] = field(
+        default="adamw",
+        metadata={"help": "adaptor optimizer (sgd: momentum 0.9, as the official code with --scan-lr 0.02)"},
+    )
+    retries: int = field(
+        default=2,
+        metadata={
+            "help": "when adaptor training of a candidate raises the error, start again from identity at a tenth of "
+            "the rate, this many times, before keeping the identity adaptors"
+        },
+    )
+    stage_cache_mb: int = field(
+        default=2048,
+        metadata={
+            "help": "memory (MB) for the teacher's activations where a candidate's changes begin, so each step runs "
+            "from there instead of from the image (0: always from the image; same recoverabilities either way)"
+        },
+    )
 
     def __post_init__(self) -> None:
         _choice("scan.optimizer", self.optimizer, ("adamw", "sgd"))
@@ -57,9 +79,9 @@ class ScanConfig:
             _positive("scan.iterations", self.iterations, "--scan-iterations", allow_zero=True, integer=True)
         _positive("scan.batch_size", self.batch_size, "--scan-batch-size", integer=True)
         _positive("scan.lr", self.lr, "--scan-lr")
-        _positive("scan.weight_decay", self.weight_decay, None, allow_zero=True)
+        _positive("scan.weight_decay", self.weight_decay, "--scan-weight-decay", allow_zero=True)
         _positive("scan.retries", self.retries, "--scan-retries", allow_zero=True, integer=True)
-        _positive("scan.stage_cache_mb", self.stage_cache_mb, None, allow_zero=True, integer=True)
+        _positive("scan.stage_cache_mb", self.stage_cache_mb, "--scan-stage-cache-mb", allow_zero=True, integer=True)
 
     def resolved(self, family: Any) -> ScanConfig:
         """This config with `iterations=None` replaced by the family's step count (`scan_iterations`)."""
@@ -72,39 +94,83 @@ class ScanConfig:
 class FinetuneConfig:
     """End-to-end feature-mimicking finetune of the pruned network (classifier frozen)."""
 
-    iterations: int = 1000  # optimiser steps
-    batch_size: int = 64  # images per optimiser step over all processes (the global batch; each of N processes
-    # trains on its share of it, so N processes take the steps one would)
-    lr: float | None = None  # peak learning rate (None: 0.01 for SGD, 1e-4 for AdamW)
-    optimizer: Literal["auto", "sgd", "adamw"] = "auto"  # auto: the family's (SGD for BatchNorm ResNets, AdamW
-    # for LayerNorm ViTs and ConvNeXts); SGD uses nesterov momentum 0.9
-    weight_decay: float = 1e-4  # applied to weights only, never to norms, biases or adaptors
-    schedule: Literal["cosine", "constant"] = "cosine"  # learning-rate schedule after warm-up
-    warmup_iterations: int = 0  # linear warm-up steps
-    adaptor_init: Literal["scan", "identity"] = "scan"  # start from the scan's trained adaptors, or from identity
-    augmentation: Literal["auto", "none", "timm", "flip", "crop", "mixup"] = "auto"  # auto: "mixup", or "none" for
-    # the ce objective (blended images have no label); "timm": the model's own training transform from its config
-    # (needs the original images); on the preprocessed tiny set, no labels needed: "flip" mirrors half of each
-    # batch, "crop" also shifts each image by up to 1/8 of its side (reflect padding), "mixup" flips and blends each
-    # image with another of the batch (weight ~ Beta(1, 1)); the teacher's features of the augmented batch are the
-    # targets
-    train_norm_stats: bool = False  # update BatchNorm running statistics (False keeps the teacher's)
-    objective: Literal["auto", "features", "kd", "ce", "features+kd", "features+stages"] = "auto"  # auto:
-    # "features+kd", or "features" for a model without a classifier; features: MSE on pre-pooling features (the
-    # paper's PRACTISE); kd: KL to the teacher's logits; ce: cross-entropy on the tiny set's labels (the baselines
-    # of the paper); features+kd: the feature MSE relative to the teacher features' mean square, plus the KL (both
-    # scale-free: no weight to tune); features+stages: the relative MSE of the pre-pooling features and of every
-    # stage's output, averaged. The defaults come from benchmarks/results (resnet34 compare, 3 seeds, and the
-    # families rows)
-    holdout: int = 0  # tiny-set images held out of the finetune: every `holdout_every` steps the student's feature
-    # error on them (against the teacher's features, no labels) is measured, and the weights of the step where it
-    # was lowest are kept (0: train on every image, keep the last weights)
-    holdout_every: int = 50
-    recalibrate_norms: bool = False  # after the finetune, re-estimate BatchNorm statistics on the tiny set
-    kd_temperature: float = 4.0  # softmax temperature of the kd objective
-    checkpoint_every: int = 200  # steps between resumable checkpoints when a work_dir is set (0: never)
-    retries: int = 2  # a finetune whose loss turns NaN/inf starts again (from the scan's adaptors) at a tenth of the
-    # rate, up to this many times
+    iterations: int = field(default=1000, metadata={"help": "mimic finetune steps (optimiser steps)"})
+    batch_size: int = field(
+        default=64,
+        metadata={
+            "help": "images per finetune step over all processes (the global batch; each of N processes trains on "
+            "its share of it, so N processes take the steps one would)"
+        },
+    )
+    lr: float | None = field(
+        default=None, metadata={"help": "finetune peak learning rate (default: 0.01 for SGD, 1e-4 for AdamW)"}
+    )
+    optimizer: Literal["auto", "sgd", "adamw"] = field(
+        default="auto",
+        metadata={
+            "help": "finetune optimizer (auto: the family's: SGD for BatchNorm ResNets, AdamW for LayerNorm ViTs and "
+            "ConvNeXts); SGD uses nesterov momentum 0.9"
+        },
+    )
+    weight_decay: float = field(
+        default=1e-4, metadata={"help": "finetune weight decay, on weights only, never on norms, biases or adaptors"}
+    )
+    schedule: Literal["cosine", "constant"] = field(
+        default="cosine", metadata={"help": "finetune learning-rate schedule after warm-up"}
+    )
+    warmup_iterations: int = field(default=0, metadata={"help": "linear warm-up steps of the finetune"})
+    adaptor_init: Literal["scan", "identity"] = field(
+        default="scan", metadata={"help": "start the finetune from the scan's trained adaptors, or from identity"}
+    )
+    augmentation: str = field(
+        default="auto",
+        metadata={
+            "help": "finetune augmentation, a name in `objectives.AUGMENTATIONS` (auto: mixup, or none for an "
+            "objective that needs labels: blended images have no label); the teacher's features of the augmented "
+            "batch are the targets",
+            "registry": AUGMENTATIONS,
+        },
+    )
+    train_norm_stats: bool = field(
+        default=False,
+        metadata={"help": "update BatchNorm running statistics during the finetune (default: keep the teacher's)"},
+    )
+    objective: str = field(
+        default="auto",
+        metadata={
+            "help": "finetune loss, a name in `objectives.OBJECTIVES` (auto: features+kd, or features for a model "
+            "without a classifier; the defaults come from benchmarks/results: resnet34 compare, 3 seeds, and the "
+            "families rows)",
+            "registry": OBJECTIVES,
+        },
+    )
+    holdout: int = field(
+        default=0,
+        metadata={
+            "help": "tiny-set images held out of the finetune: every --holdout-every steps the student's feature "
+            "error on them (against the teacher's features, no labels) is measured, and the weights of the step "
+            "where it was lowest are kept (0: train on every image, keep the last weights)"
+        },
+    )
+    holdout_every: int = field(default=50, metadata={"help": "finetune steps between two measures on the holdout"})
+    recalibrate_norms: bool = field(
+        default=False,
+        metadata={
+            "help": "after the finetune, re-estimate BatchNorm statistics on the tiny set (default: keep the teacher's)"
+        },
+    )
+    kd_temperature: float = field(default=4.0, metadata={"help": "softmax temperature of the kd objective"})
+    checkpoint_every: int = field(
+        default=200,
+        metadata={"help": "finetune steps between resumable checkpoints in --work-dir (0: only the finished one)"},
+    )
+    retries: int = field(
+        default=2,
+        metadata={
+            "help": "a finetune whose loss turns NaN/inf starts again (from the scan's adaptors) at a tenth of the "
+            "rate, up to this many times"
+        },
+    )
 
     def __post_init__(self) -> None:
         _positive("finetune.iterations", self.iterations, "--iterations", allow_zero=True, integer=True)
@@ -114,24 +180,26 @@ class FinetuneConfig:
         _choice("finetune.optimizer", self.optimizer, ("auto", "sgd", "adamw"))
         _positive("finetune.weight_decay", self.weight_decay, "--weight-decay", allow_zero=True)
         _choice("finetune.schedule", self.schedule, ("cosine", "constant"))
-        _positive("finetune.warmup_iterations", self.warmup_iterations, None, allow_zero=True, integer=True)
-        _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
-        _choice("finetune.augmentation", self.augmentation, ("auto", "none", "timm", "flip", "crop", "mixup"))
-        _positive("finetune.holdout", self.holdout, "--holdout", allow_zero=True, integer=True)
-        _positive("finetune.holdout_every", self.holdout_every, None, integer=True)
-        if self.augmentation == "mixup" and self.objective == "ce":
-            raise ValueError(
-                "finetune.augmentation='mixup' blends images, so their labels no longer hold: use it with a label-free "
-                "objective (features, kd, features+kd, features+stages), or --augmentation flip."
-            )
-        _choice(
-            "finetune.objective", self.objective, ("auto", "features", "kd", "ce", "features+kd", "features+stages")
+        _positive(
+            "finetune.warmup_iterations", self.warmup_iterations, "--warmup-iterations", allow_zero=True, integer=True
         )
+        _choice("finetune.adaptor_init", self.adaptor_init, ("scan", "identity"))
+        _choice("finetune.augmentation", self.augmentation, ("auto", *AUGMENTATIONS))
+        _positive("finetune.holdout", self.holdout, "--holdout", allow_zero=True, integer=True)
+        _positive("finetune.holdout_every", self.holdout_every, "--holdout-every", integer=True)
+        _choice("finetune.objective", self.objective, ("auto", *OBJECTIVES))
+        labelled = self.objective != "auto" and OBJECTIVES[self.objective].needs_labels
+        if labelled and self.augmentation != "auto" and not AUGMENTATIONS[self.augmentation].keeps_labels:
+            label_free = ", ".join(n for n, o in OBJECTIVES.items() if not o.needs_labels)
+            raise ValueError(
+                f"finetune.augmentation={self.augmentation!r} changes the images so their labels no longer hold: use "
+                f"it with a label-free objective ({label_free}), or --augmentation flip."
+            )
         _positive("finetune.kd_temperature", self.kd_temperature, "--kd-temperature")
         _positive(
             "finetune.checkpoint_every", self.checkpoint_every, "--checkpoint-every", allow_zero=True, integer=True
         )
-        _positive("finetune.retries", self.retries, None, allow_zero=True, integer=True)
+        _positive("finetune.retries", self.retries, "--retries", allow_zero=True, integer=True)
 
     def resolved(self, family: Any, model: Any = None) -> FinetuneConfig:
         """This config with every "auto" (and `lr=None`) replaced by what runs for this family and model.
@@ -150,7 +218,7 @@ class FinetuneConfig:
             objective = "features" if headless else "features+kd"
         augmentation = self.augmentation
         if augmentation == "auto":
-            augmentation = "none" if objective == "ce" else "mixup"
+            augmentation = "none" if OBJECTIVES[objective].needs_labels else "mixup"
         return dataclasses.replace(self, optimizer=optimizer, lr=lr, objective=objective, augmentation=augmentation)
 
 
@@ -192,15 +260,35 @@ DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-4}
 class LatencyConfig:
     """How latency is measured; it is measured on the device the model runs on."""
 
-    batch_size: int = 64  # images per forward pass
-    threads: int | None = None  # CPU threads while timing (None: torch's current setting)
-    warmup: int = 3  # untimed passes before timing
-    repeats: int = 15  # timed passes (A/B pairs when comparing two models)
-    input_size: tuple[int, int, int] | None = None  # (C, H, W); None reads the model's pretrained config
-    channels_last: bool = False  # time in channels_last memory format
-    backend: Literal["torch", "onnxruntime", "openvino"] = "torch"  # where the passes run: PyTorch eager, or the
-    # model exported to ONNX and run by ONNX Runtime (CPU; CUDA on a GPU) or OpenVINO (CPU)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision of the timed passes (torch backend)
+    batch_size: int = field(default=64, metadata={"help": "images per timed forward pass"})
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads while timing (default: torch's current setting)"}
+    )
+    warmup: int = field(default=3, metadata={"help": "untimed passes before timing"})
+    repeats: int = field(default=15, metadata={"help": "timed passes (A/B pairs when comparing two models)"})
+    input_size: tuple[int, int, int] | None = field(
+        default=None,
+        metadata={
+            "help": "channels, height, width of the timed input (default: the model's pretrained config)",
+            "metavar": ("C", "H", "W"),
+        },
+    )
+    channels_last: bool = field(default=False, metadata={"help": "time in channels_last memory format"})
+    backend: Literal["torch", "onnxruntime", "openvino"] = field(
+        default="torch",
+        metadata={
+            "help": "where latency is measured: PyTorch eager, or the exported model in ONNX Runtime (CPU; CUDA on "
+            'a GPU; pip install "hf-practise[onnx]") or OpenVINO (CPU; pip install "hf-practise[openvino]")'
+        },
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = field(
+        default="fp32",
+        metadata={
+            "help": "autocast precision of the timed passes, torch backend only (CLI default: the --mixed-precision "
+            "one, else fp32)",
+            "cli_default": None,
+        },
+    )
 
     def __post_init__(self) -> None:
         _choice("latency.backend", self.backend, ("torch", "onnxruntime", "openvino"))
@@ -213,7 +301,7 @@ class LatencyConfig:
         _positive("latency.batch_size", self.batch_size, "--latency-batch-size", integer=True)
         if self.threads is not None:
             _positive("latency.threads", self.threads, "--latency-threads", integer=True)
-        _positive("latency.warmup", self.warmup, None, allow_zero=True, integer=True)
+        _positive("latency.warmup", self.warmup, "--latency-warmup", allow_zero=True, integer=True)
         _positive("latency.repeats", self.repeats, "--latency-repeats", integer=True)
         if self.input_size is not None:
             size = tuple(self.input_size)
@@ -227,20 +315,60 @@ class LatencyConfig:
 class CompressionConfig:
     """The target and every phase of a PRACTISE compression."""
 
-    latency_reduction: float | None = 0.22  # drop blocks until measured latency falls by this fraction
-    num_blocks: int | None = None  # or drop exactly this many blocks (overrides latency_reduction)
-    latency_tolerance: float = 0.06  # a measured cut above target + this is an overshoot: selection comes back
-    seed: int = 0  # seeds sampling, shuffling and adaptor training
-    scan: ScanConfig = field(default_factory=ScanConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    latency: LatencyConfig = field(default_factory=LatencyConfig)
-    latency_table: dict[str, float] | None = None  # block path -> share of the model's latency, measured on
-    # the deployment device; replaces local timing, and selection trusts its sum instead of re-measuring
-    work_dir: str | None = None  # where scan rows and finetune checkpoints are kept so a run can resume
-    eval_batch_size: int = 256  # images per step when measuring top-1
-    eval_metrics: list[str] = field(default_factory=lambda: ["accuracy", "top_k_accuracy"])  # `evaluate` metric
-    # modules run on the eval set: the shipped accuracy / top_k_accuracy (offline), or any evaluate name or path
-    trust_remote_code: bool = False  # allow `eval_metrics` other than the shipped ones (their module's code runs)
+    latency_reduction: float | None = field(
+        default=0.22,
+        metadata={
+            "help": "drop blocks until measured latency falls by this fraction, e.g. 0.22",
+            "exclusive": "target",
+        },
+    )
+    num_blocks: int | None = field(
+        default=None,
+        metadata={"help": "drop exactly this many blocks instead (overrides latency_reduction)", "exclusive": "target"},
+    )
+    latency_tolerance: float = field(
+        default=0.06,
+        metadata={"help": "a measured cut more than this above the target is an overshoot: selection comes back"},
+    )
+    seed: int = field(default=0, metadata={"help": "seeds sampling, shuffling and adaptor training"})
+    scan: ScanConfig = field(default_factory=ScanConfig, metadata={"no_flag": "a section: its fields have flags"})
+    finetune: FinetuneConfig = field(
+        default_factory=FinetuneConfig, metadata={"no_flag": "a section: its fields have flags"}
+    )
+    latency: LatencyConfig = field(
+        default_factory=LatencyConfig, metadata={"no_flag": "a section: its fields have flags"}
+    )
+    latency_table: dict[str, float] | None = field(
+        default=None,
+        metadata={
+            "help": "block path -> share of the model's latency, measured on the deployment device; replaces local "
+            "timing, and selection trusts its sum instead of re-measuring (CLI: a JSON file, e.g. from "
+            "examples/latency_table.py)"
+        },
+    )
+    work_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "where scan rows and finetune checkpoints are kept so a run can resume (rerun the same command)"
+        },
+    )
+    eval_batch_size: int = field(default=256, metadata={"help": "images per step when measuring top-1"})
+    eval_metrics: list[str] = field(
+        default_factory=lambda: ["accuracy", "top_k_accuracy"],
+        metadata={
+            "help": "`evaluate` metric modules run on the eval set besides top-1 (CLI: repeatable): the shipped "
+            "accuracy / top_k_accuracy (offline, the default), or with --trust-remote-code any evaluate metric "
+            "name or local module folder",
+            "flag": "--metric",
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "allow `eval_metrics` other than the shipped ones (their module's code runs); the CLI flag also "
+            "lets a transformers repo's own code run"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.num_blocks is None and self.latency_reduction is None:
@@ -258,7 +386,7 @@ class CompressionConfig:
             )
         _positive("seed", self.seed, "--seed", allow_zero=True, integer=True)
         _positive("latency_tolerance", self.latency_tolerance, "--latency-tolerance")
-        _positive("eval_batch_size", self.eval_batch_size, None, integer=True)
+        _positive("eval_batch_size", self.eval_batch_size, "--eval-batch-size", integer=True)
         _check(
             isinstance(self.eval_metrics, (list, tuple)) and all(isinstance(m, str) and m for m in self.eval_metrics),
             f"`eval_metrics` (CLI: --metric) is a list of `evaluate` metric names or paths; got {self.eval_metrics!r}.",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +24,7 @@ from torch import nn
 
 from .backbones.base import BackboneFamily, BlockRef, entry_module
 from .config import LatencyConfig
+from .provenance import device_name
 from .runtimes import Runner, make_runner
 
 logger = logging.getLogger(__name__)
@@ -88,17 +88,6 @@ class LatencyComparison:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def device_name(device: torch.device) -> str:
-    """A human-readable name of the device: the GPU model, or the CPU model."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 @contextlib.contextmanager

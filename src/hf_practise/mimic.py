@@ -1,7 +1,8 @@
 """Feature-mimicking finetune, through Accelerate, and top-1 evaluation.
 
 The pruned network (adaptors included) is trained end to end so its pre-pooling features match the teacher's
-(MSE); the classifier is frozen, so the teacher's head keeps working on the student's features. The same loop
+(MSE); the classifier is frozen, so the teacher's head keeps working on the student's features (other
+objectives and the batch augmentations are registered objects of `objectives.py`). The same loop
 runs on one CPU or many GPUs: the model and optimiser go through `accelerator.prepare`, the loss through
 `accelerator.backward`, and each of N processes trains on its share of the same global batch, so N processes
 compute what one does (up to float rounding). With a work directory, the run checkpoints (safetensors + JSON,
@@ -11,6 +12,7 @@ restored, so a resumed finetune ends with the weights an uninterrupted one would
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ from .adaptors import adaptor_parameters
 from .backbones.base import BackboneFamily
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import FinetuneConfig
+from .objectives import Augmentation, LossContext, Objective, StageTaps, get_augmentation, get_objective
 from .recoverability import feature_error, teacher_features
 from .training import FeatureModel, as_logits, check_finite, cosine_schedule, cycle, freeze_norm_stats
 
@@ -62,80 +65,17 @@ class EpochSampler(Sampler[int]):
         return iter(torch.randperm(self.n, generator=g).tolist())
 
 
-def _loss(objective: str, output: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
-    if objective == "features":
-        return torch.nn.functional.mse_loss(output, target)
-    if objective == "kd":
-        t = temperature
-        return torch.nn.functional.kl_div(
-            torch.log_softmax(output / t, dim=-1),
-            torch.log_softmax(target / t, dim=-1),
-            log_target=True,
-            reduction="batchmean",
-        ) * (t * t)
-    if (target < 0).any():
-        raise ValueError("The `ce` objective needs a label for every tiny-set image.")
-    return torch.nn.functional.cross_entropy(output, target)
-
-
-class StageTaps:
-    """Each stage's output during a forward of `model` (a hook on the stage's last block), by stage index."""
-
-    def __init__(self, model: nn.Module, family: BackboneFamily) -> None:
-        self.outputs: dict[int, torch.Tensor] = {}
-        self.handles = []
-        for s, stage in enumerate(family.stages(model)):
-            if len(stage) > 0:
-                self.handles.append(stage[len(stage) - 1].register_forward_hook(self._hook(s)))
-
-    def _hook(self, s: int):
-        def hook(module: nn.Module, args, out) -> None:
-            self.outputs[s] = out[0] if isinstance(out, (tuple, list)) else out
-
-        return hook
-
-    def take(self) -> dict[int, torch.Tensor]:
-        out, self.outputs = self.outputs, {}
-        return out
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 #: checkpoint keys of the weights a held-out slice says to keep (beside the current weights)
 BEST = "holdout_best/"
 
 
 def augment_batch(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
-    """Label-free augmentation of a preprocessed batch: a horizontal flip of half the images ("flip"), then for
-    "crop" a random shift of each image by up to an eighth of its side (reflect-padded, cropped back to its
-    size), for "mixup" a blend of each image with another image of the batch, weight ~ Beta(1, 1) per image."""
-    flip = torch.rand(len(x), generator=g) < 0.5
-    x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
-    if kind == "crop":
-        h, w = x.shape[-2:]
-        ph, pw = max(1, h // 8), max(1, w // 8)
-        padded = torch.nn.functional.pad(x, (pw, pw, ph, ph), mode="reflect")
-        dy = torch.randint(0, 2 * ph + 1, (len(x),), generator=g).tolist()
-        dx = torch.randint(0, 2 * pw + 1, (len(x),), generator=g).tolist()
-        x = torch.stack([padded[i, :, a : a + h, b : b + w] for i, (a, b) in enumerate(zip(dy, dx))])
-    if kind == "mixup" and len(x) > 1:
-        lam = torch.rand(len(x), generator=g).to(x.device, x.dtype)[:, None, None, None]
-        other = torch.randperm(len(x), generator=g).to(x.device)
-        x = lam * x + (1 - lam) * x[other]
-    return x
-
-
-def _relative_mse(output: torch.Tensor, target: torch.Tensor, accelerator=None) -> torch.Tensor:
-    """MSE relative to the target's mean square: terms of different layers and scales are comparable. With several
-    processes the mean square is the global batch's (summed over the processes' shares, equal or not), so N
-    processes take the steps one would."""
-    t = target.detach().float()
-    power = torch.stack([t.pow(2).sum(), torch.tensor(float(t.numel()), device=t.device)])
-    if accelerator is not None and accelerator.num_processes > 1:
-        power = accelerator.reduce(power, reduction="sum")
-    return torch.nn.functional.mse_loss(output, target) / (power[0] / power[1]).clamp_min(1e-12)
+    """The batch-level augmentation `kind` ("flip", "crop", "mixup": see `objectives.AUGMENTATIONS`) of a
+    preprocessed batch, drawn from `g`."""
+    augmentation = get_augmentation(kind)
+    if augmentation.batch is None:
+        raise ValueError(f"Augmentation `{kind}` does not work on a preprocessed batch; choose flip, crop or mixup.")
+    return augmentation.batch(x, g)
 
 
 def rank_share(n: int, num_processes: int, process_index: int) -> slice:
@@ -156,89 +96,77 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def mimic_finetune(
-    student: nn.Module,
-    teacher: nn.Module,
-    family: BackboneFamily,
-    images: torch.Tensor | None,
-    *,
-    config: FinetuneConfig,
-    accelerator,
-    targets: torch.Tensor | None = None,
-    labels: torch.Tensor | None = None,
-    augmented: Dataset | None = None,
-    seed: int = 0,
-    work_dir: str | Path | None = None,
-    log_every: int = 50,
-) -> FinetuneResult:
-    """Train `student` (in place) to mimic `teacher`'s pre-pooling features (or, as baselines, its logits or labels).
+@dataclass
+class _Progress:
+    """Where a finetune is: what a checkpoint saves and a resumed run starts from."""
 
-    Args:
-        student: the pruned network, adaptors included; its classifier is frozen here.
-        teacher: the original network (only used when `targets` is None or with augmentation).
-        family: the backbone family of both.
-        images: the preprocessed tiny set (N, C, H, W); ignored when `augmented` is given.
-        config: iterations, batch size, optimiser, schedule.
-        accelerator: an `accelerate.Accelerator`.
-        targets: the teacher's features of `images` (logits for the `kd` objective), if already computed.
-        labels: class labels of `images`, for the `ce` objective.
-        augmented: a Dataset of (augmented image, label) pairs to train on instead of `images`.
-        seed: seeds shuffling.
-        work_dir: where to checkpoint every `config.checkpoint_every` steps and resume from.
-        log_every: steps per logged loss.
-    """
-    start = time.perf_counter()
-    config = config.resolved(family, student)
-    objective = config.objective
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    window: list[float] = field(default_factory=list)  # losses of the steps since the last logged mean
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_error: float = float("inf")
+    best_state: dict | None = None
+
+
+@dataclass
+class _Data:
+    """The tiny set as the finetune trains on it, and the held-out slice (images, teacher features), if any."""
+
+    images: torch.Tensor | None
+    targets: torch.Tensor | None
+    labels: torch.Tensor | None
+    augmented: Dataset | None
+    held: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _trainable(student: nn.Module, family: BackboneFamily, objective: Objective) -> nn.Module:
+    """What the optimiser trains: the student, or (classifier frozen) the student up to its pre-pooling features."""
     for p in student.parameters():
         p.requires_grad_(True)
-    if objective in ("features", "features+kd", "features+stages"):
-        for p in family.classifier(student).parameters():
-            p.requires_grad_(False)
-        model: nn.Module = FeatureModel(student, family)
-    elif objective in ("kd", "ce"):
-        model = student
-    else:
+    if objective.trains_classifier:
+        return student
+    for p in family.classifier(student).parameters():
+        p.requires_grad_(False)
+    return FeatureModel(student, family)
+
+
+def _hold_out(data: _Data, teacher: nn.Module, family: BackboneFamily, config: FinetuneConfig, seed: int) -> _Data:
+    """`data` less a seeded slice of `config.holdout` images, never trained on: the student's feature error on it,
+    against the teacher's features, says (without labels) which step's weights to keep."""
+    images, n = data.images, config.holdout
+    if images is None or n >= len(images):
         raise ValueError(
-            f"Unknown finetune objective `{objective}`; choose `features`, `kd`, `ce`, `features+kd` or "
-            "`features+stages`."
+            f"finetune.holdout={n} must leave images to train on (the tiny set has "
+            f"{0 if images is None else len(images)}); lower --holdout."
         )
-    taps = (StageTaps(student, family), StageTaps(teacher, family)) if objective == "features+stages" else None
-    if objective == "ce" and augmented is None and labels is None:
-        raise ValueError(
-            "The `ce` objective needs labels: give a labelled tiny set, or use `features` (no labels needed)."
-        )
-    teacher.eval()
-    held = None
-    if config.holdout:
-        # a seeded slice of the tiny set, never trained on: the student's feature error on it, against the
-        # teacher's features, says (without labels) which step's weights to keep
-        if images is None or config.holdout >= len(images):
-            raise ValueError(
-                f"finetune.holdout={config.holdout} must leave images to train on (the tiny set has "
-                f"{0 if images is None else len(images)}); lower --holdout."
-            )
-        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + 17))
-        out, keep = perm[: config.holdout].sort().values, perm[config.holdout :].sort().values
-        held = (images[out], teacher_features(teacher, family, images[out], batch_size=config.batch_size).cpu())
-        if targets is not None and len(targets) == len(images):
-            targets = targets[keep]
-        if labels is not None:
-            labels = labels[keep]
-        if augmented is not None:
-            augmented = torch.utils.data.Subset(augmented, keep.tolist())
-        images = images[keep]
-    if augmented is not None:
-        dataset: Dataset = augmented
-    else:
-        if objective == "ce":
-            targets = labels
-        elif targets is None:
-            targets = teacher_features(teacher, family, images, batch_size=config.batch_size)
-            if objective == "kd":
-                with torch.no_grad():
-                    targets = torch.cat([family.forward_head(teacher, t) for t in targets.split(config.batch_size)])
-        dataset = torch.utils.data.TensorDataset(images, targets.cpu())
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + 17))
+    out, keep = perm[:n].sort().values, perm[n:].sort().values
+    held = (images[out], teacher_features(teacher, family, images[out], batch_size=config.batch_size).cpu())
+    targets = data.targets
+    if targets is not None and len(targets) == len(images):
+        targets = targets[keep]
+    labels = data.labels[keep] if data.labels is not None else None
+    augmented = torch.utils.data.Subset(data.augmented, keep.tolist()) if data.augmented is not None else None
+    return _Data(images[keep], targets, labels, augmented, held)
+
+
+def _dataset(data: _Data, objective: Objective, teacher: nn.Module, family: BackboneFamily, batch_size: int) -> Dataset:
+    """(image, target) pairs: the augmented dataset as it is, or the images with their labels or teacher targets."""
+    if data.augmented is not None:
+        return data.augmented
+    targets = data.targets
+    if objective.needs_labels:
+        targets = data.labels
+    elif targets is None:
+        targets = teacher_features(teacher, family, data.images, batch_size=batch_size)
+        if objective.target == "logits":
+            with torch.no_grad():
+                targets = torch.cat([family.forward_head(teacher, t) for t in targets.split(batch_size)])
+    return torch.utils.data.TensorDataset(data.images, targets.cpu())
+
+
+def _loader(dataset: Dataset, config: FinetuneConfig, accelerator, seed: int) -> DataLoader:
     # `batch_size` is the global batch. Every process draws the same global batch (its order is a function of
     # (seed, epoch)), augments it as one process would, and trains on its rank's rows of it; each rank's loss is
     # weighted by its share, so DDP's average of the gradients is the gradient of the global batch's mean loss
@@ -257,12 +185,16 @@ def mimic_finetune(
             "batch, not by the global batch, so the run differs from a one-process run.",
             accelerator.num_processes,
         )
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=config.batch_size,
         sampler=EpochSampler(len(dataset), seed),
         drop_last=len(dataset) >= config.batch_size,
     )
+
+
+def _optimizer(model: nn.Module, config: FinetuneConfig):
+    """The optimiser and its learning-rate schedule."""
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             _param_groups(model, config.weight_decay), lr=config.lr, momentum=0.9, nesterov=True
@@ -274,173 +206,279 @@ def mimic_finetune(
     schedule = cosine_schedule(
         optimizer, iterations=config.iterations, warmup=config.warmup_iterations, kind=config.schedule
     )
-    # the schedule is stepped here once per optimiser step: prepared, Accelerate would step it once per process
-    model, optimizer = accelerator.prepare(model, optimizer)
+    return optimizer, schedule
 
-    ckpt_dir = Path(work_dir) if work_dir else None
-    step, losses, window = 0, [], []
-    curve: list[tuple[int, float]] = []
-    best: dict = {"step": None, "error": float("inf"), "state": None}
+
+def _resume(ckpt_dir: Path | None, model: nn.Module, optimizer, schedule, accelerator) -> tuple[_Progress, dict | None]:
+    """The progress of the last checkpoint in `ckpt_dir` (weights, optimiser and schedule loaded), or a fresh one."""
     saved = load_checkpoint(ckpt_dir) if ckpt_dir is not None else None
-    if saved is not None:
-        kept = {k[len(BEST) :]: v for k, v in saved["model"].items() if k.startswith(BEST)}
-        saved["model"] = {k: v for k, v in saved["model"].items() if not k.startswith(BEST)}
-        curve = [tuple(c) for c in saved.get("holdout_curve", [])]
-        best = {"step": saved.get("holdout_best_step"), "error": saved.get("holdout_best_error", float("inf"))}
-        best["state"] = kept or None
-        accelerator.unwrap_model(model).load_state_dict(saved["model"], strict=True)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        step, losses, window = saved["step"], saved["losses"], saved["window"]
-        logger.info(
-            "finetune: resumed from %s at step %d%s", ckpt_dir, step, " (finished)" if saved["finished"] else ""
-        )
-    resumed_from = step
+    if saved is None:
+        return _Progress(), None
+    kept = {k[len(BEST) :]: v for k, v in saved["model"].items() if k.startswith(BEST)}
+    saved["model"] = {k: v for k, v in saved["model"].items() if not k.startswith(BEST)}
+    accelerator.unwrap_model(model).load_state_dict(saved["model"], strict=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    progress = _Progress(
+        step=saved["step"],
+        losses=saved["losses"],
+        window=saved["window"],
+        curve=[tuple(c) for c in saved.get("holdout_curve", [])],
+        best_step=saved.get("holdout_best_step"),
+        best_error=saved.get("holdout_best_error", float("inf")),
+        best_state=kept or None,
+    )
+    logger.info(
+        "finetune: resumed from %s at step %d%s", ckpt_dir, progress.step, " (finished)" if saved["finished"] else ""
+    )
+    return progress, saved
 
-    model.train()
-    if not config.train_norm_stats:
-        freeze_norm_stats(model)
+
+def _checkpoint(
+    ckpt_dir: Path, p: _Progress, model: nn.Module, optimizer, schedule, accelerator, finished: bool = False
+) -> None:
+    if accelerator.is_main_process:
+        state = dict(accelerator.unwrap_model(model).state_dict())
+        if p.best_state is not None:
+            state.update({BEST + k: v for k, v in p.best_state.items()})
+        save_checkpoint(
+            ckpt_dir,
+            step=p.step,
+            model_state=state,
+            optimizer_state=optimizer.state_dict(),
+            extra={
+                "schedule": schedule.state_dict(),
+                "losses": p.losses,
+                "window": p.window,
+                "holdout_curve": p.curve,
+                "holdout_best_step": p.best_step,
+                "holdout_best_error": p.best_error,
+            },
+            finished=finished,
+        )
+    accelerator.wait_for_everyone()
+
+
+def _batches(loader: DataLoader, p: _Progress, iterations: int, saved: dict | None):
+    """The loader's batches from where `p` stands: the epoch's used batches skipped, the RNG put back."""
     per_epoch = len(loader)
-    batches = cycle(loader, start_epoch=step // per_epoch if per_epoch else 0)
-    if step < config.iterations:  # skip the batches this epoch already used (nothing to skip for a finished run)
-        for _ in range(step % per_epoch if per_epoch else 0):
+    batches = cycle(loader, start_epoch=p.step // per_epoch if per_epoch else 0)
+    if p.step < iterations:  # skip the batches this epoch already used (nothing to skip for a finished run)
+        for _ in range(p.step % per_epoch if per_epoch else 0):
             next(batches)
     if saved is not None:  # after the skipped batches drew from it, the RNG is put back to where the run stopped
         set_rng_state(*saved["rng"])
+    return batches
 
-    def checkpoint(finished: bool = False) -> None:
-        if accelerator.is_main_process:
-            state = dict(accelerator.unwrap_model(model).state_dict())
-            if best["state"] is not None:
-                state.update({BEST + k: v for k, v in best["state"].items()})
-            save_checkpoint(
-                ckpt_dir,
-                step=step,
-                model_state=state,
-                optimizer_state=optimizer.state_dict(),
-                extra={
-                    "schedule": schedule.state_dict(),
-                    "losses": losses,
-                    "window": window,
-                    "holdout_curve": curve,
-                    "holdout_best_step": best["step"],
-                    "holdout_best_error": best["error"],
-                },
-                finished=finished,
-            )
-        accelerator.wait_for_everyone()
 
-    def check_holdout() -> None:
-        """The held-out feature error now; the weights are remembered when it is the lowest so far."""
-        if held is None or (curve and curve[-1][0] == step):
-            return
-        net = accelerator.unwrap_model(model)
-        net.eval()
-        error = feature_error(student, family, *held, batch_size=config.batch_size)
-        net.train()
-        if not config.train_norm_stats:
-            freeze_norm_stats(net)
-        curve.append((step, error))
-        if error < best["error"]:
-            best.update(
-                step=step, error=error, state={k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
-            )
+def _check_holdout(p: _Progress, held, model: nn.Module, student: nn.Module, config: FinetuneConfig, ctx) -> None:
+    """The held-out feature error now; the weights are remembered when it is the lowest so far."""
+    if held is None or (p.curve and p.curve[-1][0] == p.step):
+        return
+    net = ctx.accelerator.unwrap_model(model)
+    net.eval()
+    error = feature_error(student, ctx.family, *held, batch_size=config.batch_size)
+    net.train()
+    if not config.train_norm_stats:
+        freeze_norm_stats(net)
+    p.curve.append((p.step, error))
+    if error < p.best_error:
+        p.best_step, p.best_error = p.step, error
+        p.best_state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
 
+
+def _step_loss(
+    model: nn.Module,
+    batch,
+    *,
+    step: int,
+    objective: Objective,
+    augmentation: Augmentation | None,
+    teacher_targets: bool,
+    seed: int,
+    ctx: LossContext,
+) -> torch.Tensor:
+    """This rank's loss on its share of one global batch, weighted by that share."""
+    accelerator = ctx.accelerator
+    x, t = (v.to(accelerator.device) for v in batch[:2])
+    if augmentation is not None:  # a function of (seed, step): a resumed run augments as the uninterrupted one did
+        x = augmentation.batch(x, torch.Generator().manual_seed(seed * 1_000_003 + step))
+    mine = rank_share(len(x), accelerator.num_processes, accelerator.process_index)
+    # this rank's mean loss counts for its share of the global batch (DDP divides the gradients' sum by N)
+    weight = (mine.stop - mine.start) * accelerator.num_processes / len(x)
+    x, t = x[mine], t[mine]
+    if teacher_targets:  # the teacher's outputs of the images as trained on (augmented, or tapped by stage)
+        with torch.no_grad():
+            t = objective.teacher_target(ctx.teacher, ctx.family, x)
+    loss = objective.loss(model, x, t, ctx)
+    return loss * weight if weight != 1 else loss
+
+
+def _step_fn(model: nn.Module, objective: Objective, augmentation: str, dataset_augmented: bool, seed: int, ctx):
+    """`_step_loss` with what is fixed for the run bound: the batch augmentation (none when the dataset itself is
+    augmented) and whether the targets are the teacher's outputs of each batch as trained on."""
+    batch_aug = None if dataset_augmented else get_augmentation(augmentation)
+    batch_aug = batch_aug if batch_aug is not None and batch_aug.batch is not None else None
+    label_free = not objective.needs_labels and (dataset_augmented or batch_aug is not None)
+    teacher_targets = label_free or ctx.taps is not None
+    return functools.partial(
+        _step_loss,
+        model,
+        objective=objective,
+        augmentation=batch_aug,
+        teacher_targets=teacher_targets,
+        seed=seed,
+        ctx=ctx,
+    )
+
+
+def _log_step(p: _Progress, loss: float, iterations: int, log_every: int, bar, schedule, accelerator) -> None:
+    p.window.append(loss)
+    bar.update(1)
+    if p.step % log_every == 0 or p.step == iterations:
+        p.losses.append(sum(p.window) / len(p.window))
+        bar.set_postfix(loss=f"{p.losses[-1]:.4g}")
+        logger.info("finetune: step %d/%d loss %.5g", p.step, iterations, p.losses[-1])
+        accelerator.log({"finetune/loss": p.losses[-1], "finetune/lr": schedule.get_last_lr()[0]}, step=p.step)
+        p.window = []
+
+
+def _train(
+    p: _Progress,
+    model: nn.Module,
+    optimizer,
+    schedule,
+    batches,
+    step_loss,
+    config: FinetuneConfig,
+    held,
+    student: nn.Module,
+    ctx: LossContext,
+    ckpt_dir: Path | None,
+    log_every: int,
+) -> None:
+    """The optimiser steps from `p.step` to `config.iterations`: log, held-out checks and checkpoints on the way."""
     from tqdm.auto import tqdm
 
+    accelerator = ctx.accelerator
+    model.train()
+    if not config.train_norm_stats:
+        freeze_norm_stats(model)
     bar = tqdm(
-        total=config.iterations, initial=step, desc="mimic finetune", disable=not accelerator.is_local_main_process
+        total=config.iterations, initial=p.step, desc="mimic finetune", disable=not accelerator.is_local_main_process
     )
-    on_batch = config.augmentation in ("flip", "crop", "mixup") and augmented is None
-    if step == 0:
-        check_holdout()  # the starting point (the scan's adaptors) may be the best there is
-    while step < config.iterations:
-        x, t = (v.to(accelerator.device) for v in next(batches)[:2])
-        if on_batch:  # a function of (seed, step): a resumed run augments as the uninterrupted one did
-            x = augment_batch(x, config.augmentation, torch.Generator().manual_seed(seed * 1_000_003 + step))
-        mine = rank_share(len(x), accelerator.num_processes, accelerator.process_index)
-        # this rank's mean loss counts for its share of the global batch (DDP divides the gradients' sum by N)
-        weight = (mine.stop - mine.start) * accelerator.num_processes / len(x)
-        x, t = x[mine], t[mine]
-        if (augmented is not None and objective != "ce") or taps is not None or (on_batch and objective != "ce"):
-            with torch.no_grad():
-                t = family.forward_features(teacher, x)  # features+kd: its logits are taken from these below
-                if objective == "kd":
-                    t = family.forward_head(teacher, t)
-        if taps is not None:
-            # every stage's output as well as the pre-pooling features, each relative to the teacher's mean
-            # square, averaged (a stage the student has no block left in has no term)
-            teacher_stages = taps[1].take()
-            feats = model(x)
-            student_stages = taps[0].take()
-            terms = [_relative_mse(feats, t, accelerator)]
-            terms += [
-                _relative_mse(student_stages[s], teacher_stages[s], accelerator)
-                for s in student_stages
-                if s in teacher_stages
-            ]
-            loss = torch.stack(terms).mean()
-        elif objective == "features+kd":
-            # the feature error relative to the teacher features' mean square (scale-free, like the KL term),
-            # plus the KL to the teacher's logits: two terms of comparable size whatever the model
-            feats = model(x)
-            with torch.no_grad():
-                teacher_logits = family.forward_head(teacher, t)
-            logits = family.forward_head(accelerator.unwrap_model(model).model, feats)
-            loss = _relative_mse(feats, t, accelerator) + _loss("kd", logits, teacher_logits, config.kd_temperature)
-        else:
-            loss = _loss(objective, as_logits(model(x)), t, config.kd_temperature)
-        if weight != 1:
-            loss = loss * weight
-        mean_loss = check_finite(loss, phase="finetune", step=step, accelerator=accelerator)
+    if p.step == 0:
+        _check_holdout(p, held, model, student, config, ctx)  # the starting point (the scan's adaptors) may be best
+    while p.step < config.iterations:
+        loss = step_loss(next(batches), step=p.step)
+        mean_loss = check_finite(loss, phase="finetune", step=p.step, accelerator=accelerator)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
         schedule.step()
-        step += 1
-        window.append(mean_loss.item())
-        bar.update(1)
-        if step % log_every == 0 or step == config.iterations:
-            losses.append(sum(window) / len(window))
-            bar.set_postfix(loss=f"{losses[-1]:.4g}")
-            logger.info("finetune: step %d/%d loss %.5g", step, config.iterations, losses[-1])
-            accelerator.log({"finetune/loss": losses[-1], "finetune/lr": schedule.get_last_lr()[0]}, step=step)
-            window = []
-        if step % config.holdout_every == 0 or step == config.iterations:
-            check_holdout()
+        p.step += 1
+        _log_step(p, mean_loss.item(), config.iterations, log_every, bar, schedule, accelerator)
+        if p.step % config.holdout_every == 0 or p.step == config.iterations:
+            _check_holdout(p, held, model, student, config, ctx)
         every = config.checkpoint_every
-        if ckpt_dir is not None and every and step % every == 0 and step < config.iterations:
-            checkpoint()
+        if ckpt_dir is not None and every and p.step % every == 0 and p.step < config.iterations:
+            _checkpoint(ckpt_dir, p, model, optimizer, schedule, accelerator)
     bar.close()
-    if held is not None and best["state"] is not None and best["step"] != step:
-        logger.info(
-            "finetune: held-out feature error lowest at step %d (%.4g), last %.4g: keeping step %d's weights",
-            best["step"],
-            best["error"],
-            curve[-1][1] if curve else float("nan"),
-            best["step"],
+
+
+def mimic_finetune(
+    student: nn.Module,
+    teacher: nn.Module,
+    family: BackboneFamily,
+    images: torch.Tensor | None,
+    *,
+    config: FinetuneConfig,
+    accelerator,
+    targets: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    augmented: Dataset | None = None,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    log_every: int = 50,
+) -> FinetuneResult:
+    """Train `student` (in place) to mimic `teacher`'s pre-pooling features (or, as baselines, its logits or labels).
+
+    Args:
+        student: the pruned network, adaptors included; its classifier is frozen unless the objective trains it.
+        teacher: the original network (only used when `targets` is None or with augmentation).
+        family: the backbone family of both.
+        images: the preprocessed tiny set (N, C, H, W); ignored when `augmented` is given.
+        config: objective, augmentation, iterations, batch size, optimiser, schedule.
+        accelerator: an `accelerate.Accelerator`.
+        targets: the teacher's features of `images` (logits for the `kd` objective), if already computed.
+        labels: class labels of `images`, for an objective that needs labels (`ce`).
+        augmented: a Dataset of (augmented image, label) pairs to train on instead of `images`.
+        seed: seeds shuffling.
+        work_dir: where to checkpoint every `config.checkpoint_every` steps and resume from.
+        log_every: steps per logged loss.
+    """
+    start = time.perf_counter()
+    config = config.resolved(family, student)
+    objective = get_objective(config.objective)
+    model = _trainable(student, family, objective)
+    taps = (StageTaps(student, family), StageTaps(teacher, family)) if objective.stage_outputs else None
+    if objective.needs_labels and augmented is None and labels is None:
+        raise ValueError(
+            f"The `{objective.name}` objective needs labels: give a labelled tiny set, or use `features` (no labels "
+            "needed)."
         )
-    if taps is not None:
-        for tap in taps:
+    teacher.eval()
+    data = _Data(images, targets, labels, augmented)
+    if config.holdout:
+        data = _hold_out(data, teacher, family, config, seed)
+    loader = _loader(_dataset(data, objective, teacher, family, config.batch_size), config, accelerator, seed)
+    optimizer, schedule = _optimizer(model, config)
+    # the schedule is stepped here once per optimiser step: prepared, Accelerate would step it once per process
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ckpt_dir = Path(work_dir) if work_dir else None
+    p, saved = _resume(ckpt_dir, model, optimizer, schedule, accelerator)
+    resumed_from = p.step
+    batches = _batches(loader, p, config.iterations, saved)
+    ctx = LossContext(teacher, family, accelerator, config.kd_temperature, taps)
+    step_loss = _step_fn(model, objective, config.augmentation, augmented is not None, seed, ctx)
+    try:
+        _train(p, model, optimizer, schedule, batches, step_loss, config, data.held, student, ctx, ckpt_dir, log_every)
+    finally:
+        for tap in taps or ():
             tap.remove()
-    if not all(torch.isfinite(p).all() for p in student.parameters()):
+    if not all(torch.isfinite(param).all() for param in student.parameters()):
         raise FloatingPointError(
-            f"The finetune phase diverged: the weights hold NaN/inf after {step} steps. Lower `finetune.lr` (now {config.lr})."
+            f"The finetune phase diverged: the weights hold NaN/inf after {p.step} steps. Lower `finetune.lr` (now "
+            f"{config.lr})."
         )
-    if ckpt_dir is not None and not (saved is not None and saved["finished"]):
-        checkpoint(finished=True)  # a rerun of the same command loads this and trains no step
-    if held is not None and best["state"] is not None and best["step"] != step:
-        student.load_state_dict(best["state"], strict=True)
+    finished = saved is not None and saved["finished"]
+    if ckpt_dir is not None and not finished:
+        _checkpoint(ckpt_dir, p, model, optimizer, schedule, accelerator, finished=True)  # a rerun trains no step
+    _keep_best(p, data.held, student)
     model.eval()
     return FinetuneResult(
-        steps=step,
+        steps=p.step,
         seconds=time.perf_counter() - start,
-        losses=losses,
+        losses=p.losses,
         resumed_from=resumed_from,
-        reused_finished=bool(saved is not None and saved["finished"]),
-        holdout_curve=curve,
-        best_step=best["step"] if held is not None else None,
+        reused_finished=bool(finished),
+        holdout_curve=p.curve,
+        best_step=p.best_step if data.held is not None else None,
     )
+
+
+def _keep_best(p: _Progress, held, student: nn.Module) -> None:
+    """With a held-out slice: the weights of the step where its error was lowest, if not the last step's."""
+    if held is None or p.best_state is None or p.best_step == p.step:
+        return
+    logger.info(
+        "finetune: held-out feature error lowest at step %d (%.4g), last %.4g: keeping step %d's weights",
+        p.best_step,
+        p.best_error,
+        p.curve[-1][1] if p.curve else float("nan"),
+        p.best_step,
+    )
+    student.load_state_dict(p.best_state, strict=True)
 
 
 #: the eval metrics a compression reports by default (shipped `evaluate` modules: see `metrics/`)

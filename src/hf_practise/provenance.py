@@ -9,6 +9,7 @@ library versions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import platform
@@ -93,10 +94,19 @@ def recorded_command(
     return " ".join([prog, *words])
 
 
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the device: the GPU model, or the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
     """The machine a number was measured on: processor, cores, threads, OS and library versions."""
-    from .latency import device_name
-
     info: dict[str, Any] = {
         "cpu": device_name(torch.device("cpu")),
         "cores": os.cpu_count(),

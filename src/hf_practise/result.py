@@ -1,17 +1,14 @@
-"""`CompressionResult`: the compressed model, every number measured about it, and how to save, push and show it.
+"""`CompressionResult`: the compressed model and every number measured about it.
 
-`save_pretrained` writes the family's native checkpoint (so timm / transformers reload it without hf_practise),
-`practise_report.json` and the model card, to a temporary folder renamed when complete; `push_to_hub` uploads
-exactly that folder.
+It is a record: saving, pushing and exporting it live in `publish.py`, its model card and markdown tables in
+`card.py`; its methods of those names call them (neither module imports this one).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,56 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import card, publish
 from .backbones import BackboneFamily
 from .config import CompressionConfig
-from .files import check_output_location, save_directory_atomically
 from .latency import LatencyComparison
 from .mimic import FinetuneResult
 from .provenance import public_name
+from .publish import ONNX_FILE, REPORT_FILE, check_replaceable_output
 from .recoverability import ScanRow
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CompressionResult", "REPORT_FILE", "ONNX_FILE", "check_replaceable_output"]
-
-REPORT_FILE = "practise_report.json"
-ONNX_FILE = "model.onnx"
-#: the ONNX export's logits may differ from PyTorch's by this much (relative to the largest logit) before a warning
-ONNX_TOLERANCE = 1e-4
-
-
-def check_replaceable_output(folder: str | Path) -> None:
-    """Refuse to replace `folder` unless it is an earlier output of `save_pretrained`: it carries
-    `practise_report.json`, and (for outputs that list what they wrote) nothing else was added to it since.
-
-    Raises:
-        FileExistsError: naming what makes the folder someone else's and how to proceed.
-    """
-    folder = Path(folder)
-    report = folder / REPORT_FILE
-    if not report.is_file():
-        raise FileExistsError(
-            f"`{folder}` is not empty and is not an earlier hf_practise output (it has no {REPORT_FILE}), so "
-            "--overwrite / overwrite=True will not replace it: it may hold a teacher, a dataset or your own files. "
-            "Choose another output folder, or empty this one yourself."
-        )
-    try:
-        written = json.loads(report.read_text()).get("files")
-    except (OSError, ValueError, AttributeError) as e:
-        raise FileExistsError(
-            f"`{report}` is not a readable hf_practise report ({e}), so `{folder}` will not be replaced. Choose "
-            "another output folder, or empty this one yourself."
-        ) from e
-    if written is None:  # saved before outputs listed their files
-        return
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink()}
-    foreign = sorted(present - set(written))
-    if foreign:
-        raise FileExistsError(
-            f"`{folder}` is an earlier hf_practise output, but holds files hf_practise did not write "
-            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}), so it will not be replaced. Move them "
-            "out, or choose another output folder."
-        )
 
 
 @dataclass
@@ -212,176 +171,29 @@ class CompressionResult:
 
     def scan_table(self) -> str:
         """The scan as a markdown table, in forward order."""
-        chosen = {r.block: i + 1 for i, r in enumerate(self.dropped)}
-        lines = [
-            "| block | initial error | recoverability | latency saving | score | dropped | seconds |",
-            "| --- | ---: | ---: | ---: | ---: | :---: | ---: |",
-        ]
-        retried = 0
-        for r in self.scan:
-            mark = f"#{chosen[r.block]}" if r.block in chosen else ""
-            kept = "" if r.trained else " (identity kept)"
-            if r.trained and getattr(r, "retried", 0):
-                kept, retried = f" (lr {r.lr:.2g})", retried + 1
-            lines.append(
-                f"| {r.block} | {r.initial_error:.4g} | {r.recoverability:.4g}{kept} | {100 * r.latency_saving:.1f}% "
-                f"| {r.score:.4g} | {mark} | {r.seconds:.1f} |"
-            )
-        untrained = sum(not r.trained for r in self.scan)
-        if retried:
-            lines.append(
-                f"\n*lr*: on {retried} of {len(self.scan)} candidates adaptor training at the scan's rate raised the "
-                "feature error; the row is the retry from identity at the smaller rate shown."
-            )
-        if untrained:
-            lines.append(
-                f"\n*identity kept*: on {untrained} of {len(self.scan)} candidates adaptor training raised the feature "
-                "error, so the identity adaptors were kept and the recoverability is the initial error."
-            )
-        return "\n".join(lines)
+        return card.scan_table(self)
 
     def summary(self) -> str:
         """Before/after numbers as a markdown table."""
-        lat = self.latency
-
-        def top1(v: float | None) -> str:
-            return "-" if v is None else f"{100 * v:.2f}%"
-
-        rows = [
-            "| | teacher | compressed | change |",
-            "| --- | ---: | ---: | ---: |",
-            f"| latency (ms / batch {lat.base.batch_size}) | {lat.base.median_ms:.2f} | {lat.candidate.median_ms:.2f} "
-            f"| -{100 * lat.reduction:.1f}% |",
-            f"| MACs / image | {self.macs_before / 1e6:.1f}M | {self.macs_after / 1e6:.1f}M "
-            f"| -{100 * (1 - self.macs_after / self.macs_before):.1f}% |",
-            f"| params | {self.params_before / 1e6:.2f}M | {self.params_after / 1e6:.2f}M "
-            f"| -{100 * (1 - self.params_after / self.params_before):.1f}% |",
-            f"| blocks per stage | {self.depths_before} | {self.depths_after} | -{len(self.dropped)} |",
-            f"| top-1 | {top1(self.top1_before)} | {top1(self.top1_after)} | "
-            + (
-                f"{100 * (self.top1_after - self.top1_before):+.2f} pts |"
-                if self.top1_before is not None and self.top1_after is not None
-                else "- |"
-            ),
-        ]
-        rows += [
-            f"| {name} | {before:.4g} | {self.metrics_after.get(name, float('nan')):.4g} | "
-            f"{self.metrics_after.get(name, float('nan')) - before:+.4g} |"
-            for name, before in self.other_metrics()
-        ]
-        device = (
-            f"{lat.base.device} ({lat.base.device_name}), {lat.base.threads} threads, input {list(lat.base.input_size)}"
-        )
-        notes = self.latency_notes()
-        return (
-            "\n".join(rows)
-            + f"\n\nLatency measured on {device}, in {lat.base.runtime()}."
-            + "".join(f"\n\n**Note**: {n}" for n in notes)
-        )
+        return card.summary_table(self)
 
     def export_onnx(
         self, path: str | Path | None = None, *, images: torch.Tensor | None = None, opset: int = 17
     ) -> dict[str, Any]:
-        """Export the compressed model to ONNX (dynamic batch, input `pixel_values`, output `logits`) and check it
-        against PyTorch in ONNX Runtime on `images` (default: the tiny-set images kept from the run).
-
-        The file is written by `save_pretrained` (and so uploaded by `push_to_hub`) as `model.onnx`, and to `path`
-        when given. Needs `pip install "hf-practise[onnx]"`.
-
-        Returns:
-            The parity record (also `result.onnx`): max |logit difference|, relative to the largest logit, images.
-        """
-        from .files import atomic_write_bytes
-        from .runtimes import export_onnx_bytes, require_backend
-        from .training import as_logits
-
-        require_backend("onnxruntime")
-        import onnxruntime as ort
-
-        source = "given"
-        if images is None and self.check_images is not None:
-            images, source = self.check_images, "tiny set"
-        if images is None:
-            source = "random"
-            size = tuple(self.family.data_config(self.model)["input_size"])
-            images = torch.randn(4, *size, generator=torch.Generator().manual_seed(0))
-        images = images.detach().float().cpu()
-        model = self.model.eval()
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            data = export_onnx_bytes(
-                model,
-                (images[:2].to(device),),
-                dynamic_batch=True,
-                input_names=["pixel_values"],
-                output_names=["logits"],
-                opset=opset,
-            )
-            reference = as_logits(model(images.to(device))).float().cpu()
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        exported = torch.from_numpy(session.run(None, {"pixel_values": images.numpy()})[0])
-        diff = (exported - reference).abs().max().item()
-        relative = diff / max(reference.abs().max().item(), 1e-12)
-        self.onnx = {
-            "file": ONNX_FILE,
-            "opset": opset,
-            "dynamic_batch": True,
-            "images": int(images.shape[0]),
-            "images_from": source,
-            "max_abs_logit_diff": diff,
-            "relative_diff": relative,
-            "onnxruntime": ort.__version__,
-            "torch": str(torch.__version__),
-            "bytes": len(data),
-        }
-        if relative > ONNX_TOLERANCE:
-            logger.warning(
-                "the ONNX export's logits differ from PyTorch's by %.3g (%.3g of the largest logit)", diff, relative
-            )
-        self.onnx_bytes = data
-        if path is not None:
-            atomic_write_bytes(Path(path), data)
-        logger.info("exported ONNX: max |logit difference| %.3g (relative %.3g)", diff, relative)
-        return self.onnx
+        """Export the compressed model to ONNX and check it against PyTorch in ONNX Runtime; see
+        `hf_practise.publish.export_onnx`."""
+        return publish.export_onnx(self, path, images=images, opset=opset)
 
     def save_pretrained(
         self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None
     ) -> Path:
-        """Write the compressed model so the family's own library reloads it, with its model card (README.md and
-        plots) and `practise_report.json`. The folder is written to a temporary sibling and renamed when complete.
-
-        Args:
-            save_directory: the folder to write; it must not exist or be empty unless `overwrite`. It may not be,
-                contain or lie inside a folder the run read (the model's, the dataset's, the work dir).
-            overwrite: replace a non-empty folder, when it is an earlier output of this method (it carries
-                `practise_report.json` and no file this method did not write); anything else is refused.
-            repo_id: the Hub repository the card's load snippet should name (a local path otherwise).
-        """
-        check_output_location(save_directory, self.input_paths)
-
-        def write(tmp: Path) -> None:
-            self.family.save_pretrained(self.model_to_save(), tmp, source_config=self.source)
-            if self.onnx_bytes is not None:
-                (tmp / ONNX_FILE).write_bytes(self.onnx_bytes)
-            name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
-            self.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
-            # written last, listing every file: the mark that lets a later --overwrite replace this folder
-            files = sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir()] + [REPORT_FILE])
-            (tmp / REPORT_FILE).write_text(json.dumps({**self.to_dict(), "files": files}, indent=2, default=str))
-
-        path = save_directory_atomically(
-            save_directory, write, overwrite=overwrite, may_replace=check_replaceable_output
-        )
-        self.saved_to = path
-        logger.info("saved the compressed model to %s", path)
-        return path
+        """Write the compressed model so the family's own library reloads it, with its model card and
+        `practise_report.json`; see `hf_practise.publish.save_pretrained`."""
+        return publish.save_pretrained(self, save_directory, overwrite=overwrite, repo_id=repo_id)
 
     def model_card(self, *, repo_id: str | None = None, directory: Path | None = None, name: str | None = None):
         """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given."""
-        from .card import render_model_card, save_plots
-
-        plots = save_plots(self, directory) if directory is not None else {}
-        return render_model_card(self, repo_id=repo_id, name=name, plots=plots)
+        return card.model_card(self, repo_id=repo_id, directory=directory, name=name)
 
     def push_to_hub(
         self,
@@ -392,30 +204,10 @@ class CompressionResult:
         revision: str | None = None,
         commit_message: str = "Upload model compressed with hf_practise",
     ) -> str:
-        """Upload exactly the folder `save_pretrained` wrote (saving to a temporary folder first if needed).
+        """Upload exactly the folder `save_pretrained` wrote; see `hf_practise.publish.push_to_hub`.
 
-        Returns the URL of the commit. A failed upload leaves the local folder in place and says how to retry.
+        Returns the URL of the commit.
         """
-        from huggingface_hub import HfApi
-
-        folder = self.saved_to
-        if folder is None or not folder.exists():
-            folder = Path(tempfile.mkdtemp(prefix="hf_practise-")) / repo_id.split("/")[-1]
-            self.save_pretrained(folder, repo_id=repo_id)
-        api = HfApi(token=token)
-        try:
-            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            info = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=str(folder),
-                commit_message=commit_message,
-                revision=revision,
-                repo_type="model",
-            )
-        except Exception as e:
-            raise RuntimeError(
-                f"Uploading {folder} to {repo_id} failed: {e}. The compressed model is saved in {folder}; retry with "
-                f"`huggingface-cli upload {repo_id} {folder}` or `result.push_to_hub({repo_id!r})`."
-            ) from e
-        logger.info("pushed %s to %s", folder, repo_id)
-        return str(getattr(info, "commit_url", info))
+        return publish.push_to_hub(
+            self, repo_id, private=private, token=token, revision=revision, commit_message=commit_message
+        )

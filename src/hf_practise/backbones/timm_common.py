@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data import fit_channels
 from .base import REMOVED_ATTR, BackboneFamily, layers_of
+from .saved_format import FORMAT_KEY, format_entry
 
 #: pretrained_cfg entries that point at the original weights, not at the saved ones
 _SOURCE_KEYS = ("file", "source", "state_dict", "url", "hf_hub_id", "hf_hub_filename", "test_input_size")
@@ -105,8 +106,6 @@ class TimmFamily(BackboneFamily):
                 model_config[key] = source_config[key]
         native = self.reloads_natively(model)
         if not native:
-            from ..compressed import FORMAT_KEY, format_entry
-
             # the original architecture (timm records the kwargs it was built with) and the removed blocks
             model_config[FORMAT_KEY] = format_entry(model, self.name)
         block_args = self.block_args(model) if native else None

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import fit_channels
 from .base import BackboneFamily
+from .saved_format import FORMAT_KEY, format_entry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -165,8 +166,6 @@ class TransformersFamily(BackboneFamily):
         plain transformers refuses the folder: "does not recognize this architecture" instead of building the
         original network with random weights where blocks are missing), and the weights as they are."""
         from safetensors.torch import save_model
-
-        from ..compressed import FORMAT_KEY, format_entry
 
         config = model.config.to_dict()
         config.pop("_name_or_path", None)  # where it was loaded from: a local path, as transformers' own save knows

@@ -4,7 +4,7 @@ timm builds EfficientNet/MobileNet stages from an architecture string and RegNet
 dataclass, and neither can be told "this stage has one block fewer" through `config.json`. Such a model is
 saved as its family's library saves the *original* architecture (`config.json` with `architecture` and
 `model_args`, `model.safetensors`) plus an `hf_practise` entry in `config.json` that lists the removed blocks.
-`load_compressed` builds the original architecture, removes those blocks and loads the weights strictly.
+`rebuild` builds the shallower network back from the original one; `hf_practise.load_compressed` reads the folder.
 Plain timm pointed at such a folder builds the original network and fails on the missing keys: it never loads
 a different network silently. A transformers model is saved the same way, with its config's `model_type` moved
 into the `hf_practise` entry (`model_type` becomes "hf_practise"), so plain transformers refuses the folder
@@ -13,17 +13,14 @@ instead of building the original network with random weights where blocks are mi
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .backbones.base import REMOVED_ATTR, BlockRef
+from .base import REMOVED_ATTR, BlockRef
+from .registry import get_family
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["FORMAT_KEY", "FORMAT_VERSION", "load_compressed", "format_entry"]
+__all__ = ["FORMAT_KEY", "FORMAT_VERSION", "format_entry", "rebuild"]
 
 FORMAT_KEY = "hf_practise"
 FORMAT_VERSION = 1
@@ -40,34 +37,8 @@ def format_entry(model: nn.Module, family_name: str) -> dict[str, Any]:
     }
 
 
-def load_compressed(
-    path_or_repo_id: str | Path,
-    *,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    **model_kwargs: Any,
-) -> nn.Module:
-    """Load a model saved in hf_practise's format (or any timm/transformers checkpoint) from a folder or the Hub.
-
-    Args:
-        path_or_repo_id: a local folder or a Hub repo id (`ORG/NAME`).
-        revision: a branch, tag or commit of a Hub repo.
-        token: a Hub token for private repos.
-        **model_kwargs: passed to the model constructor.
-
-    Returns:
-        The model in eval mode, with weights loaded strictly from `model.safetensors`.
-    """
-    from .hub import load_model
-
-    model, _ = load_model(str(path_or_repo_id), revision=revision, token=token, **model_kwargs)
-    return model.eval()
-
-
 def rebuild(model: nn.Module, entry: dict[str, Any], what: str) -> nn.Module:
     """Remove from the freshly built original `model` the blocks its `hf_practise` entry lists, in place."""
-    from .backbones import get_family
-
     version = entry.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
