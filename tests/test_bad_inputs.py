@@ -249,6 +249,9 @@ CLI_CASES = [
     Case("num-blocks-too-many", ["--num-blocks", "99"], r"only 4 droppable ones; use at most 4"),
     Case("both-targets", ["--num-blocks", "2", "--latency-reduction", "0.2"], r"not allowed with argument", 2),
     Case("unreachable-target", ["--latency-reduction", "0.99"], r"cannot be reached: dropping all 4"),
+    Case("blocks-not-droppable", ["--blocks", "layer2.0"], r"names \['layer2.0'\], which this model cannot drop"),
+    Case("blocks-and-num-blocks", ["--blocks", "layer1.1", "--num-blocks", "1"], r"not allowed with argument", 2),
+    Case("blocks-twice", ["--blocks", "layer1.1", "--blocks", "layer1.1"], r"non-empty list of distinct block"),
     # numbers of the phases
     Case("latency-batch-size-0", ["--latency-batch-size", "0"], r"--latency-batch-size\) must be an integer > 0"),
     Case("latency-repeats-0", ["--latency-repeats", "0"], r"--latency-repeats\) must be an integer > 0"),

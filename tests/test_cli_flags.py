@@ -76,6 +76,8 @@ def _other_value(f: dataclasses.Field, action, tmp_path: Path):
         return [str(tmp_path / "table.json")], {"layer1.1": 0.1}
     if f.name == "eval_metrics":
         return ["top_k_accuracy"], ["accuracy", "top_k_accuracy"]
+    if f.name == "blocks":
+        return ["layer3.1"], ["layer3.1"]
     if action.nargs == 0:  # a switch
         return [], True
     if action.choices:

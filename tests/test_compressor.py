@@ -566,3 +566,26 @@ def test_finetune_checkpoint_depends_on_the_scan_it_starts_from(tmp_path):
     assert folder(5) == folder(5)
     assert folder(5) != folder(6)
     assert folder(5, "identity") == folder(6, "identity")  # from identity, the scan's steps do not matter
+
+
+def test_fixed_blocks_are_dropped_as_given_and_finetuned_like_a_chosen_selection(tensors):
+    chosen = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=2)).compress(tensors)
+    blocks = [r.block for r in chosen.dropped]
+    fixed = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=None, blocks=blocks)).compress(tensors)
+    assert [r.block for r in fixed.dropped] == blocks and [r.block for r in fixed.scan] == sorted(
+        blocks, key=[r.block for r in chosen.scan].index
+    )  # only the given blocks are scanned
+    assert [c["step"] for c in fixed.selection] == ["fixed"]
+    assert "drop the given blocks" in fixed.model_card().content
+    for a, b in zip(chosen.model.state_dict().values(), fixed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same finetune from the same scan rows
+
+
+def test_fixed_blocks_must_be_droppable(tensors):
+    cfg = fast_config(num_blocks=None, blocks=["layer2.0"])  # a stage opener changes the width
+    with pytest.raises(ValueError, match=r"names \['layer2.0'\], which this model cannot drop; its droppable"):
+        PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+    with pytest.raises(ValueError, match="not both"):
+        fast_config(num_blocks=2, blocks=["layer1.1"])
+    with pytest.raises(ValueError, match="non-empty list of distinct"):
+        fast_config(num_blocks=None, blocks=["layer1.1", "layer1.1"])

@@ -308,11 +308,12 @@ def render_model_card(
     )
     cfg = result.config
     objective = get_objective(cfg.finetune.objective)
-    target = (
-        f"drop {cfg.num_blocks} blocks"
-        if cfg.num_blocks is not None
-        else f"{100 * cfg.latency_reduction:.0f}% lower latency"
-    )
+    if cfg.blocks is not None:
+        target = f"drop the given blocks ({', '.join(cfg.blocks)})"
+    elif cfg.num_blocks is not None:
+        target = f"drop {cfg.num_blocks} blocks"
+    else:
+        target = f"{100 * cfg.latency_reduction:.0f}% lower latency"
     eval_desc, top1_note = _eval_text(result)
     native = result.reloads_natively
     load_snippet = result.family.load_snippet(repo_id or "path/to/this/folder", hub=repo_id is not None, native=native)

@@ -249,7 +249,7 @@ def section_values(args: argparse.Namespace, section: str) -> dict[str, Any]:
 def build_config(args: argparse.Namespace) -> CompressionConfig:
     """The `CompressionConfig` of the parsed flags: each flag's value goes to its field."""
     top = section_values(args, "")
-    if args.num_blocks is not None:
+    if args.num_blocks is not None or args.blocks is not None:
         top["latency_reduction"] = None
     top["latency_table"] = read_latency_table(args.latency_table) if args.latency_table else None
     latency = section_values(args, "latency") | {"precision": latency_precision(args)}

@@ -61,7 +61,12 @@ def _final_check(cfg: CompressionConfig, measured: float, blocks: int) -> list[d
     """The final measurement against the target selection measured: a cut short of it by more than the tolerance
     means the timings moved between the two (another process on the machine, frequency scaling), and the result
     says so instead of passing it off as meeting the target."""
-    if cfg.num_blocks is not None or cfg.latency_table is not None or not math.isfinite(measured):
+    if (
+        cfg.num_blocks is not None
+        or cfg.blocks is not None
+        or cfg.latency_table is not None
+        or not math.isfinite(measured)
+    ):
         return []
     target = float(cfg.latency_reduction)
     if measured >= target - cfg.latency_tolerance:
@@ -349,6 +354,28 @@ class PractiseCompressor:
             )
         )
 
+    def _choose(
+        self, rows: Sequence[ScanRow], shares: dict[str, float], saved: dict | None, key: dict
+    ) -> tuple[list[ScanRow], list[dict]]:
+        """The blocks to drop: `config.blocks` as given, a selection saved in the work dir for the same `key`, or a
+        new one (saved there)."""
+        by_block = {r.block: r for r in rows}
+        if self.config.blocks is not None:
+            chosen = [by_block[b] for b in self.config.blocks]
+            predicted = sum(shares.get(b, 0.0) for b in self.config.blocks)
+            note = "blocks given by CompressionConfig.blocks (CLI: --blocks); no selection ran"
+            return chosen, [
+                {"blocks": len(chosen), "predicted": predicted, "measured": None, "step": "fixed", "note": note}
+            ]
+        if saved is not None and all(b in by_block for b in saved["blocks"]):
+            logger.info("selection reused from the work dir (%s)", SELECTION)
+            return [by_block[b] for b in saved["blocks"]], list(saved["checks"])
+        chosen, checks = self.select(rows)
+        if self.config.work_dir:
+            selection = {"blocks": [r.block for r in chosen], "checks": checks}
+            self._write_cache(Path(self.config.work_dir) / SELECTION, {"key": key, **selection})
+        return chosen, checks
+
     def saved_selection(self, key: dict) -> dict | None:
         """The blocks (and latency checks) a run with the same `key` chose, kept in the work dir: a rerun drops the
         same blocks and reuses their finetune, whatever the timings say this time."""
@@ -358,13 +385,35 @@ class PractiseCompressor:
         saved = read_json(path, "The saved block selection")
         return saved if isinstance(saved, dict) and saved.get("key") == key else None
 
+    def fixed_blocks(self) -> list | None:
+        """The candidates `config.blocks` names, in its order (None when selection chooses the blocks).
+
+        Raises:
+            ValueError: a name that is not a droppable block of this model, with the ones that are.
+        """
+        if self.config.blocks is None:
+            return None
+        cands = {c.path: c for c in self.candidates()}
+        unknown = [b for b in self.config.blocks if b not in cands]
+        if unknown:
+            raise ValueError(
+                f"`blocks` (CLI: --blocks) names {unknown}, which this model cannot drop; its droppable blocks are "
+                f"{list(cands)}."
+            )
+        return [cands[b] for b in self.config.blocks]
+
     def scan(
-        self, tiny: TinySet, *, targets: torch.Tensor | None = None, latency_saving: dict[str, float] | None = None
+        self,
+        tiny: TinySet,
+        *,
+        targets: torch.Tensor | None = None,
+        latency_saving: dict[str, float] | None = None,
+        blocks: Sequence | None = None,
     ) -> list[ScanRow]:
-        """Recoverability of every candidate, split across processes and gathered on all of them."""
+        """Recoverability of every candidate (or of `blocks` only), split across processes and gathered on all."""
         from accelerate.utils import gather_object
 
-        cands = self.candidates()
+        cands = list(blocks) if blocks is not None else self.candidates()
         if targets is None:
             targets = teacher_features(
                 self.model, self.family, tiny.images, batch_size=self.config.scan.batch_size
@@ -406,7 +455,7 @@ class PractiseCompressor:
             bar.close()
         if self.accelerator.num_processes > 1:
             rows = gather_object(rows)
-        order = {(c.stage, c.index): i for i, c in enumerate(cands)}
+        order = {(c.stage, c.index): i for i, c in enumerate(self.candidates())}  # forward order
         return sorted(rows, key=lambda r: order[(r.stage, r.index)])
 
     def select(self, rows: Sequence[ScanRow], *, criterion: str = "score") -> tuple[list[ScanRow], list[dict]]:
@@ -474,12 +523,53 @@ class PractiseCompressor:
             label_column: the label column of a `datasets.Dataset` (detected when None).
             skip_broken: leave out tiny-set images that cannot be decoded (logged) instead of failing on them.
         """
-        cfg, acc, family = self.config, self.accelerator, self.family
+        cfg, family = self.config, self.family
         times: dict[str, float] = {}
         torch.manual_seed(cfg.seed)
         self.check_candidates()
+        fixed = self.fixed_blocks()
         self.check_forward()
-        data_config = family.data_config(self.model)
+        self._note_channels()
+        if cfg.work_dir:
+            claim_work_dir(cfg.work_dir, model_fingerprint=self.source["fingerprint"], model_name=self._model_name)
+        with _phase(times, "data"):
+            tiny, eval_ds = self._load_data(
+                tiny_set,
+                eval_set,
+                num_samples=num_samples,
+                per_class=per_class,
+                image_column=image_column,
+                label_column=label_column,
+                skip_broken=skip_broken,
+            )
+        with _phase(times, "latency_table"):
+            fractions, _ = self.latency_table()
+            selection_key = self._selection_key(tiny, fractions)
+            saved = self.saved_selection(selection_key) if fixed is None else None
+            if saved is None and fixed is None:  # a saved selection met the target when it was made
+                self.check_reachable(fractions)
+        with _phase(times, "teacher_features"):
+            targets = teacher_features(self.model, family, tiny.images, batch_size=cfg.scan.batch_size).cpu()
+        with _phase(times, "scan"):
+            rows = self.scan(tiny, targets=targets, latency_saving=fractions, blocks=fixed)
+        with _phase(times, "select"):
+            chosen, checks = self._choose(rows, fractions, saved, selection_key)
+            logger.info("dropping %s", ", ".join(r.block for r in chosen))
+        with _phase(times, "finetune"):
+            augmented = self._augmented(tiny_set, tiny, image_column, label_column)
+            student, ft = self._finetune(chosen, tiny, targets, augmented)
+        result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, times)
+        if eval_set is not None:
+            result.eval_set = describe_source(eval_set)
+        hub_id = getattr(tiny_set, "_hf_practise_hub_id", None)
+        if hub_id:
+            result.tiny_set["hub_id"] = hub_id
+        result.input_paths = input_paths(self.source.get("name_or_path"), tiny_set, eval_set, work_dir=cfg.work_dir)
+        return result
+
+    def _note_channels(self) -> None:
+        """Say how images are converted when the model does not take 3 channels."""
+        data_config = self.family.data_config(self.model)
         channels = data_config["input_size"][0]
         if channels != 3:  # see `data.fit_channels` for the statistics of a grey model
             logger.info(
@@ -489,117 +579,105 @@ class PractiseCompressor:
                 [round(v, 4) for v in data_config["mean"]],
                 [round(v, 4) for v in data_config["std"]],
             )
-        if cfg.work_dir:
-            claim_work_dir(cfg.work_dir, model_fingerprint=self.source["fingerprint"], model_name=self._model_name)
-        with _phase(times, "data"):
-            tiny = load_tiny_set(
-                tiny_set,
-                transform=self.eval_transform(),
-                num_samples=num_samples,
-                per_class=per_class,
-                seed=cfg.seed,
-                image_column=image_column,
-                label_column=label_column,
-                skip_broken=skip_broken,
+
+    def _load_data(
+        self,
+        tiny_set: Any,
+        eval_set: Any,
+        *,
+        num_samples: int | None,
+        per_class: int | None,
+        image_column: str | None,
+        label_column: str | None,
+        skip_broken: bool,
+    ) -> tuple[TinySet, Any]:
+        """The tiny set and the eval set, preprocessed as the model expects; refuses labels a `ce` objective or the
+        eval set cannot use."""
+        cfg = self.config
+        tiny = load_tiny_set(
+            tiny_set,
+            transform=self.eval_transform(),
+            num_samples=num_samples,
+            per_class=per_class,
+            seed=cfg.seed,
+            image_column=image_column,
+            label_column=label_column,
+            skip_broken=skip_broken,
+        )
+        if cfg.finetune.objective == "ce" and tiny.labels is None and tiny.label_problem:
+            raise ValueError(f"The `ce` objective needs the tiny set's labels as class ids. {tiny.label_problem}")
+        if cfg.finetune.objective == "ce" and tiny.labels is None:
+            raise ValueError(
+                "The `ce` objective needs a label for every tiny-set image, and this tiny set has none (or not "
+                "for all). Use `features` (CLI: --objective features; no labels needed) or a labelled set."
             )
-            if cfg.finetune.objective == "ce" and tiny.labels is None and tiny.label_problem:
-                raise ValueError(f"The `ce` objective needs the tiny set's labels as class ids. {tiny.label_problem}")
-            if cfg.finetune.objective == "ce" and tiny.labels is None:
-                raise ValueError(
-                    "The `ce` objective needs a label for every tiny-set image, and this tiny set has none (or not "
-                    "for all). Use `features` (CLI: --objective features; no labels needed) or a labelled set."
-                )
-            bad = self.unpredictable_labels(tiny.labels.tolist()) if cfg.finetune.objective == "ce" else []
-            if bad:
-                raise ValueError(
-                    f"The `ce` objective trains the classifier on the tiny set's labels, but {self._labels_note(bad)}. "
-                    "Use a tiny set labelled with the model's classes, or a label-free objective (CLI: --objective "
-                    "features)."
-                )
-            eval_ds = (
-                as_torch_dataset(
-                    eval_set, transform=self.eval_transform(), image_column=image_column, label_column=label_column
-                )
-                if eval_set is not None
-                else None
+        bad = self.unpredictable_labels(tiny.labels.tolist()) if cfg.finetune.objective == "ce" else []
+        if bad:
+            raise ValueError(
+                f"The `ce` objective trains the classifier on the tiny set's labels, but {self._labels_note(bad)}. "
+                "Use a tiny set labelled with the model's classes, or a label-free objective (CLI: --objective "
+                "features)."
             )
-            if eval_ds is not None:
-                self.check_eval_labels(eval_ds)
-            logger.info("tiny set: %d images from %s (fingerprint %s)", len(tiny), tiny.source, tiny.fingerprint)
-        with _phase(times, "latency_table"):
-            fractions, _ = self.latency_table()
-            selection_key = self._selection_key(tiny, fractions)
-            saved = self.saved_selection(selection_key)
-            if saved is None:  # a saved selection met the target when it was made
-                self.check_reachable(fractions)
-        with _phase(times, "teacher_features"):
-            targets = teacher_features(self.model, family, tiny.images, batch_size=cfg.scan.batch_size).cpu()
-        with _phase(times, "scan"):
-            rows = self.scan(tiny, targets=targets, latency_saving=fractions)
-        with _phase(times, "select"):
-            by_block = {r.block: r for r in rows}
-            if saved is not None and all(b in by_block for b in saved["blocks"]):
-                chosen, checks = [by_block[b] for b in saved["blocks"]], list(saved["checks"])
-                logger.info("selection reused from the work dir (%s)", SELECTION)
-            else:
-                chosen, checks = self.select(rows)
-                if cfg.work_dir:
-                    selection = {"blocks": [r.block for r in chosen], "checks": checks}
-                    self._write_cache(Path(cfg.work_dir) / SELECTION, {"key": selection_key, **selection})
-            logger.info("dropping %s", ", ".join(r.block for r in chosen))
-        with _phase(times, "finetune"):
-            augmented = self._augmented(tiny_set, tiny, image_column, label_column)
-            feature_targets = targets if cfg.finetune.objective in ("features", "features+kd") else None
-            diverged: list[float] = []
-            while True:
-                student = self.build_student(chosen)
-                try:
-                    ft = mimic_finetune(
-                        student,
-                        self.model,
-                        family,
-                        tiny.images,
-                        config=cfg.finetune,
-                        accelerator=acc,
-                        seed=cfg.seed,
-                        targets=feature_targets,
-                        labels=tiny.labels,
-                        augmented=augmented,
-                        work_dir=self._finetune_dir(chosen, tiny),
-                    )
-                    break
-                except FloatingPointError as e:
-                    if len(diverged) >= cfg.finetune.retries:
-                        raise
-                    # the run is thrown away (its weights are not finite): again from the scan's adaptors, smaller steps
-                    diverged.append(cfg.finetune.lr)
-                    lr = cfg.finetune.lr / 10
-                    logger.warning(
-                        "finetune: %s Starting again at lr %g (FinetuneConfig.retries: %d left).",
-                        e,
-                        lr,
-                        cfg.finetune.retries - len(diverged),
-                    )
-                    self.config = cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, lr=lr))
-            ft.diverged_lrs = diverged
-            student = acc.unwrap_model(student)
-            acc.free_memory()
-            if cfg.finetune.recalibrate_norms:
-                n = recalibrate_norm_stats(student, tiny.images, batch_size=cfg.finetune.batch_size)
-                logger.info("re-estimated the statistics of %d BatchNorm layers on the tiny set", n)
-            fold_adaptors(student)
-            student.eval()
-            for p in student.parameters():
-                p.requires_grad_(False)
-            self._check_outputs(student, tiny)
-        result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, times)
-        if eval_set is not None:
-            result.eval_set = describe_source(eval_set)
-        hub_id = getattr(tiny_set, "_hf_practise_hub_id", None)
-        if hub_id:
-            result.tiny_set["hub_id"] = hub_id
-        result.input_paths = input_paths(self.source.get("name_or_path"), tiny_set, eval_set, work_dir=cfg.work_dir)
-        return result
+        eval_ds = (
+            as_torch_dataset(
+                eval_set, transform=self.eval_transform(), image_column=image_column, label_column=label_column
+            )
+            if eval_set is not None
+            else None
+        )
+        if eval_ds is not None:
+            self.check_eval_labels(eval_ds)
+        logger.info("tiny set: %d images from %s (fingerprint %s)", len(tiny), tiny.source, tiny.fingerprint)
+        return tiny, eval_ds
+
+    def _finetune(self, chosen: Sequence[ScanRow], tiny: TinySet, targets: torch.Tensor, augmented: Any):
+        """Build the student without `chosen`, mimic-finetune it (again at a tenth of the rate when the loss turns
+        non-finite, `FinetuneConfig.retries` times), fold its adaptors. Returns (student, FinetuneResult)."""
+        cfg, acc, family = self.config, self.accelerator, self.family
+        feature_targets = targets if cfg.finetune.objective in ("features", "features+kd") else None
+        diverged: list[float] = []
+        while True:
+            student = self.build_student(chosen)
+            try:
+                ft = mimic_finetune(
+                    student,
+                    self.model,
+                    family,
+                    tiny.images,
+                    config=cfg.finetune,
+                    accelerator=acc,
+                    seed=cfg.seed,
+                    targets=feature_targets,
+                    labels=tiny.labels,
+                    augmented=augmented,
+                    work_dir=self._finetune_dir(chosen, tiny),
+                )
+                break
+            except FloatingPointError as e:
+                if len(diverged) >= cfg.finetune.retries:
+                    raise
+                # the run is thrown away (its weights are not finite): again from the scan's adaptors, smaller steps
+                diverged.append(cfg.finetune.lr)
+                lr = cfg.finetune.lr / 10
+                logger.warning(
+                    "finetune: %s Starting again at lr %g (FinetuneConfig.retries: %d left).",
+                    e,
+                    lr,
+                    cfg.finetune.retries - len(diverged),
+                )
+                self.config = cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, lr=lr))
+        ft.diverged_lrs = diverged
+        student = acc.unwrap_model(student)
+        acc.free_memory()
+        if cfg.finetune.recalibrate_norms:
+            n = recalibrate_norm_stats(student, tiny.images, batch_size=cfg.finetune.batch_size)
+            logger.info("re-estimated the statistics of %d BatchNorm layers on the tiny set", n)
+        fold_adaptors(student)
+        student.eval()
+        for p in student.parameters():
+            p.requires_grad_(False)
+        self._check_outputs(student, tiny)
+        return student, ft
 
     @property
     def _model_name(self) -> str | None:

@@ -326,6 +326,14 @@ class CompressionConfig:
         default=None,
         metadata={"help": "drop exactly this many blocks instead (overrides latency_reduction)", "exclusive": "target"},
     )
+    blocks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "drop exactly these blocks (dotted paths, as the scan table names them) instead of choosing: "
+            "only they are scanned, for the finetune's starting adaptors (CLI: repeatable)",
+            "exclusive": "target",
+        },
+    )
     latency_tolerance: float = field(
         default=0.06,
         metadata={"help": "a measured cut more than this above the target is an overshoot: selection comes back"},
@@ -371,14 +379,25 @@ class CompressionConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.num_blocks is None and self.latency_reduction is None:
+        if self.blocks is not None:
+            _check(
+                isinstance(self.blocks, (list, tuple))
+                and len(self.blocks) > 0
+                and all(isinstance(b, str) and b for b in self.blocks)
+                and len(set(self.blocks)) == len(self.blocks),
+                f"`blocks` (CLI: --blocks) is a non-empty list of distinct block paths; got {self.blocks!r}.",
+            )
+            _check(self.num_blocks is None, "Set `blocks` or `num_blocks` (CLI: --blocks / --num-blocks), not both.")
+            self.blocks = list(self.blocks)
+            self.latency_reduction = None  # the blocks are the target
+        elif self.num_blocks is None and self.latency_reduction is None:
             raise ValueError("Set a target: `latency_reduction` (e.g. 0.22) or `num_blocks` (e.g. 3).")
         if self.num_blocks is not None:
             _check(
                 isinstance(self.num_blocks, int) and not isinstance(self.num_blocks, bool) and self.num_blocks >= 1,
                 f"`num_blocks` (CLI: --num-blocks) must be at least 1, got {self.num_blocks!r}.",
             )
-        else:
+        elif self.blocks is None:
             r = self.latency_reduction
             _check(
                 isinstance(r, (int, float)) and math.isfinite(r) and 0.0 < r < 1.0,
