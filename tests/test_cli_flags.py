@@ -137,3 +137,10 @@ def test_the_console_script_and_the_module_run():
         assert "usage: hf-practise compress" in proc.stdout and "--scan-stage-cache-mb" in proc.stdout
     proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "COMMAND" in proc.stderr
+
+
+def test_a_repeated_flag_is_recorded_so_that_it_parses_back():
+    args = cli.parse_args([*BASE, "--blocks", "layer1.1", "--blocks", "layer2.1", "--metric", "top_k_accuracy"])
+    words = cli.reproduce_command(args).split()[3:]  # after `accelerate launch examples/compress.py`
+    again = cli.parse_args(["compress", *words] if words[0] != "compress" else words)
+    assert again.blocks == ["layer1.1", "layer2.1"] and again.metric == ["top_k_accuracy"]

@@ -161,3 +161,18 @@ def test_a_symlinked_output_stays_a_link_and_its_target_is_written(project, tmp_
     assert dangling.is_symlink() and (tmp_path / "elsewhere" / REPORT_FILE).is_file()
     with torch.no_grad():
         assert torch.isfinite(result.model(torch.randn(1, 3, 32, 32))).all()
+
+
+def test_an_output_saved_before_reports_listed_files_is_replaced_only_with_its_own_files(project, tmp_path):
+    _, result = project
+    out = tmp_path / "old"
+    out.mkdir()
+    for name in ("config.json", "model.safetensors", "README.md", "block_scores.png"):
+        (out / name).write_text("x")
+    (out / REPORT_FILE).write_text(json.dumps({"dropped_blocks": []}))  # no "files": an older hf_practise
+    (out / "eval_log.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"did not write \(eval_log.txt\)"):
+        result.save_pretrained(out, overwrite=True)
+    (out / "eval_log.txt").unlink()
+    result.save_pretrained(out, overwrite=True)
+    assert "files" in json.loads((out / REPORT_FILE).read_text())

@@ -298,11 +298,15 @@ class PractiseCompressor:
                 }
             )
         )
-        if cache is not None and cache.exists():
-            saved = read_json(cache, "The saved latency shares")
-            if saved.get("key") == key:
-                logger.info("latency shares reused from %s", cache)
-                return {k: float(v) for k, v in saved["shares"].items()}, None
+
+        def reuse() -> dict[str, float] | None:
+            saved = read_json(cache, "The saved latency shares") if cache is not None and cache.exists() else {}
+            return {k: float(v) for k, v in saved["shares"].items()} if saved.get("key") == key else None
+
+        reused = self._on_main(reuse)  # decided once: every process then calls the same collectives
+        if reused is not None:
+            logger.info("latency shares reused from %s", cache)
+            return reused, None
         # the shares are checked against the model without every block that may go at once, timed beside them
         removable = self.family.feasible(self.model, cands)
 
@@ -545,7 +549,8 @@ class PractiseCompressor:
         with _phase(times, "latency_table"):
             fractions, _ = self.latency_table()
             selection_key = self._selection_key(tiny, fractions)
-            saved = self.saved_selection(selection_key) if fixed is None else None
+            # decided on the main process: a rank that skipped selection would miss its collectives
+            saved = self._on_main(lambda: self.saved_selection(selection_key)) if fixed is None else None
             if saved is None and fixed is None:  # a saved selection met the target when it was made
                 self.check_reachable(fractions)
         with _phase(times, "teacher_features"):

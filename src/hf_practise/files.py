@@ -47,6 +47,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (`/proc/self/status`)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -86,9 +91,9 @@ def _exchange(a: Path, b: Path) -> bool:
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, f"Could not swap `{a}` and `{b}`: {os.strerror(err)}")
+    if err == errno.ENOENT:
+        raise OSError(err, f"Could not swap `{a}` and `{b}`: {os.strerror(err)}")
+    return False  # not supported here (ENOSYS, EINVAL, a sandbox's EPERM, ...): the two renames will say more
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -175,6 +180,10 @@ def check_writable_parent(target: str | Path) -> None:
         PermissionError: the nearest existing parent folder cannot be written.
     """
     target = Path(target)
+    real = target.resolve() if target.is_symlink() else target
+    if real.parent.is_dir():  # a previous output set aside by a writer killed mid-swap is back before we look
+        with contextlib.suppress(OSError):
+            _remove_stale_siblings(real)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"`{target}` is a file; the output must be a folder. Choose another path.")
     parent = target.parent.absolute()
@@ -231,6 +240,8 @@ def save_directory_atomically(
     try:
         write(tmp)
         tmp.chmod(0o777 & ~_umask())  # mkdtemp's folder is private (0700); a plain mkdir's is not
+        if may_replace is not None and target.exists() and any(target.iterdir()):
+            may_replace(target)  # again: files added while `write` ran are someone's too
         if target.exists() and _exchange(tmp, target):
             _remove(tmp)  # now the previous folder
         elif target.exists():

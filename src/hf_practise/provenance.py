@@ -89,8 +89,11 @@ def recorded_command(
             words.append(flag)
             continue
         values = value if isinstance(value, (list, tuple)) else [value]
-        shown = [public_name(v) if action.dest in paths else v for v in values]
-        words += [flag, *(shlex.quote(str(v)) for v in shown)]
+        shown = [shlex.quote(str(public_name(v) if action.dest in paths else v)) for v in values]
+        if isinstance(action, argparse._AppendAction):  # repeatable: the flag before each value
+            words += [w for v in shown for w in (flag, v)]
+        else:
+            words += [flag, *shown]
     return " ".join([prog, *words])
 
 

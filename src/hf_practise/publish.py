@@ -40,6 +40,12 @@ ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-4
 
 
+#: the files `save_pretrained` wrote before reports listed them (besides its .png plots)
+LEGACY_FILES = frozenset(
+    {"config.json", "model.safetensors", "README.md", REPORT_FILE, ONNX_FILE, "preprocessor_config.json"}
+)
+
+
 def check_replaceable_output(folder: str | Path) -> None:
     """Refuse to replace `folder` unless it is an earlier output of `save_pretrained`: it carries
     `practise_report.json`, and (for outputs that list what they wrote) nothing else was added to it since.
@@ -62,10 +68,11 @@ def check_replaceable_output(folder: str | Path) -> None:
             f"`{report}` is not a readable hf_practise report ({e}), so `{folder}` will not be replaced. Choose "
             "another output folder, or empty this one yourself."
         ) from e
-    if written is None:  # saved before outputs listed their files
-        return
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink()}
-    foreign = sorted(present - set(written))
+    if written is None:  # saved before outputs listed their files: only the names that saver wrote are ours
+        foreign = sorted(f for f in present if f not in LEGACY_FILES and not f.endswith(".png") or "/" in f)
+    else:
+        foreign = sorted(present - set(written))
     if foreign:
         raise FileExistsError(
             f"`{folder}` is an earlier hf_practise output, but holds files hf_practise did not write "
