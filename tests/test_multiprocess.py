@@ -165,6 +165,17 @@ def test_a_loss_that_is_not_finite_on_one_process_stops_every_process(tmp_path):
 def _finetune_curve(out: str, objective: str, batch_size: int, holdout: int) -> None:
     """A short finetune of a tiny resnet18 (one block dropped) on 14 random images; the main process saves the
     per-step loss curve, the held-out curve and the weights to `out`."""
+    # a forked child must not use the thread pool its parent started (OpenMP hangs there): one thread, as the
+    # `accelerate launch` runs of this module (OMP_NUM_THREADS=1); equal losses do not depend on it
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _finetune_curve_in(out, objective, batch_size, holdout)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _finetune_curve_in(out: str, objective: str, batch_size: int, holdout: int) -> None:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
