@@ -23,6 +23,7 @@ from .test_backbones import reload_in_plain_timm
 from .test_compressor import image_dataset
 
 SCRIPT = str(REPO / "examples" / "compress.py")
+WORKER = str(REPO / "tests" / "multiprocess_worker.py")
 ARGS = [
     "--num-samples",
     "16",
@@ -50,6 +51,20 @@ ARGS = [
 def accelerate_bin() -> str | None:
     exe = os.path.join(os.path.dirname(sys.executable), "accelerate")
     return exe if os.path.exists(exe) else shutil.which("accelerate")
+
+
+def launch_two(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `script` on 2 CPU processes (gloo), one thread each, the repository importable."""
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return subprocess.run(
+        [accelerate_bin(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+        + ["--mixed_precision", "no", "--dynamo_backend", "no", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.skipif(accelerate_bin() is None, reason="needs the accelerate CLI")
@@ -148,65 +163,13 @@ def test_a_loss_that_is_not_finite_on_one_process_stops_every_process(tmp_path):
     # on one rank only)
     script = tmp_path / "nan_on_one_rank.py"
     script.write_text(NAN_ON_ONE_RANK)
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    run = subprocess.run(
-        [accelerate_bin(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-        + ["--mixed_precision", "no", "--dynamo_backend", "no", str(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = launch_two(str(script))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "rank 0 stopped" in run.stdout and "rank 1 stopped" in run.stdout, run.stdout
     assert "not on another process" in run.stdout and "(nan)" in run.stdout
 
 
-def _finetune_curve(out: str, objective: str, batch_size: int, holdout: int) -> None:
-    """A short finetune of a tiny resnet18 (one block dropped) on 14 random images; the main process saves the
-    per-step loss curve, the held-out curve and the weights to `out`."""
-    # a forked child must not use the thread pool its parent started (OpenMP hangs there): one thread, as the
-    # `accelerate launch` runs of this module (OMP_NUM_THREADS=1); equal losses do not depend on it
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _finetune_curve_in(out, objective, batch_size, holdout)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _finetune_curve_in(out: str, objective: str, batch_size: int, holdout: int) -> None:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    from hf_practise import FinetuneConfig, build_pruned, get_family, mimic_finetune
-
-    from .conftest import tiny_resnet
-
-    AcceleratorState._reset_state(reset_partial_state=True)  # a state left by an earlier test, or the parent's
-    acc = Accelerator(cpu=True)
-    teacher = tiny_resnet("resnet18")
-    family = get_family(teacher)
-    student = build_pruned(teacher, family, family.candidates(teacher)[:1])
-    images = torch.randn(14, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    config = FinetuneConfig(iterations=5, batch_size=batch_size, objective=objective, holdout=holdout, holdout_every=2)
-    res = mimic_finetune(
-        student,
-        teacher,
-        family,
-        images,
-        config=config,
-        accelerator=acc,
-        labels=torch.arange(14) % 5,
-        seed=3,
-        log_every=1,
-    )
-    if acc.is_main_process:
-        torch.save({"losses": res.losses, "holdout": res.holdout_curve, "state": student.state_dict()}, out)
-    acc.wait_for_everyone()
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
+@pytest.mark.skipif(accelerate_bin() is None, reason="needs the accelerate CLI")
 @pytest.mark.parametrize(
     "objective, batch_size, holdout",
     [
@@ -218,11 +181,11 @@ def _finetune_curve_in(out: str, objective: str, batch_size: int, holdout: int) 
 def test_two_processes_compute_the_one_process_loss_at_every_step(tmp_path, objective, batch_size, holdout):
     # Accelerate's sharded loader repeated a tiny set smaller than the batch on every rank (mixup then drew its
     # partners from 2x the images) and dropped the odd image of an uneven split: the curves parted at step 0
-    from accelerate import debug_launcher
+    from .multiprocess_worker import finetune_curve
 
-    args = (objective, batch_size, holdout)
-    debug_launcher(_finetune_curve, args=(str(tmp_path / "two.pt"), *args), num_processes=2)
-    _finetune_curve(str(tmp_path / "one.pt"), *args)
+    two = launch_two(WORKER, str(tmp_path / "two.pt"), objective, str(batch_size), str(holdout))
+    assert two.returncode == 0, two.stderr[-3000:]
+    finetune_curve(str(tmp_path / "one.pt"), objective, batch_size, holdout)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert len(one["losses"]) == len(two["losses"]) == 5
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=0)
@@ -232,9 +195,8 @@ def test_two_processes_compute_the_one_process_loss_at_every_step(tmp_path, obje
         torch.testing.assert_close(two["state"][name], weight, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.skipif(accelerate_bin() is None, reason="needs the accelerate CLI")
 def test_a_global_batch_smaller_than_the_processes_is_refused(tmp_path):
-    from accelerate import debug_launcher
-
-    with pytest.raises(Exception, match="fewer than the 2 processes"):
-        debug_launcher(_finetune_curve, args=(str(tmp_path / "two.pt"), "features", 1, 0), num_processes=2)
+    run = launch_two(WORKER, str(tmp_path / "two.pt"), "features", "1", "0")
+    assert run.returncode != 0 and "fewer than the 2 processes" in run.stderr, run.stderr[-3000:]
     assert not (tmp_path / "two.pt").exists()
