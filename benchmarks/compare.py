@@ -98,7 +98,7 @@ class Bench:
         return h.cached_json(path, lambda: {"top1": evaluate_top1(self.teacher, self.test, batch_size=256)})["top1"]
 
     def fractions(self) -> dict[str, float]:
-        return h.cached_json(self.cache / "latency_table.json", lambda: self.compressor.latency_table()[0])
+        return h.cached_json(self.cache / "latency_table.json", lambda: self.compressor.latency_table().shares)
 
     def tiny(self, kind: str, n: int, seed: int) -> TinySet:
         path = self.cache / f"tiny_{kind}_{n}_s{seed}.pt"

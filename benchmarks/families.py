@@ -135,7 +135,7 @@ def run_family(name: str, args, tiny, test) -> list[dict]:
         rec.update(native_reload_max_abs_logit_gap=gap, onnx_max_abs_logit_gap=onnx_gap, onnx_export_check=onnx)
         rec.update(reloaded_with=reload_with)
         rec["finetune"] = {k: getattr(ft, k) for k in ("optimizer", "lr", "iterations", "objective", "augmentation")}
-        rec.update(scan_iterations=result.config.scan.iterations, selection=result.selection)
+        rec.update(scan_iterations=result.config.scan.iterations, selection=[c.to_dict() for c in result.selection])
         rec.update(latency_tolerance=result.config.latency_tolerance, latency_runtime=lat.base.runtime())
         rec.update(wall_seconds=wall, phase_seconds=result.phase_seconds)
         # candidates whose adaptor training lowered the feature error at the scan's own rate, and at all (with the

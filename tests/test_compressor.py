@@ -20,6 +20,7 @@ from hf_practise import (
     ScanConfig,
 )
 from hf_practise.data import load_tiny_set
+from hf_practise.selection import SelectionCheck
 
 from .conftest import tiny_resnet
 from .test_backbones import reload_in_plain_timm
@@ -80,7 +81,7 @@ def test_lowest_scores_are_dropped(tensors):
 def test_hf_dataset_without_labels_is_accepted(tensors):
     ds = image_dataset(labels=False)
     result = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(ds, num_samples=10)
-    assert result.tiny_set["num_samples"] == 10 and result.tiny_set["labelled"] is False
+    assert result.tiny_set.num_samples == 10 and result.tiny_set.labelled is False
 
 
 def test_latency_target_is_met_when_measured(tensors):
@@ -90,10 +91,10 @@ def test_latency_target_is_met_when_measured(tensors):
     result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
     # the set selection kept was measured at or past the target (a later, final measurement may differ on a busy
     # machine: it is reported as a "final" check with a note, not asserted here, as timings are noisy)
-    chosen = [c for c in result.selection if c["step"] != "final"][-1]
-    assert chosen["measured"] >= 0.05 and chosen["blocks"] == len(result.dropped)
-    final = [c for c in result.selection if c["step"] == "final"]
-    assert all("short of the 5% target" in c["note"] for c in final)
+    chosen = [c for c in result.selection if c.step != "final"][-1]
+    assert chosen.measured >= 0.05 and chosen.blocks == len(result.dropped)
+    final = [c for c in result.selection if c.step == "final"]
+    assert all(c.reason == "timings_moved" and "short of the 5% target" in c.note for c in final)
 
 
 def test_unreachable_latency_target_says_the_most_reachable(tensors):
@@ -500,8 +501,8 @@ def test_a_final_measurement_short_of_the_target_is_said_not_hidden():
     cfg = CompressionConfig(latency_reduction=0.22)
     assert _final_check(cfg, 0.25, 2) == [] and _final_check(cfg, 0.22 - cfg.latency_tolerance, 2) == []
     (check,) = _final_check(cfg, 0.073, 1)  # measured on a machine running three jobs on two cores
-    assert check["step"] == "final" and check["measured"] == 0.073
-    assert "7.3%, short of the 22% target" in check["note"] and "quiet machine" in check["note"]
+    assert (check.step, check.reason, check.measured) == ("final", "timings_moved", 0.073)
+    assert "7.3%, short of the 22% target" in check.note and "quiet machine" in check.note
     # a block count or a deployment table asks for no measured target
     assert _final_check(CompressionConfig(num_blocks=1, latency_reduction=None), 0.01, 1) == []
 
@@ -510,7 +511,7 @@ def test_the_summary_carries_the_final_latency_note(tensors):
     cfg = fast_config(num_blocks=1)
     result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
     assert "**Note**" not in result.summary()
-    result.selection.append({"step": "final", "note": "the final measurement cuts latency by 1.0%"})
+    result.selection.append(SelectionCheck("final", 1, None, 0.01, note="the final measurement cuts latency by 1.0%"))
     assert result.summary().endswith("**Note**: the final measurement cuts latency by 1.0%")
 
 
@@ -519,7 +520,7 @@ def test_the_model_card_carries_the_final_latency_note(tensors):
 
     result = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(tensors)
     assert "**Note**" not in str(render_model_card(result))
-    result.selection.append({"step": "final", "note": "the final measurement cuts latency by 1.0%"})
+    result.selection.append(SelectionCheck("final", 1, None, 0.01, note="the final measurement cuts latency by 1.0%"))
     assert "**Note**: The final measurement cuts latency by 1.0%" in str(render_model_card(result))
 
 
@@ -575,7 +576,7 @@ def test_fixed_blocks_are_dropped_as_given_and_finetuned_like_a_chosen_selection
     assert [r.block for r in fixed.dropped] == blocks and [r.block for r in fixed.scan] == sorted(
         blocks, key=[r.block for r in chosen.scan].index
     )  # only the given blocks are scanned
-    assert [c["step"] for c in fixed.selection] == ["fixed"]
+    assert [c.step for c in fixed.selection] == ["fixed"]
     assert "drop the given blocks" in fixed.model_card().content
     for a, b in zip(chosen.model.state_dict().values(), fixed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same finetune from the same scan rows

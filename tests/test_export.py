@@ -52,12 +52,12 @@ def tensors():
 def test_export_is_checked_saved_and_runs_without_hf_practise(tensors, tmp_path):
     result = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(tensors)
     record = result.export_onnx()
-    assert record["images_from"] == "tiny set" and record["images"] == 16
-    assert record["relative_diff"] < 1e-4
+    assert record.images_from == "tiny set" and record.images == 16
+    assert record.relative_diff < 1e-4
     out = result.save_pretrained(tmp_path / "out")
-    assert (out / ONNX_FILE).stat().st_size == record["bytes"]
+    assert (out / ONNX_FILE).stat().st_size == record.bytes
     assert json.loads((out / "practise_report.json").read_text())["onnx"]["max_abs_logit_diff"] == pytest.approx(
-        record["max_abs_logit_diff"]
+        record.max_abs_logit_diff
     )
     card = (out / "README.md").read_text()
     assert "### ONNX" in card and "ort.InferenceSession" in card
@@ -81,7 +81,7 @@ def test_export_of_other_families(model_id, tmp_path):
     x = torch.randn(24, *size, generator=torch.Generator().manual_seed(0))
     result = PractiseCompressor(model, fast_config(num_blocks=1)).compress(x)
     record = result.export_onnx(tmp_path / "m.onnx")
-    assert record["relative_diff"] < 1e-4 and (tmp_path / "m.onnx").exists()
+    assert record.relative_diff < 1e-4 and (tmp_path / "m.onnx").exists()
     card = result.model_card().content
     if not result.reloads_natively:  # the loader families: ONNX is what runs without hf_practise
         assert "runtime-native artifact" in card

@@ -173,7 +173,7 @@ def test_the_report_names_skipped_images_relative_to_the_dataset(tmp_path):
     save_tiny_teacher(tmp_path / "teacher")
     compressor = PractiseCompressor.from_pretrained(f"local-dir:{tmp_path / 'teacher'}", fast_config(num_blocks=1))
     result = compressor.compress(load_image_dataset(root), num_samples=8, skip_broken=True)
-    assert result.tiny_set["skipped_broken"] == ["c1/2.png"]
+    assert result.tiny_set.skipped_broken == ["c1/2.png"]
     out = result.save_pretrained(tmp_path / "out")
     for name in ("practise_report.json", "README.md"):
         text = (out / name).read_text()

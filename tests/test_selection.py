@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
 from hf_practise import CompressionConfig
 from hf_practise.recoverability import ScanRow, rank_blocks
-from hf_practise.selection import select_in_order
+from hf_practise.selection import SelectionCheck, select_in_order
 
 
 def rows(shares, recov):
@@ -35,7 +36,7 @@ def test_a_greedy_set_inside_the_window_is_kept():
     measure = fake_measure({r.block: 0.05 for r in ranked})
     chosen, checks = select_in_order(ranked, config=CompressionConfig(latency_reduction=0.22), measure=measure)
     assert [r.block for r in chosen] == ["b0", "b1", "b2", "b3", "b4"]  # 25%: first set at or above 22%
-    assert [c["step"] for c in checks] == ["greedy"] and checks[-1]["measured"] == pytest.approx(0.25)
+    assert [c.step for c in checks] == ["greedy"] and checks[-1].measured == pytest.approx(0.25)
 
 
 def test_shares_measured_on_a_busy_machine_come_back_to_the_target():
@@ -44,10 +45,10 @@ def test_shares_measured_on_a_busy_machine_come_back_to_the_target():
     measure = fake_measure({r.block: 0.05 for r in ranked})
     cfg = CompressionConfig(latency_reduction=0.22)
     chosen, checks = select_in_order(ranked, config=cfg, measure=measure, cost=lambda r: r.recoverability)
-    assert checks[0]["step"] == "greedy" and checks[0]["measured"] > 0.22 + cfg.latency_tolerance
+    assert checks[0].step == "greedy" and checks[0].measured > 0.22 + cfg.latency_tolerance
     final = checks[-1]
-    assert final["step"] == "back-off" and 0.22 <= final["measured"] <= 0.22 + cfg.latency_tolerance
-    assert final["dropped"] == [r.block for r in chosen]
+    assert final.step == "back-off" and 0.22 <= final.measured <= 0.22 + cfg.latency_tolerance
+    assert final.dropped == [r.block for r in chosen]
     # the cheapest blocks that meet it: the five lowest recoverabilities
     assert sorted(r.block for r in chosen) == ["b0", "b1", "b2", "b3", "b4"]
 
@@ -62,7 +63,7 @@ def test_among_sets_that_meet_the_target_the_one_of_least_total_cost_is_kept():
     chosen, checks = select_in_order(
         ranked, config=CompressionConfig(latency_reduction=0.22), measure=measure, cost=lambda r: r.recoverability
     )
-    assert sorted(r.block for r in chosen) == ["b1", "b2"] and checks[-1]["measured"] == pytest.approx(0.24)
+    assert sorted(r.block for r in chosen) == ["b1", "b2"] and checks[-1].measured == pytest.approx(0.24)
 
 
 def test_blocks_too_coarse_for_the_target_keep_the_closest_set_above_it_and_say_so():
@@ -71,7 +72,7 @@ def test_blocks_too_coarse_for_the_target_keep_the_closest_set_above_it_and_say_
     measure = fake_measure({f"b{i}": s for i, s in enumerate(shares)})
     chosen, checks = select_in_order(ranked, config=CompressionConfig(latency_reduction=0.22), measure=measure)
     assert [r.block for r in chosen] == ["b0"]
-    assert checks[-1]["step"] == "kept" and "too coarse" in checks[-1]["note"]
+    assert (checks[-1].step, checks[-1].reason) == ("kept", "too_coarse") and "too coarse" in checks[-1].note
 
 
 def test_a_wider_tolerance_accepts_the_greedy_overshoot():
@@ -79,7 +80,7 @@ def test_a_wider_tolerance_accepts_the_greedy_overshoot():
     measure = fake_measure({r.block: 0.05 for r in ranked})
     cfg = CompressionConfig(latency_reduction=0.22, latency_tolerance=0.5)
     chosen, checks = select_in_order(ranked, config=cfg, measure=measure)
-    assert len(checks) == 1 and checks[0]["measured"] == pytest.approx(0.05 * len(chosen))
+    assert len(checks) == 1 and checks[0].measured == pytest.approx(0.05 * len(chosen))
 
 
 def test_a_bad_tolerance_is_refused():
@@ -103,8 +104,8 @@ def test_blocks_whose_removal_saves_more_than_their_share_are_learned_from_each_
 
     cfg = CompressionConfig(latency_reduction=0.5)
     chosen, checks = select_in_order(ranked, config=cfg, measure=measure, cost=lambda r: r.recoverability)
-    assert checks[0]["measured"] > 0.5 + cfg.latency_tolerance
-    assert checks[-1]["step"] == "back-off" and 0.5 <= checks[-1]["measured"] <= 0.56
+    assert checks[0].measured > 0.5 + cfg.latency_tolerance
+    assert checks[-1].step == "back-off" and 0.5 <= checks[-1].measured <= 0.56
     assert len(calls) <= 1 + 6  # the greedy check, then at most BACKOFF_CHECKS
 
 
@@ -112,8 +113,8 @@ def test_a_cut_at_the_edge_of_the_window_looks_for_a_central_one_and_says_when_t
     ranked = rank_blocks(rows([0.0695] * 6, [0.1 * (i + 1) for i in range(6)]))
     measure = fake_measure({r.block: 0.0695 for r in ranked})
     chosen, checks = select_in_order(ranked, config=CompressionConfig(latency_reduction=0.22), measure=measure)
-    assert len(chosen) == 4 and checks[0]["measured"] == pytest.approx(0.278)
-    assert checks[-1]["step"] == "kept" and "upper end" in checks[-1]["note"]
+    assert len(chosen) == 4 and checks[0].measured == pytest.approx(0.278)
+    assert (checks[-1].step, checks[-1].reason) == ("kept", "near_edge") and "upper end" in checks[-1].note
     assert len(checks) <= 1 + 6 + 1
 
 
@@ -126,6 +127,14 @@ def test_the_back_off_does_not_trade_two_easy_blocks_for_one_hard_one():
     chosen, checks = select_in_order(
         ranked, config=CompressionConfig(latency_reduction=0.22), measure=measure, cost=lambda r: r.recoverability
     )
-    assert sorted(r.block for r in chosen) == ["b0", "b1"] and checks[-1]["measured"] == pytest.approx(0.34)
-    assert checks[-1]["step"] == "kept" and "cheaper in accuracy" in checks[-1]["note"]
+    assert sorted(r.block for r in chosen) == ["b0", "b1"] and checks[-1].measured == pytest.approx(0.34)
+    assert (checks[-1].step, checks[-1].reason) == ("kept", "too_costly") and "cheaper" in checks[-1].note
     assert len(measure.calls) == 1  # nothing worth measuring
+
+
+def test_a_selection_check_round_trips_through_its_json_form():
+    check = SelectionCheck("kept", 2, None, 0.31, ["b0", "b1"], reason="too_coarse", note="no set inside")
+    assert SelectionCheck.from_dict(json.loads(json.dumps(check.to_dict()))) == check
+    greedy = SelectionCheck("greedy", 1, 0.2, 0.21, ["b0"])
+    assert "reason" not in greedy.to_dict() and greedy.to_dict()["predicted"] == 0.2
+    assert set(SelectionCheck.REASONS) >= {"near_edge", "too_costly", "too_coarse", "timings_moved"}

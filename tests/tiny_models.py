@@ -26,3 +26,14 @@ def tiny_model(model_id: str, seed: int = 0) -> nn.Module:
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
     return out if isinstance(out, torch.Tensor) else out.logits
+
+
+@torch.no_grad()
+def perturb_adaptors(model: nn.Module, seed: int = 2) -> None:
+    """Move every adaptor of `model` away from the identity, as training would (steps of N(0, 0.1^2) per entry)."""
+    from hf_practise.adaptors import adapted_layers
+
+    g = torch.Generator().manual_seed(seed)
+    for wrapper in adapted_layers(model):
+        for a in wrapper.adaptors().values():
+            a.weight.add_(0.1 * torch.randn(a.weight.shape, generator=g))

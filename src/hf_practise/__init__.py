@@ -4,15 +4,25 @@ from .adaptors import fold_adaptors, insert_adaptors
 from .backbones import BackboneFamily, BlockRef, get_family, register_family
 from .compressor import PractiseCompressor
 from .config import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig
-from .data import TinySet, load_image_dataset, load_tiny_set
-from .latency import block_latency_table, compare_latency, count_macs, count_params, measure_latency
+from .data import TinySet, TinySetInfo, load_image_dataset, load_tiny_set
+from .latency import (
+    LatencyComparison,
+    LatencyStats,
+    LatencyTable,
+    block_latency_table,
+    compare_latency,
+    count_macs,
+    count_params,
+    measure_latency,
+)
 from .loading import load_compressed
-from .mimic import evaluate_metrics, evaluate_top1, mimic_finetune
+from .mimic import FinetuneResult, evaluate_metrics, evaluate_top1, mimic_finetune
 from .objectives import Augmentation, Objective, register_augmentation, register_objective
+from .publish import OnnxCheck
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks
 from .result import CompressionResult
 from .runtimes import export_onnx_bytes
-from .selection import LatencyTargetUnreachable, check_reachable, select_in_order
+from .selection import LatencyTargetUnreachable, Selection, SelectionCheck, check_reachable, select_in_order
 
 __version__ = "0.1.0"
 
@@ -23,13 +33,21 @@ __all__ = [
     "CompressionConfig",
     "CompressionResult",
     "FinetuneConfig",
+    "FinetuneResult",
+    "LatencyComparison",
     "LatencyConfig",
+    "LatencyStats",
+    "LatencyTable",
     "LatencyTargetUnreachable",
     "Objective",
+    "OnnxCheck",
     "PractiseCompressor",
     "ScanConfig",
     "ScanRow",
+    "Selection",
+    "SelectionCheck",
     "TinySet",
+    "TinySetInfo",
     "block_latency_table",
     "build_pruned",
     "check_reachable",

@@ -98,19 +98,14 @@ class AdaptedLayer(nn.Module):
     def folded(self) -> nn.Module:
         """The wrapped layer with the adaptors multiplied into its weights (exact)."""
         layer = self.layer
-        weight = layer.weight
+        # a conv's weight is [out, in, kh, kw], a linear's [out, in]: the adaptor matrices act on dims 1 and 0
+        weight = layer.weight.movedim(1, -1)
         if self.pre is not None:
-            a = _matrix(self.pre).to(weight.dtype)  # [in, in]
-            if isinstance(layer, nn.Conv2d):
-                weight = torch.einsum("ojhw,ji->oihw", weight, a)
-            else:
-                weight = weight @ a
+            weight = weight @ _matrix(self.pre).to(weight.dtype)  # [in, in]
+        weight = weight.movedim(-1, 1)
         if self.post is not None:
             a = _matrix(self.post).to(weight.dtype)  # [out, out]
-            if isinstance(layer, nn.Conv2d):
-                weight = torch.einsum("po,oihw->pihw", a, weight)
-            else:
-                weight = a @ weight
+            weight = (a @ weight.flatten(1)).view_as(weight)
             if layer.bias is not None:
                 layer.bias.copy_(a @ layer.bias)
         layer.weight.copy_(weight)

@@ -157,7 +157,7 @@ def _card_data(result: CompressionResult, repo_id: str | None, name: str):
     lat = result.latency
     hub_id = src.get("hub_id")
     eval_name = result.eval_set.get("name") if result.eval_set else None
-    dataset_id = result.tiny_set.get("hub_id") or eval_name or "tiny-set"
+    dataset_id = result.tiny_set.hub_id or eval_name or "tiny-set"
     evals = [
         EvalResult(
             task_type="image-classification",
@@ -211,7 +211,7 @@ def _card_data(result: CompressionResult, repo_id: str | None, name: str):
                 ),
             )
     license_ = (src.get("pretrained_cfg") or {}).get("license") or src.get("license")
-    datasets = [d for d in {result.tiny_set.get("hub_id"), (result.eval_set or {}).get("hub_id")} if d]
+    datasets = [d for d in {result.tiny_set.hub_id, (result.eval_set or {}).get("hub_id")} if d]
     return ModelCardData(
         model_name=name,
         base_model=hub_id,
@@ -329,12 +329,12 @@ def render_model_card(
         library_name=result.family.library_name,
         num_dropped=len(result.dropped),
         num_blocks_before=sum(result.depths_before),
-        tiny_num_samples=result.tiny_set.get("num_samples"),
-        tiny_source=result.tiny_set.get("source"),
-        tiny_seed=result.tiny_set.get("seed"),
-        tiny_labelled="used" if result.tiny_set.get("labelled") else "not needed and not used",
-        tiny_fingerprint=result.tiny_set.get("fingerprint"),
-        tiny_indices=result.tiny_set.get("indices_sha256"),
+        tiny_num_samples=result.tiny_set.num_samples,
+        tiny_source=result.tiny_set.source,
+        tiny_seed=result.tiny_set.seed,
+        tiny_labelled="used" if result.tiny_set.labelled else "not needed and not used",
+        tiny_fingerprint=result.tiny_set.fingerprint,
+        tiny_indices=result.tiny_set.indices_sha256,
         depths_before=result.depths_before,
         depths_after=result.depths_after,
         **_measured(result, top1_note),
@@ -358,9 +358,9 @@ def render_model_card(
         onnx=None
         if result.onnx is None
         else {
-            **result.onnx,
-            "max_abs": f"{result.onnx['max_abs_logit_diff']:.2g}",
-            "relative": f"{result.onnx['relative_diff']:.2g}",
+            **result.onnx.to_dict(),
+            "max_abs": f"{result.onnx.max_abs_logit_diff:.2g}",
+            "relative": f"{result.onnx.relative_diff:.2g}",
         },
         eval_description=eval_desc,
         **plots,

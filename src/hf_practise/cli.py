@@ -379,8 +379,8 @@ def report_and_save(result: Any, args: argparse.Namespace) -> int:
     if args.export == "onnx":
         onnx = result.export_onnx()
         print(
-            f"\nONNX export: max |logit difference| from PyTorch {onnx['max_abs_logit_diff']:.2g} "
-            f"({onnx['relative_diff']:.2g} of the largest logit) on {onnx['images']} {onnx['images_from']} images"
+            f"\nONNX export: max |logit difference| from PyTorch {onnx.max_abs_logit_diff:.2g} "
+            f"({onnx.relative_diff:.2g} of the largest logit) on {onnx.images} {onnx.images_from} images"
         )
     path = result.save_pretrained(Path(args.output_dir), overwrite=args.overwrite, repo_id=args.hub_model_id)
     native = result.reloads_natively

@@ -31,20 +31,19 @@ from .config import CompressionConfig
 from .data import (
     TinySet,
     as_torch_dataset,
-    describe_indices,
     describe_source,
     known_labels,
     load_tiny_set,
     model_transform,
 )
 from .files import atomic_write_text
-from .latency import LatencyComparison, block_latency_table, compare_latency, count_macs, count_params
+from .latency import LatencyComparison, LatencyTable, block_latency_table, compare_latency, count_macs, count_params
 from .mimic import evaluate_metrics, mimic_finetune
 from .provenance import model_fingerprint, weights_dtype
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
 from .result import CompressionResult
 from .runtimes import require_backend
-from .selection import check_reachable, select_in_order
+from .selection import Selection, SelectionCheck, check_reachable, select_in_order
 from .training import as_logits, recalibrate_norm_stats
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ LATENCY_SHARES = "latency_shares.json"
 SELECTION = "selection.json"
 
 
-def _final_check(cfg: CompressionConfig, measured: float, blocks: int) -> list[dict]:
+def _final_check(cfg: CompressionConfig, measured: float, blocks: int) -> list[SelectionCheck]:
     """The final measurement against the target selection measured: a cut short of it by more than the tolerance
     means the timings moved between the two (another process on the machine, frequency scaling), and the result
     says so instead of passing it off as meeting the target."""
@@ -78,7 +77,7 @@ def _final_check(cfg: CompressionConfig, measured: float, blocks: int) -> list[d
         "device (--latency-table)."
     )
     logger.warning("latency: %s", note)
-    return [{"blocks": blocks, "predicted": None, "measured": measured, "step": "final", "note": note}]
+    return [SelectionCheck("final", blocks, None, measured, reason="timings_moved", note=note)]
 
 
 @contextlib.contextmanager
@@ -273,7 +272,7 @@ class PractiseCompressor:
         broadcast_object_list(box, from_process=0)
         return box[0]
 
-    def latency_table(self) -> tuple[dict[str, float], Any]:
+    def latency_table(self) -> LatencyTable:
         """Each candidate's share of the model's latency, measured once on the main process."""
         cands = self.candidates()
         table = self.config.latency_table
@@ -284,7 +283,7 @@ class PractiseCompressor:
                     f"The latency table has no entry for {missing}; it needs every droppable block "
                     f"({[c.path for c in cands]}) with its share of the model's latency."
                 )
-            return {c.path: float(table[c.path]) for c in cands}, None
+            return LatencyTable({c.path: float(table[c.path]) for c in cands})
         # a resumed run reuses the shares its first attempt measured: re-timed, noise could rank the blocks
         # differently, choose other ones and throw the finetune checkpoint away
         cache = Path(self.config.work_dir) / LATENCY_SHARES if self.config.work_dir else None
@@ -306,7 +305,7 @@ class PractiseCompressor:
         reused = self._on_main(reuse)  # decided once: every process then calls the same collectives
         if reused is not None:
             logger.info("latency shares reused from %s", cache)
-            return reused, None
+            return LatencyTable(reused)
         # the shares are checked against the model without every block that may go at once, timed beside them
         removable = self.family.feasible(self.model, cands)
 
@@ -321,10 +320,10 @@ class PractiseCompressor:
                 without=without if removable else None,
             )
 
-        shares, stats = self._on_main(measure)
+        measured = self._on_main(measure)
         if cache is not None:
-            self._write_cache(cache, {"key": key, "shares": shares})
-        return shares, stats
+            self._write_cache(cache, {"key": key, "shares": measured.shares})
+        return measured
 
     def _write_cache(self, path: Path, payload: dict) -> None:
         """Keep `payload` in the work dir (main process; unchanged content is not rewritten). A work dir that cannot
@@ -358,9 +357,7 @@ class PractiseCompressor:
             )
         )
 
-    def _choose(
-        self, rows: Sequence[ScanRow], shares: dict[str, float], saved: dict | None, key: dict
-    ) -> tuple[list[ScanRow], list[dict]]:
+    def _choose(self, rows: Sequence[ScanRow], shares: dict[str, float], saved: dict | None, key: dict) -> Selection:
         """The blocks to drop: `config.blocks` as given, a selection saved in the work dir for the same `key`, or a
         new one (saved there)."""
         by_block = {r.block: r for r in rows}
@@ -368,17 +365,20 @@ class PractiseCompressor:
             chosen = [by_block[b] for b in self.config.blocks]
             predicted = sum(shares.get(b, 0.0) for b in self.config.blocks)
             note = "blocks given by CompressionConfig.blocks (CLI: --blocks); no selection ran"
-            return chosen, [
-                {"blocks": len(chosen), "predicted": predicted, "measured": None, "step": "fixed", "note": note}
-            ]
+            return Selection(
+                chosen, [SelectionCheck("fixed", len(chosen), predicted, None, self.config.blocks, note=note)]
+            )
         if saved is not None and all(b in by_block for b in saved["blocks"]):
             logger.info("selection reused from the work dir (%s)", SELECTION)
-            return [by_block[b] for b in saved["blocks"]], list(saved["checks"])
-        chosen, checks = self.select(rows)
+            checks = [SelectionCheck.from_dict(c) for c in saved["checks"]]
+            return Selection([by_block[b] for b in saved["blocks"]], checks)
+        selection = self.select(rows)
         if self.config.work_dir:
-            selection = {"blocks": [r.block for r in chosen], "checks": checks}
-            self._write_cache(Path(self.config.work_dir) / SELECTION, {"key": key, **selection})
-        return chosen, checks
+            checks = [c.to_dict() for c in selection.checks]
+            self._write_cache(
+                Path(self.config.work_dir) / SELECTION, {"key": key, "blocks": selection.blocks, "checks": checks}
+            )
+        return selection
 
     def saved_selection(self, key: dict) -> dict | None:
         """The blocks (and latency checks) a run with the same `key` chose, kept in the work dir: a rerun drops the
@@ -462,7 +462,7 @@ class PractiseCompressor:
         order = {(c.stage, c.index): i for i, c in enumerate(self.candidates())}  # forward order
         return sorted(rows, key=lambda r: order[(r.stage, r.index)])
 
-    def select(self, rows: Sequence[ScanRow], *, criterion: str = "score") -> tuple[list[ScanRow], list[dict]]:
+    def select(self, rows: Sequence[ScanRow], *, criterion: str = "score") -> Selection:
         """Lowest-score blocks until the target holds; a latency target is checked by measuring the pruned model,
         and an overshoot comes back to the set of least total recoverability (or `criterion`'s error) inside it."""
         cost = {"score": "recoverability", "recoverability": "recoverability", "initial_error": "initial_error"}
@@ -473,7 +473,7 @@ class PractiseCompressor:
 
     def select_in_order(
         self, ranked: Sequence[ScanRow], *, cost: Callable[[ScanRow], float] | None = None
-    ) -> tuple[list[ScanRow], list[dict]]:
+    ) -> Selection:
         """Take blocks from the front of `ranked` until the target holds (see `selection.select_in_order`), less
         the blocks that, with the ones before them, would empty a stage the family must keep."""
         allowed = set(self.family.feasible(self.model, [r.ref for r in ranked]))
@@ -547,7 +547,7 @@ class PractiseCompressor:
                 skip_broken=skip_broken,
             )
         with _phase(times, "latency_table"):
-            fractions, _ = self.latency_table()
+            fractions = self.latency_table().shares
             selection_key = self._selection_key(tiny, fractions)
             # decided on the main process: a rank that skipped selection would miss its collectives
             saved = self._on_main(lambda: self.saved_selection(selection_key)) if fixed is None else None
@@ -568,7 +568,7 @@ class PractiseCompressor:
             result.eval_set = describe_source(eval_set)
         hub_id = getattr(tiny_set, "_hf_practise_hub_id", None)
         if hub_id:
-            result.tiny_set["hub_id"] = hub_id
+            result.tiny_set.hub_id = hub_id
         result.input_paths = input_paths(self.source.get("name_or_path"), tiny_set, eval_set, work_dir=cfg.work_dir)
         return result
 
@@ -746,23 +746,17 @@ class PractiseCompressor:
         metrics_after: dict[str, float] = {}
         if eval_ds is not None:
             with _phase(times, "evaluate"):
-                metrics_before = evaluate_metrics(
-                    self.model,
-                    eval_ds,
-                    metrics=cfg.eval_metrics,
-                    accelerator=acc,
-                    batch_size=cfg.eval_batch_size,
-                    desc="eval teacher",
-                    trust_remote_code=cfg.trust_remote_code,
-                )
-                metrics_after = evaluate_metrics(
-                    student,
-                    eval_ds,
-                    metrics=cfg.eval_metrics,
-                    accelerator=acc,
-                    batch_size=cfg.eval_batch_size,
-                    desc="eval compressed",
-                    trust_remote_code=cfg.trust_remote_code,
+                metrics_before, metrics_after = (
+                    evaluate_metrics(
+                        model,
+                        eval_ds,
+                        metrics=cfg.eval_metrics,
+                        accelerator=acc,
+                        batch_size=cfg.eval_batch_size,
+                        desc=f"eval {which}",
+                        trust_remote_code=cfg.trust_remote_code,
+                    )
+                    for model, which in ((self.model, "teacher"), (student, "compressed"))
                 )
                 top1_before, top1_after = metrics_before["accuracy"], metrics_after["accuracy"]
         result = CompressionResult(
@@ -779,15 +773,7 @@ class PractiseCompressor:
             params_after=count_params(student),
             depths_before=family.architecture_summary(self.model)["depths"],
             depths_after=family.architecture_summary(student)["depths"],
-            tiny_set={
-                "source": tiny.source,
-                "num_samples": len(tiny),
-                "seed": cfg.seed,
-                "fingerprint": tiny.fingerprint,
-                "indices_sha256": describe_indices(tiny.indices),
-                "labelled": tiny.labels is not None,
-                "skipped_broken": list(tiny.skipped),
-            },
+            tiny_set=tiny.info(cfg.seed),
             phase_seconds=times,
             top1_before=top1_before,
             top1_after=top1_after,

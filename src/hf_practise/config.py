@@ -16,6 +16,13 @@ from .metrics import check_metrics
 from .objectives import AUGMENTATIONS, OBJECTIVES
 
 
+def option(
+    default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING, **metadata: Any
+) -> Any:
+    """A config field and its CLI help, written once (`hf_practise.cli` makes the flag; `metadata`: see there)."""
+    return field(default=default, default_factory=factory, metadata={"help": doc, **metadata})
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -39,38 +46,34 @@ def _positive(name: str, value: Any, flag: str | None, *, allow_zero: bool = Fal
 class ScanConfig:
     """Recoverability scan: train only the adaptors around each dropped candidate."""
 
-    iterations: int | None = field(
-        default=None,
-        metadata={
-            "help": "optimiser steps of adaptor training per candidate block (default: the family's "
+    iterations: int | None = option(
+        None,
+        (
+            "optimiser steps of adaptor training per candidate block (default: the family's "
             "`scan_iterations`: 100, or 400 for a Swin or transformers ViT, 600 for a ConvNeXt, 800 for a timm ViT; "
             "the fewest whose ranking matches the 1,000-step one to Kendall tau 0.9, "
             "benchmarks/results/scan_tau_summary.md)"
-        },
+        ),
     )
-    batch_size: int = field(default=64, metadata={"help": "images per step of adaptor training"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the adaptors (cosine decay)"})
-    weight_decay: float = field(
-        default=0.0,
-        metadata={"help": "weight decay of the adaptors (they start at identity; decay pulls them to zero)"},
+    batch_size: int = option(64, "images per step of adaptor training")
+    lr: float = option(1e-3, "peak learning rate of the adaptors (cosine decay)")
+    weight_decay: float = option(0.0, "weight decay of the adaptors (they start at identity; decay pulls them to zero)")
+    optimizer: Literal["adamw", "sgd"] = option(
+        "adamw", "adaptor optimizer (sgd: momentum 0.9, as the official code with --scan-lr 0.02)"
     )
-    optimizer: Literal["adamw", "sgd"] = field(
-        default="adamw",
-        metadata={"help": "adaptor optimizer (sgd: momentum 0.9, as the official code with --scan-lr 0.02)"},
-    )
-    retries: int = field(
-        default=2,
-        metadata={
-            "help": "when adaptor training of a candidate raises the error, start again from identity at a tenth of "
+    retries: int = option(
+        2,
+        (
+            "when adaptor training of a candidate raises the error, start again from identity at a tenth of "
             "the rate, this many times, before keeping the identity adaptors"
-        },
+        ),
     )
-    stage_cache_mb: int = field(
-        default=2048,
-        metadata={
-            "help": "memory (MB) for the teacher's activations where a candidate's changes begin, so each step runs "
+    stage_cache_mb: int = option(
+        2048,
+        (
+            "memory (MB) for the teacher's activations where a candidate's changes begin, so each step runs "
             "from there instead of from the image (0: always from the image; same recoverabilities either way)"
-        },
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -94,82 +97,71 @@ class ScanConfig:
 class FinetuneConfig:
     """End-to-end feature-mimicking finetune of the pruned network (classifier frozen)."""
 
-    iterations: int = field(default=1000, metadata={"help": "mimic finetune steps (optimiser steps)"})
-    batch_size: int = field(
-        default=64,
-        metadata={
-            "help": "images per finetune step over all processes (the global batch; each of N processes trains on "
+    iterations: int = option(1000, "mimic finetune steps (optimiser steps)")
+    batch_size: int = option(
+        64,
+        (
+            "images per finetune step over all processes (the global batch; each of N processes trains on "
             "its share of it, so N processes take the steps one would)"
-        },
+        ),
     )
-    lr: float | None = field(
-        default=None, metadata={"help": "finetune peak learning rate (default: 0.01 for SGD, 1e-4 for AdamW)"}
-    )
-    optimizer: Literal["auto", "sgd", "adamw"] = field(
-        default="auto",
-        metadata={
-            "help": "finetune optimizer (auto: the family's: SGD for BatchNorm ResNets, AdamW for LayerNorm ViTs and "
+    lr: float | None = option(None, "finetune peak learning rate (default: 0.01 for SGD, 1e-4 for AdamW)")
+    optimizer: Literal["auto", "sgd", "adamw"] = option(
+        "auto",
+        (
+            "finetune optimizer (auto: the family's: SGD for BatchNorm ResNets, AdamW for LayerNorm ViTs and "
             "ConvNeXts); SGD uses nesterov momentum 0.9"
-        },
+        ),
     )
-    weight_decay: float = field(
-        default=1e-4, metadata={"help": "finetune weight decay, on weights only, never on norms, biases or adaptors"}
+    weight_decay: float = option(1e-4, "finetune weight decay, on weights only, never on norms, biases or adaptors")
+    schedule: Literal["cosine", "constant"] = option("cosine", "finetune learning-rate schedule after warm-up")
+    warmup_iterations: int = option(0, "linear warm-up steps of the finetune")
+    adaptor_init: Literal["scan", "identity"] = option(
+        "scan", "start the finetune from the scan's trained adaptors, or from identity"
     )
-    schedule: Literal["cosine", "constant"] = field(
-        default="cosine", metadata={"help": "finetune learning-rate schedule after warm-up"}
-    )
-    warmup_iterations: int = field(default=0, metadata={"help": "linear warm-up steps of the finetune"})
-    adaptor_init: Literal["scan", "identity"] = field(
-        default="scan", metadata={"help": "start the finetune from the scan's trained adaptors, or from identity"}
-    )
-    augmentation: str = field(
-        default="auto",
-        metadata={
-            "help": "finetune augmentation, a name in `objectives.AUGMENTATIONS` (auto: mixup, or none for an "
+    augmentation: str = option(
+        "auto",
+        (
+            "finetune augmentation, a name in `objectives.AUGMENTATIONS` (auto: mixup, or none for an "
             "objective that needs labels: blended images have no label); the teacher's features of the augmented "
-            "batch are the targets",
-            "registry": AUGMENTATIONS,
-        },
+            "batch are the targets"
+        ),
+        registry=AUGMENTATIONS,
     )
-    train_norm_stats: bool = field(
-        default=False,
-        metadata={"help": "update BatchNorm running statistics during the finetune (default: keep the teacher's)"},
+    train_norm_stats: bool = option(
+        False, "update BatchNorm running statistics during the finetune (default: keep the teacher's)"
     )
-    objective: str = field(
-        default="auto",
-        metadata={
-            "help": "finetune loss, a name in `objectives.OBJECTIVES` (auto: features+kd, or features for a model "
+    objective: str = option(
+        "auto",
+        (
+            "finetune loss, a name in `objectives.OBJECTIVES` (auto: features+kd, or features for a model "
             "without a classifier; the defaults come from benchmarks/results: resnet34 compare, 3 seeds, and the "
-            "families rows)",
-            "registry": OBJECTIVES,
-        },
+            "families rows)"
+        ),
+        registry=OBJECTIVES,
     )
-    holdout: int = field(
-        default=0,
-        metadata={
-            "help": "tiny-set images held out of the finetune: every --holdout-every steps the student's feature "
+    holdout: int = option(
+        0,
+        (
+            "tiny-set images held out of the finetune: every --holdout-every steps the student's feature "
             "error on them (against the teacher's features, no labels) is measured, and the weights of the step "
             "where it was lowest are kept (0: train on every image, keep the last weights)"
-        },
+        ),
     )
-    holdout_every: int = field(default=50, metadata={"help": "finetune steps between two measures on the holdout"})
-    recalibrate_norms: bool = field(
-        default=False,
-        metadata={
-            "help": "after the finetune, re-estimate BatchNorm statistics on the tiny set (default: keep the teacher's)"
-        },
+    holdout_every: int = option(50, "finetune steps between two measures on the holdout")
+    recalibrate_norms: bool = option(
+        False, "after the finetune, re-estimate BatchNorm statistics on the tiny set (default: keep the teacher's)"
     )
-    kd_temperature: float = field(default=4.0, metadata={"help": "softmax temperature of the kd objective"})
-    checkpoint_every: int = field(
-        default=200,
-        metadata={"help": "finetune steps between resumable checkpoints in --work-dir (0: only the finished one)"},
+    kd_temperature: float = option(4.0, "softmax temperature of the kd objective")
+    checkpoint_every: int = option(
+        200, "finetune steps between resumable checkpoints in --work-dir (0: only the finished one)"
     )
-    retries: int = field(
-        default=2,
-        metadata={
-            "help": "a finetune whose loss turns NaN/inf starts again (from the scan's adaptors) at a tenth of the "
+    retries: int = option(
+        2,
+        (
+            "a finetune whose loss turns NaN/inf starts again (from the scan's adaptors) at a tenth of the "
             "rate, up to this many times"
-        },
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -260,34 +252,30 @@ DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-4}
 class LatencyConfig:
     """How latency is measured; it is measured on the device the model runs on."""
 
-    batch_size: int = field(default=64, metadata={"help": "images per timed forward pass"})
-    threads: int | None = field(
-        default=None, metadata={"help": "CPU threads while timing (default: torch's current setting)"}
+    batch_size: int = option(64, "images per timed forward pass")
+    threads: int | None = option(None, "CPU threads while timing (default: torch's current setting)")
+    warmup: int = option(3, "untimed passes before timing")
+    repeats: int = option(15, "timed passes (A/B pairs when comparing two models)")
+    input_size: tuple[int, int, int] | None = option(
+        None,
+        "channels, height, width of the timed input (default: the model's pretrained config)",
+        metavar=("C", "H", "W"),
     )
-    warmup: int = field(default=3, metadata={"help": "untimed passes before timing"})
-    repeats: int = field(default=15, metadata={"help": "timed passes (A/B pairs when comparing two models)"})
-    input_size: tuple[int, int, int] | None = field(
-        default=None,
-        metadata={
-            "help": "channels, height, width of the timed input (default: the model's pretrained config)",
-            "metavar": ("C", "H", "W"),
-        },
-    )
-    channels_last: bool = field(default=False, metadata={"help": "time in channels_last memory format"})
-    backend: Literal["torch", "onnxruntime", "openvino"] = field(
-        default="torch",
-        metadata={
-            "help": "where latency is measured: PyTorch eager, or the exported model in ONNX Runtime (CPU; CUDA on "
+    channels_last: bool = option(False, "time in channels_last memory format")
+    backend: Literal["torch", "onnxruntime", "openvino"] = option(
+        "torch",
+        (
+            "where latency is measured: PyTorch eager, or the exported model in ONNX Runtime (CPU; CUDA on "
             'a GPU; pip install "hf-practise[onnx]") or OpenVINO (CPU; pip install "hf-practise[openvino]")'
-        },
+        ),
     )
-    precision: Literal["fp32", "bf16", "fp16"] = field(
-        default="fp32",
-        metadata={
-            "help": "autocast precision of the timed passes, torch backend only (CLI default: the --mixed-precision "
-            "one, else fp32)",
-            "cli_default": None,
-        },
+    precision: Literal["fp32", "bf16", "fp16"] = option(
+        "fp32",
+        (
+            "autocast precision of the timed passes, torch backend only (CLI default: the --mixed-precision "
+            "one, else fp32)"
+        ),
+        cli_default=None,
     )
 
     def __post_init__(self) -> None:
@@ -315,30 +303,24 @@ class LatencyConfig:
 class CompressionConfig:
     """The target and every phase of a PRACTISE compression."""
 
-    latency_reduction: float | None = field(
-        default=0.22,
-        metadata={
-            "help": "drop blocks until measured latency falls by this fraction, e.g. 0.22",
-            "exclusive": "target",
-        },
+    latency_reduction: float | None = option(
+        0.22, "drop blocks until measured latency falls by this fraction, e.g. 0.22", exclusive="target"
     )
-    num_blocks: int | None = field(
-        default=None,
-        metadata={"help": "drop exactly this many blocks instead (overrides latency_reduction)", "exclusive": "target"},
+    num_blocks: int | None = option(
+        None, "drop exactly this many blocks instead (overrides latency_reduction)", exclusive="target"
     )
-    blocks: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "drop exactly these blocks (dotted paths, as the scan table names them) instead of choosing: "
-            "only they are scanned, for the finetune's starting adaptors (CLI: repeatable)",
-            "exclusive": "target",
-        },
+    blocks: list[str] | None = option(
+        None,
+        (
+            "drop exactly these blocks (dotted paths, as the scan table names them) instead of choosing: "
+            "only they are scanned, for the finetune's starting adaptors (CLI: repeatable)"
+        ),
+        exclusive="target",
     )
-    latency_tolerance: float = field(
-        default=0.06,
-        metadata={"help": "a measured cut more than this above the target is an overshoot: selection comes back"},
+    latency_tolerance: float = option(
+        0.06, "a measured cut more than this above the target is an overshoot: selection comes back"
     )
-    seed: int = field(default=0, metadata={"help": "seeds sampling, shuffling and adaptor training"})
+    seed: int = option(0, "seeds sampling, shuffling and adaptor training")
     scan: ScanConfig = field(default_factory=ScanConfig, metadata={"no_flag": "a section: its fields have flags"})
     finetune: FinetuneConfig = field(
         default_factory=FinetuneConfig, metadata={"no_flag": "a section: its fields have flags"}
@@ -346,36 +328,33 @@ class CompressionConfig:
     latency: LatencyConfig = field(
         default_factory=LatencyConfig, metadata={"no_flag": "a section: its fields have flags"}
     )
-    latency_table: dict[str, float] | None = field(
-        default=None,
-        metadata={
-            "help": "block path -> share of the model's latency, measured on the deployment device; replaces local "
+    latency_table: dict[str, float] | None = option(
+        None,
+        (
+            "block path -> share of the model's latency, measured on the deployment device; replaces local "
             "timing, and selection trusts its sum instead of re-measuring (CLI: a JSON file, e.g. from "
             "examples/latency_table.py)"
-        },
+        ),
     )
-    work_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "where scan rows and finetune checkpoints are kept so a run can resume (rerun the same command)"
-        },
+    work_dir: str | None = option(
+        None, "where scan rows and finetune checkpoints are kept so a run can resume (rerun the same command)"
     )
-    eval_batch_size: int = field(default=256, metadata={"help": "images per step when measuring top-1"})
-    eval_metrics: list[str] = field(
-        default_factory=lambda: ["accuracy", "top_k_accuracy"],
-        metadata={
-            "help": "`evaluate` metric modules run on the eval set besides top-1 (CLI: repeatable): the shipped "
+    eval_batch_size: int = option(256, "images per step when measuring top-1")
+    eval_metrics: list[str] = option(
+        factory=lambda: ["accuracy", "top_k_accuracy"],
+        doc=(
+            "`evaluate` metric modules run on the eval set besides top-1 (CLI: repeatable): the shipped "
             "accuracy / top_k_accuracy (offline, the default), or with --trust-remote-code any evaluate metric "
-            "name or local module folder",
-            "flag": "--metric",
-        },
+            "name or local module folder"
+        ),
+        flag="--metric",
     )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={
-            "help": "allow `eval_metrics` other than the shipped ones (their module's code runs); the CLI flag also "
+    trust_remote_code: bool = option(
+        False,
+        (
+            "allow `eval_metrics` other than the shipped ones (their module's code runs); the CLI flag also "
             "lets a transformers repo's own code run"
-        },
+        ),
     )
 
     def __post_init__(self) -> None:

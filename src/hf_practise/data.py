@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BrokenImageError",
     "TinySet",
+    "TinySetInfo",
     "load_tiny_set",
     "as_torch_dataset",
     "load_image_dataset",
@@ -400,6 +401,37 @@ class TinySet:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def info(self, seed: int, hub_id: str | None = None) -> TinySetInfo:
+        """What the report and the card say about this set (no images: enough to tell whether a rerun used the same)."""
+        return TinySetInfo(
+            source=self.source,
+            num_samples=len(self),
+            seed=seed,
+            fingerprint=self.fingerprint,
+            indices_sha256=describe_indices(self.indices),
+            labelled=self.labels is not None,
+            skipped_broken=list(self.skipped),
+            hub_id=hub_id,
+        )
+
+
+@dataclass
+class TinySetInfo:
+    """The tiny set a result was made from: where it came from, its size and seed, and hashes of the images and of
+    the example indices used (a rerun with the same `fingerprint` saw the same preprocessed pixels)."""
+
+    source: str
+    num_samples: int
+    seed: int
+    fingerprint: str
+    indices_sha256: str
+    labelled: bool
+    skipped_broken: list[str] = field(default_factory=list)
+    hub_id: str | None = None  # the Hub dataset id, when it came from the Hub
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k != "hub_id"}
 
 
 def _fingerprint(images: torch.Tensor) -> str:

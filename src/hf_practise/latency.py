@@ -18,6 +18,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ __all__ = [
     "LatencyComparison",
     "measure_latency",
     "compare_latency",
+    "LatencyTable",
     "block_latency_table",
     "record_block_calls",
     "count_macs",
@@ -74,6 +76,18 @@ class LatencyStats:
             return f"PyTorch {self.torch_version} eager ({self.dtype}{precision})"
         name = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}.get(self.backend, self.backend)
         return f"{name} {self.backend_version} ({self.provider}), ONNX exported by torch {self.torch_version}"
+
+
+@dataclass
+class LatencyTable:
+    """Each candidate block's share of the whole model's latency (by block path), and the whole model's timing
+    (None when the shares came from a table or the work dir). Unpacks as `shares, whole = table`."""
+
+    shares: dict[str, float]
+    whole: LatencyStats | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.shares, self.whole))
 
 
 @dataclass
@@ -308,7 +322,7 @@ def block_latency_table(
     input_size: Sequence[int],
     config: LatencyConfig | None = None,
     without: tuple[nn.Module, Sequence[str]] | None = None,
-) -> tuple[dict[str, float], LatencyStats]:
+) -> LatencyTable:
     """Fraction of the whole model's latency that each block takes, timed on the block's own input.
 
     Each round times the whole model, then every block, so a share is the median of ratios measured moments
@@ -385,7 +399,7 @@ def block_latency_table(
             shares = {path: v * check["factor"] for path, v in shares.items()}
     stats = _stats(whole, model, config, input_size, threads, whole_run)
     stats.share_check = check
-    return shares, stats
+    return LatencyTable(shares, stats)
 
 
 def count_macs(model: nn.Module, *, input_size: Sequence[int]) -> int:

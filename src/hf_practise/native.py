@@ -45,8 +45,12 @@ for job in json.load(open(sys.argv[1])):
         with torch.no_grad():
             out = model.eval()(torch.load(job["x"], weights_only=True))
         torch.save(out if isinstance(out, torch.Tensor) else out.logits, job["y"])
-    except Exception:
-        open(job["error"], "w").write(traceback.format_exc())
+    except Exception as e:
+        # the message cut short, so its start (what failed: "Missing key(s) in state_dict ...") survives the
+        # caller's cut to the traceback's tail, even when a strict load lists hundreds of keys
+        lines = traceback.format_exception(e)
+        lines[-1] = lines[-1][:1500] + (" [...]" if len(lines[-1]) > 1500 else "")
+        open(job["error"], "w").write("".join(lines))
 """
 
 

@@ -75,22 +75,36 @@ class Objective:
         raise NotImplementedError(f"Objective `{self.name}` does not define `loss`.")
 
 
-OBJECTIVES: dict[str, Objective] = {}
+class Registry(dict):
+    """Named finetune parts (objectives, augmentations) that configs and the CLI refer to by name."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def register(self, item: Any) -> Any:
+        if not item.name or item.name == "auto":
+            raise ValueError(f"An {self.kind} needs a name other than '' and 'auto'; got {item.name!r}.")
+        self[item.name] = item
+        return item
+
+    def named(self, name: str) -> Any:
+        if name not in self:
+            raise ValueError(f"Unknown finetune {self.kind} `{name}`; choose {', '.join(map(repr, self))}.")
+        return self[name]
+
+
+OBJECTIVES = Registry("objective")
 
 
 def register_objective(objective: Objective) -> Objective:
     """Make `objective` available by its name (`FinetuneConfig(objective=...)`, CLI `--objective`)."""
-    if not objective.name or objective.name == "auto":
-        raise ValueError(f"An objective needs a name other than '' and 'auto'; got {objective.name!r}.")
-    OBJECTIVES[objective.name] = objective
-    return objective
+    return OBJECTIVES.register(objective)
 
 
 def get_objective(name: str) -> Objective:
     """The registered objective called `name`."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"Unknown finetune objective `{name}`; choose {', '.join(map(repr, OBJECTIVES))}.")
-    return OBJECTIVES[name]
+    return OBJECTIVES.named(name)
 
 
 def relative_mse(output: torch.Tensor, target: torch.Tensor, accelerator=None) -> torch.Tensor:
@@ -252,22 +266,17 @@ class Augmentation:
         return not self.keeps_labels
 
 
-AUGMENTATIONS: dict[str, Augmentation] = {}
+AUGMENTATIONS = Registry("augmentation")
 
 
 def register_augmentation(augmentation: Augmentation) -> Augmentation:
     """Make `augmentation` available by its name (`FinetuneConfig(augmentation=...)`, CLI `--augmentation`)."""
-    if not augmentation.name or augmentation.name == "auto":
-        raise ValueError(f"An augmentation needs a name other than '' and 'auto'; got {augmentation.name!r}.")
-    AUGMENTATIONS[augmentation.name] = augmentation
-    return augmentation
+    return AUGMENTATIONS.register(augmentation)
 
 
 def get_augmentation(name: str) -> Augmentation:
     """The registered augmentation called `name`."""
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"Unknown finetune augmentation `{name}`; choose {', '.join(map(repr, AUGMENTATIONS))}.")
-    return AUGMENTATIONS[name]
+    return AUGMENTATIONS.named(name)
 
 
 def flip_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,9 +82,28 @@ def check_replaceable_output(folder: str | Path) -> None:
         )
 
 
+@dataclass
+class OnnxCheck:
+    """The ONNX export of a compressed model checked against PyTorch in ONNX Runtime on `images` images."""
+
+    file: str
+    opset: int
+    dynamic_batch: bool
+    images: int
+    images_from: str  # "tiny set", "given" or "random"
+    max_abs_logit_diff: float
+    relative_diff: float  # max_abs_logit_diff / the largest |logit|
+    onnxruntime: str
+    torch: str
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def export_onnx(
     result: CompressionResult, path: str | Path | None = None, *, images: torch.Tensor | None = None, opset: int = 17
-) -> dict[str, Any]:
+) -> OnnxCheck:
     """Export the compressed model to ONNX (dynamic batch, input `pixel_values`, output `logits`) and check it
     against PyTorch in ONNX Runtime on `images` (default: the tiny-set images kept from the run).
 
@@ -91,7 +111,7 @@ def export_onnx(
     when given. Needs `pip install "hf-practise[onnx]"`.
 
     Returns:
-        The parity record (also `result.onnx`): max |logit difference|, relative to the largest logit, images.
+        The parity record (also `result.onnx`).
     """
     require_backend("onnxruntime")
     import onnxruntime as ort
@@ -120,18 +140,18 @@ def export_onnx(
     exported = torch.from_numpy(session.run(None, {"pixel_values": images.numpy()})[0])
     diff = (exported - reference).abs().max().item()
     relative = diff / max(reference.abs().max().item(), 1e-12)
-    result.onnx = {
-        "file": ONNX_FILE,
-        "opset": opset,
-        "dynamic_batch": True,
-        "images": int(images.shape[0]),
-        "images_from": source,
-        "max_abs_logit_diff": diff,
-        "relative_diff": relative,
-        "onnxruntime": ort.__version__,
-        "torch": str(torch.__version__),
-        "bytes": len(data),
-    }
+    result.onnx = OnnxCheck(
+        file=ONNX_FILE,
+        opset=opset,
+        dynamic_batch=True,
+        images=int(images.shape[0]),
+        images_from=source,
+        max_abs_logit_diff=diff,
+        relative_diff=relative,
+        onnxruntime=ort.__version__,
+        torch=str(torch.__version__),
+        bytes=len(data),
+    )
     if relative > ONNX_TOLERANCE:
         logger.warning(
             "the ONNX export's logits differ from PyTorch's by %.3g (%.3g of the largest logit)", diff, relative

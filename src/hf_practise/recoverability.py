@@ -151,7 +151,7 @@ def score_block(
         p.requires_grad_(True)
     with cut.install(student) if cut is not None else nullcontext() as features:
         features = features or _direct_features(student, family, images)
-        row = _train_adaptors(params, features, targets, block, len(images), config=config, seed=seed)
+        row = _train_adaptors(_AdaptorFit(params, features, targets, block), config=config, seed=seed)
     return ScanRow(
         block=block.path,
         stage=block.stage,
@@ -163,58 +163,53 @@ def score_block(
     )
 
 
-def _adaptor_steps(
-    params: list[nn.Parameter],
-    features: Callable[[slice | torch.Tensor], torch.Tensor],
-    targets: torch.Tensor,
-    n_images: int,
-    block: BlockRef,
-    *,
-    config: ScanConfig,
-    lr: float,
-    seed: int,
-) -> None:
-    """`config.iterations` steps of adaptor training on seeded batches of the tiny set (cosine decay)."""
-    device = params[0].device
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    schedule = cosine_schedule(optimizer, iterations=config.iterations)
-    g = torch.Generator().manual_seed(seed)
-    order = torch.empty(0, dtype=torch.long)
-    bs = min(config.batch_size, n_images)
-    for step in range(config.iterations):
-        if len(order) < bs:
-            order = torch.cat([order, torch.randperm(n_images, generator=g)])
-        idx, order = order[:bs], order[bs:]
-        loss = torch.nn.functional.mse_loss(features(idx), targets[idx].to(device))
-        check_finite(loss, phase="scan", step=step, block=block.path)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+@dataclass
+class _AdaptorFit:
+    """What adaptor training of one candidate works on: the adaptors, `idx -> features`, and the targets."""
+
+    params: list[nn.Parameter]
+    features: Callable[[slice | torch.Tensor], torch.Tensor]
+    targets: torch.Tensor
+    block: BlockRef
+
+    def error(self, batch_size: int) -> float:
+        return _error(self.features, self.targets, batch_size)
+
+    def steps(self, config: ScanConfig, *, lr: float, seed: int) -> None:
+        """`config.iterations` steps on seeded batches of the tiny set (cosine decay)."""
+        device = self.params[0].device
+        if config.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.params, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=config.weight_decay)
+        schedule = cosine_schedule(optimizer, iterations=config.iterations)
+        g = torch.Generator().manual_seed(seed)
+        order = torch.empty(0, dtype=torch.long)
+        n_images = len(self.targets)
+        bs = min(config.batch_size, n_images)
+        for step in range(config.iterations):
+            if len(order) < bs:
+                order = torch.cat([order, torch.randperm(n_images, generator=g)])
+            idx, order = order[:bs], order[bs:]
+            loss = torch.nn.functional.mse_loss(self.features(idx), self.targets[idx].to(device))
+            check_finite(loss, phase="scan", step=step, block=self.block.path)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
 
 
-def _train_adaptors(
-    params: list[nn.Parameter],
-    features: Callable[[slice | torch.Tensor], torch.Tensor],
-    targets: torch.Tensor,
-    block: BlockRef,
-    n_images: int,
-    *,
-    config: ScanConfig,
-    seed: int,
-) -> dict:
+def _train_adaptors(fit: _AdaptorFit, *, config: ScanConfig, seed: int) -> dict:
     """Train the adaptors (retrying at smaller rates while training raises the error); the row's measured fields."""
-    initial = _error(features, targets, config.batch_size)
+    params, block = fit.params, fit.block
+    initial = fit.error(config.batch_size)
     final, trained, lr, attempt = initial, False, config.lr, 0
     if params and config.iterations > 0:
         for attempt in range(config.retries + 1):
             lr = config.lr * RETRY_FACTOR**attempt
             try:
-                _adaptor_steps(params, features, targets, n_images, block, config=config, lr=lr, seed=seed)
-                final = _error(features, targets, config.batch_size)
+                fit.steps(config, lr=lr, seed=seed)
+                final = fit.error(config.batch_size)
             except FloatingPointError:
                 if attempt == config.retries:
                     raise

@@ -1,7 +1,7 @@
 """`CompressionResult`: the compressed model and every number measured about it.
 
 It is a record: saving, pushing and exporting it live in `publish.py`, its model card and markdown tables in
-`card.py`; its methods of those names call them (neither module imports this one).
+`card.py`; its methods of those names are those functions (neither module imports this one).
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from torch import nn
 from . import card, publish
 from .backbones import BackboneFamily
 from .config import CompressionConfig
+from .data import TinySetInfo
 from .latency import LatencyComparison
 from .mimic import FinetuneResult
 from .provenance import public_name
-from .publish import ONNX_FILE, REPORT_FILE, check_replaceable_output
+from .publish import ONNX_FILE, REPORT_FILE, OnnxCheck, check_replaceable_output
 from .recoverability import ScanRow
+from .selection import SelectionCheck
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +49,19 @@ class CompressionResult:
     params_after: int
     depths_before: list[int]
     depths_after: list[int]
-    tiny_set: dict[str, Any]  # source, size, seed, fingerprint, indices hash
+    tiny_set: TinySetInfo
     phase_seconds: dict[str, float] = field(default_factory=dict)
     top1_before: float | None = None
     top1_after: float | None = None
     metrics_before: dict[str, float] = field(default_factory=dict)  # every eval metric (evaluate modules)
     metrics_after: dict[str, float] = field(default_factory=dict)
     finetune: FinetuneResult | None = None
-    selection: list[dict[str, Any]] = field(default_factory=list)  # latency checks made while choosing
+    selection: list[SelectionCheck] = field(default_factory=list)  # latency checks made while choosing
     eval_set: dict[str, Any] | None = None  # name, split, size (and Hub id) of the data top-1 was measured on
     command: str | None = None  # the command line that produced this result, for the model card
     saved_to: Path | None = None  # where `save_pretrained` last wrote it
     check_images: torch.Tensor | None = field(default=None, repr=False)  # a few preprocessed tiny-set images
-    onnx: dict[str, Any] | None = None  # the ONNX export and its parity check, once `export_onnx` ran
+    onnx: OnnxCheck | None = None  # the ONNX export and its parity check, once `export_onnx` ran
     onnx_bytes: bytes | None = field(default=None, repr=False)  # the exported model, written by save_pretrained
     # local folders the run read ({"the model folder": path, ...}); save_pretrained refuses to write over them
     input_paths: dict[str, str] = field(default_factory=dict, repr=False)
@@ -100,7 +102,7 @@ class CompressionResult:
             "top1_after": self.top1_after,
             "metrics_before": self.metrics_before,
             "metrics_after": self.metrics_after,
-            "tiny_set": self.tiny_set,
+            "tiny_set": self.tiny_set.to_dict(),
             "phase_seconds": self.phase_seconds,
             "finetune_losses": self.finetune.losses if self.finetune else [],
             "finetune_resumed_from": self.finetune.resumed_from if self.finetune else 0,
@@ -108,8 +110,8 @@ class CompressionResult:
             "finetune_diverged_lrs": list(self.finetune.diverged_lrs) if self.finetune else [],
             "finetune_holdout_curve": self.finetune.holdout_curve if self.finetune else [],
             "finetune_best_step": self.finetune.best_step if self.finetune else None,
-            "selection": self.selection,
-            "onnx": self.onnx,
+            "selection": [c.to_dict() for c in self.selection],
+            "onnx": self.onnx.to_dict() if self.onnx is not None else None,
             "eval_set": self.eval_set,
             "command": self.command,
             "config": {
@@ -145,7 +147,7 @@ class CompressionResult:
 
     def latency_notes(self) -> list[str]:
         """What the final latency measurement said against the target (see the compressor's final check)."""
-        return [c["note"] for c in self.selection if c.get("step") == "final" and c.get("note")]
+        return [c.note for c in self.selection if c.step == "final" and c.note]
 
     def resume_note(self) -> str | None:
         """How the finetune was resumed or rerun, if it was (for the card and the summary)."""
@@ -169,45 +171,11 @@ class CompressionResult:
             )
         return " ".join(notes) or None
 
-    def scan_table(self) -> str:
-        """The scan as a markdown table, in forward order."""
-        return card.scan_table(self)
-
-    def summary(self) -> str:
-        """Before/after numbers as a markdown table."""
-        return card.summary_table(self)
-
-    def export_onnx(
-        self, path: str | Path | None = None, *, images: torch.Tensor | None = None, opset: int = 17
-    ) -> dict[str, Any]:
-        """Export the compressed model to ONNX and check it against PyTorch in ONNX Runtime; see
-        `hf_practise.publish.export_onnx`."""
-        return publish.export_onnx(self, path, images=images, opset=opset)
-
-    def save_pretrained(
-        self, save_directory: str | Path, *, overwrite: bool = False, repo_id: str | None = None
-    ) -> Path:
-        """Write the compressed model so the family's own library reloads it, with its model card and
-        `practise_report.json`; see `hf_practise.publish.save_pretrained`."""
-        return publish.save_pretrained(self, save_directory, overwrite=overwrite, repo_id=repo_id)
-
-    def model_card(self, *, repo_id: str | None = None, directory: Path | None = None, name: str | None = None):
-        """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given."""
-        return card.model_card(self, repo_id=repo_id, directory=directory, name=name)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        revision: str | None = None,
-        commit_message: str = "Upload model compressed with hf_practise",
-    ) -> str:
-        """Upload exactly the folder `save_pretrained` wrote; see `hf_practise.publish.push_to_hub`.
-
-        Returns the URL of the commit.
-        """
-        return publish.push_to_hub(
-            self, repo_id, private=private, token=token, revision=revision, commit_message=commit_message
-        )
+    # rendering and publishing live in card.py and publish.py; their functions take the result first, so they
+    # are its methods as they stand (one signature and docstring each)
+    scan_table = card.scan_table  # the scan as a markdown table, in forward order
+    summary = card.summary_table  # before/after numbers as a markdown table
+    model_card = card.model_card
+    export_onnx = publish.export_onnx
+    save_pretrained = publish.save_pretrained
+    push_to_hub = publish.push_to_hub

@@ -8,7 +8,8 @@ simply removed), so they know nothing of models or families: the compressor pass
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -19,9 +20,60 @@ from .recoverability import ScanRow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LatencyTargetUnreachable", "check_reachable", "select_in_order"]
+__all__ = ["LatencyTargetUnreachable", "Selection", "SelectionCheck", "check_reachable", "select_in_order"]
 
 Measure = Callable[[Sequence[BlockRef]], Any]
+
+
+@dataclass(frozen=True)
+class SelectionCheck:
+    """One step of choosing the blocks: a set of blocks, its predicted and measured latency cut.
+
+    `step` is "greedy" (blocks taken in rank order), "back-off" (a set tried after an overshoot), "kept" (the set
+    kept when none landed where asked), "table" (a latency table's shares, not measured), "fixed" (blocks given
+    by the user), "final" (the compressed model's own measurement). `reason` says, for "kept" and "final", why the
+    result is not where it was asked to be (one of `REASONS`); `note` says it in words for the card.
+    """
+
+    step: str
+    blocks: int
+    predicted: float | None
+    measured: float | None
+    dropped: list[str] = field(default_factory=list)
+    reason: str | None = None
+    note: str | None = None
+
+    REASONS = {
+        "near_edge": "kept a set inside the window but close to its upper end",
+        "too_costly": "the sets inside the window would cost too much recoverability",
+        "too_coarse": "no set of blocks measured inside the window",
+        "timings_moved": "the final measurement fell short of the one that chose the blocks",
+    }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("reason", "note")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SelectionCheck:
+        known = {"step", "blocks", "predicted", "measured", "dropped", "reason", "note"}
+        d = {k: v for k, v in d.items() if k in known}
+        return cls(**{"step": "table", "predicted": None, "measured": None, **d})
+
+
+@dataclass
+class Selection:
+    """The blocks chosen to drop (scan rows, in the order taken) and the checks that chose them."""
+
+    rows: list[ScanRow]
+    checks: list[SelectionCheck]
+
+    @property
+    def blocks(self) -> list[str]:
+        return [r.block for r in self.rows]
+
+    def __iter__(self) -> Iterator[Any]:
+        """`rows, checks = selection`."""
+        return iter((self.rows, self.checks))
 
 
 class LatencyTargetUnreachable(ValueError):
@@ -115,7 +167,7 @@ def select_in_order(
     config: CompressionConfig,
     measure: Measure,
     cost: Callable[[ScanRow], float] | None = None,
-) -> tuple[list[ScanRow], list[dict]]:
+) -> Selection:
     """Take blocks from the front of `ranked` (all feasible together) until the target holds, then come back
     toward it when the measured cut overshoots.
 
@@ -129,7 +181,7 @@ def select_in_order(
     says so.
 
     Returns:
-        The chosen rows and the latency checks made on the way (blocks, predicted, measured, ...).
+        The chosen rows and the latency checks made on the way.
     """
     ranked = list(ranked)
     if config.num_blocks is not None:
@@ -138,7 +190,7 @@ def select_in_order(
                 f"Asked to drop {config.num_blocks} blocks but the model has only {len(ranked)} droppable ones; "
                 f"use at most {len(ranked)} (CLI: --num-blocks)."
             )
-        return ranked[: config.num_blocks], []
+        return Selection(ranked[: config.num_blocks], [])
     target = float(config.latency_reduction)
     predicted, k = 0.0, 0
     while k < len(ranked) and predicted < target:
@@ -148,20 +200,12 @@ def select_in_order(
         # the user's table was measured on the deployment device: trust it rather than timing locally
         if predicted < target:
             raise LatencyTargetUnreachable(target, len(ranked), predicted, "by the given latency table")
-        return ranked[:k], [{"blocks": k, "predicted": predicted, "measured": None}]
-    checks: list[dict] = []
+        return Selection(ranked[:k], [SelectionCheck("table", k, predicted, None, [r.block for r in ranked[:k]])])
+    checks: list[SelectionCheck] = []
     while True:
         chosen = ranked[:k]
         measured = measure([r.ref for r in chosen])
-        checks.append(
-            {
-                "blocks": len(chosen),
-                "predicted": predicted,
-                "measured": measured.reduction,
-                "step": "greedy",
-                "dropped": [r.block for r in chosen],
-            }
-        )
+        checks.append(SelectionCheck("greedy", len(chosen), predicted, measured.reduction, [r.block for r in chosen]))
         logger.info(
             "select: %d blocks, predicted %.1f%%, measured %.1f%%", k, 100 * predicted, 100 * measured.reduction
         )
@@ -175,7 +219,7 @@ def select_in_order(
     # a cut within a point of the window's upper end is one re-measurement away from leaving it: look for a
     # more central set too (kept when there is none)
     if measured.reduction <= upper - _edge(target, upper):
-        return chosen, checks
+        return Selection(chosen, checks)
     return _back_off(ranked, chosen, checks, target=target, upper=upper, measure=measure, cost=cost)
 
 
@@ -187,13 +231,13 @@ def _edge(target: float, upper: float) -> float:
 def _back_off(
     ranked: list[ScanRow],
     chosen: list[ScanRow],
-    checks: list[dict],
+    checks: list[SelectionCheck],
     *,
     target: float,
     upper: float,
     measure: Measure,
     cost: Callable[[ScanRow], float] | None,
-) -> tuple[list[ScanRow], list[dict]]:
+) -> Selection:
     """Come back from an overshooting greedy set toward [target, upper] (see `select_in_order`).
 
     Each try takes the cheapest set whose expected cut lies in the window, the blocks' savings fitted to every
@@ -206,10 +250,10 @@ def _back_off(
     greedy = frozenset(range(len(chosen)))
     budget = BACKOFF_COST_FACTOR * sum(costs[i] for i in greedy)
     too_costly = False
-    measured: list[tuple[frozenset[int], float]] = [(greedy, checks[-1]["measured"])]
+    measured: list[tuple[frozenset[int], float]] = [(greedy, checks[-1].measured)]
     logger.info(
         "select: %.1f%% is above or at the edge of [%.1f%%, %.1f%%]; looking for a set closer to the target",
-        100 * checks[-1]["measured"],
+        100 * checks[-1].measured,
         100 * target,
         100 * upper,
     )
@@ -236,46 +280,38 @@ def _back_off(
         subset = [r for i, r in enumerate(ranked) if i in items]
         m = measure([r.ref for r in subset]).reduction
         measured.append((items, m))
-        checks.append(
-            {
-                "blocks": len(subset),
-                "predicted": e,
-                "measured": m,
-                "step": "back-off",
-                "dropped": [r.block for r in subset],
-            }
-        )
+        checks.append(SelectionCheck("back-off", len(subset), e, m, [r.block for r in subset]))
         logger.info("select: back-off to %d blocks, expected %.1f%%, measured %.1f%%", len(subset), 100 * e, 100 * m)
         if target <= m <= upper - margin:
-            return subset, checks
+            return Selection(subset, checks)
     m, items = min(((m, items) for items, m in measured if m >= target), key=lambda t: t[0])
     kept = [r for i, r in enumerate(ranked) if i in items]
     if m <= upper:
-        note = (
-            f"kept a set measured at {100 * m:.1f}%, inside [{100 * target:.1f}%, {100 * upper:.1f}%] but within "
-            f"{100 * margin:.0f} point(s) of its upper end: no set measured closer to the target (the blocks are too "
-            "coarse for this target here, or the timings too noisy), so a re-measurement may land just above it"
+        reason, note = (
+            "near_edge",
+            (
+                f"kept a set measured at {100 * m:.1f}%, inside [{100 * target:.1f}%, {100 * upper:.1f}%] but within "
+                f"{100 * margin:.0f} point(s) of its upper end: no set measured closer to the target (the blocks are too "
+                "coarse for this target here, or the timings too noisy), so a re-measurement may land just above it"
+            ),
         )
     elif too_costly:
-        note = (
-            f"the sets of candidate blocks expected inside [{100 * target:.1f}%, {100 * upper:.1f}%] would cost more "
-            f"than {BACKOFF_COST_FACTOR:g} times the recoverability of the greedy set; kept the closest set above it "
-            f"({100 * m:.1f}%): the extra latency cut is cheaper in accuracy than landing on the target"
+        reason, note = (
+            "too_costly",
+            (
+                f"the sets of candidate blocks expected inside [{100 * target:.1f}%, {100 * upper:.1f}%] would cost more "
+                f"than {BACKOFF_COST_FACTOR:g} times the recoverability of the greedy set; kept the closest set above it "
+                f"({100 * m:.1f}%): the extra latency cut is cheaper in accuracy than landing on the target"
+            ),
         )
     else:
-        note = (
-            f"no set of candidate blocks measured inside [{100 * target:.1f}%, {100 * upper:.1f}%]: the blocks are "
-            f"too coarse for this target here, or the timings too noisy; kept the closest set above it ({100 * m:.1f}%)"
+        reason, note = (
+            "too_coarse",
+            (
+                f"no set of candidate blocks measured inside [{100 * target:.1f}%, {100 * upper:.1f}%]: the blocks are "
+                f"too coarse for this target here, or the timings too noisy; kept the closest set above it ({100 * m:.1f}%)"
+            ),
         )
     logger.warning("select: %s", note)
-    checks.append(
-        {
-            "blocks": len(kept),
-            "predicted": None,
-            "measured": m,
-            "step": "kept",
-            "note": note,
-            "dropped": [r.block for r in kept],
-        }
-    )
-    return kept, checks
+    checks.append(SelectionCheck("kept", len(kept), None, m, [r.block for r in kept], reason=reason, note=note))
+    return Selection(kept, checks)

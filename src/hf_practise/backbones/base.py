@@ -23,6 +23,13 @@ def layers_of(module: nn.Module | None, kinds: type | tuple[type, ...]) -> list[
     return [] if module is None else [m for m in module.modules() if isinstance(m, kinds)]
 
 
+def layers_outside(module: nn.Module, kinds: type | tuple[type, ...], *excluded: nn.Module | None) -> list[nn.Module]:
+    """The `kinds` layers of `module` (as `layers_of`) that are in none of the `excluded` submodules (e.g. a
+    block's branch convs: its convs less those of its shortcut)."""
+    skip = {id(m) for part in excluded if part is not None for m in part.modules()}
+    return [m for m in layers_of(module, kinds) if id(m) not in skip]
+
+
 @torch.no_grad()
 def folds_exactly(layer: nn.Module) -> bool:
     """Whether an adaptor multiplied into `layer`'s weight is exact: its output must be linear in its weight.

@@ -6,17 +6,14 @@ timm reloads the result with `model_args={"depth": n}`.
 from __future__ import annotations
 
 from .registry import register_family
-from .timm_vit import TimmViTFamily
-from .tiny import timm_tiny
+from .timm_vit import TimmViTFamily, timm_vit_tiny
 
 
 @register_family
 class TimmBeitFamily(TimmViTFamily):
     name = "timm-beit"
     tiny_models = {
-        "beit": timm_tiny(
-            "beit_base_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2, init_values=0.5
-        ),
+        "beit": timm_vit_tiny("beit_base_patch16_224", init_values=0.5),
     }
     teacher_recipes = {}
     model_class = "timm.models.beit:Beit"

@@ -7,15 +7,14 @@ linears mix heads, not channels). Plain timm reloads the result with `model_args
 from __future__ import annotations
 
 from .registry import register_family
-from .timm_vit import TimmViTFamily
-from .tiny import timm_tiny
+from .timm_vit import TimmViTFamily, timm_vit_tiny
 
 
 @register_family
 class TimmCaitFamily(TimmViTFamily):
     name = "timm-cait"
     tiny_models = {
-        "cait": timm_tiny("cait_xxs24_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2),
+        "cait": timm_vit_tiny("cait_xxs24_224"),
     }
     teacher_recipes = {}
     model_class = "timm.models.cait:Cait"

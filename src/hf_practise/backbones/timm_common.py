@@ -9,6 +9,7 @@ arguments rebuild its block-dropped model (`model_args`).
 from __future__ import annotations
 
 import abc
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,41 @@ def json_safe(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def timm_class(name: str) -> type:
+    """`module:Class` -> the class (ImportError / AttributeError when this timm lacks it)."""
+    module, _, klass = name.partition(":")
+    return getattr(importlib.import_module(module), klass)
+
+
 class TimmFamily(BackboneFamily):
-    """Base of the timm families: subclasses give the structure and `block_args`."""
+    """Base of the timm families: subclasses give the structure and `block_args`, and which models they handle
+    (`model_class` and `block_classes`, or their own `matches`)."""
 
     library_name = "timm"
+    #: the timm model class this family handles ("module:Class"); a subclass with a family of its own (e.g. DeiT
+    #: distilled under ViT) goes to that family, which names the subclass (`get_family` takes the most specific)
+    model_class: str = ""
+    #: the classes ("module:Class") that every block of a handled model's `stages` is one of (none: any block)
+    block_classes: tuple[str, ...] = ()
+
+    @classmethod
+    def model_type(cls) -> type | None:
+        try:
+            return timm_class(cls.model_class) if cls.model_class else None
+        except (ImportError, AttributeError):
+            return None
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether `model` is a `model_class` whose blocks are all `block_classes` (False when timm lacks them)."""
+        klass = cls.model_type()
+        if klass is None or not isinstance(model, klass):
+            return False
+        try:
+            kinds = tuple(timm_class(name) for name in cls.block_classes)
+        except (ImportError, AttributeError):
+            return False
+        return not kinds or all(isinstance(b, kinds) for stage in cls().stages(model) for b in stage)
 
     # ---- forward -----------------------------------------------------------------------------------------
     def forward_features(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:

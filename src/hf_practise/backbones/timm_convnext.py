@@ -42,16 +42,8 @@ class TimmConvNeXtFamily(TimmDownsampledStagesFamily):
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     scan_iterations = 600  # ranking tau against 1,000 steps: 0.788 at 100, 0.909 (0.848 transformers) at 400, 0.939
     # (0.909) at 600 (benchmarks/results/scan_tau_summary.md)
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        try:
-            from timm.models.convnext import ConvNeXt, ConvNeXtBlock
-        except ImportError:
-            return False
-        return isinstance(model, ConvNeXt) and all(
-            isinstance(b, ConvNeXtBlock) for stage in model.stages for b in stage.blocks
-        )
+    model_class = "timm.models.convnext:ConvNeXt"
+    block_classes = ("timm.models.convnext:ConvNeXtBlock",)
 
     # ---- structure (stages, entry and exit convs: TimmDownsampledStagesFamily) ------------------------------
     def is_droppable(self, block: nn.Module) -> bool:

@@ -8,18 +8,13 @@ from __future__ import annotations
 from torch import nn
 
 from .registry import register_family
-from .timm_vit import TimmViTFamily
-from .tiny import timm_tiny
+from .timm_vit import TimmViTFamily, timm_vit_tiny
 
 
 @register_family
 class TimmDeiTDistilledFamily(TimmViTFamily):
     name = "timm-deit-distilled"
-    tiny_models = {
-        "deit-distilled": timm_tiny(
-            "deit_tiny_distilled_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2
-        ),
-    }
+    tiny_models = {"deit-distilled": timm_vit_tiny("deit_tiny_distilled_patch16_224")}
     teacher_recipes = {}
     model_class = "timm.models.deit:VisionTransformerDistilled"
 

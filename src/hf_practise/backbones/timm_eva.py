@@ -10,29 +10,16 @@ from __future__ import annotations
 from torch import nn
 
 from .registry import register_family
-from .timm_vit import TimmViTFamily
-from .tiny import timm_tiny
+from .timm_vit import TimmViTFamily, timm_vit_tiny
 
 
 @register_family
 class TimmEvaFamily(TimmViTFamily):
     name = "timm-eva"
     tiny_models = {
-        "eva02-rope-swiglu": timm_tiny(
-            "eva02_tiny_patch14_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2
-        ),
-        "rope-mixed": timm_tiny(
-            "vit_small_patch16_rope_mixed_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2
-        ),
-        "eva-clip-postnorm": timm_tiny(
-            "eva02_tiny_patch14_224",
-            img_size=32,
-            patch_size=8,
-            depth=3,
-            embed_dim=32,
-            num_heads=2,
-            use_post_norm=True,
-        ),
+        "eva02-rope-swiglu": timm_vit_tiny("eva02_tiny_patch14_224"),
+        "rope-mixed": timm_vit_tiny("vit_small_patch16_rope_mixed_224"),
+        "eva-clip-postnorm": timm_vit_tiny("eva02_tiny_patch14_224", use_post_norm=True),
     }
     teacher_recipes = {}
     model_class = "timm.models.eva:Eva"

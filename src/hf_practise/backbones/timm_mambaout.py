@@ -30,23 +30,8 @@ class TimmMambaOutFamily(TimmDownsampledStagesFamily):
         # norm-first downsampling, layer scale (at 0.5: timm's 1e-6 would make every block an identity), MLP head
         "mambaout-rw": timm_tiny("mambaout_small_rw", dims=(8, 16, 16, 24), depths=(1, 2, 2, 2), ls_init_value=0.5),
     }
-
-    @classmethod
-    def model_type(cls) -> type | None:
-        try:
-            from timm.models.mambaout import MambaOut
-        except ImportError:
-            return None
-        return MambaOut
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        klass = cls.model_type()
-        if klass is None or not isinstance(model, klass):
-            return False
-        from timm.models.mambaout import GatedConvBlock
-
-        return all(isinstance(b, GatedConvBlock) for stage in model.stages for b in stage.blocks)
+    model_class = "timm.models.mambaout:MambaOut"
+    block_classes = ("timm.models.mambaout:GatedConvBlock",)
 
     # ---- structure (stages, entry and exit convs: TimmDownsampledStagesFamily) ------------------------------
     def is_droppable(self, block: nn.Module) -> bool:

@@ -26,22 +26,10 @@ from torch import nn
 from .base import REMOVED_ATTR, ungrouped
 from .registry import register_family
 from .timm_common import TimmFamily
-from .tiny import timm_tiny
+from .tiny import timm_tiny, tiny_variants
 
 #: a residual unit of a block: the layers that read the stream, the layers that write it
 _Unit = tuple[list[nn.Module], list[nn.Module]]
-
-
-def _block_classes() -> tuple[type, ...]:
-    from timm.models import maxxvit
-
-    return (
-        maxxvit.MbConvBlock,
-        maxxvit.ConvNeXtBlock,
-        maxxvit.TransformerBlock2d,
-        maxxvit.MaxxVitBlock,
-        maxxvit.ParallelMaxxVitBlock,
-    )
 
 
 def _attn_mlp(layer: nn.Module, attns: list[nn.Module]) -> list[_Unit]:
@@ -90,67 +78,30 @@ class TimmMaxxVitFamily(TimmFamily):
     name = "timm-maxxvit"
     finetune_optimizer = "adamw"  # LayerNorm attention (BatchNorm only in the MBConv units)
     # kwargs overlay the model config: real block layouts with tiny widths, 8-channel heads, a 32x32 input
-    tiny_models = {
-        "maxvit-rmlp": timm_tiny(
-            "maxvit_rmlp_pico_rw_256",
-            init="calibrate",
-            img_size=32,
-            embed_dim=(8, 16, 16, 24),
-            depths=(1, 2, 3, 2),
-            stem_width=(8, 8),
-            transformer_dim_head=8,
-        ),
-        "maxvit-tf-nchw": timm_tiny(
-            "maxvit_tiny_tf_224",
-            init="calibrate",
-            img_size=32,
-            embed_dim=(8, 16, 16, 24),
-            depths=(2, 1, 2, 2),
-            stem_width=8,
-            transformer_dim_head=8,
-        ),
-        "coatnet-cc": timm_tiny(
-            "coatnet_nano_cc_224",
-            init="calibrate",
-            img_size=32,
-            embed_dim=(8, 16, 16, 24),
-            depths=(2, 2, 3, 2),
-            stem_width=8,
-            transformer_dim_head=8,
-        ),
-        "maxxvit-convnext": timm_tiny(
-            "maxxvit_rmlp_nano_rw_256",
-            img_size=32,
-            embed_dim=(8, 16, 16, 32),
-            depths=(1, 2, 2, 1),
-            stem_width=8,
-            transformer_dim_head=8,
-        ),
-        "maxxvitv2-parallel": timm_tiny(
-            "maxxvitv2_nano_rw_256",
-            img_size=32,
-            embed_dim=(8, 16, 16, 32),
-            depths=(1, 2, 2, 1),
-            stem_width=8,
-            transformer_dim_head=8,
-        ),
-    }
-
-    @classmethod
-    def model_type(cls) -> type | None:
-        try:
-            from timm.models.maxxvit import MaxxVit
-        except ImportError:
-            return None
-        return MaxxVit
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        klass = cls.model_type()
-        if klass is None or not isinstance(model, klass):
-            return False
-        kinds = _block_classes()
-        return all(isinstance(b, kinds) for stage in model.stages for b in stage.blocks)
+    tiny_models = tiny_variants(
+        timm_tiny,
+        {
+            "maxvit-rmlp": dict(
+                arch="maxvit_rmlp_pico_rw_256", init="calibrate", depths=(1, 2, 3, 2), stem_width=(8, 8)
+            ),
+            "maxvit-tf-nchw": dict(arch="maxvit_tiny_tf_224", init="calibrate", depths=(2, 1, 2, 2)),
+            "coatnet-cc": dict(arch="coatnet_nano_cc_224", init="calibrate", depths=(2, 2, 3, 2)),
+            "maxxvit-convnext": dict(arch="maxxvit_rmlp_nano_rw_256", embed_dim=(8, 16, 16, 32), depths=(1, 2, 2, 1)),
+            "maxxvitv2-parallel": dict(arch="maxxvitv2_nano_rw_256", embed_dim=(8, 16, 16, 32), depths=(1, 2, 2, 1)),
+        },
+        img_size=32,
+        embed_dim=(8, 16, 16, 24),
+        stem_width=8,
+        transformer_dim_head=8,
+    )
+    model_class = "timm.models.maxxvit:MaxxVit"
+    block_classes = (
+        "timm.models.maxxvit:MbConvBlock",
+        "timm.models.maxxvit:ConvNeXtBlock",
+        "timm.models.maxxvit:TransformerBlock2d",
+        "timm.models.maxxvit:MaxxVitBlock",
+        "timm.models.maxxvit:ParallelMaxxVitBlock",
+    )
 
     # ---- structure ---------------------------------------------------------------------------------------
     def stages(self, model: nn.Module) -> list[nn.Sequential]:

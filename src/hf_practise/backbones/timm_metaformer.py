@@ -30,16 +30,8 @@ class TimmMetaFormerFamily(TimmDownsampledStagesFamily):
     finetune_optimizer = "adamw"  # LayerNorm / GroupNorm networks, like ConvNeXt
     # the entry points fix dims and depths, so the smallest real configuration stands in for a tiny one
     tiny_models = {"poolformer": timm_tiny("poolformer_s12")}
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        try:
-            from timm.models.metaformer import MetaFormer, MetaFormerBlock
-        except ImportError:
-            return False
-        return isinstance(model, MetaFormer) and all(
-            isinstance(b, MetaFormerBlock) for stage in model.stages for b in stage.blocks
-        )
+    model_class = "timm.models.metaformer:MetaFormer"
+    block_classes = ("timm.models.metaformer:MetaFormerBlock",)
 
     def is_droppable(self, block: nn.Module) -> bool:
         return True  # token mixer and MLP keep the shape; downsampling lives outside the blocks

@@ -41,16 +41,8 @@ class TimmRegNetFamily(TimmFamily):
     # (RegNetV's pre-activation blocks are checked by benchmarks/coverage.py: its smallest model has 20M weights)
     tiny_models = {"regnetx": timm_tiny("regnetx_002"), "regnety-se": timm_tiny("regnety_002")}
     teacher_recipes = {"timm-regnetx": timm_teacher("timm RegNetX-200MF (depths 1-1-4-7)", "regnetx_002")}
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        try:
-            from timm.models.regnet import Bottleneck, PreBottleneck, RegNet
-        except ImportError:
-            return False
-        return isinstance(model, RegNet) and all(
-            isinstance(b, (Bottleneck, PreBottleneck)) for stage in _stage_modules(model) for b in stage.children()
-        )
+    model_class = "timm.models.regnet:RegNet"
+    block_classes = ("timm.models.regnet:Bottleneck", "timm.models.regnet:PreBottleneck")
 
     def stages(self, model: nn.Module) -> list[list[nn.Module]]:
         return [list(stage.children()) for stage in _stage_modules(model)]

@@ -39,19 +39,11 @@ class TimmRepViTFamily(TimmFamily):
         "repvit": timm_tiny("repvit_m0_9", init="calibrate", **_TINY),
         "repvit-legacy": timm_tiny("repvit_m1", init="calibrate", **_TINY),  # BatchNorm'd 1x1 token-mixer branch
     }
-
-    @classmethod
-    def model_type(cls) -> type | None:
-        try:
-            from timm.models.repvit import RepVit
-        except ImportError:
-            return None
-        return RepVit
+    model_class = "timm.models.repvit:RepVit"
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        klass = cls.model_type()
-        if klass is None or not isinstance(model, klass):
+        if not super().matches(model):
             return False
         from timm.models.repvit import ConvNorm, RepViTBlock, RepVitMlp
 

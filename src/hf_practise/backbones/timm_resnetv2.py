@@ -13,15 +13,14 @@ from typing import Any
 
 from torch import nn
 
-from .base import layers_of
+from .base import layers_of, layers_outside
 from .registry import register_family
 from .timm_common import TimmFamily
 from .tiny import timm_tiny
 
 
 def _branch_convs(block: nn.Module) -> list[nn.Module]:
-    shortcut = {id(m) for m in (block.downsample or nn.Identity()).modules()}
-    return [m for m in layers_of(block, nn.Conv2d) if id(m) not in shortcut]
+    return layers_outside(block, nn.Conv2d, block.downsample)
 
 
 @register_family

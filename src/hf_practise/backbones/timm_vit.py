@@ -10,7 +10,6 @@ reloads the result with `model_args={"depth": n}`.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from torch import nn
@@ -18,7 +17,7 @@ from torch import nn
 from .base import layers_of
 from .registry import register_family
 from .timm_common import TimmFamily
-from .tiny import timm_teacher, timm_tiny
+from .tiny import TinyBuilder, timm_teacher, timm_tiny
 
 
 def _is_block(block: nn.Module) -> bool:
@@ -32,12 +31,6 @@ def _is_block(block: nn.Module) -> bool:
     )
 
 
-def _timm_class(name: str) -> type:
-    """`module:Class` -> the class (ImportError / AttributeError when this timm lacks it)."""
-    module, _, klass = name.partition(":")
-    return getattr(importlib.import_module(module), klass)
-
-
 def _output(branch: nn.Module, name: str) -> nn.Linear:
     """The linear that writes a branch's result to the stream: `proj` / `fc2` where the branch has it (CaiT
     registers its talking-heads linears after `proj`), else its last linear."""
@@ -45,15 +38,18 @@ def _output(branch: nn.Module, name: str) -> nn.Linear:
     return layer if isinstance(layer, nn.Linear) else layers_of(branch, nn.Linear)[-1]
 
 
+def timm_vit_tiny(arch: str, **kwargs: Any) -> TinyBuilder:
+    """A tiny ViT-like timm model (32x32 inputs, 16 patches, 3 blocks of width 32; `kwargs` on top)."""
+    return timm_tiny(arch, **{**dict(img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2), **kwargs})
+
+
 @register_family
 class TimmViTFamily(TimmFamily):
     name = "timm-vit"
     tiny_models = {
-        "vit": timm_tiny("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=4, embed_dim=32, num_heads=2),
-        "deit": timm_tiny("deit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2),
-        "vit-layerscale": timm_tiny(
-            "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, embed_dim=32, num_heads=2, init_values=0.5
-        ),
+        "vit": timm_vit_tiny("vit_tiny_patch16_224", depth=4),
+        "deit": timm_vit_tiny("deit_tiny_patch16_224"),
+        "vit-layerscale": timm_vit_tiny("vit_tiny_patch16_224", init_values=0.5),
     }
     teacher_recipes = {
         "timm-vit": timm_teacher(
@@ -71,21 +67,11 @@ class TimmViTFamily(TimmFamily):
     scan_iterations = 800  # ranking tau against 1,000 steps: 0.857 at 50 to 600, 0.929 at 800
     # (benchmarks/results/scan_tau_summary.md)
 
-    #: the timm model class this family handles ("module:Class"); a subclass with a family of its own (DeiT
-    #: distilled) goes to that family, which names the subclass (`get_family` takes the most specific)
-    model_class: str = "timm.models.vision_transformer:VisionTransformer"
-
-    @classmethod
-    def model_type(cls) -> type | None:
-        try:
-            return _timm_class(cls.model_class)
-        except (ImportError, AttributeError):
-            return None
+    model_class = "timm.models.vision_transformer:VisionTransformer"
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        klass = cls.model_type()
-        return klass is not None and isinstance(model, klass) and all(_is_block(b) for b in model.blocks)
+        return super().matches(model) and all(_is_block(b) for b in model.blocks)
 
     # ---- structure -------------------------------------------------------------------------------------
     def stages(self, model: nn.Module) -> list[nn.Sequential]:

@@ -9,6 +9,7 @@ These builders undo that, so every block and every adaptor visibly changes the o
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ __all__ = [
     "randomise_norms",
     "timm_teacher",
     "timm_tiny",
+    "tiny_variants",
     "transformers_teacher",
     "transformers_tiny",
 ]
@@ -70,6 +72,14 @@ def timm_tiny(arch: str, *, init: str = "fan_in", **kwargs) -> TinyBuilder:
         return calibrate_norms(model, seed) if init == "calibrate" else model
 
     return build
+
+
+def tiny_variants(
+    build: Callable[..., TinyBuilder], variants: dict[str, dict[str, Any]], /, **common: Any
+) -> dict[str, TinyBuilder]:
+    """A family's `tiny_models` whose variants differ in a few arguments: variant -> `build(**common, **own)`, where
+    `own` is the variant's entry of `variants` (e.g. `build=timm_tiny`, `common={"img_size": 32}`)."""
+    return {variant: build(**{**common, **own}) for variant, own in variants.items()}
 
 
 #: a small classifier of the family that `benchmarks/families.py` trains on Fashion-MNIST (32x32 RGB, 10

@@ -21,10 +21,13 @@ class TransformersCLIPFamily(TransformersViTLikeFamily):
     base_attr = "vision_model"
     layer_class = "CLIPEncoderLayer"
     depth_field = "vision_config.num_hidden_layers"
-    tiny_models = {"clip": vit_tiny("CLIPForImageClassification", "CLIPConfig", nested=True)}
+    #: whether the tower's first token is a [CLS] token, which the head leaves out of its mean
+    cls_token: bool = True
+    tiny_models = {"clip": vit_tiny(model_class_name, "CLIPConfig", nested=True)}
 
     def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        return model.classifier(features[:, 1:, :].mean(dim=1))
+        tokens = features[:, 1:, :] if self.cls_token else features
+        return model.classifier(tokens.mean(dim=1))
 
 
 @register_family
@@ -32,7 +35,7 @@ class TransformersMetaClip2Family(TransformersCLIPFamily):
     name = "transformers-metaclip2"
     model_class_name = "MetaClip2ForImageClassification"
     layer_class = "MetaClip2EncoderLayer"
-    tiny_models = {"metaclip2": vit_tiny("MetaClip2ForImageClassification", "MetaClip2Config", nested=True)}
+    tiny_models = {"metaclip2": vit_tiny(model_class_name, "MetaClip2Config", nested=True)}
 
 
 @register_family
@@ -40,7 +43,5 @@ class TransformersSiglipFamily(TransformersCLIPFamily):
     name = "transformers-siglip"
     model_class_name = "SiglipForImageClassification"
     layer_class = "SiglipEncoderLayer"
-    tiny_models = {"siglip": vit_tiny("SiglipForImageClassification", "SiglipConfig", nested=True)}
-
-    def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        return model.classifier(features.mean(dim=1))
+    cls_token = False
+    tiny_models = {"siglip": vit_tiny(model_class_name, "SiglipConfig", nested=True)}

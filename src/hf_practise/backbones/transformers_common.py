@@ -86,7 +86,8 @@ class TransformersFamily(BackboneFamily):
     """Base of the transformers families: the head split, the image processor, the native save."""
 
     library_name = "transformers"
-    #: the `*ForImageClassification` class this family handles, and the name of its base-model attribute
+    #: the `*ForImageClassification` class this family handles, and the name of its base-model attribute where
+    #: that is not the model's own `base_model_prefix` (empty: `model.base_model`)
     model_class_name: str = ""
     base_attr: str = ""
     #: config field holding the blocks per stage (dotted for a nested config: "vision_config.num_hidden_layers")
@@ -109,9 +110,13 @@ class TransformersFamily(BackboneFamily):
         klass = cls._model_class()
         return klass is not None and isinstance(model, klass)
 
+    def base_model(self, model: nn.Module) -> nn.Module:
+        """The base model under the classification head (`base_attr`, else transformers' `model.base_model`)."""
+        return getattr(model, self.base_attr) if self.base_attr else model.base_model
+
     # ---- forward -----------------------------------------------------------------------------------------
     def forward_features(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-        return getattr(model, self.base_attr)(pixel_values).last_hidden_state
+        return self.base_model(model)(pixel_values).last_hidden_state
 
     def classifier(self, model: nn.Module) -> nn.Module:
         return model.classifier

@@ -33,11 +33,10 @@ class TransformersSwinFamily(TransformersFamily):
     finetune_optimizer = "adamw"  # LayerNorm
     scan_iterations = 400  # the blocks of timm's Swin, whose ranking needed 400 (no transformers Swin teacher)
     model_class_name = "SwinForImageClassification"
-    base_attr = "swin"
     tiny_models = {"swin": transformers_tiny("SwinForImageClassification", "SwinConfig", **_TINY)}
 
     def _layers(self, model: nn.Module) -> nn.ModuleList:
-        return getattr(model, self.base_attr).encoder.layers
+        return self.base_model(model).encoder.layers
 
     def stages(self, model: nn.Module) -> list[list[BlockGroup]]:
         return [parity_units(stage.blocks) for stage in self._layers(model)]
@@ -62,7 +61,7 @@ class TransformersSwinFamily(TransformersFamily):
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         if stage == 0:
-            return layers_of(getattr(model, self.base_attr).embeddings, nn.Conv2d)[-1:]
+            return layers_of(self.base_model(model).embeddings, nn.Conv2d)[-1:]
         return layers_of(self._layers(model)[stage - 1].downsample, nn.Linear)[-1:]
 
     def stage_exit_inputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
@@ -81,7 +80,7 @@ class TransformersSwinFamily(TransformersFamily):
         return {"depths": self.depth_value(model)}
 
     def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-        pooled = getattr(model, self.base_attr).pooler(features.transpose(1, 2))
+        pooled = self.base_model(model).pooler(features.transpose(1, 2))
         return model.classifier(torch.flatten(pooled, 1))
 
 
@@ -89,7 +88,6 @@ class TransformersSwinFamily(TransformersFamily):
 class TransformersSwinv2Family(TransformersSwinFamily):
     name = "transformers-swinv2"
     model_class_name = "Swinv2ForImageClassification"
-    base_attr = "swinv2"
     tiny_models = {"swinv2": transformers_tiny("Swinv2ForImageClassification", "Swinv2Config", **_TINY)}
 
 
@@ -97,5 +95,4 @@ class TransformersSwinv2Family(TransformersSwinFamily):
 class TransformersDonutSwinFamily(TransformersSwinFamily):
     name = "transformers-donut-swin"
     model_class_name = "DonutSwinForImageClassification"
-    base_attr = "donut"
     tiny_models = {"donut-swin": transformers_tiny("DonutSwinForImageClassification", "DonutSwinConfig", **_TINY)}
