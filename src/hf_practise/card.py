@@ -329,12 +329,7 @@ def render_model_card(
         library_name=result.family.library_name,
         num_dropped=len(result.dropped),
         num_blocks_before=sum(result.depths_before),
-        tiny_num_samples=result.tiny_set.num_samples,
-        tiny_source=result.tiny_set.source,
-        tiny_seed=result.tiny_set.seed,
-        tiny_labelled="used" if result.tiny_set.labelled else "not needed and not used",
-        tiny_fingerprint=result.tiny_set.fingerprint,
-        tiny_indices=result.tiny_set.indices_sha256,
+        **_tiny_fields(result),
         depths_before=result.depths_before,
         depths_after=result.depths_after,
         **_measured(result, top1_note),
@@ -355,13 +350,50 @@ def render_model_card(
         command=command,
         load_snippet=load_snippet,
         native=native,
-        onnx=None
-        if result.onnx is None
-        else {
-            **result.onnx.to_dict(),
-            "max_abs": f"{result.onnx.max_abs_logit_diff:.2g}",
-            "relative": f"{result.onnx.relative_diff:.2g}",
-        },
+        int8=_int8_section(result),
+        onnx=_onnx_section(result),
         eval_description=eval_desc,
         **plots,
     )
+
+
+def _int8_section(result: CompressionResult) -> dict[str, Any] | None:
+    """The card's int8 paragraph: the files, how they were made, and the four models side by side."""
+    comp = result.int8
+    if comp is None:
+        return None
+    q, stats = comp.compressed, comp.latency["teacher fp32"]
+    return {
+        "files": "`, `".join(sorted(q.files)),
+        "runtime": stats.runtime(),
+        "how": "static QDQ, per-channel int8 weights" if q.backend == "onnxruntime" else "NNCF post-training",
+        "calibration": q.calibration,
+        "check_images": q.check_images,
+        "setting": f"batch {stats.batch_size}, threads {stats.threads}, {stats.repeats} rounds, {stats.device_name}",
+        "table": comp.table(),
+        "depth": f"{comp.depth_speedup_int8:.2f}",
+        "total": f"{comp.speedup['compressed int8']:.2f}",
+        "float_ops": ", ".join(q.float_ops) or "none",
+    }
+
+
+def _tiny_fields(result: CompressionResult) -> dict[str, Any]:
+    tiny = result.tiny_set
+    return {
+        "tiny_num_samples": tiny.num_samples,
+        "tiny_source": tiny.source,
+        "tiny_seed": tiny.seed,
+        "tiny_labelled": "used" if tiny.labelled else "not needed and not used",
+        "tiny_fingerprint": tiny.fingerprint,
+        "tiny_indices": tiny.indices_sha256,
+    }
+
+
+def _onnx_section(result: CompressionResult) -> dict[str, Any] | None:
+    if result.onnx is None:
+        return None
+    return {
+        **result.onnx.to_dict(),
+        "max_abs": f"{result.onnx.max_abs_logit_diff:.2g}",
+        "relative": f"{result.onnx.relative_diff:.2g}",
+    }

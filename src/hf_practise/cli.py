@@ -28,6 +28,7 @@ from .config import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig
 from .files import check_output_location, check_writable_parent
 from .hub import load_dataset_source
 from .provenance import recorded_command
+from .quantize import require_int8_backend
 from .result import check_replaceable_output
 from .runtimes import require_backend
 
@@ -334,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
         require_backend(config.latency.backend)
     if args.export == "onnx":
         require_backend("onnxruntime")
+    if config.quantize == "int8":
+        require_int8_backend(config.latency.backend)
     accelerator = Accelerator(cpu=args.cpu, log_with=args.report_to, mixed_precision=args.mixed_precision)
     if args.report_to:
         accelerator.init_trackers(
@@ -375,6 +378,8 @@ def report_and_save(result: Any, args: argparse.Namespace) -> int:
     print(result.summary())
     if result.resume_note():
         print("\n" + result.resume_note())
+    if result.int8 is not None:
+        print(f"\nint8 in {result.int8.backend}, side by side (same alternating rounds):\n" + result.int8.table())
     print("\nWall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in result.phase_seconds.items()}))
     if args.export == "onnx":
         onnx = result.export_onnx()

@@ -27,6 +27,7 @@ from torch import nn
 from .adaptors import fold_adaptors, load_adaptor_state
 from .backbones import BackboneFamily, get_family
 from .checkpoint import claim_work_dir, read_json
+from .compound import Int8Comparison, Int8Module, compare_int8
 from .config import CompressionConfig
 from .data import (
     TinySet,
@@ -40,6 +41,7 @@ from .files import atomic_write_text
 from .latency import LatencyComparison, LatencyTable, block_latency_table, compare_latency, count_macs, count_params
 from .mimic import evaluate_metrics, mimic_finetune
 from .provenance import model_fingerprint, weights_dtype
+from .quantize import require_int8_backend
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
 from .result import CompressionResult
 from .runtimes import require_backend
@@ -130,6 +132,8 @@ class PractiseCompressor:
         config = config or CompressionConfig()
         if config.latency_table is None:
             require_backend(config.latency.backend)  # before any work: a missing runtime names its extra
+        if config.quantize == "int8":
+            require_int8_backend(config.latency.backend)
         # "auto" optimizer and learning rate, and the scan's steps, become the family's, so the report and card show
         # what ran
         self.config = dataclasses.replace(
@@ -480,6 +484,35 @@ class PractiseCompressor:
         feasible = [r for r in ranked if r.ref in allowed]
         return select_in_order(feasible, config=self.config, measure=self.measure_pruned, cost=cost)
 
+    def compare_int8(self, student: nn.Module, images: torch.Tensor, eval_ds: Any = None) -> Int8Comparison:
+        """The teacher and `student` quantized to int8 on the tiny-set `images` and timed beside their fp32 models
+        (main process); with `eval_ds`, the int8 models' top-1 on it (every process)."""
+        cfg = self.config
+        comparison = self._on_main(
+            lambda: compare_int8(
+                self.model,
+                student,
+                images,
+                # the resolution the int8 models were exported and calibrated at: the tiny set's (and the eval set's)
+                input_size=tuple(images.shape[1:]),
+                config=cfg.latency,
+                calibration=cfg.int8_calibration,
+                seed=cfg.seed,
+            )
+        )
+        if eval_ds is not None:
+            for name, int8 in (("teacher int8", comparison.teacher), ("compressed int8", comparison.compressed)):
+                metrics = evaluate_metrics(
+                    Int8Module(int8, threads=cfg.latency.threads or torch.get_num_threads()),
+                    eval_ds,
+                    metrics=["accuracy"],
+                    accelerator=self.accelerator,
+                    batch_size=cfg.eval_batch_size,
+                    desc=f"eval {name}",
+                )
+                comparison.top1[name] = metrics["accuracy"]
+        return comparison
+
     def measure_pruned(self, blocks) -> LatencyComparison:
         """The model without `blocks` (no adaptors) timed against the whole model, on the main process."""
         pruned = build_pruned(self.model, self.family, blocks, adaptors=False)
@@ -564,6 +597,11 @@ class PractiseCompressor:
             augmented = self._augmented(tiny_set, tiny, image_column, label_column)
             student, ft = self._finetune(chosen, tiny, targets, augmented)
         result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, times)
+        if cfg.quantize == "int8":
+            with _phase(times, "int8"):
+                result.int8 = self.compare_int8(student, tiny.images, eval_ds)
+            if result.top1_before is not None:
+                result.int8.top1.update({"teacher fp32": result.top1_before, "compressed fp32": result.top1_after})
         if eval_set is not None:
             result.eval_set = describe_source(eval_set)
         hub_id = getattr(tiny_set, "_hf_practise_hub_id", None)

@@ -356,6 +356,21 @@ class CompressionConfig:
             "lets a transformers repo's own code run"
         ),
     )
+    quantize: Literal["none", "int8"] = option(
+        "none",
+        (
+            "int8: also quantize the compressed model and the teacher in the latency backend (onnxruntime: static "
+            "QDQ; openvino: NNCF), calibrated on the tiny set, and time the four side by side; the int8 model is "
+            "saved beside the fp32 one"
+        ),
+    )
+    int8_calibration: Literal["auto", "minmax", "entropy", "percentile", "performance", "mixed"] = option(
+        "auto",
+        (
+            "int8 calibration (auto: the method with the lowest logit error on held-out tiny-set images; "
+            "onnxruntime: minmax, entropy, percentile; openvino: NNCF's performance or mixed preset)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.blocks is not None:
@@ -395,6 +410,27 @@ class CompressionConfig:
             _check(isinstance(getattr(self, name), kind), f"`{name}` must be a `{kind.__name__}`.")
         if self.latency_table is not None:
             self.latency_table = check_latency_table(self.latency_table)
+        self._check_quantize()
+
+    def _check_quantize(self) -> None:
+        from .quantize import INT8_BACKENDS, METHODS
+
+        _choice("quantize", self.quantize, ("none", "int8"))
+        if self.quantize == "none":
+            return
+        backend = self.latency.backend
+        _check(
+            backend in INT8_BACKENDS,
+            f"`quantize='int8'` (CLI: --quantize int8) runs in ONNX Runtime or OpenVINO, not in the {backend!r} "
+            "latency backend: add --latency-backend onnxruntime (or openvino), "
+            "LatencyConfig(backend='onnxruntime') in Python.",
+        )
+        methods = ("auto", *METHODS[backend])
+        _check(
+            self.int8_calibration in methods,
+            f"`int8_calibration` (CLI: --int8-calibration) for {backend} is one of {', '.join(methods)}; "
+            f"got {self.int8_calibration!r}.",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -38,6 +38,7 @@ __all__ = [
     "LatencyTable",
     "block_latency_table",
     "record_block_calls",
+    "time_alternating",
     "count_macs",
     "count_params",
     "device_name",
@@ -254,6 +255,23 @@ def compare_latency(
         reduction_p25=1.0 - q[2],
         reduction_p75=1.0 - q[0],
     )
+
+
+def time_alternating(
+    runners: dict[str, Runner], *, config: LatencyConfig, device: torch.device | str = "cpu"
+) -> dict[str, list[float]]:
+    """Time several runners in the same rounds, each round in another order (rotated), so that none always
+    runs first or on a warmer cache; milliseconds per pass, by name."""
+    device = torch.device(device)
+    names = list(runners)
+    for _ in range(config.warmup):
+        for name in names:
+            runners[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(config.repeats):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            times[name].append(_timer(runners[name], device))
+    return times
 
 
 @torch.no_grad()

@@ -182,6 +182,9 @@ def save_pretrained(
         result.family.save_pretrained(result.model_to_save(), tmp, source_config=result.source)
         if result.onnx_bytes is not None:
             (tmp / ONNX_FILE).write_bytes(result.onnx_bytes)
+        if result.int8 is not None:  # the int8 compressed model in its runtime's format, beside the fp32 one
+            for file, data in result.int8.compressed.files.items():
+                (tmp / file).write_bytes(data)
         name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
         result.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
         # written last, listing every file: the mark that lets a later --overwrite replace this folder

@@ -30,7 +30,7 @@ from .training import as_logits
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["INT8_BACKENDS", "METHODS", "Int8Model", "quantize_int8"]
+__all__ = ["INT8_BACKENDS", "METHODS", "Int8Model", "quantize_int8", "require_int8_backend"]
 
 #: the runtimes that run int8 models (PyTorch eager has no int8 CPU path here)
 INT8_BACKENDS = ("onnxruntime", "openvino")
@@ -149,7 +149,7 @@ def quantize_int8(
         ImportError: the backend's extra is not installed (checked before any work), naming the install command.
         RuntimeError: the model could not be exported to ONNX.
     """
-    _require_int8_backend(backend)
+    require_int8_backend(backend)
     methods = _methods(backend, calibration)
     images = images.detach().float().cpu()
     calibrate, check = _split(images, holdout, seed, needs_holdout=calibration == "auto")
@@ -209,7 +209,7 @@ def _each_method(
     return errors, candidates
 
 
-def _require_int8_backend(backend: str) -> None:
+def require_int8_backend(backend: str) -> None:
     """Fail fast, before any work, on a backend without an int8 path or a runtime that is not installed."""
     if backend not in INT8_BACKENDS:
         raise ValueError(

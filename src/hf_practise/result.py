@@ -18,6 +18,7 @@ from torch import nn
 
 from . import card, publish
 from .backbones import BackboneFamily
+from .compound import Int8Comparison
 from .config import CompressionConfig
 from .data import TinySetInfo
 from .latency import LatencyComparison
@@ -63,6 +64,7 @@ class CompressionResult:
     check_images: torch.Tensor | None = field(default=None, repr=False)  # a few preprocessed tiny-set images
     onnx: OnnxCheck | None = None  # the ONNX export and its parity check, once `export_onnx` ran
     onnx_bytes: bytes | None = field(default=None, repr=False)  # the exported model, written by save_pretrained
+    int8: Int8Comparison | None = None  # with `quantize="int8"`: the int8 models, timed beside the fp32 ones
     # local folders the run read ({"the model folder": path, ...}); save_pretrained refuses to write over them
     input_paths: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -112,6 +114,7 @@ class CompressionResult:
             "finetune_best_step": self.finetune.best_step if self.finetune else None,
             "selection": [c.to_dict() for c in self.selection],
             "onnx": self.onnx.to_dict() if self.onnx is not None else None,
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
             "eval_set": self.eval_set,
             "command": self.command,
             "config": {

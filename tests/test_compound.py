@@ -1,0 +1,63 @@
+"""Depth and int8 together (compound.py, `CompressionConfig(quantize="int8")`): the run quantizes the teacher and the
+compressed model from the tiny set, times the four side by side, saves the int8 file and tells the card."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+
+from hf_practise import CompressionConfig, LatencyConfig, PractiseCompressor
+from hf_practise.compound import ROWS
+from hf_practise.latency import time_alternating
+from hf_practise.quantize import ONNX_INT8_FILE
+
+from .conftest import tiny_resnet
+from .test_compressor import fast_config, image_dataset
+
+
+def test_depth_and_int8_side_by_side_saved_and_carded(tmp_path):
+    cfg = fast_config(
+        num_blocks=2,
+        quantize="int8",
+        latency=LatencyConfig(batch_size=4, repeats=4, warmup=1, input_size=(3, 32, 32), backend="onnxruntime"),
+    )
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(image_dataset(24), eval_set=image_dataset(12))
+    comp = result.int8
+    assert comp is not None and comp.backend == "onnxruntime" and set(comp.latency) == set(ROWS)
+    assert comp.speedup["teacher fp32"] == pytest.approx(1.0)
+    assert all(comp.latency[r].repeats == 4 for r in ROWS) and comp.latency["compressed int8"].dtype == "int8"
+    # top-1 of all four on the eval set; the fp32 rows are the run's own numbers
+    assert comp.top1["teacher fp32"] == result.top1_before and comp.top1["compressed fp32"] == result.top1_after
+    assert set(comp.top1) == set(ROWS) and all(0.0 <= v <= 1.0 for v in comp.top1.values())
+    assert comp.compressed.calibration in ("minmax", "entropy", "percentile")
+    out = result.save_pretrained(tmp_path / "out")
+    int8 = onnx.load_from_string((out / ONNX_INT8_FILE).read_bytes())
+    assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
+    report = json.loads((out / "practise_report.json").read_text())
+    assert ONNX_INT8_FILE in report["files"] and set(report["int8"]["speedup"]) == set(ROWS)
+    assert report["int8"]["depth_speedup_int8"] == pytest.approx(
+        comp.speedup["compressed int8"] / comp.speedup["teacher int8"]
+    )
+    card = (out / "README.md").read_text()
+    assert "### int8" in card and "| compressed int8 |" in card and ONNX_INT8_FILE in card
+
+
+def test_int8_needs_an_int8_runtime_and_a_method_it_has():
+    with pytest.raises(ValueError, match="--latency-backend onnxruntime"):
+        CompressionConfig(quantize="int8")  # the torch backend has no int8 path here
+    with pytest.raises(ValueError, match="performance"):
+        CompressionConfig(quantize="int8", int8_calibration="entropy", latency=LatencyConfig(backend="openvino"))
+    with pytest.raises(ValueError, match="`quantize`"):
+        CompressionConfig(quantize="int4")
+
+
+def test_alternating_rounds_rotate_which_runner_goes_first():
+    order: list[str] = []
+    runners = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    times = time_alternating(runners, config=LatencyConfig(repeats=3, warmup=0))
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for v in times.values() for t in v) and torch.get_num_threads() >= 1
