@@ -19,31 +19,19 @@ import harness as h
 
 from hf_practise import CompressionConfig, LatencyConfig, PractiseCompressor, compare_latency
 from hf_practise.data import load_tiny_set
-from hf_practise.provenance import machine
 from hf_practise.recoverability import build_pruned, rank_blocks
 
 SPIN = "import os\nos.sched_setaffinity(0, {0})\nwhile True:\n    pass\n"
-
-
-def parser():
-    p = h.parser(__doc__)
-    p.add_argument("--target", type=float, default=0.22)
-    p.add_argument("--num-samples", type=int, default=500)
-    p.add_argument("--quiet-repeats", type=int, default=40, help="A/B pairs of the quiet re-measurement")
-    p.add_argument("--cache", default=str(h.CACHE / "busy_machine"))
-    p.add_argument("--results", default=str(h.RESULTS))
-    h.job_flags(p)
-    return p
+QUIET_REPEATS = 40  # A/B pairs of the quiet re-measurement
 
 
 def run(p, args) -> dict | None:
     if h.skipped(h.RESNET34):
         return None
     teacher = h.load_native(h.RESNET34).eval()
-    tiny = load_tiny_set(h.tiny_images(args.num_samples))
-    config = CompressionConfig(
-        latency_reduction=args.target, work_dir=args.cache, latency=LatencyConfig(input_size=h.INPUT)
-    )
+    tiny = load_tiny_set(h.tiny_images(500))
+    latency = LatencyConfig(input_size=h.INPUT)
+    config = CompressionConfig(latency_reduction=args.target, work_dir=args.cache, latency=latency)
     comp = PractiseCompressor(teacher, config)
     # the scan first (cached in the work dir): only the latency measurements need the busy core
     with h.threads(args.scan_threads):
@@ -69,51 +57,50 @@ def run(p, args) -> dict | None:
             predicted += old_rows[old_k].latency_saving
             old_k += 1
         time.sleep(5.0)
-        quiet_cfg = dataclasses.replace(config.latency, repeats=args.quiet_repeats)
-        pruned, old_pruned = (
-            build_pruned(teacher, comp.family, [r.ref for r in blocks], adaptors=False).eval()
-            for blocks in (chosen, old_rows[:old_k])
-        )
+        pruned = [
+            build_pruned(teacher, comp.family, [r.ref for r in b], adaptors=False).eval()
+            for b in (chosen, old_rows[:old_k])
+        ]
         load_quiet = os.getloadavg()
-        quiet = compare_latency(teacher, pruned, input_size=h.INPUT, config=quiet_cfg)
-        old_quiet = compare_latency(teacher, old_pruned, input_size=h.INPUT, config=quiet_cfg)
+        quiet_cfg = dataclasses.replace(latency, repeats=QUIET_REPEATS)
+        quiet, old_quiet = (compare_latency(teacher, m, input_size=h.INPUT, config=quiet_cfg) for m in pruned)
+    inside = args.target <= quiet.reduction <= args.target + config.latency_tolerance
+    record = {"target": args.target, "tolerance": config.latency_tolerance}
+    record.update(
+        load_average_busy=[round(v, 2) for v in load_busy], load_average_quiet=[round(v, 2) for v in load_quiet]
+    )
+    record.update(threads=stats.threads, share_check=stats.share_check, shares=shares, raw_shares=raw, selection=checks)
+    record.update(dropped=[r.block for r in chosen], quiet_cut=quiet.reduction)
+    record.update(quiet_cut_iqr=[quiet.reduction_p25, quiet.reduction_p75], inside_window=inside)
     return {
-        "command": args.command,
-        "machine": machine(),
-        "target": args.target,
-        "tolerance": config.latency_tolerance,
-        "load_average_busy": [round(v, 2) for v in load_busy],
-        "load_average_quiet": [round(v, 2) for v in load_quiet],
-        "threads": stats.threads,
-        "share_check": stats.share_check,
-        "shares": shares,
-        "raw_shares": raw,
-        "selection": checks,
-        "dropped": [r.block for r in chosen],
-        "quiet_cut": quiet.reduction,
-        "quiet_cut_iqr": [quiet.reduction_p25, quiet.reduction_p75],
-        "inside_window": args.target <= quiet.reduction <= args.target + config.latency_tolerance,
+        **record,
         "without_check": {"dropped": [r.block for r in old_rows[:old_k]], "quiet_cut": old_quiet.reduction},
     }
 
 
 def render(doc: dict) -> list[str]:
-    target, tol, raw = doc["target"], doc["tolerance"], doc["raw_shares"]
+    target, tol, raw, old = doc["target"], doc["tolerance"], doc["raw_shares"], doc["without_check"]
+    window = f"{'inside' if doc['inside_window'] else 'outside'} [{100 * target:.0f}%, {100 * (target + tol):.0f}%]"
     lines = [
         "# Choosing blocks on a busy machine",
         "",
         f"resnet34-fmnist, target {100 * target:.0f}% (tolerance {100 * tol:.0f} points), "
         f"default latency settings ({doc['threads']} threads, batch 64), while a Python loop kept one core busy "
         f"(load average {doc['load_average_busy'][0]}); then the chosen blocks' cut measured again with the loop "
-        f"stopped ({h.flags(parser(), doc).quiet_repeats} alternating pairs).",
+        f"stopped ({QUIET_REPEATS} alternating pairs).",
         "",
-        "| | blocks dropped | cut on the quiet machine |",
-        "| --- | --- | ---: |",
-        f"| hf_practise (shares checked against the removal, selection with back-off) | {', '.join(doc['dropped'])} "
-        f"| **-{100 * doc['quiet_cut']:.1f}%** ({'inside' if doc['inside_window'] else 'outside'} "
-        f"[{100 * target:.0f}%, {100 * (target + tol):.0f}%]) |",
-        f"| the raw shares, greedy until their sum meets the target (before this check) "
-        f"| {', '.join(doc['without_check']['dropped'])} | -{100 * doc['without_check']['quiet_cut']:.1f}% |",
+        *h.table(
+            " | blocks dropped | >cut on the quiet machine",
+            [
+                ["hf_practise (shares checked against the removal, selection with back-off)", ", ".join(doc["dropped"])]
+                + [f"**-{100 * doc['quiet_cut']:.1f}%** ({window})"],
+                [
+                    "the raw shares, greedy until their sum meets the target (before this check)",
+                    ", ".join(old["dropped"]),
+                ]
+                + [f"-{100 * old['quiet_cut']:.1f}%"],
+            ],
+        ),
         "",
     ]
     if c := doc["share_check"]:
@@ -124,13 +111,19 @@ def render(doc: dict) -> list[str]:
             "",
         ]
     checks = "; ".join(f"{c.get('step')} {c['blocks']} blocks -{100 * c['measured']:.1f}%" for c in doc["selection"])
-    lines += [f"Selection checks: {checks}", "", "| block | raw share (busy) | scaled share |", "| --- | ---: | ---: |"]
-    lines += [f"| {k} | {100 * raw[k]:.1f}% | {100 * v:.1f}% |" for k, v in doc["shares"].items()]
+    lines += [f"Selection checks: {checks}", ""]
+    lines += h.table(
+        "block | >raw share (busy) | >scaled share",
+        ([k, f"{100 * raw[k]:.1f}%", f"{100 * v:.1f}%"] for k, v in doc["shares"].items()),
+    )
     return lines + ["", f"Command: `{doc['command']}` ({h.machine_text(doc['machine'])})"]
 
 
 def main() -> int:
-    p = parser()
+    p = h.parser(__doc__)
+    p.add_argument("--target", type=float, default=0.22)
+    h.folders(p, cache=h.CACHE / "busy_machine")
+    h.job_flags(p)
 
     def stem(args) -> Path:
         return Path(args.results) / (

@@ -43,6 +43,7 @@ BLOCK_METHODS += ["initial", "random-0", "random-1", "random-2", "last"]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
 SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout")
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
+RANDOM = ("random-0", "random-1", "random-2")
 #: the method that finetunes as the library does by default (FinetuneConfig's objective and augmentation "auto")
 DEFAULT_METHOD = "joint-mixup"
 OBJECTIVES = {"ce": "ce", "kd": "kd", "joint": "features+kd", "joint-mixup": "features+kd", "stages": "features+stages"}
@@ -54,6 +55,9 @@ PARTS = {
     "digits": ("digits-ood", 500, [0], [0.5]),
     "datafree": ("data-free", 500, [0], [0.5]),
 }
+#: what --quick changes (a smoke test: seed 0, 100 images, a few steps) and the full run's settings (scan: the family's)
+QUICK = dict(iterations=10, scan_iterations=3, latency_repeats=5, eval_samples=500, filter_steps=2, synth_steps=5)
+FULL = dict(scan_iterations=None, latency_repeats=15, eval_samples=None, filter_steps=8, synth_steps=200)
 
 
 def mean_std(vals: list[float], scale: float = 100.0) -> str:
@@ -83,14 +87,22 @@ class Bench:
     teacher = property(lambda self: self.compressor.model)
     family = property(lambda self: self.compressor.family)
 
-    def config(self, target: float, seed: int, **finetune) -> CompressionConfig:
+    def config(self, target: float, seed: int, blocks: list[str] | None = None, **finetune) -> CompressionConfig:
         a = self.args
         finetune = FinetuneConfig(**{"iterations": a.iterations, "batch_size": 64, "checkpoint_every": 0, **finetune})
-        scan, latency = (
-            ScanConfig(iterations=a.scan_iterations),
-            LatencyConfig(batch_size=64, repeats=a.latency_repeats),
+        scan, latency = ScanConfig(iterations=a.scan_iterations), self.latency(a.latency_repeats)
+        return CompressionConfig(
+            latency_reduction=target, blocks=blocks, seed=seed, scan=scan, finetune=finetune, latency=latency
         )
-        return CompressionConfig(latency_reduction=target, seed=seed, scan=scan, finetune=finetune, latency=latency)
+
+    def latency(self, repeats: int) -> LatencyConfig:
+        return LatencyConfig(batch_size=64, repeats=repeats)
+
+    def compressor_for(self, config: CompressionConfig) -> PractiseCompressor:
+        return PractiseCompressor(self.teacher, config, family=self.family, source_config=self.compressor.source)
+
+    def timed(self, student, config: LatencyConfig):
+        return compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=config)
 
     # ---- cached pieces -------------------------------------------------------------------------------
     def teacher_top1(self) -> float:
@@ -122,16 +134,14 @@ class Bench:
         if method.startswith("random-"):
             g = torch.Generator().manual_seed(1000 * seed + int(method.split("-")[1]))
             return [rows[i] for i in torch.randperm(len(rows), generator=g).tolist()]
-        if method == "last":
-            by_stage: dict[int, list] = {}
-            for r in rows:
-                by_stage.setdefault(r.stage, []).append(r)
-            stacks = [sorted(v, key=lambda r: -r.index) for _, v in sorted(by_stage.items())]
-            out = []
-            while any(stacks):
-                out += [s.pop(0) for s in stacks if s]
-            return out
-        raise ValueError(method)
+        if method != "last":
+            raise ValueError(method)
+        stages = sorted({r.stage for r in rows})
+        stacks = [sorted((r for r in rows if r.stage == s), key=lambda r: -r.index) for s in stages]
+        out = []
+        while any(stacks):
+            out += [s.pop(0) for s in stacks if s]
+        return out
 
     def group(self, kind: str, n: int, seed: int, targets: list[float], methods: list[str]) -> None:
         todo = [(m, t) for t in targets for m in methods if not self.run_path(m, kind, n, seed, t).exists()]
@@ -139,12 +149,9 @@ class Bench:
             return
         logger.info("== %s-%d seed %d: %d runs to do", kind, n, seed, len(todo))
         tiny = self.tiny(kind, n, seed)
-        rows = None
-        scan_seconds = 0.0
-        if any(m in BLOCK_METHODS or m == "filter" for m, _ in todo):
-            comp = PractiseCompressor(
-                self.teacher, self.config(0.5, seed), family=self.family, source_config=self.compressor.source
-            )
+        rows, scan_seconds = None, 0.0
+        if any(m != "teacher" for m, _ in todo):
+            comp = self.compressor_for(self.config(0.5, seed))
             comp.config.work_dir = str(self.cache / f"scan_{kind}_{n}_s{seed}")
             start = time.perf_counter()
             rows = comp.scan(tiny, latency_saving=self.fractions())
@@ -153,29 +160,27 @@ class Bench:
         for method, target in sorted(todo, key=lambda mt: (mt[1], ALL_METHODS.index(mt[0]))):
             start = time.perf_counter()
             rec = self.one(method, kind, n, seed, target, tiny, rows, practise_reduction)
-            rec["wall_seconds"] = time.perf_counter() - start
-            rec["scan_seconds_shared"] = scan_seconds
+            rec.update(wall_seconds=time.perf_counter() - start, scan_seconds_shared=scan_seconds)
             path = self.run_path(method, kind, n, seed, target)
             h.write_json(path, rec)
-            logger.info(
-                "%s: top1 %.2f%% latency -%.1f%% (%.0fs)",
-                path.stem,
-                *(100 * rec["top1"], 100 * rec["latency_reduction"], rec["wall_seconds"]),
-            )
+            numbers = (100 * rec["top1"], 100 * rec["latency_reduction"], rec["wall_seconds"])
+            logger.info("%s: top1 %.2f%% latency -%.1f%% (%.0fs)", path.stem, *numbers)
 
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
         objective = OBJECTIVES.get(method, "features")
+        same = method in SAME_BLOCKS or (method == "practise" and self.args.blocks_from)
         cfg = self.config(
             target,
             seed,
+            blocks=self.practise_blocks(kind, n, seed, target) if same else None,
             objective=objective,
             recalibrate_norms=method == "practise-bn",
             augmentation="mixup" if method in ("mixup", "joint-mixup") else "none",
             holdout=max(5, n // 10) if method == "holdout" else 0,
         )
-        comp = PractiseCompressor(self.teacher, cfg, family=self.family, source_config=self.compressor.source)
+        comp = self.compressor_for(cfg)
         dropped: list[str] = []
-        ratio = None
+        ratio = top1_before_finetune = None
         if method == "teacher":
             student = self.teacher
         elif method == "filter":
@@ -183,18 +188,13 @@ class Bench:
         else:
             if objective == "ce" and tiny.labels is None:
                 raise ValueError(f"{method} needs labels; {kind} has none")
-            same = method in SAME_BLOCKS or (method == "practise" and self.args.blocks_from)
-            chosen = self.practise_blocks(kind, n, seed, target, rows) if same else None
-            if same and chosen is None and self.args.blocks_from:
-                raise SystemExit(
-                    f"--blocks-from {self.args.blocks_from} has no practise run of {kind}-{n} seed {seed} at "
-                    f"{100 * target:.0f}%: run that setting there first"
-                )
-            if chosen is None:
+            if cfg.blocks:  # the practise run's blocks (the package checks that the model can drop them)
+                by_block = {r.block: r for r in rows}
+                chosen = [by_block[c.path] for c in comp.fixed_blocks()]
+            else:
                 chosen, _ = comp.select_in_order(self.order(method, rows, seed))
             dropped = [r.block for r in chosen]
             student = comp.build_student(chosen)
-        top1_before_finetune = None
         if method == "practise":
             # the pruned network with the scan's adaptors, before any finetune: what the finetune recovers from
             top1_before_finetune = evaluate_top1(student, self.test, batch_size=256)
@@ -205,7 +205,7 @@ class Bench:
                 recalibrate_norm_stats(student, tiny.images)
             fold_adaptors(student)
             student.eval()
-        lat = compare_latency(self.teacher, student, input_size=comp.input_size, config=cfg.latency)
+        lat = self.timed(student, cfg.latency)
         if method == "practise":
             practise_reduction[target] = lat.reduction
         top1 = self.teacher_top1() if method == "teacher" else evaluate_top1(student, self.test, batch_size=256)
@@ -221,16 +221,18 @@ class Bench:
         rec.update(filter_ratio=ratio, finetune_iterations=cfg.finetune.iterations, eval_images=len(self.test))
         return {**rec, "command": self.command, "machine": machine()}
 
-    def practise_blocks(self, kind: str, n: int, seed: int, target: float, rows) -> list | None:
-        """The blocks the practise run of this setting dropped: ce and kd finetune exactly those (with
-        --blocks-from, the practise run of that results folder: then practise itself takes them too)."""
+    def practise_blocks(self, kind: str, n: int, seed: int, target: float) -> list[str] | None:
+        """The blocks the practise run of this setting dropped: the same-blocks methods finetune exactly those
+        (with --blocks-from, the practise run of that results folder: then practise itself takes them too)."""
         path = self.run_path("practise", kind, n, seed, target)
         if self.args.blocks_from:
             path = Path(self.args.blocks_from) / self.name / "runs" / path.name
-        if not path.exists():
-            return None
-        by_name = {r.block: r for r in rows}
-        return [by_name[b] for b in h.read_json(path)["dropped_blocks"]]
+            if not path.exists():
+                raise SystemExit(
+                    f"--blocks-from {self.args.blocks_from} has no practise run of {kind}-{n} seed {seed} at "
+                    f"{100 * target:.0f}%: run that setting there first"
+                )
+        return h.read_json(path)["dropped_blocks"] if path.exists() else None
 
     def filter_pruned(self, tiny: TinySet, target: float, seed: int, practise_reduction: dict):
         """L1 filter pruning at the one uniform ratio whose measured latency reduction matches PRACTISE's."""
@@ -238,16 +240,15 @@ class Bench:
         if goal is None:
             path = self.run_path("practise", tiny.source, len(tiny), seed, target)
             goal = h.read_json(path)["latency_reduction"] if path.exists() else target
-        cfg = self.config(target, seed)
         prune = self.filter_pruner()
         # latency is not monotonic in the ratio on CPUs (some channel counts hit slower kernels), so bisect,
         # but keep the tried ratio whose measured reduction is closest to the goal
         lo, hi = 0.0, 0.9
         tried: list[tuple[float, float, torch.nn.Module]] = []
-        for _ in range(self.args.filter_search_steps):
+        for _ in range(self.args.filter_steps):
             mid = (lo + hi) / 2
             m = prune(mid)
-            red = compare_latency(self.teacher, m, input_size=self.compressor.input_size, config=cfg.latency).reduction
+            red = self.timed(m, self.latency(self.args.latency_repeats)).reduction
             logger.info("filter: ratio %.3f -> latency -%.1f%% (goal -%.1f%%)", mid, 100 * red, 100 * goal)
             tried.append((abs(red - goal), mid, m))
             lo, hi = (mid, hi) if red < goal else (lo, mid)
@@ -255,23 +256,19 @@ class Bench:
         return model, ratio
 
     def filter_pruner(self):
-        """ratio -> the teacher with that uniform share of L1-smallest filters pruned (deterministic)."""
+        """ratio -> the teacher with that uniform share of L1-smallest filters pruned (deterministic), the channels
+        of the final feature map kept, so the features can be mimicked."""
         try:
             import torch_pruning as tp
         except ImportError as e:
             raise SystemExit("the filter baseline needs Torch-Pruning: pip install torch-pruning") from e
-        x = torch.zeros(2, *self.compressor.input_size)
+        x, importance = torch.zeros(2, *self.compressor.input_size), tp.importance.MagnitudeImportance(p=1)
 
         def prune(ratio: float) -> torch.nn.Module:
-            m = copy.deepcopy(self.teacher)
-            for p in m.parameters():
-                p.requires_grad_(True)
-            # keep the channels of the final feature map, so the features can be mimicked
+            m = copy.deepcopy(self.teacher).requires_grad_(True)
             last = [layer for block in self.family.stages(m)[-1] for layer in self.family.branch_outputs(block)]
-            importance = tp.importance.MagnitudeImportance(p=1)
-            tp.pruner.MagnitudePruner(
-                m, x, importance=importance, pruning_ratio=ratio, ignored_layers=[self.family.classifier(m), *last]
-            ).step()
+            ignored = [self.family.classifier(m), *last]
+            tp.pruner.MagnitudePruner(m, x, importance=importance, pruning_ratio=ratio, ignored_layers=ignored).step()
             return m.eval()
 
         return prune
@@ -281,29 +278,25 @@ class Bench:
         cands = {c.path: c for c in self.family.candidates(self.teacher)}
         return build_pruned(self.teacher, self.family, [cands[b] for b in dropped], adaptors=False)
 
-    def remeasure(self, repeats: int, *, again: bool = False) -> None:
+    def remeasure(self, repeats: int) -> None:
         """Time the finished runs' architectures against the teacher again, in one quiet pass.
 
         Latency depends only on structure (dropped blocks, or the filter ratio), not on the finetuned weights,
         so the numbers of runs made while the machine was busy can be replaced by clean ones. A run already
-        re-timed is left as it is (unless `again`), and lends its figure to every run of the same architecture
-        (a method finetuning practise's blocks takes practise's re-timed latency without timing anything).
+        re-timed is left as it is, and lends its figure to every run of the same architecture (a method
+        finetuning practise's blocks takes practise's re-timed latency without timing anything).
         """
         prune = None  # Torch-Pruning is imported only when a filter run needs timing
-        cfg = LatencyConfig(batch_size=64, repeats=repeats)
         recs = {path: h.read_json(path) for path in sorted(self.runs.glob("*.json"))}
 
         def key(rec: dict) -> tuple:
             return (rec["method"] == "filter", rec.get("filter_ratio"), *sorted(rec["dropped_blocks"]))
 
         # many runs share an architecture (ce/kd reuse practise's blocks; criteria often agree): time each once
-        timed: dict[tuple, dict] = {}
         fields = ("latency_reduction", "latency_ms", "latency_remeasured")
-        for rec in recs.values() if not again else []:
-            if rec.get("latency_remeasured"):
-                timed.setdefault(key(rec), {k: rec[k] for k in fields})
+        timed = {key(r): {k: r[k] for k in fields} for r in reversed(recs.values()) if r.get("latency_remeasured")}
         for path, rec in recs.items():
-            if rec.get("latency_remeasured") and not again:
+            if rec.get("latency_remeasured"):
                 continue
             if rec["method"] == "filter" and rec.get("filter_ratio") is None:
                 logger.warning("%s has no filter_ratio; rerun it to remeasure", path.name)
@@ -311,20 +304,16 @@ class Bench:
             if key(rec) not in timed:
                 if rec["method"] == "filter":
                     prune = prune or self.filter_pruner()
-                    student = prune(rec["filter_ratio"])
+                    lat = self.timed(prune(rec["filter_ratio"]), self.latency(repeats))
                 else:  # the teacher has no dropped blocks
-                    student = self.blocks_removed(rec["dropped_blocks"])
-                lat = compare_latency(self.teacher, student, input_size=self.compressor.input_size, config=cfg)
-                timed[key(rec)] = {
-                    "latency_reduction": lat.reduction,
-                    "latency_ms": {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms},
-                    "latency_remeasured": {"repeats": repeats, "at": time.strftime("%Y-%m-%d %H:%M:%S")},
-                }
+                    lat = self.timed(self.blocks_removed(rec["dropped_blocks"]), self.latency(repeats))
+                ms = {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms}
+                at = {"repeats": repeats, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+                timed[key(rec)] = {"latency_reduction": lat.reduction, "latency_ms": ms, "latency_remeasured": at}
             new = timed[key(rec)]
             logger.info("%s: %.1f%% -> %.1f%%", path.name, *(100 * r["latency_reduction"] for r in (rec, new)))
             rec["latency_reduction_during_run"] = rec.get("latency_reduction_during_run", rec["latency_reduction"])
-            rec.update(new)
-            h.write_json(path, rec)
+            h.write_json(path, {**rec, **new})
 
     # ---- report --------------------------------------------------------------------------------------
     def fill_no_recovery(self) -> None:
@@ -333,18 +322,17 @@ class Bench:
         It depends only on the teacher and the blocks, so it is computed once per set of blocks and cached.
         """
         todo = [p for p in sorted(self.runs.glob("practise__*.json")) if h.read_json(p).get("top1_no_recovery") is None]
-        if todo and h.skipped(self.teacher_path):
+        if not todo or h.skipped(self.teacher_path):
             return  # the pages render from the runs as they are
-        cache_path = self.cache / f"no_recovery_top1_{len(self.test)}.json" if todo else None
-        cache = h.read_json(cache_path) if todo and cache_path.exists() else {}
+        cache_path = self.cache / f"no_recovery_top1_{len(self.test)}.json"
+        cache = h.read_json(cache_path) if cache_path.exists() else {}
         for path in todo:
             rec = h.read_json(path)
             key = ",".join(sorted(rec["dropped_blocks"]))
             if key not in cache:
                 cache[key] = evaluate_top1(self.blocks_removed(rec["dropped_blocks"]), self.test, batch_size=256)
                 h.write_json(cache_path, cache)
-            rec["top1_no_recovery"] = cache[key]
-            h.write_json(path, rec)
+            h.write_json(path, {**rec, "top1_no_recovery": cache[key]})
 
     def grouped_runs(self) -> tuple[list[dict], dict[tuple, list[dict]], list[tuple]]:
         """The run records, grouped by (tiny set, images, target, method), and the settings in table order."""
@@ -369,22 +357,20 @@ class Bench:
             "alternating A/B in one process, batch 64.",
             "",
         ]
+        head = "method | >n | >top-1 (%) | >Δ vs teacher (pts) | >latency reduction (%) | >MACs reduction (%) | >wall s"
         for kind, n, target in settings:
-            lines += [
-                f"## {kind}, {n} images, latency target {100 * target:.0f}%",
-                "",
-                "| method | n | top-1 (%) | Δ vs teacher (pts) | latency reduction (%) | MACs reduction (%) | wall s |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-            ]
-            for method in ALL_METHODS:
-                rs = groups.get((kind, n, target, method))
-                if rs:
-                    cells = [[r[k] for r in rs] for k in ("top1", "latency_reduction", "macs_reduction")]
-                    delta = mean_std([r["top1"] - r["teacher_top1"] for r in rs])
-                    lines.append(
-                        f"| {method} | {len(rs)} | {mean_std(cells[0])} | {delta} | {mean_std(cells[1])} | "
-                        f"{mean_std(cells[2])} | {statistics.mean(r['wall_seconds'] for r in rs):.0f} |"
-                    )
+            found = [(m, rs) for m in ALL_METHODS if (rs := groups.get((kind, n, target, m)))]
+            lines += [f"## {kind}, {n} images, latency target {100 * target:.0f}%", ""]
+            lines += h.table(
+                head,
+                (
+                    [m, len(rs), mean_std([r["top1"] for r in rs])]
+                    + [mean_std([r["top1"] - r["teacher_top1"] for r in rs])]
+                    + [mean_std([r[k] for r in rs]) for k in ("latency_reduction", "macs_reduction")]
+                    + [f"{statistics.mean(r['wall_seconds'] for r in rs):.0f}"]
+                    for m, rs in found
+                ),
+            )
             lines.append("")
         lines += self.default_finetune(groups) + self.claims(groups) + self.wall_time()
         discussion = h.HERE / "discussion" / f"{self.name}.md"
@@ -399,32 +385,27 @@ class Bench:
     def headline(self, groups: dict[tuple, list[dict]], settings: list[tuple]) -> list[str]:
         """One table, methods x settings: mean top-1 (± std over seeds) and mean measured latency reduction."""
         head = [f"{kind}, {n} img, target {100 * t:.0f}%" for kind, n, t in settings]
-        out = ["| method | " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(settings)]
         seeds = {s: sorted({r["seed"] for k, rs in groups.items() if k[:3] == s for r in rs}) for s in settings}
-        for method in ALL_METHODS:
-            if not any(k[3] == method for k in groups):
-                continue  # a method with no run yet has no row
-            cells = []
-            for kind, n, t in settings:
-                rs = groups.get((kind, n, t, method))
-                if not rs:
-                    cells.append("")
-                    continue
-                top1 = [100 * r["top1"] for r in rs]
-                lat = statistics.mean(100 * r["latency_reduction"] for r in rs)
-                spread = f" ± {statistics.stdev(top1):.2f}" if len(top1) > 1 else ""
-                fewer = sorted(r["seed"] for r in rs) if len(rs) < len(seeds[(kind, n, t)]) else None
-                only = f" [seed {', '.join(map(str, fewer))} only]" if fewer else ""
-                cells.append(f"{statistics.mean(top1):.2f}{spread} ({-lat:+.1f}%){only}")
-            out.append(f"| {method} | " + " | ".join(cells) + " |")
-        out += [
+
+        def cell(rs: list[dict], setting: tuple) -> str:
+            if not rs:
+                return ""
+            top1 = [100 * r["top1"] for r in rs]
+            lat = statistics.mean(100 * r["latency_reduction"] for r in rs)
+            spread = f" ± {statistics.stdev(top1):.2f}" if len(top1) > 1 else ""
+            fewer = sorted(r["seed"] for r in rs) if len(rs) < len(seeds[setting]) else None
+            only = f" [seed {', '.join(map(str, fewer))} only]" if fewer else ""
+            return f"{statistics.mean(top1):.2f}{spread} ({-lat:+.1f}%){only}"
+
+        ran = [m for m in ALL_METHODS if any(k[3] == m for k in groups)]  # a method with no run yet has no row
+        rows = [[m, *(cell(groups.get((*s, m), []), s) for s in settings)] for m in ran]
+        return h.table(" | ".join(["method", *(f">{c}" for c in head)]), rows) + [
             "",
             "Cells: top-1 % on the teacher's test split (mean ± std over seeds) and, in brackets, the measured "
             "latency change against the teacher (CPU, batch 64). Seeds per column: "
             + "; ".join(f"{col}: {', '.join(map(str, seeds[s]))}" for col, s in zip(head, settings))
             + ".",
         ]
-        return out
 
     def update_readme(self, groups: dict[tuple, list[dict]], settings: list[tuple]) -> None:
         """Rewrite the README's tables between their markers: for the repo's own results folder the headline and
@@ -443,32 +424,28 @@ class Bench:
         log = self.out / "timings.jsonl"
         if not log.exists():
             return []
-        out = [
+        rows = []
+        for e in (json.loads(line) for line in log.read_text().splitlines() if line.strip()):
+            # entries written before a field existed (a results folder kept from an older version) show "?"
+            m = e.get("machine")
+            where = f"{m.get('gpu') or m.get('cpu')}, {m.get('threads')} threads" if m else "?"
+            seeds = ", ".join(map(str, e["seeds"])) if "seeds" in e else "?"
+            rows.append([e.get("part", "?"), seeds, f"{e['seconds'] / 60:.1f}", e.get("finished", "?"), where])
+            rows[-1].append(f"`{e.get('command', '?')}`")
+        return [
             "## Wall time",
             "",
             "Each row is one invocation of a part (scan, every method's finetune, evaluation and latency timing; "
             "runs already on disk are skipped, so a resumed part shows only what it did).",
             "",
-            "| part | seeds | minutes | finished | where | command |",
-            "| --- | --- | ---: | --- | --- | --- |",
+            *h.table("part | seeds | >minutes | finished | where | command", rows),
+            "",
         ]
-        for e in (json.loads(line) for line in log.read_text().splitlines() if line.strip()):
-            # entries written before a field existed (a results folder kept from an older version) show "?"
-            seeds = ", ".join(map(str, e["seeds"])) if "seeds" in e else "?"
-            m = e.get("machine")
-            where = f"{m.get('gpu') or m.get('cpu')}, {m.get('threads')} threads" if m else "?"
-            out.append(
-                f"| {e.get('part', '?')} | {seeds} | {e['seconds'] / 60:.1f} | {e.get('finished', '?')} | "
-                f"{where} | `{e.get('command', '?')}` |"
-            )
-        return out + [""]
 
     def default_finetune(self, groups: dict[tuple, list[dict]]) -> list[str]:
         """The results page's section on the library's default finetune (see `default_finetune_table`)."""
         table = self.default_finetune_table(groups)
-        if not table:
-            return []
-        return [
+        return table and [
             f"## The default finetune ({DEFAULT_METHOD}) against the paper's mimicking and logit KD",
             "",
             "The same blocks for every method (the practise run's); top-1 loss against the teacher in points, mean over "
@@ -487,59 +464,49 @@ class Bench:
         if not settings:
             return []
         rivals = tuple(m for m in ("practise", "kd") if any(k[3] == m for k in groups))  # those that ran
-        out = [
-            f"| setting | seeds | default | {' | '.join(rivals)} | {' | '.join(f'wins vs {r}' for r in rivals)} |",
-            "| --- | --- | ---: |" + " ---: |" * (2 * len(rivals)),
-        ]
+        rows = []
         for kind, n, t in settings:
             by_seed = {
                 m: {r["seed"]: 100 * (r["top1"] - r["teacher_top1"]) for r in groups.get((kind, n, t, m), [])}
                 for m in (DEFAULT_METHOD, *rivals)
             }
             mine = by_seed[DEFAULT_METHOD]
-
-            def loss(m: str) -> str:
-                vals = list(by_seed[m].values())
-                return f"{statistics.mean(vals):+.2f}" if vals else "n/a"
-
-            def wins(m: str) -> str:
-                common = sorted(set(mine) & set(by_seed[m]))
-                return f"{sum(mine[s] > by_seed[m][s] for s in common)}/{len(common)}"
-
-            cells = [loss(DEFAULT_METHOD), " | ".join(map(loss, rivals)), " | ".join(map(wins, rivals))]
-            out.append(
-                f"| {n} images, {100 * t:.0f}% | {', '.join(map(str, sorted(mine)))} | " + " | ".join(cells) + " |"
-            )
-        return out
+            losses = [f"{statistics.mean(v.values()):+.2f}" if v else "n/a" for v in by_seed.values()]
+            common = [sorted(set(mine) & set(by_seed[r])) for r in rivals]
+            wins = [f"{sum(mine[s] > by_seed[r][s] for s in c)}/{len(c)}" for r, c in zip(rivals, common)]
+            rows.append([f"{n} images, {100 * t:.0f}%", ", ".join(map(str, sorted(mine))), *losses, *wins])
+        head = ["setting", "seeds", ">default", *(f">{r}" for r in rivals), *(f">wins vs {r}" for r in rivals)]
+        return h.table(" | ".join(head), rows)
 
     def claims(self, groups: dict[tuple, list[dict]]) -> list[str]:
         """The paper's four claims, checked on the runs there are (means over seeds; says which are missing)."""
 
-        def mean(kind, n, target, method, key="top1"):
-            rs = groups.get((kind, n, target, method), [])
-            vals = [r[key] for r in rs if r.get(key) is not None]
+        def mean(setting, method, key="top1"):
+            vals = [r[key] for r in groups.get((*setting, method), []) if r.get(key) is not None]
             return (statistics.mean(vals), len(vals)) if vals else (None, 0)
 
         def pct(v):
             return "n/a" if v is None else f"{100 * v:.2f}%"
 
-        def by_seed(kind, n, target, methods) -> dict[int, float]:
+        def by_seed(setting, methods) -> dict[int, float]:
             """seed -> top-1 (mean over `methods`, e.g. the random draws of that seed)."""
             vals: dict[int, list[float]] = {}
-            for m in methods:
-                for r in groups.get((kind, n, target, m), []):
-                    vals.setdefault(r["seed"], []).append(r["top1"])
+            for r in (r for m in methods for r in groups.get((*setting, m), [])):
+                vals.setdefault(r["seed"], []).append(r["top1"])
             return {s: statistics.mean(v) for s, v in vals.items()}
 
-        def wins(kind, n, target, other: tuple[str, ...]) -> str:
+        def wins(setting, other: tuple[str, ...]) -> str:
             """'PRACTISE higher in w/k seeds' over the seeds both have."""
-            a, b = by_seed(kind, n, target, ("practise",)), by_seed(kind, n, target, other)
+            a, b = by_seed(setting, ("practise",)), by_seed(setting, other)
             common = sorted(set(a) & set(b))
             return f"{sum(a[s] > b[s] for s in common)}/{len(common)}"
 
-        def lat(kind, n, target, methods) -> str:
-            vals = [r["latency_reduction"] for m in methods for r in groups.get((kind, n, target, m), [])]
+        def lat(setting, methods) -> str:
+            vals = [r["latency_reduction"] for m in methods for r in groups.get((*setting, m), [])]
             return f"-{100 * statistics.mean(vals):.1f}%" if vals else "n/a"
+
+        def holds(ok: bool) -> str:
+            return "holds" if ok else "does not hold"
 
         settings = sorted({k[:3] for k in groups if k[0] == "fmnist"}, key=lambda s: (-s[1], s[2]))
         out = [
@@ -549,52 +516,47 @@ class Bench:
             "",
             "**(a) Block dropping beats filter pruning at equal measured latency.**",
         ]
-        for kind, n, t in settings:
-            (p, k), (f, kf) = mean(kind, n, t, "practise"), mean(kind, n, t, "filter")
-            if p is None or f is None:
-                continue
-            lp, lf = (mean(kind, n, t, m, "latency_reduction")[0] for m in ("practise", "filter"))
-            out.append(
-                f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at -{100 * lp:.1f}% latency vs filter "
-                f"pruning {pct(f)} at -{100 * lf:.1f}% ({k} vs {kf} seeds; PRACTISE higher in "
-                f"{wins(kind, n, t, ('filter',))} seeds): {'holds' if p > f else 'does not hold'}."
-            )
+        for s in settings:
+            (p, k), (f, kf) = mean(s, "practise"), mean(s, "filter")
+            if p is not None and f is not None:
+                lp, lf = (mean(s, m, "latency_reduction")[0] for m in ("practise", "filter"))
+                out.append(
+                    f"- {s[1]} images, target {100 * s[2]:.0f}%: PRACTISE {pct(p)} at -{100 * lp:.1f}% latency vs "
+                    f"filter pruning {pct(f)} at -{100 * lf:.1f}% ({k} vs {kf} seeds; PRACTISE higher in "
+                    f"{wins(s, ('filter',))} seeds): {holds(p > f)}."
+                )
         out += ["", "**(b) Mimic finetuning beats cross-entropy finetuning on tiny sets** (same blocks, same start)."]
-        for kind, n, t in settings:
-            p, c, kd = (mean(kind, n, t, m)[0] for m in ("practise", "ce", "kd"))
-            if p is None or c is None:
-                continue
-            out.append(
-                f"- {n} images, target {100 * t:.0f}%: mimic {pct(p)}, cross-entropy {pct(c)}, logit KD {pct(kd)} "
-                f"(mimic above cross-entropy in {wins(kind, n, t, ('ce',))} seeds, above KD in "
-                f"{wins(kind, n, t, ('kd',))}): {'holds' if p > c else 'does not hold'}."
-            )
+        for s in settings:
+            p, c, kd = (mean(s, m)[0] for m in ("practise", "ce", "kd"))
+            if p is not None and c is not None:
+                out.append(
+                    f"- {s[1]} images, target {100 * s[2]:.0f}%: mimic {pct(p)}, cross-entropy {pct(c)}, logit KD "
+                    f"{pct(kd)} (mimic above cross-entropy in {wins(s, ('ce',))} seeds, above KD in "
+                    f"{wins(s, ('kd',))}): {holds(p > c)}."
+                )
         out += [
             "",
             "**(c) Recoverability picks better blocks** than the initial-loss, random and last-block choices "
             "(all then mimic-finetuned alike).",
         ]
-        randoms = ("random-0", "random-1", "random-2")
-        for kind, n, t in settings:
-            p, _ = mean(kind, n, t, "practise")
-            if p is None:
-                continue
-            rand = [r["top1"] for m in randoms for r in groups.get((kind, n, t, m), [])]
+        for s in settings:
+            p, _ = mean(s, "practise")
+            rand = [r["top1"] for m in RANDOM for r in groups.get((*s, m), [])]
             others = {
-                "initial loss": (mean(kind, n, t, "initial")[0], ("initial",)),
-                "last block": (mean(kind, n, t, "last")[0], ("last",)),
-                "random (mean of draws)": (statistics.mean(rand) if rand else None, randoms),
+                "initial loss": (mean(s, "initial")[0], ("initial",)),
+                "last block": (mean(s, "last")[0], ("last",)),
+                "random (mean of draws)": (statistics.mean(rand) if rand else None, RANDOM),
             }
-            present = {k2: v for k2, v in others.items() if v[0] is not None}
-            if not present:
+            present = {name: v for name, v in others.items() if v[0] is not None}
+            if p is None or not present:
                 continue
-            beaten = [k2 for k2, (v, _) in present.items() if p > v]
+            beaten = [name for name, (v, _) in present.items() if p > v]
             verdict = "holds against " + ", ".join(beaten) if beaten else "does not hold"
             out.append(
-                f"- {n} images, target {100 * t:.0f}%: PRACTISE {pct(p)} at {lat(kind, n, t, ('practise',))}; "
+                f"- {s[1]} images, target {100 * s[2]:.0f}%: PRACTISE {pct(p)} at {lat(s, ('practise',))}; "
                 + ", ".join(
-                    f"{k2} {pct(v)} at {lat(kind, n, t, ms)} (PRACTISE higher in {wins(kind, n, t, ms)} seeds)"
-                    for k2, (v, ms) in present.items()
+                    f"{name} {pct(v)} at {lat(s, ms)} (PRACTISE higher in {wins(s, ms)} seeds)"
+                    for name, (v, ms) in present.items()
                 )
                 + f": {'holds' if len(beaten) == len(present) else verdict}."
             )
@@ -605,18 +567,16 @@ class Bench:
             "'Adaptors only' is the pruned network with the scan's adaptors, before the end-to-end finetune.",
         ]
         for kind in ("digits-ood", "data-free", "fmnist"):
-            for k2, n, t in sorted({k[:3] for k in groups if k[0] == kind and k[2] == 0.5}):
-                p, b, z = (
-                    mean(k2, n, t, "practise", key)[0] for key in ("top1", "top1_before_finetune", "top1_no_recovery")
-                )
+            for s in sorted({k[:3] for k in groups if k[0] == kind and k[2] == 0.5}):
+                p, b, z = (mean(s, "practise", key)[0] for key in ("top1", "top1_before_finetune", "top1_no_recovery"))
                 if p is None or z is None:
                     continue
-                teacher = groups[(k2, n, t, "practise")][0]["teacher_top1"]
+                teacher = groups[(*s, "practise")][0]["teacher_top1"]
                 share = (p - z) / (teacher - z) if teacher > z else float("nan")
                 out.append(
-                    f"- {kind}, {n} images, target 50%: blocks simply removed {pct(z)}, adaptors only {pct(b)}, "
+                    f"- {kind}, {s[1]} images, target 50%: blocks simply removed {pct(z)}, adaptors only {pct(b)}, "
                     f"after finetune {pct(p)}, teacher {pct(teacher)}: recovered {100 * share:.0f}% of the gap"
-                    + ("" if kind == "fmnist" else f": {'holds' if share > 0.5 else 'does not hold'}")
+                    + ("" if kind == "fmnist" else f": {holds(share > 0.5)}")
                     + "."
                 )
         return out + [""]
@@ -634,21 +594,12 @@ class Bench:
         n = max(x["num_samples"] for x in recs)
         sel = [r for r in recs if r["tiny_set"] == "fmnist" and r["num_samples"] == n]
         markers = dict(zip(ALL_METHODS, itertools.cycle("o^v<>sDx+P*h")))
-        for method in ALL_METHODS:
-            if method.startswith("random-") and method != "random-0":
-                continue
-            rs = [
-                r for r in sel if r["method"] == method or (method == "random-0" and r["method"].startswith("random"))
-            ]
+        for method in (m for m in ALL_METHODS if m not in RANDOM[1:]):  # the random draws share one marker
+            rs = [r for r in sel if r["method"] == method or (method == "random-0" and r["method"] in RANDOM)]
             if rs:
-                ax.scatter(
-                    [100 * r["latency_reduction"] for r in rs],
-                    [100 * r["top1"] for r in rs],
-                    label="random" if method == "random-0" else method,
-                    marker=markers[method],
-                    s=40,
-                    alpha=0.8,
-                )
+                x, y = [100 * r["latency_reduction"] for r in rs], [100 * r["top1"] for r in rs]
+                label = "random" if method == "random-0" else method
+                ax.scatter(x, y, label=label, marker=markers[method], s=40, alpha=0.8)
         ax.set_xlabel("measured latency reduction (%)")
         ax.set_ylabel("top-1 on the full test split (%)")
         ax.set_title(f"{self.name}: {n} Fashion-MNIST images, every seed and target")
@@ -669,13 +620,7 @@ def main() -> int:
         "finetune steps of every method (the library's 1000 halved: the full run fits in about four hours on 2 cores)"
     )
     p.add_argument("--iterations", type=int, default=500, help=steps)
-    p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
-    p.add_argument("--latency-repeats", type=int, default=15)
-    p.add_argument("--eval-samples", type=int, default=None, help="evaluate on a seeded subset (default: all 10,000)")
-    p.add_argument("--synth-steps", type=int, default=200, help="optimisation steps per data-free batch")
-    p.add_argument("--filter-search-steps", type=int, default=8)
-    p.add_argument("--results", default=str(h.RESULTS))
-    p.add_argument("--cache", default=str(h.CACHE))
+    h.folders(p, cache=h.CACHE)
     same = (
         "an earlier results folder: practise and the same-blocks methods drop exactly the blocks its practise runs did"
     )
@@ -684,40 +629,33 @@ def main() -> int:
     p.add_argument("--report", action="store_true", help="only rewrite the tables and plot from existing runs")
     again = "re-time the finished runs not yet re-timed (REPEATS A/B pairs) on a quiet machine, then report"
     p.add_argument("--remeasure", type=int, default=0, metavar="REPEATS", help=again)
-    p.add_argument("--remeasure-all", action="store_true", help="with --remeasure: re-time every run again")
     args = p.parse_args()
     args.command = h.command("compare.py", p, args, paths=("teacher", "results", "cache", "blocks_from"))
     if args.blocks_from and Path(args.blocks_from).resolve() == Path(args.results).resolve():
         p.error("--blocks-from must be another folder than --results")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    vars(args).update(QUICK if args.quick else FULL)
     if args.quick:
         args.parts, args.seeds = ["fmnist100"], [0]
-        args.iterations, args.scan_iterations, args.latency_repeats = 10, 3, 5
-        args.eval_samples = args.eval_samples or 500
-        args.filter_search_steps, args.synth_steps = 2, 5
-        if args.results == str(h.RESULTS):
-            args.results = str(h.CACHE / "quick-results")
+        args.results = str(h.CACHE / "quick-results") if args.results == str(h.RESULTS) else args.results
     bench = Bench(args)
     if not args.report and h.skipped(bench.teacher_path):
         return 0
     if args.remeasure:
-        bench.remeasure(args.remeasure, again=args.remeasure_all)
+        bench.remeasure(args.remeasure)
     elif not args.report:
-        total = time.perf_counter()
         for part in args.parts:
             kind, n, seeds, targets = PARTS[part]
             methods = [m for m in args.methods if not (m == "ce" and kind != "fmnist")]
-            part_start = time.perf_counter()
+            start = time.perf_counter()
             for seed in args.seeds or seeds:
                 bench.group(kind, n, seed, targets, methods)
-            elapsed = time.perf_counter() - part_start
             bench.out.mkdir(parents=True, exist_ok=True)
+            entry = {"part": part, "seeds": list(args.seeds or seeds), "seconds": time.perf_counter() - start}
+            entry.update(machine=machine(), command=bench.command, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             with (bench.out / "timings.jsonl").open("a") as f:
-                entry = {"part": part, "seeds": list(args.seeds or seeds), "seconds": elapsed, "machine": machine()}
-                entry.update(command=bench.command, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
                 f.write(json.dumps(entry) + "\n")
-            logger.info("part %s took %.0f s", part, elapsed)
-        logger.info("all parts took %.0f s", time.perf_counter() - total)
+            logger.info("part %s took %.0f s", part, entry["seconds"])
     bench.report()
     return 0
 

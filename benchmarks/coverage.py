@@ -30,7 +30,6 @@ from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, Practi
 from hf_practise.backbones import registered_families
 from hf_practise.backbones.tiny import fan_in_init
 from hf_practise.native import native_reload_gap
-from hf_practise.provenance import machine
 
 logger = logging.getLogger("coverage")
 GAP_TOLERANCE = 1e-5  # largest |logit| difference that passes: float rounding, never another network
@@ -39,11 +38,8 @@ QUICK_CLASSES = ("timm.models.resnet.ResNet", "timm.models.efficientnet.Efficien
 QUICK_MODULES = ("resnet", "efficientnet", "regnet")
 
 
-def family_for(model: torch.nn.Module, allowed: set[str] | None):
-    for family in registered_families():
-        if (allowed is None or family.name in allowed) and family.matches(model):
-            return family.for_model(model)
-    return None
+def family_for(model: torch.nn.Module):
+    return next((f.for_model(model) for f in registered_families() if f.matches(model)), None)
 
 
 def timm_classes(cache: Path, modules: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -93,21 +89,49 @@ def try_compress(model: torch.nn.Module, family, input_size: tuple, source: dict
     scan, finetune = ScanConfig(iterations=1, batch_size=2), FinetuneConfig(iterations=2, batch_size=2, lr=1e-5)
     latency = LatencyConfig(batch_size=1, repeats=1, warmup=0, input_size=input_size)
     cfg = CompressionConfig(num_blocks=1, scan=scan, finetune=finetune, latency=latency)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, *input_size, generator=g)
+    x = torch.randn(4, *input_size, generator=torch.Generator().manual_seed(0))
     result = PractiseCompressor(model, cfg, family=family, source_config=source).compress(x)
     native = result.reloads_natively
     with tempfile.TemporaryDirectory(prefix="coverage-") as tmp:
         folder = result.save_pretrained(Path(tmp) / "saved")
         gap = native_reload_gap(folder, family.library_name if native else "hf_practise", result.model, x[:2])
-    out.update(reload="native" if native else "hf_practise loader", gap=gap)
     # identical up to float rounding: transformers keeps the loaded weights as (unaligned) views of the safetensors
     # file, and unaligned memory takes other SIMD paths, which can move a logit by an ulp (weights bit-identical)
-    out["passed"] = out["gap"] <= GAP_TOLERANCE
-    return out
+    return {**out, "reload": "native" if native else "hf_practise loader", "gap": gap, "passed": gap <= GAP_TOLERANCE}
 
 
-def run_timm(args, allowed: set[str] | None) -> tuple[list[dict], int]:
+def try_timm(a: dict) -> dict[str, Any]:
+    """One timm architecture, randomly initialised, compressed and reloaded (or why not)."""
+    import timm
+
+    attempt: dict[str, Any] = {"arch": a["arch"], "params": a["params"]}
+    if a["params"] > MAX_PARAMS:
+        return {**attempt, "passed": None, "note": f"not run: {a['params'] / 1e6:.0f}M parameters"}
+    start = time.perf_counter()
+    try:
+        torch.manual_seed(0)
+        # fan-in init: some random inits (zeroed or huge layer scales) give an identity or overflowing net
+        model = fan_in_init(timm.create_model(a["arch"], pretrained=False, num_classes=5), seed=0)
+        family = family_for(model)
+        if family is None:
+            attempt.update(passed=False, note="no family matches this architecture")
+        else:
+            cfg = model.pretrained_cfg
+            size = tuple(cfg.get("input_size", (3, 224, 224)))
+            if not cfg.get("fixed_input_size", False):
+                size = (size[0], min(size[1], 64), min(size[2], 64))
+            attempt.update(try_compress(model, family, size, {"architecture": a["arch"], "pretrained_cfg": dict(cfg)}))
+    except Exception as e:  # noqa: BLE001 - a failure is a result here
+        if "There is nothing to drop" in str(e) and a["arch"].startswith("test_"):
+            # timm's toy test models have one block per stage: PRACTISE does not apply, no failure
+            attempt.update(passed=None, note="nothing to drop (a test model with one block per stage)")
+        else:
+            attempt.update(passed=False, error=f"{type(e).__name__}: {str(e)[:300]}")
+            logger.debug("%s failed:\n%s", a["arch"], traceback.format_exc())
+    return {**attempt, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def run_timm(args) -> tuple[list[dict], int]:
     import timm
 
     data = timm_classes(Path(args.cache), QUICK_MODULES if args.quick else None)
@@ -121,64 +145,42 @@ def run_timm(args, allowed: set[str] | None) -> tuple[list[dict], int]:
             continue
         checkpoints = sum(a["checkpoints"] for a in archs)
         row: dict[str, Any] = {"class": cls, "checkpoints": checkpoints, "architectures": len(archs), "tried": []}
+        rows.append(row)
         if cls == "(cannot build)":
             row["status"] = "cannot build on the meta device"
-            rows.append(row)
             continue
         picked = pick(archs)
-        if args.quick:  # the smallest architecture of the class only
-            picked = picked[1:2] or picked[:1]
+        picked = picked[1:2] or picked[:1] if args.quick else picked  # --quick: the smallest architecture only
         with torch.device("meta"):
-            probes = [timm.create_model(a["arch"], pretrained=False) for a in picked]
-        if all(family_for(m, allowed) is None for m in probes):
-            row["status"] = "no family"
-            rows.append(row)
-            continue
-        for a in picked:
-            attempt: dict[str, Any] = {"arch": a["arch"], "params": a["params"]}
-            if a["params"] > MAX_PARAMS:
-                attempt.update(passed=None, note=f"not run: {a['params'] / 1e6:.0f}M parameters")
-                row["tried"].append(attempt)
+            if all(family_for(timm.create_model(a["arch"], pretrained=False)) is None for a in picked):
+                row["status"] = "no family"
                 continue
-            start = time.perf_counter()
-            try:
-                torch.manual_seed(0)
-                # fan-in init: some random inits (zeroed or huge layer scales) give an identity or overflowing net
-                model = fan_in_init(timm.create_model(a["arch"], pretrained=False, num_classes=5), seed=0)
-                family = family_for(model, allowed)
-                if family is None:
-                    attempt.update(passed=False, note="no family matches this architecture")
-                else:
-                    cfg = model.pretrained_cfg
-                    size = tuple(cfg.get("input_size", (3, 224, 224)))
-                    if not cfg.get("fixed_input_size", False):
-                        size = (size[0], min(size[1], 64), min(size[2], 64))
-                    source = {"architecture": a["arch"], "pretrained_cfg": dict(cfg)}
-                    attempt.update(try_compress(model, family, size, source))
-            except Exception as e:  # noqa: BLE001 - a failure is a result here
-                if "There is nothing to drop" in str(e) and a["arch"].startswith("test_"):
-                    # timm's toy test models have one block per stage: PRACTISE does not apply, no failure
-                    attempt.update(passed=None, note="nothing to drop (a test model with one block per stage)")
-                else:
-                    attempt.update(passed=False, error=f"{type(e).__name__}: {str(e)[:300]}")
-                    logger.debug("%s failed:\n%s", a["arch"], traceback.format_exc())
-            attempt["seconds"] = round(time.perf_counter() - start, 1)
-            logger.info("%s %s: %s", cls, a["arch"], attempt)
-            row["tried"].append(attempt)
+        for a in picked:
+            row["tried"].append(try_timm(a))
+            logger.info("%s %s: %s", cls, a["arch"], row["tried"][-1])
         ran = [t for t in row["tried"] if t.get("passed") is not None]
         row["status"] = "passed" if ran and all(t["passed"] for t in ran) else "failed"
-        rows.append(row)
     return rows, data["total_checkpoints"]
 
 
-def run_transformers(allowed: set[str] | None) -> list[dict]:
-    from transformers import AutoConfig, AutoModelForImageClassification
+def meta_classifier(model_type: str, class_name: str) -> torch.nn.Module:
+    """The `class_name` classifier of `model_type`, with its default config, on the meta device (no weights).
+
+    Built from the class itself: `AutoModelForImageClassification.from_config` fails on the types that map to
+    several classes (LeViT, Perceiver) with "'NoneType' object is not iterable" (it iterates over the config's
+    `architectures`, None in a fresh config)."""
+    import transformers
+    from transformers import AutoConfig
+
+    with torch.device("meta"):
+        return getattr(transformers, class_name)(AutoConfig.for_model(model_type))
+
+
+def run_transformers() -> list[dict]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
     tiny = {}  # model class name -> (family, model): the first tiny model of each registered transformers family
-    for family in registered_families():
-        if family.library_name != "transformers" or (allowed is not None and family.name not in allowed):
-            continue
+    for family in (f for f in registered_families() if f.library_name == "transformers"):
         for builder in family.tiny_models.values():
             model = builder(0)
             tiny.setdefault(type(model).__name__, (family.for_model(model), model))
@@ -192,10 +194,8 @@ def run_transformers(allowed: set[str] | None) -> list[dict]:
                 family, model = tiny[names[0]]
                 row.update(try_compress(model, family, (3, 32, 32), {}))
             else:
-                config = AutoConfig.for_model(model_type)
-                with torch.device("meta"):
-                    model = AutoModelForImageClassification.from_config(config)
-                row.update(passed=False, note="no family" if family_for(model, allowed) is None else "no tiny model")
+                model = meta_classifier(model_type, names[0])
+                row.update(passed=False, note="no family" if family_for(model) is None else "no tiny model")
         except Exception as e:  # noqa: BLE001 - a failure is a result here
             row.update(passed=False, error=f"{type(e).__name__}: {str(e)[:300]}")
         row["seconds"] = round(time.perf_counter() - start, 1)
@@ -228,8 +228,6 @@ def render(record: dict) -> list[str]:
         "",
         "## timm, by model class (most checkpoints first)",
         "",
-        "| class | checkpoints | status | tried (family, candidates, reload, gap or error) |",
-        "| --- | ---: | --- | --- |",
     ]
 
     def what(t: dict) -> str:
@@ -239,22 +237,22 @@ def render(record: dict) -> list[str]:
             or f"{t['family']}, {t['candidates']} candidates, {t['reload']}, gap {t['gap']:.1g}"
         )
 
-    for row in record["timm"]["rows"]:
-        tried = "; ".join(f"`{t['arch']}`: {what(t)}" for t in row["tried"])
-        lines.append(
-            f"| `{row['class'].replace('timm.models.', '')}` | {row['checkpoints']} | {row['status']} | {tried} |"
-        )
-    lines += [
-        "",
-        "## transformers image-classification types",
-        "",
-        "| model type | class | passed | family, candidates, reload, gap or why not |",
-        "| --- | --- | :---: | --- |",
-    ]
-    lines += [
-        f"| {row['model_type']} | `{row['class']}` | {'yes' if row.get('passed') else 'no'} | {what(row)} |"
-        for row in record["transformers"]["rows"]
-    ]
+    lines += h.table(
+        "class | >checkpoints | status | tried (family, candidates, reload, gap or error)",
+        (
+            [f"`{row['class'].replace('timm.models.', '')}`", row["checkpoints"], row["status"]]
+            + ["; ".join(f"`{t['arch']}`: {what(t)}" for t in row["tried"])]
+            for row in record["timm"]["rows"]
+        ),
+    )
+    lines += ["", "## transformers image-classification types", ""]
+    lines += h.table(
+        "model type | class | ^passed | family, candidates, reload, gap or why not",
+        (
+            [r["model_type"], f"`{r['class']}`", "yes" if r.get("passed") else "no", what(r)]
+            for r in record["transformers"]["rows"]
+        ),
+    )
     lines += ["", f"Command: `{record['command']}` ({record['seconds'] / 60:.0f} min)"]
     lines += [
         f"Rerun of {', '.join(r['classes'])} after a fix: `{r['command']}` ({r['seconds'] / 60:.0f} min)"
@@ -269,32 +267,29 @@ def run(p, args) -> dict:
     import timm
     import transformers
 
-    allowed = set(args.families) if args.families else None
     start = time.perf_counter()
     args.previous = None
     if args.only_classes:
-        path = Path(args.results) / f"{args.tag}.json"
+        path = Path(args.results) / "coverage.json"
         if not path.exists():
             p.error(f"--only-classes reruns some classes of an existing {path}; run without it first")
         args.previous = h.read_json(path)
         unknown = set(args.only_classes) - {r["class"] for r in args.previous["timm"]["rows"]}
         if unknown:
             p.error(f"--only-classes: not a class of {path}: {sorted(unknown)} (e.g. timm.models.eva.Eva)")
-    timm_rows, total = run_timm(args, allowed)
-    hf_rows = run_transformers(allowed)  # a few minutes: always rerun
+    timm_rows, total = run_timm(args)
+    hf_rows = run_transformers()  # a few minutes: always rerun
     passed = sum(r["checkpoints"] for r in timm_rows if r["status"] == "passed")
     record = {
         "timm": {"total_checkpoints": total, "passed_checkpoints": passed, "rows": timm_rows},
         "transformers": {"total": len(hf_rows), "passed": sum(bool(r.get("passed")) for r in hf_rows), "rows": hf_rows},
-        "families": sorted(f.name for f in registered_families() if allowed is None or f.name in allowed),
+        "families": sorted(f.name for f in registered_families()),
         "versions": {"timm": timm.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
         "quick": args.quick,
         "seconds": round(time.perf_counter() - start),
-        "command": args.command,
-        "machine": machine(),
     }
     if args.previous:  # a partial rerun: the full run's command and time stay, the rerun is listed after them
-        rerun = {"command": record["command"], "classes": args.only_classes, "seconds": record["seconds"]}
+        rerun = {"command": args.command, "classes": args.only_classes, "seconds": record["seconds"]}
         previous = args.previous
         record.update(
             command=previous["command"], seconds=previous["seconds"], reruns=[*previous.get("reruns", []), rerun]
@@ -306,18 +301,10 @@ def run(p, args) -> dict:
 def main() -> int:
     p = h.parser(__doc__)
     p.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_CLASSES)} and transformers")
-    p.add_argument("--families", nargs="+", default=None, help="count as if only these families were registered")
-    p.add_argument("--results", default=str(h.RESULTS))
-    p.add_argument("--cache", default=str(h.CACHE / "coverage"))
-    p.add_argument("--tag", default="coverage", help="results file name: TAG.json and TAG.md")
-    p.add_argument(
-        "--only-classes",
-        nargs="+",
-        default=None,
-        help="rerun only these timm classes (e.g. timm.models.eva.Eva) and the transformers types; every other "
-        "timm row comes from TAG.json",
-    )
-    return h.study(p, stem=lambda a: Path(a.results) / a.tag, run=run, render=render)
+    h.folders(p, cache=h.CACHE / "coverage")
+    rerun = "rerun only these timm classes (e.g. timm.models.eva.Eva) and the transformers types; every other timm row "
+    p.add_argument("--only-classes", nargs="+", default=None, help=rerun + "comes from coverage.json")
+    return h.study(p, stem="coverage", run=run, render=render)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ the resnet34 teacher and on it compressed at 22% (default settings, 500 train im
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import fmnist
 import harness as h
 import torch
@@ -15,17 +13,23 @@ from torch.utils.data import DataLoader
 
 from hf_practise import CompressionConfig, LatencyConfig, PractiseCompressor
 from hf_practise.mimic import evaluate_metrics
-from hf_practise.provenance import machine
 from hf_practise.training import as_logits
 
 
 @torch.no_grad()
 def direct_top1(model, dataset) -> float:
-    correct = total = 0
-    for x, y in DataLoader(dataset, batch_size=256):
-        correct += (as_logits(model(x)).argmax(-1) == y).sum().item()
-        total += y.numel()
-    return correct / total
+    counts = [((as_logits(model(x)).argmax(-1) == y).sum().item(), y.numel()) for x, y in DataLoader(dataset, 256)]
+    return sum(c for c, _ in counts) / sum(n for _, n in counts)
+
+
+def row(model_name: str, recorded: float | None, model, test) -> dict:
+    direct = direct_top1(model.eval().cpu(), test)
+    return {
+        "model": model_name,
+        "recorded": recorded,
+        "direct": direct,
+        **evaluate_metrics(model, test, batch_size=256),
+    }
 
 
 def run(p, args) -> dict | None:
@@ -34,26 +38,12 @@ def run(p, args) -> dict | None:
     test = fmnist.load("test")
     teacher = h.load_native(h.RESNET34).eval()
     recorded = h.read_json(h.RESNET34 / "teacher_metrics.json")
-    rows = [
-        {
-            "model": "resnet34-fmnist teacher",
-            "recorded": recorded.get("test_top1", recorded.get("top1")),
-            "direct": direct_top1(teacher, test),
-            **evaluate_metrics(teacher, test, batch_size=256),
-        }
-    ]
+    rows = [row("resnet34-fmnist teacher", recorded.get("test_top1", recorded.get("top1")), teacher, test)]
     config = CompressionConfig(latency_reduction=0.22, work_dir=args.cache, latency=LatencyConfig(input_size=h.INPUT))
     result = PractiseCompressor(teacher, config).compress(h.tiny_images(500), test)
-    rows.append(
-        {
-            "model": f"resnet34-fmnist, PRACTISE 22% (-{100 * result.latency.reduction:.1f}%, "
-            f"{len(result.dropped)} blocks)",
-            "recorded": result.top1_after,  # what the compressor reported, through the same modules
-            "direct": direct_top1(result.model.eval().cpu(), test),
-            **evaluate_metrics(result.model, test, batch_size=256),
-        }
-    )
-    return {"command": args.command, "machine": machine(), "rows": rows}
+    name = f"resnet34-fmnist, PRACTISE 22% (-{100 * result.latency.reduction:.1f}%, {len(result.dropped)} blocks)"
+    # recorded: what the compressor reported, through the same modules
+    return {"rows": rows + [row(name, result.top1_after, result.model, test)]}
 
 
 def render(doc: dict) -> list[str]:
@@ -65,15 +55,15 @@ def render(doc: dict) -> list[str]:
         "",
         "*Recorded*: the teacher's training run, and the compressor's own report for the compressed model.",
         "",
-        "| model | recorded | direct count | evaluate accuracy | evaluate top-5 |",
-        "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for r in doc["rows"]:
-        rec = "-" if r["recorded"] is None else f"{100 * r['recorded']:.2f}%"
-        lines.append(
-            f"| {r['model']} | {rec} | {100 * r['direct']:.2f}% | {100 * r['accuracy']:.2f}% "
-            f"| {100 * r['top5_accuracy']:.2f}% |"
-        )
+    lines += h.table(
+        "model | >recorded | >direct count | >evaluate accuracy | >evaluate top-5",
+        (
+            [r["model"], "-" if r["recorded"] is None else f"{100 * r['recorded']:.2f}%", f"{100 * r['direct']:.2f}%"]
+            + [f"{100 * r['accuracy']:.2f}%", f"{100 * r['top5_accuracy']:.2f}%"]
+            for r in doc["rows"]
+        ),
+    )
     return lines + ["", f"Command: `{doc['command']}` ({h.machine_text(doc['machine'])})"]
 
 
@@ -84,9 +74,8 @@ def check(doc: dict) -> str | None:
 
 def main() -> int:
     p = h.parser(__doc__)
-    p.add_argument("--results", default=str(h.RESULTS))
-    p.add_argument("--cache", default=str(h.CACHE / "evaluate_check"), help="the compression's work dir")
-    return h.study(p, stem=lambda a: Path(a.results) / "evaluate_check", run=run, render=render, check=check)
+    h.folders(p, cache=h.CACHE / "evaluate_check")  # the cache is the compression's work dir
+    return h.study(p, stem="evaluate_check", run=run, render=render, check=check)
 
 
 if __name__ == "__main__":

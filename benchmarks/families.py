@@ -26,7 +26,6 @@ from hf_practise import (
     LatencyConfig,
     LatencyTargetUnreachable,
     PractiseCompressor,
-    ScanConfig,
     get_family,
 )
 from hf_practise.config import DEFAULT_LR
@@ -38,6 +37,7 @@ from hf_practise.recoverability import build_pruned
 logger = logging.getLogger("families")
 #: how far below the most a family can save the fallback target sits (timings move between measurements)
 REACHABLE_MARGIN = 0.02
+NUM_SAMPLES, SEED, TEACHER_STEPS = 500, 0, 1500  # the tiny set (seeded train images) and a quick teacher's steps
 
 
 def merge_records(kept: list[dict], new: list[dict]) -> list[dict]:
@@ -65,39 +65,33 @@ def closest_target(reachable: float) -> float | None:
     return target if target >= 0.05 else None
 
 
-def compress(name: str, teacher, meta: dict, target: float, requested: float, args, tiny, test):
-    """(the record's common fields, the result or None, when it started), at `target` or the closest reachable one."""
+def compress(name: str, teacher, meta: dict, requested: float, args, tiny, test):
+    """(the record's common fields, the result or None, when it started), at `requested` or, where the family cannot
+    reach it, at the closest reachable target."""
+    target = requested
     while True:
+        # one work dir per teacher's weights: a committed teacher that replaces a trained one gets a fresh one
+        work = Path(args.cache) / name / f"work_{NUM_SAMPLES}_{SEED}_{model_fingerprint(teacher)[:8]}"
+        finetune = {k: getattr(args, k) for k in ("iterations", "objective", "lr", "augmentation")}
         config = CompressionConfig(
             latency_reduction=target,
-            seed=args.seed,
-            # one work dir per teacher's weights: a committed teacher that replaces a trained one gets a fresh one
-            work_dir=str(
-                Path(args.cache) / name / f"work_{args.num_samples}_{args.seed}_{model_fingerprint(teacher)[:8]}"
-            ),
-            scan=ScanConfig(iterations=args.scan_iterations),
-            finetune=FinetuneConfig(
-                iterations=args.iterations,
-                checkpoint_every=0,
-                objective=args.objective,
-                lr=args.lr,
-                augmentation=args.augmentation,
-            ),
+            seed=SEED,
+            work_dir=str(work),
+            finetune=FinetuneConfig(checkpoint_every=0, **finetune),
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=h.INPUT),
         )
         # what every record of this family and target says, run or not
         common = {"family": get_family(teacher).name, "model": meta["model"], "teacher_top1": meta["top1"]}
-        common.update(
-            {f"teacher_{k}": meta[k] for k in ("train_steps", "train_seconds", "recipe", "committed") if k in meta}
-        )
+        keep = ("train_steps", "train_seconds", "recipe", "committed")
+        common.update({f"teacher_{k}": meta[k] for k in keep if k in meta})
         common.update(latency_target=target, **({"requested_target": requested} if target != requested else {}))
-        common.update(num_samples=args.num_samples, seed=args.seed, command=args.command, machine=machine())
+        common.update(num_samples=NUM_SAMPLES, seed=SEED, command=args.command, machine=machine())
         start = time.perf_counter()
         try:
             return common, PractiseCompressor(teacher, config).compress(tiny, test), start
         except LatencyTargetUnreachable as e:
             closest = closest_target(e.reachable)
-            if not args.closest_reachable or target != requested or closest is None:
+            if target != requested or closest is None:
                 logger.warning("%s @%.0f%%: %s", name, 100 * target, e)
                 return {**common, "error": str(e)}, None, start
             logger.warning("%s @%.0f%%: %s Running at %.0f%% instead.", name, 100 * target, e, 100 * closest)
@@ -108,11 +102,11 @@ def compress(name: str, teacher, meta: dict, target: float, requested: float, ar
 
 
 def run_family(name: str, args, tiny, test) -> list[dict]:
-    teacher_dir, meta = h.find_teacher(name, cache=args.cache, train_steps=args.train_steps, seed=args.seed)
+    teacher_dir, meta = h.find_teacher(name, cache=args.cache, train_steps=TEACHER_STEPS, seed=SEED)
     teacher = h.load_native(teacher_dir).eval()  # the compressor only reads it
     records = []
     for requested in args.targets:
-        common, result, start = compress(name, teacher, meta, requested, requested, args, tiny, test)
+        common, result, start = compress(name, teacher, meta, requested, args, tiny, test)
         if result is None:
             records.append(common)
             continue
@@ -163,32 +157,39 @@ def render(records: list[dict]) -> list[str]:
         "timm / transformers in a process that never imports hf_practise (64 test images); for the families "
         "whose library cannot rebuild a shallower model (marked *loader*), by `hf_practise.load_compressed`.",
         "",
-        "| family | teacher | target | latency | MACs | blocks kept | removed | PRACTISE | teacher top-1 | reload gap | wall |",
-        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    rows = []
     for r in records:
+        rows.append([r["family"], r["model"], target_text(r)])
         if "error" in r:
-            lines.append(
-                f"| {r['family']} | {r['model']} | {target_text(r)} | not run: {r['error']} "
-                f"| | | | | {100 * r['teacher_top1']:.2f}% | | |"
-            )
+            rows[-1] += [
+                f"not run: {r['error']}",
+                None,
+                None,
+                None,
+                None,
+                f"{100 * r['teacher_top1']:.2f}%",
+                None,
+                None,
+            ]
             continue
-        lines.append(
-            f"| {r['family']} | {r['model']} | {target_text(r)} | -{100 * r['latency_reduction']:.1f}% "
-            f"| -{100 * (1 - r['macs_after'] / r['macs_before']):.1f}% | {r['blocks']} | {100 * r['removed_top1']:.2f}% "
-            f"| **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% | {r['native_reload_max_abs_logit_gap']:.1g}"
-            f"{' (loader)' if r.get('reloaded_with') == 'hf_practise' else ''} "
-            f"| {r['wall_seconds'] / 60:.1f} min |"
-        )
+        loader = " (loader)" if r.get("reloaded_with") == "hf_practise" else ""
+        rows[-1] += [f"-{100 * r['latency_reduction']:.1f}%", f"-{100 * (1 - r['macs_after'] / r['macs_before']):.1f}%"]
+        rows[-1] += [r["blocks"], f"{100 * r['removed_top1']:.2f}%", f"**{100 * r['top1']:.2f}%**"]
+        rows[-1] += [f"{100 * r['teacher_top1']:.2f}%", f"{r['native_reload_max_abs_logit_gap']:.1g}{loader}"]
+        rows[-1].append(f"{r['wall_seconds'] / 60:.1f} min")
+    head = "family | teacher | >target | >latency | >MACs | blocks kept | >removed | >PRACTISE | >teacher top-1"
+    lines += h.table(f"{head} | >reload gap | >wall", rows)
     at = {id(r): f"- {r['family']} at {100 * r['latency_target']:.0f}%" for r in records}
     lines += ["", "Finetune (the library picks the optimizer by family unless told):", ""]
-    lines += [
-        f"{at[id(r)]}: {r['finetune']['iterations']} steps, {r['finetune']['optimizer']} lr {r['finetune']['lr']:g}"
-        + f", {r['finetune'].get('objective', 'features')}, augmentation {r['finetune'].get('augmentation', 'none')}"
-        if "finetune" in r
-        else f"{at[id(r)]}: not run"
-        for r in records
-    ]
+    for r in records:
+        ft = r.get("finetune")
+        lines.append(
+            f"{at[id(r)]}: {ft['iterations']} steps, {ft['optimizer']} lr {ft['lr']:g}, {ft.get('objective', 'features')}, "
+            f"augmentation {ft.get('augmentation', 'none')}"
+            if ft
+            else f"{at[id(r)]}: not run"
+        )
     lines += [
         "",
         "Selection (each latency check on the way: the greedy pass takes blocks by score until the measured cut "
@@ -206,61 +207,48 @@ def render(records: list[dict]) -> list[str]:
             f"{verdict} [{100 * t:.0f}%, {100 * (t + tol):.0f}%]"
             + "".join(f" ({c['note']})" for c in r["selection"] if c.get("note"))
         )
-    onnx_rows = [r for r in records if "onnx_max_abs_logit_gap" in r]
-    if onnx_rows:
-        lines += [
-            "",
-            "ONNX export (`result.export_onnx()`: `model.onnx` run by ONNX Runtime in a process without hf_practise, "
-            "against PyTorch on 64 test images):",
-            "",
-        ]
-        lines += [
+    lines += h.section(
+        "ONNX export (`result.export_onnx()`: `model.onnx` run by ONNX Runtime in a process without hf_practise, "
+        "against PyTorch on 64 test images):",
+        [
             f"{at[id(r)]}: max |logit difference| {r['onnx_max_abs_logit_gap']:.2g} "
             f"({r['onnx_export_check']['relative_diff']:.2g} of the largest logit on the tiny-set check)"
-            for r in onnx_rows
-        ]
+            for r in records
+            if "onnx_max_abs_logit_gap" in r
+        ],
+    )
     scans = {r["family"]: {**r["scan_lowered"], "steps": scan_steps(r)} for r in records if "scan_lowered" in r}
-    if scans:
-        lines += [
-            "",
-            "Scan (adaptor steps per candidate): candidates whose adaptor training lowered the feature error at the "
-            "scan's rate / after the retries at smaller rates (the others keep identity adaptors, so their "
-            "recoverability is the initial error):",
-            "",
-        ]
-        lines += [
+    lines += h.section(
+        "Scan (adaptor steps per candidate): candidates whose adaptor training lowered the feature error at the "
+        "scan's rate / after the retries at smaller rates (the others keep identity adaptors, so their "
+        "recoverability is the initial error):",
+        [
             f"- {f} ({s['steps']} steps): {s['first_rate']} / {s['with_retries']} of {s['candidates']}"
             for f, s in scans.items()
-        ]
-    lines += ["", "Blocks dropped:", ""] + [
-        f"{at[id(r)]}: {', '.join(r['dropped'])}" for r in records if "dropped" in r
-    ]
-    lines += [
-        "",
+        ],
+    )
+    lines += h.section(
+        "Blocks dropped:", [f"{at[id(r)]}: {', '.join(r['dropped'])}" for r in records if "dropped" in r]
+    )
+    committed = " ({}; committed in `{}`, trained by `benchmarks/train_teacher.py`)"
+    lines += h.section(
         "Teacher training (AdamW, batch 128, cosine, flips and 2-pixel shifts, seed 0; done by the first "
         "invocation and reused from `benchmarks/cache/families/` by later ones):",
-        "",
-    ]
-    lines += [
-        f"- {f}: {r['teacher_train_steps']} steps, {r['teacher_train_seconds'] / 60:.1f} min"
-        + (
-            f" ({r['teacher_recipe']}; committed in `{r['teacher_committed']}`, trained by "
-            "`benchmarks/train_teacher.py`)"
-            if "teacher_committed" in r
-            else ""
-        )
-        for f, r in {r["family"]: r for r in records}.items()
-    ]
+        [
+            f"- {f}: {r['teacher_train_steps']} steps, {r['teacher_train_seconds'] / 60:.1f} min"
+            + (committed.format(r["teacher_recipe"], r["teacher_committed"]) if "teacher_committed" in r else "")
+            for f, r in {r["family"]: r for r in records}.items()
+        ],
+    )
     lines += [
         "",
         "Latency: CPU, batch 64, input 3x32x32, median of alternating runs, on the machine of each command below.",
-        "",
-        "Commands:",
-        "",
     ]
     # rows come from several runs, possibly on other machines: each command with the machine it ran on
     runs = {r["command"]: r["machine"] for r in records}
-    return lines + [f"- `{c}` ({m['cpu']}, {m['threads']} threads, torch {m['torch']})" for c, m in runs.items()]
+    return lines + h.section(
+        "Commands:", [f"- `{c}` ({m['cpu']}, {m['threads']} threads, torch {m['torch']})" for c, m in runs.items()]
+    )
 
 
 def finetune_text(finetune: dict) -> str:
@@ -275,22 +263,22 @@ def finetune_text(finetune: dict) -> str:
 
 def headline(records: list[dict]) -> list[str]:
     """The README's short table: one row per family and target."""
-    out = [
-        "| family | target | measured latency | blocks kept | simply removed | PRACTISE | teacher | finetune |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
-    ]
+    rows = []
     for r in records:
         if "error" in r:
             most = re.search(r"saves (-?[\d.]+%)", r["error"])
             reason = f"not reachable: at most -{most.group(1)}" if most else "not run (see families.md)"
-            out.append(f"| {r['family']} | {100 * r['latency_target']:.0f}% | {reason} | | | | | |")
+            rows.append([r["family"], f"{100 * r['latency_target']:.0f}%", reason, *[None] * 5])
             continue
-        out.append(
-            f"| {r['family']} | {target_text(r)} | -{100 * r['latency_reduction']:.1f}% | {r['blocks']} "
-            f"| {100 * r['removed_top1']:.2f}% | **{100 * r['top1']:.2f}%** | {100 * r['teacher_top1']:.2f}% "
-            f"| {finetune_text(r['finetune'])}{scan_text(r)} |"
-        )
-    return out
+        rows.append([r["family"], target_text(r), f"-{100 * r['latency_reduction']:.1f}%", r["blocks"]])
+        rows[-1] += [
+            f"{100 * r['removed_top1']:.2f}%",
+            f"**{100 * r['top1']:.2f}%**",
+            f"{100 * r['teacher_top1']:.2f}%",
+        ]
+        rows[-1].append(f"{finetune_text(r['finetune'])}{scan_text(r)}")
+    head = "family | >target | >measured latency | blocks kept | >simply removed | >PRACTISE | >teacher | finetune"
+    return h.table(head, rows)
 
 
 def scan_steps(record: dict) -> int:
@@ -311,15 +299,13 @@ def readme(records: list[dict], args) -> None:
 def run(p, args) -> list[dict] | None:
     if h.skipped():
         return None
-    tiny = h.tiny_images(args.num_samples, args.seed)
-    test = fmnist.load("test")
+    tiny, test = h.tiny_images(NUM_SAMPLES, SEED), fmnist.load("test")
     stem = Path(args.results) / "families"
     for name in args.families:
         records = run_family(name, args, tiny, test)
         # records of families not rerun now are kept (read again now: another run may have written some)
-        kept = merge_records(
-            h.read_json(stem.with_suffix(".json")) if stem.with_suffix(".json").exists() else [], records
-        )
+        path = stem.with_suffix(".json")
+        kept = merge_records(h.read_json(path) if path.exists() else [], records)
         h.publish(stem, kept, render)
         readme(kept, args)
     return kept
@@ -329,26 +315,14 @@ def main() -> int:
     p = h.parser(__doc__)
     p.add_argument("--families", nargs="+", default=h.FAMILIES, choices=h.FAMILIES)
     p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
-    p.add_argument("--num-samples", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-steps", type=int, default=1500, help="teacher training steps (batch 128)")
-    p.add_argument("--scan-iterations", type=int, default=ScanConfig.iterations)
     p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations, help="mimic finetune steps")
     objectives = ("auto", "features", "kd", "features+kd", "features+stages")
     p.add_argument("--objective", default=FinetuneConfig.objective, choices=objectives, help="finetune objective")
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
     augmentations = ("auto", "none", "flip", "crop", "mixup")
     p.add_argument("--augmentation", default=FinetuneConfig.augmentation, choices=augmentations)
-    p.add_argument(
-        "--no-closest-reachable",
-        dest="closest_reachable",
-        action="store_false",
-        help="record a target the family cannot reach as not run (default: run at the closest reachable whole "
-        f"percent, {100 * REACHABLE_MARGIN:.0f} points under the most dropping every droppable block saves)",
-    )
-    p.add_argument("--cache", default=str(h.CACHE / "families"))
-    p.add_argument("--results", default=str(h.RESULTS))
-    return h.study(p, stem=lambda a: Path(a.results) / "families", run=run, render=render, after=readme)
+    h.folders(p, cache=h.CACHE / "families")
+    return h.study(p, stem="families", run=run, render=render, after=readme)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from hf_practise import PractiseCompressor, get_family
+from hf_practise import get_family
 from hf_practise.backbones import registered_families
 from hf_practise.files import atomic_write_text
 from hf_practise.mimic import evaluate_top1
-from hf_practise.provenance import recorded_command
+from hf_practise.provenance import machine, recorded_command
 from hf_practise.training import as_logits
 
 logger = logging.getLogger("harness")
@@ -50,9 +50,33 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def folders(p: argparse.ArgumentParser, cache: Path | None = None) -> None:
+    """`--results` (where the records go) and, given a default, `--cache` (what a rerun reuses)."""
+    p.add_argument("--results", default=str(RESULTS))
+    if cache is not None:
+        p.add_argument("--cache", default=str(cache))
+
+
+def table(head: str, rows: Iterable[Iterable[Any]]) -> list[str]:
+    """A markdown table: `head` names the columns, `|`-separated, a name starting `>` right-aligned (`^` centred);
+    each row its cells (None: a blank cell, `| |`)."""
+    names = [n.strip() for n in head.split("|")]
+    align = [{">": "---:", "^": ":---:"}.get(n[:1], "---") for n in names]
+    lines = [[n.lstrip(">^") or None for n in names], align, *rows]
+    return [
+        ("| " + " | ".join("\0" if c is None else str(c) for c in cells) + " |").replace(" \0 ", " ") for cells in lines
+    ]
+
+
+def section(intro: str, items: list[str]) -> list[str]:
+    """A paragraph and its items, after a blank line; nothing without items."""
+    return ["", intro, "", *items] if items else []
+
+
 def command(script: str, p: argparse.ArgumentParser, args: argparse.Namespace, **kwargs: Any) -> str:
-    """The command line that reproduces `args` (see `hf_practise.provenance.recorded_command`)."""
-    return recorded_command(f"python benchmarks/{script}", p, args, **kwargs)
+    """The command line that reproduces `args`, positional arguments first (see `provenance.recorded_command`)."""
+    positional = [str(getattr(args, a.dest)) for a in p._actions if not a.option_strings]
+    return recorded_command(" ".join([f"python benchmarks/{script}", *positional]), p, args, **kwargs)
 
 
 def flags(p: argparse.ArgumentParser, record: dict) -> argparse.Namespace:
@@ -66,7 +90,8 @@ def machine_text(m: dict) -> str:
 
 def write_json(path: Path, record: Any) -> None:
     """Write a record atomically, so an interrupted run never leaves half a json."""
-    atomic_write_text(path, json.dumps(record, indent=2, default=str))
+    as_json = lambda o: o.to_dict() if hasattr(o, "to_dict") else str(o)  # noqa: E731 - the package's results
+    atomic_write_text(path, json.dumps(record, indent=2, default=as_json))
 
 
 def read_json(path: Path) -> Any:
@@ -105,7 +130,7 @@ def skipped(teacher: Path | None = None) -> bool:
 def study(
     p: argparse.ArgumentParser,
     *,
-    stem: Callable[[argparse.Namespace], Path],
+    stem: str | Callable[[argparse.Namespace], Path],
     run: Callable[[argparse.ArgumentParser, argparse.Namespace], Any],
     render: Callable[[Any], list[str]],
     paths: tuple[str, ...] = ("results", "cache"),
@@ -115,18 +140,21 @@ def study(
     level: int = logging.INFO,
 ) -> int:
     """Run -> record -> page: `run(p, args)` (None: skipped; `args.command` is the command that reproduces it, its
-    `paths` flags by folder name) is written to STEM.json, and STEM.md is rendered from that; `--report` renders
+    `paths` flags by folder name; a dict record gets the command and the machine) is written to STEM.json (`stem`:
+    a name under --results, or the path for the flags), and STEM.md is rendered from that; `--report` renders
     STEM.md again from STEM.json. Then `after(record, args)` (e.g. the README's table); `check(record)` names what
     makes the exit status 1."""
     p.add_argument("--report", action="store_true", help="only render the markdown again from the json (no run)")
     args = p.parse_args()
-    path = stem(args)
+    path = Path(args.results) / stem if isinstance(stem, str) else stem(args)
     if not args.report:
         logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
         args.command = command(Path(sys.argv[0]).name, p, args, paths=paths, secrets=secrets)
         record = run(p, args)
         if record is None:
             return 0
+        if isinstance(record, dict):
+            record = {"command": args.command, "machine": machine(), **record}
         write_json(path.with_suffix(".json"), record)
     print(render_page(path, render), end="")
     record = read_json(path.with_suffix(".json"))
@@ -263,10 +291,12 @@ def build(name: str) -> tuple[nn.Module, str]:
     return builder(), description
 
 
-def save_native(model: nn.Module, folder: Path, architecture: str | None) -> None:
+def save_native(model: nn.Module, folder: Path) -> None:
+    """A teacher saved for plain timm (its architecture named) or transformers."""
     folder.mkdir(parents=True, exist_ok=True)
     if get_family(model).library_name == "timm":
-        get_family(model).save_pretrained(model, folder, source_config={"architecture": architecture})
+        source = {"architecture": model.pretrained_cfg.get("architecture")}
+        get_family(model).save_pretrained(model, folder, source_config=source)
     else:
         model.save_pretrained(str(folder))
 
@@ -334,8 +364,7 @@ def train_teacher(name: str, *, steps: int, seed: int, folder: Path) -> dict:
     model.eval()
     seconds = time.perf_counter() - start
     top1 = evaluate_top1(model, test, batch_size=256, desc=f"eval {name} teacher")
-    architecture = model.pretrained_cfg.get("architecture") if family.library_name == "timm" else None
-    save_native(model, folder / "teacher", architecture)
+    save_native(model, folder / "teacher")
     meta = {"family": family.name, "model": description, "top1": top1, "train_steps": steps, "train_seconds": seconds}
     write_json(meta_path, meta)
     logger.info("%s teacher: top-1 %.2f%% after %d steps (%.0f s)", name, 100 * top1, steps, seconds)
@@ -358,25 +387,3 @@ def find_teacher(
     if train_steps is None and not (folder / "teacher.json").exists():
         return None
     return folder / "teacher", train_teacher(name, steps=train_steps or 0, seed=seed, folder=folder)
-
-
-class SameBlocks(PractiseCompressor):
-    """A compressor that drops the blocks of `fixed` ({"blocks": [...], "checks": [...]}, shared between runs): the
-    first run's choice (a saved selection or its own), or the blocks given; later runs drop the same ones (the
-    selection times the pruned model, and a timing that moves, on a busy machine, could change the blocks)."""
-
-    def __init__(self, *args, fixed: dict, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fixed = fixed
-
-    def saved_selection(self, key: dict) -> dict | None:
-        if not self.fixed:
-            self.fixed.update(super().saved_selection(key) or {})
-        return dict(self.fixed) or None
-
-    def select(self, rows, **kwargs):
-        if not self.fixed:
-            chosen, checks = super().select(rows, **kwargs)
-            self.fixed.update(blocks=[r.block for r in chosen], checks=checks)
-        by_block = {r.block: r for r in rows}
-        return [by_block[b] for b in self.fixed["blocks"]], self.fixed["checks"]

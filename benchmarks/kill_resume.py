@@ -23,7 +23,7 @@ import fmnist
 import harness as h
 import numpy as np
 
-from hf_practise.provenance import machine
+NUM_SAMPLES, NUM_BLOCKS = 500, 4
 
 
 def write_tiny_set(folder: Path, num_samples: int, seed: int) -> None:
@@ -35,8 +35,9 @@ def write_tiny_set(folder: Path, num_samples: int, seed: int) -> None:
     idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:num_samples])
     pil = [Image.fromarray(np.pad(images[i], 2)).convert("RGB") for i in idx]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
-    ds = datasets.Dataset.from_dict({"image": pil, "label": labels[idx].tolist()}, features=features)
-    ds.save_to_disk(str(folder))
+    datasets.Dataset.from_dict({"image": pil, "label": labels[idx].tolist()}, features=features).save_to_disk(
+        str(folder)
+    )
 
 
 def write_latency_table(path: Path, teacher: str) -> None:
@@ -45,32 +46,31 @@ def write_latency_table(path: Path, teacher: str) -> None:
     from hf_practise.latency import block_latency_table
 
     comp = PractiseCompressor.from_pretrained(f"local-dir:{teacher}")
+    config = LatencyConfig(repeats=5)
     shares, _ = block_latency_table(
-        comp.model, comp.family, comp.candidates(), input_size=comp.input_size, config=LatencyConfig(repeats=5)
+        comp.model, comp.family, comp.candidates(), input_size=comp.input_size, config=config
     )
     path.write_text(json.dumps(shares))
 
 
-def command(data: Path, out: Path, work: Path, args, table: Path) -> list[str]:
+def command(tmp: Path, name: str, args) -> list[str]:
     return [
         sys.executable, str(h.HERE.parent / "examples" / "compress.py"), "--model", f"local-dir:{args.teacher}",
-        "--dataset", str(data), "--num-samples", str(args.num_samples), "--num-blocks", str(args.num_blocks),
+        "--dataset", str(tmp / "data"), "--num-samples", str(NUM_SAMPLES), "--num-blocks", str(NUM_BLOCKS),
         "--iterations", str(args.iterations), "--checkpoint-every", str(args.checkpoint_every),
-        "--work-dir", str(work), "--output-dir", str(out), "--latency-repeats", "3",
-        "--scan-iterations", str(args.scan_iterations), "--latency-table", str(table),
+        "--work-dir", str(tmp / f"work-{name}"), "--output-dir", str(tmp / name), "--latency-repeats", "3",
+        "--scan-iterations", str(args.scan_iterations), "--latency-table", str(tmp / "latency_table.json"),
     ]  # fmt: skip
 
 
 def parser():
     p = h.parser(__doc__)
     p.add_argument("--teacher", default=str(h.RESNET34))
-    p.add_argument("--num-samples", type=int, default=500)
-    p.add_argument("--num-blocks", type=int, default=4)
     p.add_argument("--iterations", type=int, default=600)
     p.add_argument("--scan-iterations", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--kill-after", type=int, default=400, help="SIGKILL once this step's checkpoint exists")
-    p.add_argument("--results", default=str(h.RESULTS))
+    h.folders(p)
     return p
 
 
@@ -81,49 +81,30 @@ def run(p, args) -> dict | None:
 
     with tempfile.TemporaryDirectory(prefix="kill-resume-") as tmp:
         tmp = Path(tmp)
-        write_tiny_set(tmp / "data", args.num_samples, seed=0)
-        table = tmp / "latency_table.json"
-        write_latency_table(table, args.teacher)
+        write_tiny_set(tmp / "data", NUM_SAMPLES, seed=0)
+        write_latency_table(tmp / "latency_table.json", args.teacher)
         start = time.time()
-        whole = subprocess.run(
-            command(tmp / "data", tmp / "whole", tmp / "work-whole", args, table), capture_output=True
-        )
+        whole = subprocess.run(command(tmp, "whole", args), capture_output=True)
         assert whole.returncode == 0, whole.stderr.decode()[-3000:]
-        whole_s = time.time() - start
-
-        start = time.time()
-        cmd = command(tmp / "data", tmp / "killed", tmp / "work-killed", args, table)
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        mark = f"checkpoint-{args.kill_after:07d}"
-        while proc.poll() is None and not list((tmp / "work-killed").glob(f"finetune-*/{mark}/state.json")):
+        whole_s, start = time.time() - start, time.time()
+        proc = subprocess.Popen(command(tmp, "killed", args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mark = f"finetune-*/checkpoint-{args.kill_after:07d}/state.json"
+        while proc.poll() is None and not list((tmp / "work-killed").glob(mark)):
             time.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         left = sorted(f.name for f in (tmp / "work-killed").glob("finetune-*/*"))
-        resumed = subprocess.run(cmd, capture_output=True, text=True)
+        resumed = subprocess.run(command(tmp, "killed", args), capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         resumed_s = time.time() - start
-        a = load_file(str(tmp / "whole" / "model.safetensors"))
-        b = load_file(str(tmp / "killed" / "model.safetensors"))
-        report = h.read_json(tmp / "killed" / "practise_report.json")
-        whole_report = h.read_json(tmp / "whole" / "practise_report.json")
-        return {
-            "teacher": Path(args.teacher).name,
-            "killed_at_checkpoint": args.kill_after,
-            "left_in_work_dir": left,
-            "resumed_from": report["finetune_resumed_from"],
-            "dropped_uninterrupted": whole_report["dropped_blocks"],
-            "dropped_resumed": report["dropped_blocks"],
-            "steps": args.iterations,
-            "same_keys": sorted(a) == sorted(b),
-            "tensors": len(a),
-            "tensors_differing": sum(not (a[k] == b[k]).all().item() for k in a),
-            "max_abs_weight_difference": max((a[k].double() - b[k].double()).abs().max().item() for k in a),
-            "seconds_uninterrupted": round(whole_s, 1),
-            "seconds_killed_plus_resumed": round(resumed_s, 1),
-            "command": args.command,
-            "machine": machine(),
-        }
+        a, b = (load_file(str(tmp / name / "model.safetensors")) for name in ("whole", "killed"))
+        report, whole_report = (h.read_json(tmp / name / "practise_report.json") for name in ("killed", "whole"))
+    record = {"teacher": Path(args.teacher).name, "killed_at_checkpoint": args.kill_after, "left_in_work_dir": left}
+    record.update(resumed_from=report["finetune_resumed_from"], dropped_uninterrupted=whole_report["dropped_blocks"])
+    record.update(dropped_resumed=report["dropped_blocks"], steps=args.iterations, same_keys=sorted(a) == sorted(b))
+    record.update(tensors=len(a), tensors_differing=sum(not (a[k] == b[k]).all().item() for k in a))
+    record["max_abs_weight_difference"] = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+    return {**record, "seconds_uninterrupted": round(whole_s, 1), "seconds_killed_plus_resumed": round(resumed_s, 1)}
 
 
 def render(record: dict) -> list[str]:
@@ -131,14 +112,17 @@ def render(record: dict) -> list[str]:
     return [
         "# Kill and resume: a SIGKILLed compression, resumed, against the uninterrupted one",
         "",
-        f"Teacher `{record['teacher']}`, {args.num_samples} Fashion-MNIST train images, {args.num_blocks} blocks "
+        f"Teacher `{record['teacher']}`, {NUM_SAMPLES} Fashion-MNIST train images, {NUM_BLOCKS} blocks "
         f"dropped ({', '.join(record['dropped_resumed'])} in both runs), {args.iterations} finetune steps, "
         f"checkpoints every {args.checkpoint_every}, {args.scan_iterations} scan steps per block.",
         "",
-        "| killed after checkpoint | resumed from step | tensors | differing | max abs weight difference |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        f"| {record['killed_at_checkpoint']} | {record['resumed_from']} | {record['tensors']} "
-        f"| {record['tensors_differing']} | {record['max_abs_weight_difference']:.3g} |",
+        *h.table(
+            ">killed after checkpoint | >resumed from step | >tensors | >differing | >max abs weight difference",
+            [
+                [record["killed_at_checkpoint"], record["resumed_from"], record["tensors"], record["tensors_differing"]]
+                + [f"{record['max_abs_weight_difference']:.3g}"]
+            ],
+        ),
         "",
         f"Command: `{record['command']}`",
         "",
@@ -155,15 +139,8 @@ def check(record: dict) -> str | None:
 
 
 def main() -> int:
-    p = parser()
-    return h.study(
-        p,
-        stem=lambda a: Path(a.results) / "kill_resume",
-        run=run,
-        paths=("teacher", "results"),
-        render=render,
-        check=check,
-    )
+    paths = ("teacher", "results")
+    return h.study(parser(), stem="kill_resume", run=run, paths=paths, render=render, check=check)
 
 
 if __name__ == "__main__":

@@ -18,49 +18,41 @@ import harness as h
 
 from hf_practise import CompressionConfig, LatencyConfig, PractiseCompressor, compare_latency
 from hf_practise.data import load_tiny_set
-from hf_practise.provenance import machine
 from hf_practise.recoverability import build_pruned
 from hf_practise.runtimes import BACKENDS
 
 logger = logging.getLogger("latency_backends")
-TEACHERS = ["resnet34-fmnist", "timm-convnext", "timm-vit"]
+TEACHERS, TARGETS, REPEATS = ["resnet34-fmnist", "timm-convnext", "timm-vit"], [0.22, 0.5], 20
 
 
 def scan_teacher(name: str, args, tiny):
     """The teacher and its recoverability scan (cached in the work dir): no timing, so other jobs may run."""
-    found = h.find_teacher(name, cache=Path(args.cache) / "families", train_steps=args.train_steps)
+    found = h.find_teacher(name, cache=Path(args.cache) / "families")
     if found is None:
         raise FileNotFoundError(f"no teacher {name} (the shared teachers are not on this machine)")
     teacher = h.load_native(found[0]).eval()
     work = Path(args.cache) / "latency_backends" / name
     comp = PractiseCompressor(teacher, CompressionConfig(work_dir=str(work), latency=LatencyConfig(input_size=h.INPUT)))
     rows = comp.scan(tiny, latency_saving={c.path: 0.05 for c in comp.candidates()})
-    return teacher, found[1], rows
+    return teacher, found[1], rows, work
 
 
-def run_teacher(name: str, args, teacher, meta, rows) -> dict:
-    work = Path(args.cache) / "latency_backends" / name
+def run_teacher(name: str, args, teacher, meta, rows, work: Path) -> dict:
     record: dict = {"teacher": name, "teacher_meta": meta, "backends": {}}
-    for backend in args.backends:
+    for backend in BACKENDS:
         latency = LatencyConfig(
-            batch_size=64, repeats=args.repeats, threads=args.threads, input_size=h.INPUT, backend=backend
+            batch_size=64, repeats=REPEATS, threads=args.threads, input_size=h.INPUT, backend=backend
         )
         comp = PractiseCompressor(
             teacher, CompressionConfig(latency_reduction=0.22, latency=latency, work_dir=str(work))
         )
         start = time.perf_counter()
         shares, stats = comp.latency_table()
-        table_seconds = time.perf_counter() - start
+        entry = {"runtime": stats and stats.runtime(), "whole_ms": stats and stats.median_ms}
+        entry.update(share_check=stats and stats.share_check, table_seconds=time.perf_counter() - start)
+        entry.update(shares=shares, targets={})
         scan = [dataclasses.replace(r, latency_saving=shares[r.block]) for r in rows]
-        entry = {
-            "runtime": stats.runtime() if stats is not None else None,
-            "whole_ms": stats.median_ms if stats is not None else None,
-            "share_check": stats.share_check if stats is not None else None,
-            "table_seconds": table_seconds,
-            "shares": shares,
-            "targets": {},
-        }
-        for target in args.targets:
+        for target in TARGETS:
             comp.config = dataclasses.replace(comp.config, latency_reduction=target)
             try:
                 chosen, checks = comp.select(scan)
@@ -69,23 +61,16 @@ def run_teacher(name: str, args, teacher, meta, rows) -> dict:
                 logger.warning("%s %s @%.0f%%: %s", name, backend, 100 * target, e)
                 continue
             pruned = build_pruned(teacher, comp.family, [r.ref for r in chosen], adaptors=False).eval()
-            cuts = {}
-            for other in args.backends:  # the chosen model's cut where it may be deployed
-                cfg = dataclasses.replace(latency, backend=other)
-                cuts[other] = compare_latency(teacher, pruned, input_size=h.INPUT, config=cfg).reduction
-            entry["targets"][str(target)] = {
-                "dropped": sorted(r.block for r in chosen),
-                "checks": checks,
-                "cut": cuts,
+            cuts = {  # the chosen model's cut where it may be deployed
+                other: compare_latency(
+                    teacher, pruned, input_size=h.INPUT, config=dataclasses.replace(latency, backend=other)
+                ).reduction
+                for other in BACKENDS
             }
-            logger.info(
-                "%s %s @%.0f%%: drops %s; cut %s",
-                name,
-                backend,
-                100 * target,
-                ", ".join(sorted(r.block for r in chosen)),
-                ", ".join(f"{b} {100 * v:.1f}%" for b, v in cuts.items()),
-            )
+            dropped = sorted(r.block for r in chosen)
+            entry["targets"][str(target)] = {"dropped": dropped, "checks": checks, "cut": cuts}
+            cut_text = ", ".join(f"{b} {100 * v:.1f}%" for b, v in cuts.items())
+            logger.info("%s %s @%.0f%%: drops %s; cut %s", name, backend, 100 * target, ", ".join(dropped), cut_text)
         record["backends"][backend] = entry
     return record
 
@@ -107,63 +92,40 @@ def render(doc: dict) -> list[str]:
         "",
     ]
     for rec in doc["records"]:
-        backends = list(rec["backends"])
+        found = rec["backends"]
+        backends = list(found)
         lines += [f"## {rec['teacher']}", ""]
-        lines += ["| block | " + " | ".join(backends) + " |", "| --- |" + " ---: |" * len(backends)]
-        blocks = list(rec["backends"][backends[0]]["shares"])
-        for b in blocks:
-            lines.append(
-                f"| {b} | " + " | ".join(f"{100 * rec['backends'][k]['shares'][b]:.1f}%" for k in backends) + " |"
-            )
-        lines.append(
-            "| *shares vs removal* | "
-            + " | ".join(
-                (
-                    f"{100 * c['shares_sum']:.0f}% vs {100 * c['measured_saving']:.0f}% (x{c['factor']:.2f})"
-                    if (c := rec["backends"][k]["share_check"])
-                    else "-"
-                )
-                for k in backends
-            )
-            + " |"
-        )
-        lines.append("")
-        lines += ["Runtimes: " + "; ".join(f"{k}: {rec['backends'][k]['runtime']}" for k in backends), ""]
-        lines += [
-            "| target | shares from | blocks dropped | " + " | ".join(f"cut in {k}" for k in backends) + " |",
-            "| ---: | --- | --- |" + " ---: |" * len(backends),
+        rows = [[b, *(f"{100 * found[k]['shares'][b]:.1f}%" for k in backends)] for b in found[backends[0]]["shares"]]
+        check = "{:.0%} vs {:.0%} (x{:.2f})"
+        checks = [
+            check.format(c["shares_sum"], c["measured_saving"], c["factor"]) if (c := found[k]["share_check"]) else "-"
+            for k in backends
         ]
+        lines += h.table(" | ".join(["block", *(f">{k}" for k in backends)]), [*rows, ["*shares vs removal*", *checks]])
+        lines += ["", "Runtimes: " + "; ".join(f"{k}: {found[k]['runtime']}" for k in backends), ""]
+        rows = []
         for target in doc["targets"]:
-            chosen_sets = []
-            for k in backends:
-                t = rec["backends"][k]["targets"].get(str(target), {})
-                if "error" in t:
-                    lines.append(f"| {100 * target:.0f}% | {k} | {t['error']} |" + " |" * len(backends))
-                    continue
-                chosen_sets.append(tuple(t["dropped"]))
-                cuts = " | ".join(f"{100 * t['cut'][b]:.1f}%" for b in backends)
-                lines.append(f"| {100 * target:.0f}% | {k} | {', '.join(t['dropped'])} | {cuts} |")
-            same = len(set(chosen_sets)) <= 1
-            lines.append(
-                f"| | | *{'the same blocks in every backend' if same else 'the backends choose different blocks'}* |"
-                + " |" * len(backends)
-            )
-        lines.append("")
+            chosen = [found[k]["targets"].get(str(target), {}) for k in backends]
+            for k, t in zip(backends, chosen):
+                cuts = (
+                    [t["error"], *[None] * len(backends)]
+                    if "error" in t
+                    else [", ".join(t["dropped"]), *(f"{100 * t['cut'][b]:.1f}%" for b in backends)]
+                )
+                rows.append([f"{100 * target:.0f}%", k, *cuts])
+            same = len({tuple(t["dropped"]) for t in chosen if "error" not in t}) <= 1
+            verdict = "the same blocks in every backend" if same else "the backends choose different blocks"
+            rows.append([None, None, f"*{verdict}*", *[None] * len(backends)])
+        head = " | ".join([">target", "shares from", "blocks dropped", *(f">cut in {k}" for k in backends)])
+        lines += [*h.table(head, rows), ""]
     return lines
 
 
 def run(p, args) -> dict | None:
     if h.skipped():
         return None
-    tiny = load_tiny_set(h.tiny_images(args.num_samples))
-    doc = {
-        "command": args.command,
-        "machine": machine(),
-        "paused_pids": bool(args.pause_pids),
-        "threads": args.threads,
-        "targets": args.targets,
-        "records": [],
-    }
+    tiny = load_tiny_set(h.tiny_images(500))
+    doc = {"paused_pids": bool(args.pause_pids), "threads": args.threads, "targets": TARGETS, "records": []}
     scanned = {}
     with h.threads(args.scan_threads):
         for name in args.teachers:  # the scans first: recoverability does not depend on the backend
@@ -173,27 +135,21 @@ def run(p, args) -> dict | None:
                 print(f"skipped {name}: {e}")
     with h.paused(args.pause_pids):
         doc["load_average"] = [round(v, 2) for v in os.getloadavg()]
-        for name, (teacher, meta, rows) in scanned.items():
-            doc["records"].append(run_teacher(name, args, teacher, meta, rows))
+        doc["records"] = [run_teacher(name, args, *found) for name, found in scanned.items()]
     return doc if doc["records"] else None
 
 
 def main() -> int:
     p = h.parser(__doc__)
     p.add_argument("--teachers", nargs="+", default=TEACHERS)
-    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--num-samples", type=int, default=500)
-    p.add_argument("--train-steps", type=int, default=1500, help="steps of a families teacher trained here")
-    p.add_argument("--cache", default=str(h.CACHE))
-    p.add_argument("--results", default=str(h.RESULTS))
+    h.folders(p, cache=h.CACHE)
     h.job_flags(p)
 
     def stem(args) -> Path:
-        name = "latency_backends" if args.teachers == TEACHERS else "latency_backends_" + "_".join(args.teachers)
-        return Path(args.results) / name
+        return Path(args.results) / "_".join(
+            ["latency_backends", *(args.teachers if args.teachers != TEACHERS else [])]
+        )
 
     return h.study(p, stem=stem, run=run, render=render)
 

@@ -12,14 +12,12 @@ import time
 from pathlib import Path
 
 import harness as h
-import torch
 
 from hf_practise import ScanConfig, get_family
 from hf_practise.backbones.registry import registered_families
 from hf_practise.files import atomic_write_text
 from hf_practise.forward_cut import CutCache
 from hf_practise.latency import LatencyConfig, block_latency_table
-from hf_practise.provenance import machine
 from hf_practise.recoverability import score_block, teacher_features
 
 
@@ -73,26 +71,23 @@ def speed(teacher, family, images, targets, config: ScanConfig) -> dict:
         change = abs(fast.recoverability - full.recoverability) / max(full.recoverability, 1e-30)
         rows.append({**row, "recoverability_cut": fast.recoverability, "relative_difference": change})
         print(
-            f"{block.path:14s} full {full.seconds:6.1f}s  from {rows[-1]['cut'] or 'the image':14s} "
+            f"{block.path:14s} full {full.seconds:6.1f}s  from {row['cut'] or 'the image':14s} "
             f"{fast.seconds:6.1f}s  recoverability {full.recoverability:.6g} / {fast.recoverability:.6g}",
             flush=True,
         )
     before, after = sum(r["seconds_full"] for r in rows), setup + sum(r["seconds_cut"] for r in rows)
     worst = max(r["relative_difference"] for r in rows)
-    return {"rows": rows, "setup_seconds": setup, "before_seconds": before, "after_seconds": after} | {
-        "max_relative_difference": worst
-    }
+    return dict(
+        rows=rows, setup_seconds=setup, before_seconds=before, after_seconds=after, max_relative_difference=worst
+    )
 
 
 def study_row(row, shares: dict[str, float]) -> dict:
     """What a study keeps of one scanned candidate, with its score under `shares`."""
     share = shares[row.block]
     score = row.recoverability / share if share > 0 else float("inf")
-    return {"block": row.block, "initial_error": row.initial_error, "recoverability": row.recoverability} | {
-        "trained": row.trained,
-        "share": share,
-        "score": score,
-    }
+    keep = {"block": row.block, "initial_error": row.initial_error, "recoverability": row.recoverability}
+    return {**keep, "trained": row.trained, "share": share, "score": score}
 
 
 def rescored(rows: list[dict], shares: dict[str, float]) -> list[dict]:
@@ -107,14 +102,18 @@ def reference_rows(reference: dict, blocks) -> list[dict]:
     return old
 
 
+def setup(teacher, family, images, config: ScanConfig):
+    """The candidates, their latency shares (measured once) and the cut inputs of a tau or replicate study."""
+    blocks, latency = family.candidates(teacher), LatencyConfig(input_size=h.INPUT)
+    shares, _ = block_latency_table(teacher, family, blocks, input_size=latency.input_size, config=latency)
+    return blocks, shares, cut_cache(teacher, family, images, config)
+
+
 def tau_study(teacher, family, images, targets, config: ScanConfig, counts: list[int], reference: dict | None) -> dict:
     """The scan at each count of `counts`; the largest count is the reference, unless `reference` (an earlier
     result of this study on the same teacher and scan settings) gives its reference rows: the scan is seeded, so
     they are what a rerun would give, and their scores are recomputed with this run's latency shares."""
-    blocks = family.candidates(teacher)
-    latency = LatencyConfig(input_size=h.INPUT)
-    shares, _ = block_latency_table(teacher, family, blocks, input_size=latency.input_size, config=latency)
-    cuts = cut_cache(teacher, family, images, config)
+    blocks, shares, cuts = setup(teacher, family, images, config)
     table: dict[int, list[dict]] = {}
     if reference is not None:
         ref = reference["reference"]
@@ -148,11 +147,8 @@ def tau_study(teacher, family, images, targets, config: ScanConfig, counts: list
 def replicate_study(teacher, family, images, targets, config: ScanConfig, reference: dict, seed: int) -> dict:
     """The reference count of the tau study `reference` once more, its adaptors trained on batches drawn with `seed`,
     and the tau between the two rankings (scores of both recomputed with this run's latency shares)."""
-    blocks = family.candidates(teacher)
+    blocks, shares, cuts = setup(teacher, family, images, config)
     ref, old = reference["reference"], reference_rows(reference, blocks)
-    latency = LatencyConfig(input_size=h.INPUT)
-    shares, _ = block_latency_table(teacher, family, blocks, input_size=latency.input_size, config=latency)
-    cuts = cut_cache(teacher, family, images, config)
     cfg = ScanConfig(**{**config.__dict__, "iterations": ref})
     began = time.perf_counter()
     rows = []
@@ -170,19 +166,13 @@ def replicate_study(teacher, family, images, targets, config: ScanConfig, refere
     }
 
 
-def discordant_pairs(rows: list[dict], ref_rows: list[dict]) -> list[tuple[str, str, float]]:
-    """Pairs ordered one way by `rows`' scores and the other by the reference's, with the reference's relative gap."""
-    s = {r["block"]: r["score"] for r in rows}
-    ref = {r["block"]: r["score"] for r in ref_rows}
+def pair_text(rows: list[dict], ref_rows: list[dict]) -> str:
+    """The pairs ordered one way by `rows`' scores and the other by the reference's, with the reference's relative
+    gap: `a / b (gap%)`, or "none"."""
+    s, ref = {r["block"]: r["score"] for r in rows}, {r["block"]: r["score"] for r in ref_rows}
     order = sorted(ref, key=ref.get)
-    return [
-        (a, b, 1 - ref[a] / ref[b]) for i, a in enumerate(order) for b in order[i + 1 :] if s[a] > s[b] and ref[b] > 0
-    ]
-
-
-def pair_text(pairs: list[tuple[str, str, float]]) -> str:
-    """`discordant_pairs` as text: `a / b (gap%)`, or "none"."""
-    return ", ".join(f"{a} / {b} ({100 * gap:.1f}%)" for a, b, gap in pairs) or "none"
+    pairs = [(a, b) for i, a in enumerate(order) for b in order[i + 1 :] if s[a] > s[b] and ref[b] > 0]
+    return ", ".join(f"{a} / {b} ({100 * (1 - ref[a] / ref[b]):.1f}%)" for a, b in pairs) or "none"
 
 
 def load_reference(parser, path: str, label: str, config: ScanConfig, device: str, *, free: tuple[str, ...]) -> dict:
@@ -239,56 +229,49 @@ def summary(results: Path, tie: float) -> list[str]:
         f"with the reference's gap. *Rate*: the adaptors' peak rate of the count (default {default_lr:g}); the "
         "reference is always the 1,000-step scan at its own rate.",
         "",
-        "| teacher | steps | rate | scan wall time | tau (score) | near-tie tau | discordant pairs (reference gap) | file |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     best: dict[float, dict[str, dict[int, tuple[float, float]]]] = {}  # rate -> teacher -> steps -> (strict, near-tie)
-    machines = set()
-    table: list[tuple[tuple, str]] = []
+    machines, found = set(), []
     for path in sorted(results.glob("scan_tau_*.json")):
         doc = h.read_json(path)
         machines.add(machine_text(doc))
         name, lr = study_name(doc), doc["scan"]["lr"]
         ref_rows = doc["table"][str(doc["reference"])][:-1]
-        for n, rows in sorted(doc["table"].items(), key=lambda kv: int(kv[0])):
-            if int(n) == doc["reference"]:
-                continue
-            rows, seconds = rows[:-1], rows[-1]["seconds"]
-            strict, loose = taus(rows, ref_rows), taus(rows, ref_rows, tie=tie)
-            best.setdefault(lr, {}).setdefault(name, {})[int(n)] = (strict, loose)
-            table.append(
-                (
-                    (name, lr != default_lr, lr, int(n)),
-                    f"| {name} | {n} | {lr:g} | {seconds:.0f} s | {strict:.3f} | {loose:.3f} | "
-                    f"{pair_text(discordant_pairs(rows, ref_rows))} | `{path.name}` |",
-                )
-            )
-    lines += [line for _, line in sorted(table)]  # by teacher, the default rate first, then steps
+        for n, table in doc["table"].items():
+            if int(n) != doc["reference"]:
+                strict, loose = taus(table[:-1], ref_rows), taus(table[:-1], ref_rows, tie=tie)
+                best.setdefault(lr, {}).setdefault(name, {})[int(n)] = (strict, loose)
+                seconds = f"{table[-1]['seconds']:.0f} s"
+                row = [name, n, f"{lr:g}", seconds, f"{strict:.3f}", f"{loose:.3f}", pair_text(table[:-1], ref_rows)]
+                found.append(((name, lr != default_lr, lr, int(n)), [*row, f"`{path.name}`"]))
+    head = (
+        "teacher | >steps | >rate | >scan wall time | >tau (score) | >near-tie tau | discordant pairs (reference gap)"
+    )
+    lines += h.table(f"{head} | file", [row for _, row in sorted(found)])  # by teacher, the default rate first, steps
     ceiling: dict[str, tuple[float, float]] = {}
-    replicates = sorted(results.glob("scan_replicate_*.json"))
-    if replicates:
-        lines += [
-            "",
-            "The reference drawn twice: the 1,000-step scan again with its adaptors trained on batches drawn with "
-            "another seed. A count cannot be asked to agree with one draw of the reference better than another draw "
-            "does.",
-            "",
-            "| teacher | steps | seeds | wall time | tau (score) | near-tie tau | pairs ordered differently (gap in "
-            "seed 0) | largest recoverability change | file |",
-            "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | --- |",
-        ]
-    for path in replicates:
+    replicates = []
+    for path in sorted(results.glob("scan_replicate_*.json")):
         doc = h.read_json(path)
         machines.add(machine_text(doc))
         name, rows, ref_rows = study_name(doc), doc["rows"], doc["reference_rows"]
         strict, loose = taus(rows, ref_rows), taus(rows, ref_rows, tie=tie)
         low = ceiling.get(name, (1.0, 1.0))
         ceiling[name] = (min(low[0], strict), min(low[1], loose))
-        lines.append(
-            f"| {name} | {doc['reference']} | 0 and {doc['seed']} | {doc['seconds']:.0f} s | {strict:.3f} | "
-            f"{loose:.3f} | {pair_text(discordant_pairs(rows, ref_rows))} | "
-            f"{100 * doc['largest_relative_difference']:.1f}% | `{path.name}` |"
+        row = [name, doc["reference"], f"0 and {doc['seed']}", f"{doc['seconds']:.0f} s", f"{strict:.3f}"]
+        row += [f"{loose:.3f}", pair_text(rows, ref_rows), f"{100 * doc['largest_relative_difference']:.1f}%"]
+        replicates.append([*row, f"`{path.name}`"])
+    if replicates:
+        head = (
+            "teacher | >steps | seeds | >wall time | >tau (score) | >near-tie tau | pairs ordered differently (gap in"
         )
+        lines += [
+            "",
+            "The reference drawn twice: the 1,000-step scan again with its adaptors trained on batches drawn with "
+            "another seed. A count cannot be asked to agree with one draw of the reference better than another draw "
+            "does.",
+            "",
+            *h.table(f"{head} seed 0) | >largest recoverability change | file", replicates),
+        ]
     lines.append("")
 
     def goal(teacher: str, k: int) -> float:
@@ -339,33 +322,18 @@ def parser():
     p.add_argument("--teacher", default="resnet34")
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--tau", type=int, nargs="*", default=None, help="adaptor step counts (the last is the reference)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="where the teacher and the adaptors run (cpu, cuda, ...)")
-    p.add_argument("--results", default=str(h.RESULTS))
+    h.folders(p)
     p.add_argument("--suffix", default="", help="appended to the results' file name")
-    p.add_argument(
-        "--reference-from",
-        default=None,
-        help="an earlier scan_tau json of this teacher whose largest step count is reused as the reference (not rerun)",
-    )
-    p.add_argument(
-        "--replicate",
-        default=None,
-        help="an earlier scan_tau json of this teacher: rerun its reference count with the adaptors' batches drawn "
-        "with --seed, and report the tau between the two (the reference's own agreement)",
-    )
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="the adaptors' peak rate of the counts (default: ScanConfig's; a --reference-from reference keeps its own)",
-    )
+    reuse = "an earlier scan_tau json of this teacher whose largest step count is reused as the reference (not rerun)"
+    p.add_argument("--reference-from", default=None, help=reuse)
+    again = "an earlier scan_tau json of this teacher: rerun its reference count with the adaptors' batches drawn with "
+    p.add_argument("--replicate", default=None, help=again + "--seed, and report the tau between the two")
+    lr = "the adaptors' peak rate of the counts (default: ScanConfig's; a --reference-from reference keeps its own)"
+    p.add_argument("--lr", type=float, default=None, help=lr)
     p.add_argument("--seed", type=int, default=1, help="batch-order seed of --replicate (the studies use 0)")
-    p.add_argument(
-        "--summary",
-        action="store_true",
-        help="only summarise every scan_tau_*.json under --results into scan_tau_summary.md (no scan)",
-    )
+    only = "only summarise every scan_tau_*.json under --results into scan_tau_summary.md (no scan)"
+    p.add_argument("--summary", action="store_true", help=only)
     p.add_argument("--tie", type=float, default=0.02, help="near-tie tolerance of the summary (relative)")
     return p
 
@@ -395,19 +363,12 @@ def run(p, args) -> dict | None:
     if found is None:
         print(f"skipped: no teacher {args.teacher} (../shared/teachers/resnet34-fmnist or benchmarks/teachers/NAME)")
         return None
-    if args.threads:
-        torch.set_num_threads(args.threads)
     teacher = h.load_native(found[0]).eval().to(args.device)
     family = get_family(teacher)
     images = h.tiny_images(args.images)
     config = ScanConfig(**({"lr": args.lr} if args.lr else {}))
     targets = teacher_features(teacher, family, images, batch_size=config.batch_size)
-    doc = {
-        "command": args.command,
-        "machine": {**machine(), "threads": torch.get_num_threads()},
-        "teacher": label(args),
-    }
-    doc.update(device=args.device, scan=config.__dict__)
+    doc = {"teacher": label(args), "device": args.device, "scan": config.__dict__}
     if args.replicate:
         reference = load_reference(p, args.replicate, label(args), config, args.device, free=("iterations",))
         if args.seed == 0:
@@ -439,12 +400,13 @@ def render(doc: dict) -> list[str]:
             "recoverability.",
             f"- Largest relative difference of a recoverability: {100 * doc['largest_relative_difference']:.1f}%.",
             f"- Pairs the two order differently (gap in the seed-0 reference): "
-            f"{pair_text(discordant_pairs(doc['rows'], doc['reference_rows']))}.",
+            f"{pair_text(doc['rows'], doc['reference_rows'])}.",
             f"- Wall time: {doc['seconds']:.0f} s.",
         ]
     elif "summary" in doc:
         lr = doc["scan"]["lr"]
         ref_lr = doc.get("reference_scan", {}).get("lr", lr)
+        reused = f"The {doc['reference']}-step reference rows (and their wall time) are reused from `{doc.get('reference_from')}`."
         lines = [
             f"# How many adaptor steps the scan's ranking needs: {label}",
             "",
@@ -454,22 +416,17 @@ def render(doc: dict) -> list[str]:
             + (f" (at rate {ref_lr:g})" if ref_lr != lr else "")
             + " (by score = recoverability / latency share, shares measured once; "
             "and by recoverability alone). *Lowered*: candidates whose adaptor training lowered the feature error.",
-            *(
-                [
-                    f"The {doc['reference']}-step reference rows (and their wall time) are reused from `{doc['reference_from']}`."
-                ]
-                if doc.get("reference_from")
-                else []
-            ),
+            *([reused] if doc.get("reference_from") else []),
             "",
-            "| adaptor steps | scan wall time | tau (score) | tau (recoverability) | lowered |",
-            "| ---: | ---: | ---: | ---: | ---: |",
         ]
-        lines += [
-            f"| {s['iterations']} | {s['seconds']:.0f} s | {s['tau_score']:.3f} | {s['tau_recoverability']:.3f} "
-            f"| {s['lowered']} of {s['candidates']} |"
-            for s in doc["summary"]
-        ]
+        lines += h.table(
+            ">adaptor steps | >scan wall time | >tau (score) | >tau (recoverability) | >lowered",
+            (
+                [s["iterations"], f"{s['seconds']:.0f} s", f"{s['tau_score']:.3f}", f"{s['tau_recoverability']:.3f}"]
+                + [f"{s['lowered']} of {s['candidates']}"]
+                for s in doc["summary"]
+            ),
+        )
     else:
         lines = [
             f"# Scan wall time: {label}",
@@ -478,14 +435,15 @@ def render(doc: dict) -> list[str]:
             f"adaptor steps of batch {doc['scan']['batch_size']}). Each candidate scored back to back both ways, "
             "alternating which goes first.",
             "",
-            "| candidate | from | before (from the image) | after (from the cut) | recoverability before | after |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
         ]
-        lines += [
-            f"| {r['block']} | {r['cut'] or 'image'} | {r['seconds_full']:.1f} s | {r['seconds_cut']:.1f} s "
-            f"| {r['recoverability_full']:.6g} | {r['recoverability_cut']:.6g} |"
-            for r in doc["rows"]
-        ]
+        lines += h.table(
+            "candidate | from | >before (from the image) | >after (from the cut) | >recoverability before | >after",
+            (
+                [r["block"], r["cut"] or "image", f"{r['seconds_full']:.1f} s", f"{r['seconds_cut']:.1f} s"]
+                + [f"{r['recoverability_full']:.6g}", f"{r['recoverability_cut']:.6g}"]
+                for r in doc["rows"]
+            ),
+        )
         lines += [
             "",
             f"Total: **{doc['before_seconds']:.0f} s before, {doc['after_seconds']:.0f} s after** "
@@ -502,8 +460,7 @@ def check(doc: dict) -> str | None:
 
 
 def main() -> int:
-    p = parser()
-    return h.study(p, stem=stem, run=run, paths=("results",), secrets=("threads",), render=render, check=check)
+    return h.study(parser(), stem=stem, run=run, paths=("results",), render=render, check=check)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from hf_practise.training import as_logits
 
 logger = logging.getLogger("train_teacher")
 BLACK = (0.0 - fmnist.MEAN) / fmnist.STD  # a black pixel after normalisation: what the 2-pixel border holds
+BATCH, SEED = 128, 0
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -41,9 +42,8 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     padded = nn.functional.pad(x, (2, 2, 2, 2), value=BLACK)
     dy, dx = torch.randint(0, 5, (2, n), generator=g)
     rows = (dy[:, None] + torch.arange(32))[:, None, :, None].expand(n, 3, 32, 36)
-    out = padded.gather(2, rows)
     cols = (dx[:, None] + torch.arange(32))[:, None, None, :].expand(n, 3, 32, 32)
-    out = out.gather(3, cols)
+    out = padded.gather(2, rows).gather(3, cols)
     flip = torch.rand(n, generator=g) < 0.5
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
@@ -53,10 +53,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, rest = [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
-            (decay if is_weight else rest).append(p)
+            if p.requires_grad:
+                is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
+                (decay if is_weight else rest).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
@@ -73,60 +72,47 @@ def init_from(model: nn.Module, folder: Path, name: str) -> dict:
     return {"folder": str(folder), **{k: record[k] for k in keep if k in record}}
 
 
-def main() -> int:
+def parser():
     p = h.parser(__doc__)
     p.add_argument("name", choices=h.FAMILIES, help="the teacher recipe (a family's `teacher_recipes` entry)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument(
-        "--optimizer",
-        choices=("sgd", "adamw"),
-        default="sgd",
-        help="sgd: Nesterov momentum 0.9 (the ResNet recipe); adamw: for ViTs trained from scratch",
-    )
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    which = "sgd: Nesterov momentum 0.9 (the ResNet recipe); adamw: for ViTs trained from scratch"
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help=which)
     p.add_argument("--out", default=str(h.TEACHERS), help="teachers are written to OUT/NAME")
     p.add_argument("--cache", default=str(h.CACHE / "teachers"), help="per-epoch checkpoints (resume)")
-    p.add_argument(
-        "--init-from",
-        default=None,
-        help="a committed teacher folder of this recipe to continue from (its weights, loaded strictly)",
-    )
+    parent = "a committed teacher folder of this recipe to continue from (its weights, loaded strictly)"
+    p.add_argument("--init-from", default=None, help=parent)
+    return p
+
+
+def main() -> int:
+    p = parser()
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if h.skipped():
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    command = h.command("train_teacher.py", p, args, secrets=("threads",), paths=("out", "cache")).replace(
-        "train_teacher.py", f"train_teacher.py {args.name}", 1
-    )
-    target = Path(args.out) / args.name
+    command = h.command("train_teacher.py", p, args, paths=("out", "cache"))
     ckpt_dir = Path(args.cache) / (args.name + ("-continued" if args.init_from else ""))
     train, test = fmnist.load("train"), fmnist.load("test")
-
-    torch.manual_seed(args.seed)
+    torch.manual_seed(SEED)
     model, description = h.build(args.name)
     family = get_family(model)
-    parent = None
-    if args.init_from:
-        parent = init_from(model, Path(args.init_from), args.name)
+    parent = init_from(model, Path(args.init_from), args.name) if args.init_from else None
+    if parent:
         logger.info("continuing %s from %s (test top-1 %.2f%%)", args.name, args.init_from, 100 * parent["test_top1"])
     groups = parameter_groups(model, args.weight_decay)
-    if args.optimizer == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=args.lr)
-    else:
-        opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
-    steps_per_epoch = len(train) // args.batch_size
+    sgd = args.optimizer == "sgd"
+    opt = (
+        torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
+        if sgd
+        else torch.optim.AdamW(groups, lr=args.lr)
+    )
+    steps_per_epoch = len(train) // BATCH
+    total = args.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=args.lr,
-        total_steps=args.epochs * steps_per_epoch,
-        pct_start=0.25,
-        cycle_momentum=args.optimizer == "sgd",
+        opt, max_lr=args.lr, total_steps=total, pct_start=0.25, cycle_momentum=sgd
     )
     start_epoch, history, seconds = 0, [], 0.0
     saved = load_checkpoint(ckpt_dir)
@@ -145,14 +131,15 @@ def main() -> int:
     images, labels = train.tensors
     for epoch in range(start_epoch, args.epochs):
         began = time.perf_counter()
-        g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        g = torch.Generator().manual_seed(SEED * 1000 + epoch)
         order = torch.randperm(len(images), generator=g)
         model.train()
         running = 0.0
         for i in range(steps_per_epoch):
-            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
-            x = augment(images[idx], g)
-            loss = nn.functional.cross_entropy(as_logits(model(x)), labels[idx], label_smoothing=0.1)
+            idx = order[i * BATCH : (i + 1) * BATCH]
+            loss = nn.functional.cross_entropy(
+                as_logits(model(augment(images[idx], g))), labels[idx], label_smoothing=0.1
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -162,39 +149,21 @@ def main() -> int:
         top1 = evaluate_top1(model, test, batch_size=256, desc=f"eval {args.name}")
         seconds += time.perf_counter() - began
         history.append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "test_top1": top1})
-        logger.info(
-            "%s epoch %d/%d: loss %.3f, test top-1 %.2f%%",
-            args.name,
-            epoch + 1,
-            args.epochs,
-            running / steps_per_epoch,
-            100 * top1,
-        )
+        loss = running / steps_per_epoch
+        logger.info("%s epoch %d/%d: loss %.3f, test top-1 %.2f%%", args.name, epoch + 1, args.epochs, loss, 100 * top1)
+        extra = {"command": command, "scheduler": sched.state_dict(), "history": history, "seconds": seconds}
         save_checkpoint(
-            ckpt_dir,
-            step=epoch + 1,
-            model_state=model.state_dict(),
-            optimizer_state=opt.state_dict(),
-            extra={"command": command, "scheduler": sched.state_dict(), "history": history, "seconds": seconds},
+            ckpt_dir, step=epoch + 1, model_state=model.state_dict(), optimizer_state=opt.state_dict(), extra=extra
         )
 
-    metrics = {
-        "recipe": args.name,
-        "family": family.name,
-        "model": description,
-        "test_top1": history[-1]["test_top1"],
-        "epochs": args.epochs,
-        "train_steps": args.epochs * steps_per_epoch,
-        "train_seconds": round(seconds, 1),
-        "seed": args.seed,
-        "recipe_details": f"{'AdamW' if args.optimizer == 'adamw' else 'SGD nesterov momentum 0.9'}, one-cycle "
-        "(25% warm-up), label smoothing 0.1, batch "
-        f"{args.batch_size}, random crop of the 2-px-padded image + horizontal flip, weight decay "
-        f"{args.weight_decay:g} on conv/linear weights only, peak lr {args.lr:g}",
-        "history": history,
-        "command": command,
-        "machine": machine(),
-    }
+    details = f"{'SGD nesterov momentum 0.9' if sgd else 'AdamW'}, one-cycle (25% warm-up), label smoothing 0.1, batch "
+    details += (
+        f"{BATCH}, random crop of the 2-px-padded image + horizontal flip, weight decay {args.weight_decay:g} on "
+    )
+    details += f"conv/linear weights only, peak lr {args.lr:g}"
+    metrics = {"recipe": args.name, "family": family.name, "model": description, "test_top1": history[-1]["test_top1"]}
+    metrics.update(epochs=args.epochs, train_steps=total, train_seconds=round(seconds, 1), seed=SEED)
+    metrics.update(recipe_details=details, history=history, command=command, machine=machine())
     if parent is not None:
         metrics["init_from"] = parent
         metrics["recipe_details"] += (
@@ -203,20 +172,18 @@ def main() -> int:
         )
 
     def write(tmp: Path) -> None:
-        architecture = model.pretrained_cfg.get("architecture") if family.library_name == "timm" else None
-        h.save_native(model, tmp, architecture)
+        h.save_native(model, tmp)
         if family.library_name == "timm":  # the data this teacher expects, for timm's own transforms
             config = json.loads((tmp / "config.json").read_text())
-            config["pretrained_cfg"].update(
-                input_size=[3, 32, 32], crop_pct=1.0, mean=[fmnist.MEAN] * 3, std=[fmnist.STD] * 3, num_classes=10
-            )
+            normalise = {"mean": [fmnist.MEAN] * 3, "std": [fmnist.STD] * 3}
+            config["pretrained_cfg"].update(input_size=[3, 32, 32], crop_pct=1.0, **normalise, num_classes=10)
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
         atomic_write_text(tmp / "teacher_metrics.json", json.dumps(metrics, indent=1) + "\n")
 
+    target = Path(args.out) / args.name
     save_directory_atomically(target, write, overwrite=True)
     print(
-        f"{args.name}: test top-1 {100 * metrics['test_top1']:.2f}% after {args.epochs} epochs "
-        f"({seconds / 60:.1f} min) -> {target}"
+        f"{args.name}: test top-1 {100 * metrics['test_top1']:.2f}% after {args.epochs} epochs ({seconds / 60:.1f} min) -> {target}"
     )
     return 0
 

@@ -15,8 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import families  # noqa: E402
 import finetune_sweep  # noqa: E402
 import harness  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import TensorDataset  # noqa: E402
 
-from hf_practise import CompressionConfig  # noqa: E402
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig  # noqa: E402
 
 from .tiny_models import tiny_model  # noqa: E402
 
@@ -139,12 +141,24 @@ def test_teachers_are_looked_up_committed_first_then_in_the_cache_and_never_trai
     )
 
 
-def test_same_blocks_drops_the_given_blocks_even_where_the_work_dir_saved_another_choice(tmp_path):
-    (tmp_path / "selection.json").write_text(json.dumps({"key": {"k": 1}, "blocks": ["saved"], "checks": []}))
-    config = CompressionConfig(work_dir=str(tmp_path))
-    given = harness.SameBlocks(tiny_model("timm-resnet/resnet18"), config, fixed={"blocks": ["given"], "checks": []})
-    assert given.saved_selection({"k": 1})["blocks"] == ["given"]
-    fixed: dict = {}
-    first = harness.SameBlocks(tiny_model("timm-resnet/resnet18"), config, fixed=fixed)
-    assert first.saved_selection({"k": 1})["blocks"] == ["saved"] and fixed["blocks"] == ["saved"]  # kept for the rest
-    assert harness.SameBlocks(tiny_model("timm-resnet/resnet18"), config, fixed={}).saved_selection({"k": 2}) is None
+def test_a_sweep_drops_the_first_runs_blocks_in_every_later_run_through_the_fixed_selection(tmp_path):
+    given = []
+
+    def make_config(run, blocks):
+        given.append(blocks)
+        return CompressionConfig(
+            num_blocks=None if blocks else 2,
+            blocks=blocks,
+            work_dir=str(tmp_path),
+            scan=ScanConfig(iterations=2, batch_size=4),
+            finetune=FinetuneConfig(iterations=2, batch_size=4, optimizer=run.optimizer, lr=run.lr),
+            latency=LatencyConfig(batch_size=2, repeats=1, warmup=0),
+        )
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 5, (8,), generator=g)
+    runs = [finetune_sweep.parse_run("adamw:1e-4:2"), finetune_sweep.parse_run("sgd:0.01:2:features+kd")]
+    model = tiny_model("timm-resnet/resnet18")
+    rows = finetune_sweep.sweep(model, runs, make_config, images, TensorDataset(images, labels))
+    assert given == [None, rows[0]["dropped"]] and len(rows[0]["dropped"]) == 2
+    assert rows[1]["dropped"] == rows[0]["dropped"] and [r["optimizer"] for r in rows] == ["adamw", "sgd"]

@@ -43,6 +43,15 @@ def test_depth_and_int8_side_by_side_saved_and_carded(tmp_path):
     )
     card = (out / "README.md").read_text()
     assert "### int8" in card and "| compressed int8 |" in card and ONNX_INT8_FILE in card
+    # the model-index carries the int8 artifact's figures beside the fp32 ones (the Hub parses it back)
+    from huggingface_hub import ModelCard
+
+    evals = ModelCard.load(out / "README.md").data.eval_results
+    int8 = {e.metric_name: e.metric_value for e in evals if (e.metric_args or {}).get("artifact") == "int8"}
+    assert int8 == {
+        "int8 latency (ms per batch)": round(comp.latency["compressed int8"].median_ms, 3),
+        "int8 top-1": round(comp.top1["compressed int8"], 5),
+    }
 
 
 def test_int8_needs_an_int8_runtime_and_a_method_it_has():

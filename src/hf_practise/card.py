@@ -210,6 +210,7 @@ def _card_data(result: CompressionResult, repo_id: str | None, name: str):
                     metric_name=metric.replace("_", " "),
                 ),
             )
+    evals += _int8_evals(result, dataset_id)
     license_ = (src.get("pretrained_cfg") or {}).get("license") or src.get("license")
     datasets = [d for d in {result.tiny_set.hub_id, (result.eval_set or {}).get("hub_id")} if d]
     return ModelCardData(
@@ -397,3 +398,41 @@ def _onnx_section(result: CompressionResult) -> dict[str, Any] | None:
         "max_abs": f"{result.onnx.max_abs_logit_diff:.2g}",
         "relative": f"{result.onnx.relative_diff:.2g}",
     }
+
+
+def _int8_evals(result: CompressionResult, dataset_id: str) -> list:
+    """The int8 artifact's figures in the model-index: its latency (with the fp32 teacher's, same rounds) and top-1."""
+    from huggingface_hub import EvalResult
+
+    comp = result.int8
+    if comp is None:
+        return []
+    stats = comp.latency["compressed int8"]
+    args = {"artifact": "int8", "backend": comp.backend, "batch_size": stats.batch_size, "threads": stats.threads}
+    args.update(base_latency_ms=round(comp.latency["teacher fp32"].median_ms, 3))
+    args.update(speedup=round(comp.speedup["compressed int8"], 3), file=", ".join(sorted(comp.compressed.files)))
+    evals = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset_id,
+            dataset_name=dataset_id,
+            metric_type="latency_ms",
+            metric_value=round(stats.median_ms, 3),
+            metric_name="int8 latency (ms per batch)",
+            metric_args=args,
+        )
+    ]
+    if "compressed int8" in comp.top1 and result.eval_set:
+        evals.append(
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=result.eval_set.get("hub_id") or result.eval_set.get("name", "eval"),
+                dataset_name=result.eval_set.get("name", "eval"),
+                dataset_split=result.eval_set.get("split"),
+                metric_type="accuracy",
+                metric_value=round(comp.top1["compressed int8"], 5),
+                metric_name="int8 top-1",
+                metric_args={"artifact": "int8", "file": args["file"]},
+            )
+        )
+    return evals
