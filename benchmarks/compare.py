@@ -32,7 +32,6 @@ from hf_practise.data import TinySet, _fingerprint
 from hf_practise.files import atomic_write_text
 from hf_practise.latency import compare_latency, count_macs, count_params
 from hf_practise.mimic import evaluate_top1, mimic_finetune
-from hf_practise.provenance import machine
 from hf_practise.recoverability import build_pruned, rank_blocks
 from hf_practise.training import recalibrate_norm_stats
 
@@ -219,7 +218,7 @@ class Bench:
         }
         rec.update(macs_reduction=1 - macs[1] / macs[0], params=count_params(student), dropped_blocks=dropped)
         rec.update(filter_ratio=ratio, finetune_iterations=cfg.finetune.iterations, eval_images=len(self.test))
-        return {**rec, "command": self.command, "machine": machine()}
+        return {**rec, "command": self.command, "machine": h.machine()}
 
     def practise_blocks(self, kind: str, n: int, seed: int, target: float) -> list[str] | None:
         """The blocks the practise run of this setting dropped: the same-blocks methods finetune exactly those
@@ -652,7 +651,7 @@ def main() -> int:
                 bench.group(kind, n, seed, targets, methods)
             bench.out.mkdir(parents=True, exist_ok=True)
             entry = {"part": part, "seeds": list(args.seeds or seeds), "seconds": time.perf_counter() - start}
-            entry.update(machine=machine(), command=bench.command, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+            entry.update(machine=h.machine(), command=bench.command, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             with (bench.out / "timings.jsonl").open("a") as f:
                 f.write(json.dumps(entry) + "\n")
             logger.info("part %s took %.0f s", part, entry["seconds"])

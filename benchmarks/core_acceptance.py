@@ -15,7 +15,6 @@ import fmnist
 import harness as h
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor
-from hf_practise.provenance import machine
 
 NUM_SAMPLES, SEED = 500, 0
 
@@ -81,7 +80,7 @@ def run(p, args) -> list[dict] | None:
         start = time.perf_counter()
         result = PractiseCompressor.from_pretrained(f"local-dir:{h.RESNET34}", config).compress(tiny, test)
         rec = {"teacher": h.RESNET34.name, "latency_target": target, "num_samples": NUM_SAMPLES, "seed": SEED}
-        rec.update(wall_seconds=time.perf_counter() - start, command=args.command, machine=machine())
+        rec.update(wall_seconds=time.perf_counter() - start, command=args.command, machine=h.machine())
         records.append({**rec, **result.to_dict()})
         print(result.scan_table())
         print(result.summary())

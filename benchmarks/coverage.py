@@ -25,11 +25,11 @@ from typing import Any
 
 import harness as h
 import torch
+from native import native_reload_gap
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
 from hf_practise.backbones import registered_families
 from hf_practise.backbones.tiny import fan_in_init
-from hf_practise.native import native_reload_gap
 
 logger = logging.getLogger("coverage")
 GAP_TOLERANCE = 1e-5  # largest |logit| difference that passes: float rounding, never another network

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import fmnist
 import harness as h
+from native import native_reload_gap
 
 from hf_practise import (
     CompressionConfig,
@@ -30,8 +31,7 @@ from hf_practise import (
 )
 from hf_practise.config import DEFAULT_LR
 from hf_practise.mimic import evaluate_top1
-from hf_practise.native import native_reload_gap
-from hf_practise.provenance import machine, model_fingerprint
+from hf_practise.provenance import model_fingerprint
 from hf_practise.recoverability import build_pruned
 
 logger = logging.getLogger("families")
@@ -85,7 +85,7 @@ def compress(name: str, teacher, meta: dict, requested: float, args, tiny, test)
         keep = ("train_steps", "train_seconds", "recipe", "committed")
         common.update({f"teacher_{k}": meta[k] for k in keep if k in meta})
         common.update(latency_target=target, **({"requested_target": requested} if target != requested else {}))
-        common.update(num_samples=NUM_SAMPLES, seed=SEED, command=args.command, machine=machine())
+        common.update(num_samples=NUM_SAMPLES, seed=SEED, command=args.command, machine=h.machine())
         start = time.perf_counter()
         try:
             return common, PractiseCompressor(teacher, config).compress(tiny, test), start

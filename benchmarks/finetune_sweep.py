@@ -21,7 +21,7 @@ import fmnist
 import harness as h
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
-from hf_practise.provenance import machine, model_fingerprint
+from hf_practise.provenance import model_fingerprint
 
 OPTIONS = ("bn", "flip", "crop", "mixup")
 
@@ -151,7 +151,7 @@ def run(p: argparse.ArgumentParser, args) -> dict | None:
     # the families benchmark's work dir of this teacher: its scan, latency shares and blocks
     work = Path(args.cache) / args.name / f"work_{args.num_samples}_{args.seed}_{model_fingerprint(teacher)[:8]}"
     record = {"teacher": args.name, "target": args.target, "seed": args.seed, "num_samples": args.num_samples}
-    record.update(rows=[], command=args.command, machine=machine())
+    record.update(rows=[], command=args.command, machine=h.machine())
 
     def make_config(run: Run, blocks: list[str] | None) -> CompressionConfig:
         return config(args, run, args.blocks or blocks, work)

@@ -61,9 +61,9 @@ def parser() -> argparse.ArgumentParser:
 def compress_once(args: argparse.Namespace) -> None:
     """One compression; each process of `accelerate launch` runs this, the main one saves and checks."""
     from accelerate import Accelerator
+    from native import reload_logits
 
     from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
-    from hf_practise.native import reload_logits
     from hf_practise.training import as_logits
 
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision="bf16")

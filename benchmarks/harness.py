@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import platform
 import shlex
 import signal
 import sys
@@ -24,13 +25,13 @@ from typing import Any
 import fmnist
 import numpy as np
 import torch
+from teacher_recipes import RECIPES
 from torch import nn
 
 from hf_practise import get_family
-from hf_practise.backbones import registered_families
 from hf_practise.files import atomic_write_text
 from hf_practise.mimic import evaluate_top1
-from hf_practise.provenance import machine, recorded_command
+from hf_practise.provenance import device_name, recorded_command
 from hf_practise.training import as_logits
 
 logger = logging.getLogger("harness")
@@ -40,8 +41,7 @@ TEACHERS = HERE / "teachers"  # committed teachers (benchmarks/train_teacher.py)
 SHARED = HERE.parents[1] / "shared" / "teachers"  # ours, not our users': the resnet34 Fashion-MNIST teacher
 RESNET34 = SHARED / "resnet34-fmnist"
 INPUT = (3, 32, 32)
-#: every registered family's benchmark teachers (a family lists them beside its code: `teacher_recipes`)
-RECIPES = {name: recipe for family in registered_families() for name, recipe in family.teacher_recipes.items()}
+#: the benchmark teachers' recipe names (`teacher_recipes.RECIPES`)
 FAMILIES = sorted(RECIPES)
 
 
@@ -82,6 +82,25 @@ def command(script: str, p: argparse.ArgumentParser, args: argparse.Namespace, *
 def flags(p: argparse.ArgumentParser, record: dict) -> argparse.Namespace:
     """The flags a record's command ran with (its folders by name only), parsed again by its script's parser."""
     return p.parse_args(shlex.split(record["command"])[2:])
+
+
+def machine() -> dict[str, Any]:
+    """The machine a number was measured on: processor, cores, threads, OS and library versions."""
+    info: dict[str, Any] = {
+        "cpu": device_name(torch.device("cpu")),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    for lib in ("timm", "transformers", "accelerate"):
+        try:
+            info[lib] = __import__(lib).__version__
+        except ImportError:
+            pass
+    return info
 
 
 def machine_text(m: dict) -> str:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import harness as h
+from teacher_recipes import BY_FAMILY
 
 from hf_practise import ScanConfig, get_family
 from hf_practise.backbones.registry import registered_families
@@ -206,13 +207,11 @@ def machine_text(doc: dict) -> str:
 
 
 def teacher_family(teacher: str):
-    """The family class a study's teacher belongs to (the one whose own `teacher_recipes` name it; the shared
-    resnet34 is a timm ResNet), or None."""
+    """The family class a study's teacher belongs to (the one `teacher_recipes.BY_FAMILY` files its recipe under; the
+    shared resnet34 is a timm ResNet), or None."""
     name = teacher.split(" (")[0]  # a study on a GPU is named "TEACHER (GPU)"
     name = "timm-resnet" if name == "resnet34-fmnist" else name
-    return next(
-        (f for f in registered_families() if name in f.__dict__.get("teacher_recipes", {}) or f.name == name), None
-    )
+    return next((f for f in registered_families() if name in BY_FAMILY.get(f.name, {}) or f.name == name), None)
 
 
 def summary(results: Path, tie: float) -> list[str]:

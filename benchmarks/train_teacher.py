@@ -28,7 +28,6 @@ from hf_practise import get_family
 from hf_practise.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from hf_practise.files import atomic_write_text, save_directory_atomically
 from hf_practise.mimic import evaluate_top1
-from hf_practise.provenance import machine
 from hf_practise.training import as_logits
 
 logger = logging.getLogger("train_teacher")
@@ -74,7 +73,7 @@ def init_from(model: nn.Module, folder: Path, name: str) -> dict:
 
 def parser():
     p = h.parser(__doc__)
-    p.add_argument("name", choices=h.FAMILIES, help="the teacher recipe (a family's `teacher_recipes` entry)")
+    p.add_argument("name", choices=h.FAMILIES, help="the teacher recipe (see teacher_recipes.py)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=float, default=5e-4)
@@ -163,7 +162,7 @@ def main() -> int:
     details += f"conv/linear weights only, peak lr {args.lr:g}"
     metrics = {"recipe": args.name, "family": family.name, "model": description, "test_top1": history[-1]["test_top1"]}
     metrics.update(epochs=args.epochs, train_steps=total, train_seconds=round(seconds, 1), seed=SEED)
-    metrics.update(recipe_details=details, history=history, command=command, machine=machine())
+    metrics.update(recipe_details=details, history=history, command=command, machine=h.machine())
     if parent is not None:
         metrics["init_from"] = parent
         metrics["recipe_details"] += (

@@ -99,6 +99,6 @@ def pytest_configure(config) -> None:
 
 def reload_natively(library: str, folder: Path, x: torch.Tensor, tmp_path: Path | None = None) -> torch.Tensor:
     """Logits of `x` from `folder` reloaded by plain timm or transformers (no hf_practise import)."""
-    from hf_practise.native import reload_logits
+    from benchmarks.native import reload_logits
 
     return reload_logits(folder, library, x)

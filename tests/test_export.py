@@ -88,7 +88,7 @@ def test_export_of_other_families(model_id, tmp_path):
 
 
 def test_the_reload_helper_runs_the_onnx_file_without_hf_practise(tensors, tmp_path):
-    from hf_practise.native import native_reload_gap
+    from benchmarks.native import native_reload_gap
 
     result = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=1)).compress(tensors)
     result.export_onnx()

@@ -151,7 +151,7 @@ def reloads(request, tmp_path_factory) -> dict:
     """Every selected tiny model with two blocks dropped, saved, and reloaded in fresh processes, all at once
     (one process imports timm and transformers once for all of them, instead of once per model): model id ->
     (expected logits, native?, {library: logits or the error})."""
-    from hf_practise.native import reload_many
+    from benchmarks.native import reload_many
 
     ids = sorted(
         {

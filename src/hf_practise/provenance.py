@@ -2,8 +2,7 @@
 
 A model is identified by a hash of its weights and architecture (so a work dir or a cache can tell two teachers
 apart), a local folder by its name (never the user's absolute path), a run by a command rebuilt from its parsed
-arguments (secrets left out, whatever way they were typed), and a machine by its processor, threads and
-library versions.
+arguments (secrets left out, whatever way they were typed), and a device by its GPU or CPU model.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ import platform
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["looks_like_path", "model_fingerprint", "public_name", "recorded_command", "machine", "weights_dtype"]
+__all__ = ["device_name", "looks_like_path", "model_fingerprint", "public_name", "recorded_command", "weights_dtype"]
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -106,22 +104,3 @@ def device_name(device: torch.device) -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, Any]:
-    """The machine a number was measured on: processor, cores, threads, OS and library versions."""
-    info: dict[str, Any] = {
-        "cpu": device_name(torch.device("cpu")),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    for lib in ("timm", "transformers", "accelerate"):
-        try:
-            info[lib] = __import__(lib).__version__
-        except ImportError:
-            pass
-    return info

@@ -158,8 +158,6 @@ class BackboneFamily(abc.ABC):
     #: tiny random models that the shared invariant suite tests this family on: variant -> builder(seed)
     #: (see `hf_practise.backbones.tiny`); a registered family without any fails that suite
     tiny_models: ClassVar[dict[str, Any]] = {}
-    #: small teachers `benchmarks/families.py` trains on Fashion-MNIST: benchmark name -> (description, builder)
-    teacher_recipes: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     @abc.abstractmethod

@@ -15,5 +15,4 @@ class TimmBeitFamily(TimmViTFamily):
     tiny_models = {
         "beit": timm_vit_tiny("beit_base_patch16_224", init_values=0.5),
     }
-    teacher_recipes = {}
     model_class = "timm.models.beit:Beit"

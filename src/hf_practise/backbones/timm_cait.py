@@ -16,5 +16,4 @@ class TimmCaitFamily(TimmViTFamily):
     tiny_models = {
         "cait": timm_vit_tiny("cait_xxs24_224"),
     }
-    teacher_recipes = {}
     model_class = "timm.models.cait:Cait"

@@ -18,7 +18,7 @@ from torch import nn
 from .base import layers_of, ungrouped
 from .registry import register_family
 from .timm_common import TimmDownsampledStagesFamily
-from .tiny import timm_teacher, timm_tiny
+from .tiny import timm_tiny
 
 
 @register_family
@@ -30,14 +30,6 @@ class TimmConvNeXtFamily(TimmDownsampledStagesFamily):
             "convnext_atto", dims=(8, 16, 16, 24), depths=(2, 1, 2, 1), ls_init_value=0.5, conv_mlp=False
         ),
         "convnextv2": timm_tiny("convnextv2_atto", dims=(8, 16, 16, 24), depths=(1, 2, 2, 1)),
-    }
-    teacher_recipes = {
-        "timm-convnext": timm_teacher(
-            "timm ConvNeXt (widths 32-256, depths 2-2-6-2)",
-            "convnext_atto",
-            dims=(32, 64, 128, 256),
-            depths=(2, 2, 6, 2),
-        ),
     }
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     scan_iterations = 600  # ranking tau against 1,000 steps: 0.788 at 100, 0.909 (0.848 transformers) at 400, 0.939

@@ -15,7 +15,6 @@ from .timm_vit import TimmViTFamily, timm_vit_tiny
 class TimmDeiTDistilledFamily(TimmViTFamily):
     name = "timm-deit-distilled"
     tiny_models = {"deit-distilled": timm_vit_tiny("deit_tiny_distilled_patch16_224")}
-    teacher_recipes = {}
     model_class = "timm.models.deit:VisionTransformerDistilled"
 
     def classifier(self, model: nn.Module) -> nn.Module:

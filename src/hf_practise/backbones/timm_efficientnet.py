@@ -23,7 +23,7 @@ from torch import nn
 
 from .registry import register_family
 from .timm_common import TimmFamily
-from .tiny import timm_teacher, timm_tiny
+from .tiny import timm_tiny
 
 
 def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
@@ -67,9 +67,6 @@ class TimmEfficientNetFamily(TimmFamily):
         "mobilenetv3": timm_tiny("mobilenetv3_small_050"),
         "efficientnetv2-edge": timm_tiny("tf_efficientnetv2_b0", channel_multiplier=0.25),
         "mobilenetv4-uir": timm_tiny("mobilenetv4_conv_small"),
-    }
-    teacher_recipes = {
-        "timm-mobilenetv2": timm_teacher("timm MobileNetV2 (width 1.0, 17 blocks)", "mobilenetv2_100"),
     }
 
     @classmethod

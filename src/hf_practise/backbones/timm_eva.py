@@ -21,7 +21,6 @@ class TimmEvaFamily(TimmViTFamily):
         "rope-mixed": timm_vit_tiny("vit_small_patch16_rope_mixed_224"),
         "eva-clip-postnorm": timm_vit_tiny("eva02_tiny_patch14_224", use_post_norm=True),
     }
-    teacher_recipes = {}
     model_class = "timm.models.eva:Eva"
 
     def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 from .base import layers_of
 from .registry import register_family
 from .timm_common import TimmFamily
-from .tiny import timm_teacher, timm_tiny
+from .tiny import timm_tiny
 
 
 def _stage_modules(model: nn.Module) -> list[nn.Module]:
@@ -40,7 +40,6 @@ class TimmRegNetFamily(TimmFamily):
     native_reload = False  # built from a RegNetCfg dataclass
     # (RegNetV's pre-activation blocks are checked by benchmarks/coverage.py: its smallest model has 20M weights)
     tiny_models = {"regnetx": timm_tiny("regnetx_002"), "regnety-se": timm_tiny("regnety_002")}
-    teacher_recipes = {"timm-regnetx": timm_teacher("timm RegNetX-200MF (depths 1-1-4-7)", "regnetx_002")}
     model_class = "timm.models.regnet:RegNet"
     block_classes = ("timm.models.regnet:Bottleneck", "timm.models.regnet:PreBottleneck")
 

@@ -15,7 +15,7 @@ from torch import nn
 from .base import layers_of
 from .registry import register_family
 from .timm_common import TimmFamily
-from .tiny import timm_teacher, timm_tiny
+from .tiny import timm_tiny
 
 
 def _block_classes() -> tuple[type, ...]:
@@ -32,13 +32,6 @@ class TimmResNetFamily(TimmFamily):
         "resnet18": timm_tiny("resnet18", init="norms", channels=(8, 16, 16, 32)),
         "resnet26d": timm_tiny("resnet26d", init="norms", channels=(4, 8, 8, 16), stem_width=8),
         "skresnet18": timm_tiny("skresnet18", init="norms", channels=(8, 16, 16, 32)),
-    }
-    # a Bottleneck ResNet-50 (depths 3-4-6-3, 12 candidates) at half width: 1x1 adaptors up to 1,024 channels wide,
-    # at a quarter of the full network's cost (the shared resnet34 teacher has BasicBlocks only)
-    teacher_recipes = {
-        "timm-resnet50": timm_teacher(
-            "timm ResNet-50 (Bottleneck, widths 32-256, depths 3-4-6-3)", "resnet50", channels=(32, 64, 128, 256)
-        )
     }
 
     @classmethod

@@ -21,7 +21,7 @@ from torch import nn
 from .base import BlockGroup, BlockRef, layers_of, parity_units, unit_refs
 from .registry import register_family
 from .timm_vit import TimmViTFamily
-from .tiny import timm_teacher, timm_tiny
+from .tiny import timm_tiny
 
 _TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 3, 2, 1), num_heads=(1, 2, 2, 4))
 
@@ -35,18 +35,6 @@ class TimmSwinFamily(TimmViTFamily):
     tiny_models = {
         "swin": timm_tiny("swin_tiny_patch4_window7_224", **_TINY),
         "swinv2": timm_tiny("swinv2_tiny_window8_256", **_TINY),
-    }
-    teacher_recipes = {
-        "timm-swin": timm_teacher(
-            "timm Swin (dim 48, depths 2-6-2, patch 4, window 4)",
-            "swin_tiny_patch4_window7_224",
-            img_size=32,
-            patch_size=4,
-            window_size=4,
-            embed_dim=48,
-            depths=(2, 6, 2),
-            num_heads=(2, 4, 8),
-        ),
     }
 
     @classmethod

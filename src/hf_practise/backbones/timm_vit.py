@@ -17,7 +17,7 @@ from torch import nn
 from .base import layers_of
 from .registry import register_family
 from .timm_common import TimmFamily
-from .tiny import TinyBuilder, timm_teacher, timm_tiny
+from .tiny import TinyBuilder, timm_tiny
 
 
 def _is_block(block: nn.Module) -> bool:
@@ -50,17 +50,6 @@ class TimmViTFamily(TimmFamily):
         "vit": timm_vit_tiny("vit_tiny_patch16_224", depth=4),
         "deit": timm_vit_tiny("deit_tiny_patch16_224"),
         "vit-layerscale": timm_vit_tiny("vit_tiny_patch16_224", init_values=0.5),
-    }
-    teacher_recipes = {
-        "timm-vit": timm_teacher(
-            "timm ViT (dim 64, 8 blocks, patch 4)",
-            "vit_tiny_patch16_224",
-            img_size=32,
-            patch_size=4,
-            embed_dim=64,
-            depth=8,
-            num_heads=2,
-        ),
     }
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     min_blocks_per_stage = 1  # with no block left, the class token never sees the image

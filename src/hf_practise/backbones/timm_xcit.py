@@ -19,7 +19,6 @@ from .tiny import timm_tiny
 class TimmXcitFamily(TimmViTFamily):
     name = "timm-xcit"
     tiny_models = {"xcit": timm_tiny("xcit_nano_12_p16_224", img_size=32, depth=3, embed_dim=32, num_heads=2)}
-    teacher_recipes = {}
     model_class = "timm.models.xcit:Xcit"
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:

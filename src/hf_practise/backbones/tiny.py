@@ -15,14 +15,11 @@ import torch
 from torch import nn
 
 __all__ = [
-    "TeacherRecipe",
     "TinyBuilder",
     "fan_in_init",
     "randomise_norms",
-    "timm_teacher",
     "timm_tiny",
     "tiny_variants",
-    "transformers_teacher",
     "transformers_tiny",
 ]
 
@@ -80,29 +77,6 @@ def tiny_variants(
     """A family's `tiny_models` whose variants differ in a few arguments: variant -> `build(**common, **own)`, where
     `own` is the variant's entry of `variants` (e.g. `build=timm_tiny`, `common={"img_size": 32}`)."""
     return {variant: build(**{**common, **own}) for variant, own in variants.items()}
-
-
-#: a small classifier of the family that `benchmarks/families.py` trains on Fashion-MNIST (32x32 RGB, 10
-#: classes): what it is, for the results table, and how to build it (the library's own random init)
-TeacherRecipe = tuple[str, Callable[[], nn.Module]]
-
-
-def timm_teacher(description: str, arch: str, **kwargs) -> TeacherRecipe:
-    def build() -> nn.Module:
-        import timm
-
-        return timm.create_model(arch, pretrained=False, num_classes=10, **kwargs)
-
-    return description, build
-
-
-def transformers_teacher(description: str, model_class: str, config_class: str, **kwargs) -> TeacherRecipe:
-    def build() -> nn.Module:
-        import transformers
-
-        return getattr(transformers, model_class)(getattr(transformers, config_class)(num_labels=10, **kwargs))
-
-    return description, build
 
 
 @torch.no_grad()

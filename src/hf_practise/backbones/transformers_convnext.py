@@ -13,7 +13,7 @@ from torch import nn
 
 from .base import layers_of
 from .registry import register_family
-from .tiny import transformers_teacher, transformers_tiny
+from .tiny import transformers_tiny
 from .transformers_common import TransformersFamily
 
 
@@ -36,15 +36,6 @@ class TransformersConvNextFamily(TransformersFamily):
             hidden_sizes=[8, 16, 16, 24],
             depths=[2, 1, 2, 1],
             layer_scale_init_value=0.5,
-        ),
-    }
-    teacher_recipes = {
-        "hf-convnext": transformers_teacher(
-            "transformers ConvNeXt (widths 32-256, depths 2-2-6-2)",
-            "ConvNextForImageClassification",
-            "ConvNextConfig",
-            hidden_sizes=[32, 64, 128, 256],
-            depths=[2, 2, 6, 2],
         ),
     }
 

@@ -20,4 +20,3 @@ class TransformersConvNextV2Family(TransformersConvNextFamily):
             "ConvNextV2ForImageClassification", "ConvNextV2Config", hidden_sizes=[8, 16, 16, 24], depths=[2, 1, 2, 1]
         ),
     }
-    teacher_recipes = {}

@@ -8,7 +8,7 @@ stage's first layer; none after the embedder, whose max pool comes before the fi
 from __future__ import annotations
 
 from .registry import register_family
-from .tiny import tiny_variants, transformers_teacher, transformers_tiny
+from .tiny import tiny_variants, transformers_tiny
 from .transformers_shortcut import TransformersShortcutFamily
 
 
@@ -29,14 +29,3 @@ class TransformersResNetFamily(TransformersShortcutFamily):
         config_class="ResNetConfig",
         embedding_size=8,
     )
-    teacher_recipes = {
-        "hf-resnet": transformers_teacher(
-            "transformers ResNet (basic, widths 32-256, depths 2-2-4-2)",
-            model_class_name,
-            "ResNetConfig",
-            embedding_size=32,
-            hidden_sizes=[32, 64, 128, 256],
-            depths=[2, 2, 4, 2],
-            layer_type="basic",
-        ),
-    }

@@ -17,7 +17,7 @@ from torch import nn
 
 from .base import layers_of
 from .registry import register_family
-from .tiny import transformers_teacher, transformers_tiny
+from .tiny import transformers_tiny
 from .transformers_common import TransformersFamily, layer_stacks
 
 
@@ -99,18 +99,5 @@ class TransformersViTFamily(TransformersViTLikeFamily):
         "vit": vit_tiny(
             "ViTForImageClassification",
             "ViTConfig",
-        ),
-    }
-    teacher_recipes = {
-        "hf-vit": transformers_teacher(
-            "transformers ViT (hidden 64, 8 layers, patch 4)",
-            "ViTForImageClassification",
-            "ViTConfig",
-            hidden_size=64,
-            num_hidden_layers=8,
-            num_attention_heads=2,
-            intermediate_size=256,
-            image_size=32,
-            patch_size=4,
         ),
     }

@@ -4,7 +4,8 @@ With library "onnxruntime", the folder's `model.onnx` (see `CompressionResult.ex
 
 This is the check behind "a compressed model reloads with plain timm / transformers": the folder is loaded by
 `timm.create_model("local-dir:...")` or `AutoModelForImageClassification.from_pretrained(...)` (which must report
-no missing, unexpected or mismatched keys) and its logits on given inputs come back for comparison.
+no missing, unexpected or mismatched keys) and its logits on given inputs come back for comparison. Support for
+the benchmarks (which import it as `native`) and the tests (as `benchmarks.native`), not part of the package.
 """
 
 from __future__ import annotations
