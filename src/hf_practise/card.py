@@ -151,7 +151,7 @@ def save_plots(result: CompressionResult, directory: Path) -> dict[str, str | No
 
 
 def _card_data(result: CompressionResult, repo_id: str | None, name: str):
-    from huggingface_hub import EvalResult, ModelCardData
+    from huggingface_hub import ModelCardData
 
     src = result.source
     lat = result.latency
@@ -159,14 +159,11 @@ def _card_data(result: CompressionResult, repo_id: str | None, name: str):
     eval_name = result.eval_set.get("name") if result.eval_set else None
     dataset_id = result.tiny_set.hub_id or eval_name or "tiny-set"
     evals = [
-        EvalResult(
-            task_type="image-classification",
-            dataset_type=dataset_id,
-            dataset_name=dataset_id,
-            metric_type="latency_ms",
-            metric_value=round(lat.candidate.median_ms, 3),
-            metric_name="latency (ms per batch)",
-            metric_args={
+        _latency_eval(
+            dataset_id,
+            lat.candidate.median_ms,
+            "latency (ms per batch)",
+            {
                 "device": lat.base.device,
                 "device_name": lat.base.device_name,
                 "threads": lat.base.threads,
@@ -182,34 +179,11 @@ def _card_data(result: CompressionResult, repo_id: str | None, name: str):
         )
     ]
     if result.top1_after is not None and result.eval_set:
-        evals.insert(
-            0,
-            EvalResult(
-                task_type="image-classification",
-                dataset_type=result.eval_set.get("hub_id") or result.eval_set.get("name", "eval"),
-                dataset_name=result.eval_set.get("name", "eval"),
-                dataset_split=result.eval_set.get("split"),
-                metric_type="accuracy",
-                metric_value=round(result.top1_after, 5),
-                metric_name="top-1",
-            ),
-        )
+        evals.insert(0, _on_eval_set(result, "accuracy", result.top1_after, "top-1"))
         for i, (metric, _) in enumerate(result.other_metrics()):
             value = result.metrics_after.get(metric)
-            if value is None:
-                continue
-            evals.insert(
-                1 + i,
-                EvalResult(
-                    task_type="image-classification",
-                    dataset_type=result.eval_set.get("hub_id") or result.eval_set.get("name", "eval"),
-                    dataset_name=result.eval_set.get("name", "eval"),
-                    dataset_split=result.eval_set.get("split"),
-                    metric_type=metric,
-                    metric_value=round(value, 5),
-                    metric_name=metric.replace("_", " "),
-                ),
-            )
+            if value is not None:
+                evals.insert(1 + i, _on_eval_set(result, metric, value, metric.replace("_", " ")))
     evals += _int8_evals(result, dataset_id)
     license_ = (src.get("pretrained_cfg") or {}).get("license") or src.get("license")
     datasets = [d for d in {result.tiny_set.hub_id, (result.eval_set or {}).get("hub_id")} if d]
@@ -402,7 +376,6 @@ def _onnx_section(result: CompressionResult) -> dict[str, Any] | None:
 
 def _int8_evals(result: CompressionResult, dataset_id: str) -> list:
     """The int8 artifact's figures in the model-index: its latency (with the fp32 teacher's, same rounds) and top-1."""
-    from huggingface_hub import EvalResult
 
     comp = result.int8
     if comp is None:
@@ -411,28 +384,39 @@ def _int8_evals(result: CompressionResult, dataset_id: str) -> list:
     args = {"artifact": "int8", "backend": comp.backend, "batch_size": stats.batch_size, "threads": stats.threads}
     args.update(base_latency_ms=round(comp.latency["teacher fp32"].median_ms, 3))
     args.update(speedup=round(comp.speedup["compressed int8"], 3), file=", ".join(sorted(comp.compressed.files)))
-    evals = [
-        EvalResult(
-            task_type="image-classification",
-            dataset_type=dataset_id,
-            dataset_name=dataset_id,
-            metric_type="latency_ms",
-            metric_value=round(stats.median_ms, 3),
-            metric_name="int8 latency (ms per batch)",
-            metric_args=args,
-        )
-    ]
+    evals = [_latency_eval(dataset_id, stats.median_ms, "int8 latency (ms per batch)", args)]
     if "compressed int8" in comp.top1 and result.eval_set:
-        evals.append(
-            EvalResult(
-                task_type="image-classification",
-                dataset_type=result.eval_set.get("hub_id") or result.eval_set.get("name", "eval"),
-                dataset_name=result.eval_set.get("name", "eval"),
-                dataset_split=result.eval_set.get("split"),
-                metric_type="accuracy",
-                metric_value=round(comp.top1["compressed int8"], 5),
-                metric_name="int8 top-1",
-                metric_args={"artifact": "int8", "file": args["file"]},
-            )
-        )
+        top1 = comp.top1["compressed int8"]
+        evals.append(_on_eval_set(result, "accuracy", top1, "int8 top-1", {"artifact": "int8", "file": args["file"]}))
     return evals
+
+
+def _on_eval_set(result: CompressionResult, metric: str, value: float, name: str, args: dict | None = None):
+    """A model-index entry measured on the run's eval set."""
+    from huggingface_hub import EvalResult
+
+    return EvalResult(
+        task_type="image-classification",
+        dataset_type=result.eval_set.get("hub_id") or result.eval_set.get("name", "eval"),
+        dataset_name=result.eval_set.get("name", "eval"),
+        dataset_split=result.eval_set.get("split"),
+        metric_type=metric,
+        metric_value=round(value, 5),
+        metric_name=name,
+        metric_args=args,
+    )
+
+
+def _latency_eval(dataset_id: str, ms: float, name: str, args: dict):
+    """A model-index latency entry (ms per batch; `args` say how it was timed)."""
+    from huggingface_hub import EvalResult
+
+    return EvalResult(
+        task_type="image-classification",
+        dataset_type=dataset_id,
+        dataset_name=dataset_id,
+        metric_type="latency_ms",
+        metric_value=round(ms, 3),
+        metric_name=name,
+        metric_args=args,
+    )
