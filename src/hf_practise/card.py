@@ -420,3 +420,65 @@ def _latency_eval(dataset_id: str, ms: float, name: str, args: dict):
         metric_name=name,
         metric_args=args,
     )
+
+
+def point_folder(result: CompressionResult) -> str:
+    """The sub-folder of one target of a several-target run: the target, e.g. `0.3`."""
+    return f"{result.config.latency_reduction:g}"
+
+
+def point_row(result: CompressionResult) -> dict[str, Any]:
+    """One target of a several-target run, as the top-level card and report list it."""
+    return {
+        "target": result.config.latency_reduction,
+        "latency_reduction": result.latency.reduction,
+        "latency_ms": result.latency.candidate.median_ms,
+        "top1": result.top1_after,
+        "dropped": [r.block for r in result.dropped],
+        "int8_speedup": result.int8.speedup["compressed int8"] if result.int8 is not None else None,
+    }
+
+
+def points_card(result: CompressionResult, directory: Path) -> str:
+    """The card of a several-target run: every point's measured latency and top-1, its folder, and `pareto.png`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = result.points
+    base = points[0].latency.base
+    lines = [
+        f"# {len(points)} operating points of `{result.public_source()['name']}`",
+        "",
+        f"One latency table and one recoverability scan on {points[0].tiny_set.num_samples} tiny-set images, then one "
+        "selection and one mimic finetune per latency target (a target that chose the blocks of another reuses its "
+        f"finetune). Latency: {base.runtime()}, batch {base.batch_size}, {base.device_name}; teacher "
+        f"{base.median_ms:.2f} ms" + (f", top-1 {100 * result.top1_before:.2f}%." if result.top1_before else "."),
+        "",
+        "![top-1 against measured latency reduction](pareto.png)",
+        "",
+        "| target | measured latency reduction | latency (ms) | top-1 | blocks dropped | folder |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        row = point_row(p)
+        top1 = f"{100 * row['top1']:.2f}%" if row["top1"] is not None else "-"
+        lines.append(
+            f"| {100 * row['target']:.0f}% | {100 * row['latency_reduction']:.1f}% | {row['latency_ms']:.2f} | {top1} "
+            f"| {len(row['dropped'])} | [`{point_folder(p)}/`]({point_folder(p)}/) |"
+        )
+    lines += ["", "Each folder holds one model with its own card and `practise_report.json`, and reloads on its own."]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    xs = [100 * p.latency.reduction for p in points]
+    ys = [100 * (p.top1_after if p.top1_after is not None else float("nan")) for p in points]
+    ax.plot(xs, ys, "o-", color="tab:red", label="compressed")
+    if result.top1_before is not None:
+        ax.plot([0], [100 * result.top1_before], "s", color="black", label="teacher")
+    ax.set_xlabel("measured latency reduction (%)")
+    ax.set_ylabel("top-1 (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(directory / "pareto.png", dpi=120)
+    plt.close(fig)
+    return "\n".join(lines) + "\n"

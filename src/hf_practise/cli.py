@@ -22,6 +22,7 @@ from typing import Any, Literal
 from accelerate import Accelerator
 from safetensors import SafetensorError
 
+from . import card
 from .checkpoint import read_json
 from .compressor import PractiseCompressor, input_paths
 from .config import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig, check_latency_table
@@ -98,6 +99,8 @@ def _argument(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
     default = f.default if f.default is not dataclasses.MISSING else None
     default = f.metadata.get("cli_default", default)
     registry = f.metadata.get("registry")
+    if "nargs" in f.metadata:  # one value or several (several latency targets)
+        return {"type": hint, "nargs": f.metadata["nargs"], "default": default}
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction if default else "store_true", "default": default}
     if registry is not None:
@@ -381,17 +384,26 @@ def report_and_save(result: Any, args: argparse.Namespace) -> int:
     if result.int8 is not None:
         print(f"\nint8 in {result.int8.backend}, side by side (same alternating rounds):\n" + result.int8.table())
     print("\nWall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in result.phase_seconds.items()}))
-    if args.export == "onnx":
-        onnx = result.export_onnx()
-        print(
-            f"\nONNX export: max |logit difference| from PyTorch {onnx.max_abs_logit_diff:.2g} "
-            f"({onnx.relative_diff:.2g} of the largest logit) on {onnx.images} {onnx.images_from} images"
-        )
+    if result.points:
+        print("\nOperating points (one model per target, same scan):")
+        for p in map(card.point_row, result.points):
+            top1 = f", top-1 {100 * p['top1']:.2f}%" if p["top1"] is not None else ""
+            print(
+                f"  target {100 * p['target']:.0f}%: measured {100 * p['latency_reduction']:.1f}%{top1}, {p['dropped']}"
+            )
+    for point in result.points or [result]:
+        if args.export == "onnx":
+            onnx = point.export_onnx()
+            print(
+                f"\nONNX export: max |logit difference| from PyTorch {onnx.max_abs_logit_diff:.2g} "
+                f"({onnx.relative_diff:.2g} of the largest logit) on {onnx.images} {onnx.images_from} images"
+            )
     path = result.save_pretrained(Path(args.output_dir), overwrite=args.overwrite, repo_id=args.hub_model_id)
     native = result.reloads_natively
     how = f"plain {result.family.library_name}" if native else "hf_practise's loader"
+    where = path / card.point_folder(result) if result.points else path
     print(f"\nSaved to {path}. Reload with {how}:")
-    print("  " + result.family.load_snippet(str(path), hub=False, native=native).replace("\n", "\n  "))
+    print("  " + result.family.load_snippet(str(where), hub=False, native=native).replace("\n", "\n  "))
     if args.push_to_hub:
         try:
             url = result.push_to_hub(args.hub_model_id, private=args.private or None, token=args.token)

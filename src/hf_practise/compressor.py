@@ -581,33 +581,68 @@ class PractiseCompressor:
             )
         with _phase(times, "latency_table"):
             fractions = self.latency_table().shares
-            selection_key = self._selection_key(tiny, fractions)
-            # decided on the main process: a rank that skipped selection would miss its collectives
-            saved = self._on_main(lambda: self.saved_selection(selection_key)) if fixed is None else None
-            if saved is None and fixed is None:  # a saved selection met the target when it was made
-                self.check_reachable(fractions)
+            points = cfg.points or [None]
+            with self._target(points[-1]):  # the largest target decides what must be reachable
+                key = self._selection_key(tiny, fractions)
+                # decided on the main process: a rank that skipped selection would miss its collectives
+                saved = self._on_main(lambda: self.saved_selection(key)) if fixed is None else None
+                if saved is None and fixed is None:  # a saved selection met the target when it was made
+                    self.check_reachable(fractions)
         with _phase(times, "teacher_features"):
             targets = teacher_features(self.model, family, tiny.images, batch_size=cfg.scan.batch_size).cpu()
         with _phase(times, "scan"):
             rows = self.scan(tiny, targets=targets, latency_saving=fractions, blocks=fixed)
-        with _phase(times, "select"):
-            chosen, checks = self._choose(rows, fractions, saved, selection_key)
+        augmented = self._augmented(tiny_set, tiny, image_column, label_column)
+        results, finetuned = [], {}
+        for point in points:
+            with self._target(point):
+                result = self._point(rows, fractions, fixed, tiny, targets, augmented, eval_ds, dict(times), finetuned)
+                results.append(self._describe_inputs(result, tiny_set, eval_set))
+        if len(results) > 1:
+            results[-1].points = results
+        return results[-1]
+
+    def _point(self, rows, fractions, fixed, tiny, targets, augmented, eval_ds, point_times, finetuned):
+        """Select, finetune (once per set of blocks: `finetuned` keeps them), measure and evaluate for the target
+        `self.config` has."""
+        with _phase(point_times, "select"):
+            key = self._selection_key(tiny, fractions)
+            saved = self._on_main(lambda: self.saved_selection(key)) if fixed is None else None
+            chosen, checks = self._choose(rows, fractions, saved, key)
             logger.info("dropping %s", ", ".join(r.block for r in chosen))
-        with _phase(times, "finetune"):
-            augmented = self._augmented(tiny_set, tiny, image_column, label_column)
-            student, ft = self._finetune(chosen, tiny, targets, augmented)
-        result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, times)
-        if cfg.quantize == "int8":
-            with _phase(times, "int8"):
+        blocks = tuple(sorted(r.block for r in chosen))
+        with _phase(point_times, "finetune"):  # a target that chose the blocks of another is not rerun
+            if blocks not in finetuned:
+                finetuned[blocks] = self._finetune(chosen, tiny, targets, augmented)
+        student, ft = finetuned[blocks]
+        result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, point_times)
+        if self.config.quantize == "int8":
+            with _phase(point_times, "int8"):
                 result.int8 = self.compare_int8(student, tiny.images, eval_ds)
             if result.top1_before is not None:
-                result.int8.top1.update({"teacher fp32": result.top1_before, "compressed fp32": result.top1_after})
+                fp32 = {"teacher fp32": result.top1_before, "compressed fp32": result.top1_after}
+                result.int8.top1.update(fp32)
+        return result
+
+    @contextlib.contextmanager
+    def _target(self, target: float | None) -> Iterator[None]:
+        """Within: `self.config` has the one latency target `target` (None: as it is)."""
+        config = self.config
+        if target is not None:
+            self.config = config.for_target(target)
+        try:
+            yield
+        finally:
+            self.config = config
+
+    def _describe_inputs(self, result: CompressionResult, tiny_set: Any, eval_set: Any) -> CompressionResult:
         if eval_set is not None:
             result.eval_set = describe_source(eval_set)
         hub_id = getattr(tiny_set, "_hf_practise_hub_id", None)
         if hub_id:
             result.tiny_set.hub_id = hub_id
-        result.input_paths = input_paths(self.source.get("name_or_path"), tiny_set, eval_set, work_dir=cfg.work_dir)
+        work_dir = self.config.work_dir
+        result.input_paths = input_paths(self.source.get("name_or_path"), tiny_set, eval_set, work_dir=work_dir)
         return result
 
     def _note_channels(self) -> None:

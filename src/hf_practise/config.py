@@ -303,8 +303,14 @@ class LatencyConfig:
 class CompressionConfig:
     """The target and every phase of a PRACTISE compression."""
 
-    latency_reduction: float | None = option(
-        0.22, "drop blocks until measured latency falls by this fraction, e.g. 0.22", exclusive="target"
+    latency_reduction: float | list[float] | None = option(
+        0.22,
+        (
+            "drop blocks until measured latency falls by this fraction, e.g. 0.22; several (0.2 0.3 0.5) give one "
+            "model per target from one latency table and one scan"
+        ),
+        exclusive="target",
+        nargs="+",
     )
     num_blocks: int | None = option(
         None, "drop exactly this many blocks instead (overrides latency_reduction)", exclusive="target"
@@ -392,11 +398,19 @@ class CompressionConfig:
                 f"`num_blocks` (CLI: --num-blocks) must be at least 1, got {self.num_blocks!r}.",
             )
         elif self.blocks is None:
-            r = self.latency_reduction
+            several = self.latency_reduction if isinstance(self.latency_reduction, (list, tuple)) else None
             _check(
-                isinstance(r, (int, float)) and math.isfinite(r) and 0.0 < r < 1.0,
-                f"`latency_reduction` (CLI: --latency-reduction) is a fraction in (0, 1), e.g. 0.22 for 22%; got {r!r}.",
+                several is None or (len(several) > 0 and len(set(several)) == len(several)),
+                f"`latency_reduction` (CLI: --latency-reduction) takes distinct targets; got {several!r}.",
             )
+            for r in several or [self.latency_reduction]:
+                _check(
+                    isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and 0.0 < r < 1.0,
+                    f"`latency_reduction` (CLI: --latency-reduction) is a fraction in (0, 1), e.g. 0.22 for 22%; "
+                    f"got {r!r}.",
+                )
+            if several is not None:  # one target is a number; several, in ascending order
+                self.latency_reduction = sorted(map(float, several)) if len(several) > 1 else float(several[0])
         _positive("seed", self.seed, "--seed", allow_zero=True, integer=True)
         _positive("latency_tolerance", self.latency_tolerance, "--latency-tolerance")
         _positive("eval_batch_size", self.eval_batch_size, "--eval-batch-size", integer=True)
@@ -434,6 +448,15 @@ class CompressionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def points(self) -> list[float]:
+        """The latency targets of a run that makes one model per target (empty for a single target)."""
+        return list(self.latency_reduction) if isinstance(self.latency_reduction, list) else []
+
+    def for_target(self, target: float) -> CompressionConfig:
+        """This config with the one latency target `target`."""
+        return dataclasses.replace(self, latency_reduction=target)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CompressionConfig:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import card
 from .files import atomic_write_bytes, check_output_location, save_directory_atomically
 from .runtimes import export_onnx_bytes, require_backend
 from .training import as_logits
@@ -177,24 +178,39 @@ def save_pretrained(
         repo_id: the Hub repository the card's load snippet should name (a local path otherwise).
     """
     check_output_location(save_directory, result.input_paths)
+    name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
 
     def write(tmp: Path) -> None:
-        result.family.save_pretrained(result.model_to_save(), tmp, source_config=result.source)
-        if result.onnx_bytes is not None:
-            (tmp / ONNX_FILE).write_bytes(result.onnx_bytes)
-        if result.int8 is not None:  # the int8 compressed model in its runtime's format, beside the fp32 one
-            for file, data in result.int8.compressed.files.items():
-                (tmp / file).write_bytes(data)
-        name = repo_id.split("/")[-1] if repo_id else Path(save_directory).name
-        result.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
-        # written last, listing every file: the mark that lets a later --overwrite replace this folder
+        if not result.points:
+            _write_point(result, tmp, repo_id=repo_id, name=name)
+            return
+        # one folder per target, each as a single-target run writes it, and a card of all of them on top
+        for point in result.points:
+            folder = tmp / card.point_folder(point)
+            folder.mkdir()
+            _write_point(point, folder, repo_id=repo_id, name=f"{name}-{card.point_folder(point)}")
+        (tmp / "README.md").write_text(card.points_card(result, tmp))
         files = sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir()] + [REPORT_FILE])
-        (tmp / REPORT_FILE).write_text(json.dumps({**result.to_dict(), "files": files}, indent=2, default=str))
+        report = {"points": [{**card.point_row(p), "folder": card.point_folder(p)} for p in result.points]}
+        (tmp / REPORT_FILE).write_text(json.dumps({**report, "files": files}, indent=2, default=str))
 
     path = save_directory_atomically(save_directory, write, overwrite=overwrite, may_replace=check_replaceable_output)
     result.saved_to = path
     logger.info("saved the compressed model to %s", path)
     return path
+
+
+def _write_point(result: CompressionResult, tmp: Path, *, repo_id: str | None, name: str) -> None:
+    result.family.save_pretrained(result.model_to_save(), tmp, source_config=result.source)
+    if result.onnx_bytes is not None:
+        (tmp / ONNX_FILE).write_bytes(result.onnx_bytes)
+    if result.int8 is not None:  # the int8 compressed model in its runtime's format, beside the fp32 one
+        for file, data in result.int8.compressed.files.items():
+            (tmp / file).write_bytes(data)
+    result.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
+    # written last, listing every file: the mark that lets a later --overwrite replace this folder
+    files = sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir()] + [REPORT_FILE])
+    (tmp / REPORT_FILE).write_text(json.dumps({**result.to_dict(), "files": files}, indent=2, default=str))
 
 
 def push_to_hub(

@@ -65,6 +65,8 @@ class CompressionResult:
     onnx: OnnxCheck | None = None  # the ONNX export and its parity check, once `export_onnx` ran
     onnx_bytes: bytes | None = field(default=None, repr=False)  # the exported model, written by save_pretrained
     int8: Int8Comparison | None = None  # with `quantize="int8"`: the int8 models, timed beside the fp32 ones
+    # with several latency targets: every target's result, ascending (this one is the last: the largest target)
+    points: list[CompressionResult] = field(default_factory=list, repr=False)
     # local folders the run read ({"the model folder": path, ...}); save_pretrained refuses to write over them
     input_paths: dict[str, str] = field(default_factory=dict, repr=False)
 

@@ -1,0 +1,84 @@
+"""Several latency targets in one run (`CompressionConfig(latency_reduction=[...])`, CLI `--latency-reduction 0.1 0.3`):
+one latency table and one scan, one selection and finetune per target, each point equal to its one-target run, saved
+as one folder per target under a card of all of them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hf_practise import CompressionConfig, PractiseCompressor
+
+from .conftest import tiny_resnet
+from .test_backbones import reload_in_plain_timm
+from .test_compressor import fast_config
+
+
+@pytest.fixture
+def tensors():
+    return torch.randn(24, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+# the deployment table: the selection trusts its shares, so the blocks each target takes are known
+TABLE = {"layer1.1": 0.08, "layer2.1": 0.1, "layer3.1": 0.12, "layer4.1": 0.15}
+
+
+def run(target, images, **kw):
+    cfg = fast_config(num_blocks=None, latency_reduction=target, latency_table=TABLE, **kw)
+    return PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(images)
+
+
+def test_each_point_is_its_one_target_run_and_saves_in_its_own_folder(tensors, tmp_path):
+    result = run([0.3, 0.1, 0.2], tensors)
+    points = result.points
+    assert [p.config.latency_reduction for p in points] == [0.1, 0.2, 0.3] and points[-1] is result
+    assert len(points[0].dropped) < len(points[2].dropped)
+    # one scan: every point carries the same rows
+    assert all([r.recoverability for r in p.scan] == [r.recoverability for r in points[0].scan] for p in points)
+    alone = run(0.2, tensors)
+    assert [r.block for r in alone.dropped] == [r.block for r in points[1].dropped]
+    for name, w in alone.model.state_dict().items():
+        torch.testing.assert_close(points[1].model.state_dict()[name], w, rtol=0, atol=0, msg=name)
+    out = result.save_pretrained(tmp_path / "out")
+    report = json.loads((out / "practise_report.json").read_text())
+    assert [p["folder"] for p in report["points"]] == ["0.1", "0.2", "0.3"]
+    assert (out / "pareto.png").exists() and "| 20% |" in (out / "README.md").read_text()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for p in points:
+        sub = out / f"{p.config.latency_reduction:g}"
+        assert json.loads((sub / "practise_report.json").read_text())["dropped_blocks"] == [r.block for r in p.dropped]
+        with torch.no_grad():
+            expected = p.model.eval()(x)
+        torch.testing.assert_close(reload_in_plain_timm(sub, x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_targets_that_choose_the_same_blocks_share_one_finetune(tensors):
+    result = run([0.09, 0.1], tensors)  # by the table's shares, the blocks that reach 9% reach 10% too
+    a, b = result.points
+    assert [r.block for r in a.dropped] == [r.block for r in b.dropped] and a.model is b.model
+
+
+def test_several_targets_are_checked_like_one():
+    assert CompressionConfig(latency_reduction=[0.3]).latency_reduction == 0.3
+    assert CompressionConfig(latency_reduction=(0.5, 0.2)).points == [0.2, 0.5]
+    with pytest.raises(ValueError, match="distinct"):
+        CompressionConfig(latency_reduction=[0.2, 0.2])
+    with pytest.raises(ValueError, match="fraction in"):
+        CompressionConfig(latency_reduction=[0.2, 1.5])
+
+
+def test_the_cli_takes_several_targets_and_writes_a_folder_each(teacher_dir, imagefolder, tmp_path):
+    from .test_cli import compress
+
+    (tmp_path / "table.json").write_text(json.dumps(TABLE))
+    out = tmp_path / "out"
+    args = ["--num-samples", "12", "--latency-table", str(tmp_path / "table.json")]
+    proc = compress(teacher_dir, str(imagefolder), str(out), *args, "--latency-reduction", "0.1", "0.3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Operating points" in proc.stdout and "target 30%" in proc.stdout
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["0.1", "0.3"]
+    assert str(out / "0.3") in proc.stdout  # the reload line names a model folder
+    report = json.loads((out / "0.3" / "practise_report.json").read_text())
+    assert report["config"]["latency_reduction"] == 0.3 and "--latency-reduction 0.1 0.3" in report["command"]
