@@ -364,7 +364,8 @@ def run(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         skip_broken=args.skip_broken_images,
     )
-    result.command = reproduce_command(args)
+    for point in result.points or [result]:
+        point.command = reproduce_command(args)
     status = report_and_save(result, args) if accelerator.is_main_process else 0
     accelerator.wait_for_everyone()
     accelerator.end_training()
