@@ -70,11 +70,25 @@ class ScanRow:
         return d
 
 
+def _copy(model: nn.Module) -> nn.Module:
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError as e:
+        if "created explicitly by the user" not in str(e):
+            raise
+    # a cache that a forward with gradients filled cannot be copied (transformers LeViT keeps its attention biases
+    # in eval mode); a switch to train mode and back empties it
+    training = model.training
+    model.train()
+    model.train(training)
+    return copy.deepcopy(model)
+
+
 def build_pruned(
     teacher: nn.Module, family: BackboneFamily, blocks: Sequence[BlockRef], *, adaptors: bool = True
 ) -> nn.Module:
     """A copy of `teacher` without `blocks`, with identity adaptors around the holes when `adaptors`."""
-    student = copy.deepcopy(teacher)
+    student = _copy(teacher)
     if adaptors:
         insert_adaptors(student, family.adaptor_sites(student, blocks))
     family.drop_blocks(student, blocks)
