@@ -4,6 +4,7 @@ compressed model from the tiny set, times the four side by side, saves the int8 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -70,3 +71,30 @@ def test_alternating_rounds_rotate_which_runner_goes_first():
     assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert all(t >= 0 for v in times.values() for t in v) and torch.get_num_threads() >= 1
+
+
+def test_with_int8_the_blocks_are_chosen_by_their_int8_cost(monkeypatch):
+    # int8 kernels do not cost what fp32 ones do: the shares and the selection's checks time int8 against int8. Here
+    # the int8 timing says only layer4.1 matters, which no fp32 timing of this model would say
+    from hf_practise import compressor as c
+
+    fake = {"layer1.1": 0.01, "layer2.1": 0.01, "layer3.1": 0.01, "layer4.1": 0.3}
+    calls = []
+
+    def int8_cut(base, base_model, pruned, images, *, config):
+        calls.append(len(images))
+        kept = dict(pruned.named_modules())
+        cut = sum(share for block, share in fake.items() if block not in kept)
+        return SimpleNamespace(reduction=cut, base=SimpleNamespace(device="cpu"))
+
+    monkeypatch.setattr(c, "int8_latency_comparison", int8_cut)
+    cfg = fast_config(
+        num_blocks=None,
+        latency_reduction=0.25,
+        quantize="int8",
+        latency=LatencyConfig(batch_size=4, repeats=2, warmup=0, input_size=(3, 32, 32), backend="onnxruntime"),
+    )
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(torch.randn(24, 3, 32, 32))
+    assert [r.block for r in result.dropped] == ["layer4.1"]
+    assert calls and all(n == 24 for n in calls)  # calibrated on the tiny set (its first INT8_TIMING_IMAGES)
+    assert [r.latency_saving for r in result.scan] == [0.01, 0.01, 0.01, 0.3]

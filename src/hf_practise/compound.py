@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from .config import LatencyConfig
-from .latency import LatencyStats, _eval_format, _example, _stats, _threads, time_alternating
+from .latency import LatencyComparison, LatencyStats, _eval_format, _example, _stats, _threads, time_alternating
 from .quantize import Int8Model, quantize_int8
 from .runtimes import make_runner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ROWS", "Int8Comparison", "Int8Module", "compare_int8"]
+__all__ = ["ROWS", "Int8Comparison", "Int8Module", "compare_int8", "int8_latency_comparison"]
 
 #: the four models, in the order they are timed (and rotated) and tabled; the first is the reference
 ROWS = ("teacher fp32", "teacher int8", "compressed fp32", "compressed int8")
@@ -132,3 +132,37 @@ def compare_int8(
         ", ".join(f"{row} {latency[row].median_ms:.2f} ms ({speedup[row]:.2f}x)" for row in ROWS),
     )
     return result
+
+
+#: the calibration of the int8 models that selection times (only their latency is read: one method is enough)
+TIMING_CALIBRATION = {"onnxruntime": "minmax", "openvino": "performance"}
+
+
+@torch.no_grad()
+def int8_latency_comparison(
+    base: Int8Model, base_model: nn.Module, model: nn.Module, images: torch.Tensor, *, config: LatencyConfig
+) -> LatencyComparison:
+    """`model` quantized on `images` and timed against the int8 `base` (the int8 teacher) in the same rounds: what
+    dropping blocks saves once both are int8. The reduction is 1 - median of the per-round ratios."""
+    quantized = quantize_int8(
+        model, images, backend=base.backend, calibration=TIMING_CALIBRATION[base.backend], holdout=0,
+        threads=config.threads,
+    )  # fmt: skip
+    with _threads(config.threads) as threads:
+        x = _example(base_model, config, tuple(images.shape[1:])).cpu()
+        runners = {"base": base.runner(x, threads), "candidate": quantized.runner(x, threads)}
+        times = time_alternating(runners, config=config)
+    ratios = [b / a for a, b in zip(times["base"], times["candidate"])]
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    size = tuple(images.shape[1:])
+    stats = {
+        name: replace(_stats(times[name], m, config, size, threads, runners[name]), dtype="int8", device="cpu")
+        for name, m in (("base", base_model), ("candidate", model))
+    }
+    return LatencyComparison(
+        base=stats["base"],
+        candidate=stats["candidate"],
+        reduction=1.0 - statistics.median(ratios),
+        reduction_p25=1.0 - q[2],
+        reduction_p75=1.0 - q[0],
+    )

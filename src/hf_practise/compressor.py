@@ -27,7 +27,7 @@ from torch import nn
 from .adaptors import fold_adaptors, load_adaptor_state
 from .backbones import BackboneFamily, get_family
 from .checkpoint import claim_work_dir, read_json
-from .compound import Int8Comparison, Int8Module, compare_int8
+from .compound import TIMING_CALIBRATION, Int8Comparison, Int8Module, compare_int8, int8_latency_comparison
 from .config import CompressionConfig
 from .data import (
     TinySet,
@@ -41,7 +41,7 @@ from .files import atomic_write_text
 from .latency import LatencyComparison, LatencyTable, block_latency_table, compare_latency, count_macs, count_params
 from .mimic import evaluate_metrics, mimic_finetune
 from .provenance import model_fingerprint, weights_dtype
-from .quantize import require_int8_backend
+from .quantize import quantize_int8, require_int8_backend
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
 from .result import CompressionResult
 from .runtimes import require_backend
@@ -56,6 +56,8 @@ __all__ = ["PractiseCompressor"]
 LATENCY_SHARES = "latency_shares.json"
 #: the blocks a run chose (and the latency checks that chose them), so that a rerun drops the same ones
 SELECTION = "selection.json"
+#: tiny-set images the int8 models that selection times are calibrated on (their latency is all that is read)
+INT8_TIMING_IMAGES = 32
 
 
 def _final_check(cfg: CompressionConfig, measured: float, blocks: int) -> list[SelectionCheck]:
@@ -140,6 +142,9 @@ class PractiseCompressor:
             config, scan=config.scan.resolved(self.family), finetune=config.finetune.resolved(self.family, model)
         )
         self.accelerator = accelerator or Accelerator()
+        # with quantize="int8": the images the int8 models that selection times are calibrated on, and the int8 teacher
+        self._int8_images: torch.Tensor | None = None
+        self._teacher_int8 = None
         self.source = dict(source_config or {})
         # the saved model keeps the teacher's dtype (a loader may already have widened it: hub records the file's);
         # the compression runs in float32, as half-precision weights would meet float32 images and adaptors
@@ -296,6 +301,7 @@ class PractiseCompressor:
                 {
                     "model": self.source["fingerprint"],
                     "latency": dataclasses.asdict(self.config.latency),
+                    "quantize": self.config.quantize,
                     "input_size": list(self.input_size),
                     "candidates": [c.path for c in cands],
                 }
@@ -314,6 +320,8 @@ class PractiseCompressor:
         removable = self.family.feasible(self.model, cands)
 
         def measure():  # on the main process only: the copy without the blocks is built where it is timed
+            if self.config.quantize == "int8":  # int8 kernels time differently: each block's cut, int8 against int8
+                return LatencyTable({c.path: max(0.0, self._time_pruned([c]).reduction) for c in cands})
             without = (build_pruned(self.model, self.family, removable, adaptors=False), [r.path for r in removable])
             return block_latency_table(
                 self.model,
@@ -355,6 +363,7 @@ class PractiseCompressor:
                     "seed": self.config.seed,
                     "target": {k: settings[k] for k in target},
                     "latency": settings["latency"],
+                    "quantize": settings["quantize"],
                     "input_size": list(self.input_size),
                     "shares": shares,
                 }
@@ -514,11 +523,23 @@ class PractiseCompressor:
         return comparison
 
     def measure_pruned(self, blocks) -> LatencyComparison:
-        """The model without `blocks` (no adaptors) timed against the whole model, on the main process."""
+        """The model without `blocks` (no adaptors) timed against the whole model, on the main process; with
+        `quantize="int8"`, both quantized (int8 against int8: the time blocks cost after quantization)."""
+        return self._on_main(lambda: self._time_pruned(blocks))
+
+    def _time_pruned(self, blocks) -> LatencyComparison:
         pruned = build_pruned(self.model, self.family, blocks, adaptors=False)
-        return self._on_main(
-            lambda: compare_latency(self.model, pruned, input_size=self.input_size, config=self.config.latency)
-        )
+        if self.config.quantize != "int8":
+            return compare_latency(self.model, pruned, input_size=self.input_size, config=self.config.latency)
+        images = self._int8_images
+        if images is None or tuple(images.shape[1:]) != tuple(self.input_size):  # no tiny set yet: random images
+            images = torch.randn(8, *self.input_size, generator=torch.Generator().manual_seed(self.config.seed))
+        if self._teacher_int8 is None:
+            calibration = TIMING_CALIBRATION[self.config.latency.backend]
+            self._teacher_int8 = quantize_int8(
+                self.model, images, backend=self.config.latency.backend, calibration=calibration, holdout=0
+            )
+        return int8_latency_comparison(self._teacher_int8, self.model, pruned, images, config=self.config.latency)
 
     def check_reachable(self, shares: dict[str, float]) -> None:
         """Fail before any training when even dropping every feasible block cannot meet the target."""
@@ -579,6 +600,8 @@ class PractiseCompressor:
                 label_column=label_column,
                 skip_broken=skip_broken,
             )
+        if cfg.quantize == "int8":
+            self._int8_images = tiny.images[:INT8_TIMING_IMAGES]
         with _phase(times, "latency_table"):
             fractions = self.latency_table().shares
             points = cfg.points or [None]
@@ -622,6 +645,8 @@ class PractiseCompressor:
             if result.top1_before is not None:
                 fp32 = {"teacher fp32": result.top1_before, "compressed fp32": result.top1_after}
                 result.int8.top1.update(fp32)
+            int8_cut = 1.0 - 1.0 / result.int8.depth_speedup_int8
+            result.selection += _final_check(self.config, int8_cut, len(result.dropped))
         return result
 
     @contextlib.contextmanager
@@ -813,7 +838,8 @@ class PractiseCompressor:
             )
             macs_before = count_macs(self.model, input_size=self.input_size)
             macs_after = count_macs(student, input_size=self.input_size)
-        checks = list(checks) + _final_check(cfg, latency.reduction, len(chosen))
+        # with int8 the target is a cut of int8 latency, checked once the int8 models are timed (`_point`)
+        checks = list(checks) + ([] if cfg.quantize == "int8" else _final_check(cfg, latency.reduction, len(chosen)))
         top1_before = top1_after = None
         metrics_before: dict[str, float] = {}
         metrics_after: dict[str, float] = {}
