@@ -28,6 +28,8 @@ import torch
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
 from hf_practise.adaptors import fold_adaptors
+from hf_practise.compound import ROWS as INT8_ROWS
+from hf_practise.compound import Int8Module, compare_int8
 from hf_practise.data import TinySet, _fingerprint
 from hf_practise.files import atomic_write_text
 from hf_practise.latency import compare_latency, count_macs, count_params
@@ -40,8 +42,20 @@ logger = logging.getLogger("compare")
 BLOCK_METHODS = ["practise", "ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout"]
 BLOCK_METHODS += ["initial", "random-0", "random-1", "random-2", "last"]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
-SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout")
-ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"]
+SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout", "practise+int8")
+#: post-training int8 (issue #24): of the teacher alone (the anchor), and of practise's model (practise+int8); both
+#: rows come from the one `compare_int8` call of practise+int8, which times the four models in the same rounds
+INT8_METHODS = ["int8", "practise+int8"]
+ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"] + INT8_METHODS
+#: the runtime the int8 rows are quantized, timed and evaluated in
+INT8_BACKEND = "onnxruntime"
+#: what the int8 comparison calls the models -> what the tables call them
+INT8_NAMES = {
+    "teacher fp32": "teacher fp32",
+    "teacher int8": "teacher int8 (`int8`)",
+    "compressed fp32": "practise fp32",
+    "compressed int8": "practise int8 (`practise+int8`)",
+}
 RANDOM = ("random-0", "random-1", "random-2")
 #: the method that finetunes as the library does by default (FinetuneConfig's objective and augmentation "auto")
 DEFAULT_METHOD = "joint-mixup"
@@ -56,13 +70,35 @@ PARTS = {
 }
 #: what --quick changes (a smoke test: seed 0, 100 images, a few steps) and the full run's settings (scan: the family's)
 QUICK = dict(iterations=10, scan_iterations=3, latency_repeats=5, eval_samples=500, filter_steps=2, synth_steps=5)
+QUICK.update(int8_calibration="minmax")  # one calibration, not the three "auto" compares
 FULL = dict(scan_iterations=None, latency_repeats=15, eval_samples=None, filter_steps=8, synth_steps=200)
+FULL.update(int8_calibration="auto")
 
 
 def mean_std(vals: list[float], scale: float = 100.0) -> str:
     if len(vals) == 1:
         return f"{scale * vals[0]:.2f}"
     return f"{scale * statistics.mean(vals):.2f} ± {scale * statistics.stdev(vals):.2f}"
+
+
+def latency_fields(base: dict, candidate: dict, reduction: float) -> dict:
+    """A run record's latency fields, from the teacher's and the model's latency (`LatencyStats.to_dict()`)."""
+    setup = {k: v for k, v in base.items() if k not in ("median_ms", "p25_ms", "p75_ms")}
+    ms = {"teacher": base["median_ms"], "student": candidate["median_ms"]}
+    return {"latency_reduction": reduction, "latency_ms": ms, "latency_setup": setup}
+
+
+def int8_timing(comparison: dict, row: str) -> dict:
+    """An int8 comparison's `row` (`compound.ROWS`) against the fp32 teacher timed in the same rounds of its runtime:
+    the speed-up (median over rounds of the time ratio) and the latency reduction it means (1 - 1/speed-up)."""
+    latency, speedup = comparison["latency"], comparison["speedup"][row]
+    fields = latency_fields(latency[INT8_ROWS[0]], latency[row], 1 - 1 / speedup)
+    return {**fields, "speedup": speedup, "backend": comparison["backend"]}
+
+
+def runtime(rs: list[dict]) -> str:
+    """The runtime runs were timed in when it is not the other rows' torch eager (the int8 rows'), else ''."""
+    return ", ".join(sorted({r["backend"] for r in rs if r.get("backend")}))
 
 
 class Bench:
@@ -94,8 +130,8 @@ class Bench:
             latency_reduction=target, blocks=blocks, seed=seed, scan=scan, finetune=finetune, latency=latency
         )
 
-    def latency(self, repeats: int) -> LatencyConfig:
-        return LatencyConfig(batch_size=64, repeats=repeats)
+    def latency(self, repeats: int, backend: str = "torch") -> LatencyConfig:
+        return LatencyConfig(batch_size=64, repeats=repeats, backend=backend)
 
     def compressor_for(self, config: CompressionConfig) -> PractiseCompressor:
         return PractiseCompressor(self.teacher, config, family=self.family, source_config=self.compressor.source)
@@ -144,28 +180,34 @@ class Bench:
 
     def group(self, kind: str, n: int, seed: int, targets: list[float], methods: list[str]) -> None:
         todo = [(m, t) for t in targets for m in methods if not self.run_path(m, kind, n, seed, t).exists()]
+        # the int8 anchor is read from practise+int8's comparison: that runs first where it is missing
+        compound = {("practise+int8", t) for m, t in todo if m == "int8"}
+        todo += [(m, t) for m, t in sorted(compound - set(todo)) if not self.run_path(m, kind, n, seed, t).exists()]
         if not todo:
             return
         logger.info("== %s-%d seed %d: %d runs to do", kind, n, seed, len(todo))
         tiny = self.tiny(kind, n, seed)
         rows, scan_seconds = None, 0.0
-        if any(m != "teacher" for m, _ in todo):
+        if any(m not in ("teacher", "int8") for m, _ in todo):
             comp = self.compressor_for(self.config(0.5, seed))
             comp.config.work_dir = str(self.cache / f"scan_{kind}_{n}_s{seed}")
             start = time.perf_counter()
             rows = comp.scan(tiny, latency_saving=self.fractions())
             scan_seconds = time.perf_counter() - start
         practise_reduction: dict[float, float] = {}
-        for method, target in sorted(todo, key=lambda mt: (mt[1], ALL_METHODS.index(mt[0]))):
+        for method, target in sorted(todo, key=lambda mt: (mt[1], mt[0] == "int8", ALL_METHODS.index(mt[0]))):
             start = time.perf_counter()
             rec = self.one(method, kind, n, seed, target, tiny, rows, practise_reduction)
-            rec.update(wall_seconds=time.perf_counter() - start, scan_seconds_shared=scan_seconds)
+            rec.setdefault("wall_seconds", time.perf_counter() - start)  # the int8 anchor's: its comparison's
+            rec["scan_seconds_shared"] = scan_seconds
             path = self.run_path(method, kind, n, seed, target)
             h.write_json(path, rec)
             numbers = (100 * rec["top1"], 100 * rec["latency_reduction"], rec["wall_seconds"])
             logger.info("%s: top1 %.2f%% latency -%.1f%% (%.0fs)", path.stem, *numbers)
 
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
+        if method == "int8":
+            return self.int8_anchor(kind, n, seed, target)
         objective = OBJECTIVES.get(method, "features")
         same = method in SAME_BLOCKS or (method == "practise" and self.args.blocks_from)
         cfg = self.config(
@@ -204,21 +246,57 @@ class Bench:
                 recalibrate_norm_stats(student, tiny.images)
             fold_adaptors(student)
             student.eval()
-        lat = self.timed(student, cfg.latency)
-        if method == "practise":
-            practise_reduction[target] = lat.reduction
         top1 = self.teacher_top1() if method == "teacher" else evaluate_top1(student, self.test, batch_size=256)
+        int8 = None
+        if method == "practise+int8":  # timed beside its int8 twin and the teacher's in the int8 runtime only
+            int8 = self.int8_comparison(student, top1, tiny, comp)
+            timing = int8_timing(int8, "compressed int8")
+        else:
+            lat = self.timed(student, cfg.latency)
+            timing = latency_fields(lat.base.to_dict(), lat.candidate.to_dict(), lat.reduction)
+            if method == "practise":
+                practise_reduction[target] = lat.reduction
         macs = [count_macs(m, input_size=comp.input_size) for m in (self.teacher, student)]
         rec = {"teacher": self.name, "method": method, "tiny_set": kind, "num_samples": n, "seed": seed}
         rec.update(latency_target=target, top1=top1, top1_before_finetune=top1_before_finetune)
-        rec.update(teacher_top1=self.teacher_top1(), latency_reduction=lat.reduction)
-        rec["latency_ms"] = {"teacher": lat.base.median_ms, "student": lat.candidate.median_ms}
-        rec["latency_setup"] = {
-            k: v for k, v in lat.base.to_dict().items() if k not in ("median_ms", "p25_ms", "p75_ms")
-        }
+        rec.update(teacher_top1=self.teacher_top1(), **timing)
         rec.update(macs_reduction=1 - macs[1] / macs[0], params=count_params(student), dropped_blocks=dropped)
         rec.update(filter_ratio=ratio, finetune_iterations=cfg.finetune.iterations, eval_images=len(self.test))
+        if int8 is not None:  # the row is the int8 model; its fp32 model's top-1 beside it
+            rec.update(top1=int8["top1"]["compressed int8"], top1_fp32=top1, int8=int8)
         return {**rec, "command": self.command, "machine": h.machine()}
+
+    def int8_comparison(self, student: torch.nn.Module, top1: float, tiny: TinySet, comp: PractiseCompressor) -> dict:
+        """The teacher and `student` quantized to int8 on the tiny set and the four timed in the same rounds of the
+        int8 runtime (`compare_int8`), with each one's top-1 on the test split (`top1`: the student's fp32 one)."""
+        start = time.perf_counter()
+        result = compare_int8(
+            self.teacher,
+            student,
+            tiny.images,
+            input_size=tuple(tiny.images.shape[1:]),  # the resolution the int8 models are calibrated at
+            config=self.latency(self.args.latency_repeats, backend=INT8_BACKEND),
+            calibration=self.args.int8_calibration,
+            seed=comp.config.seed,
+        )
+        result.top1.update({"teacher fp32": self.teacher_top1(), "compressed fp32": top1})
+        for row, model in (("teacher int8", result.teacher), ("compressed int8", result.compressed)):
+            # an int8 model has no parameters to place the batches by: the run's accelerator does
+            module = Int8Module(model, threads=torch.get_num_threads())
+            result.top1[row] = evaluate_top1(module, self.test, accelerator=comp.accelerator, batch_size=256, desc=row)
+        return {**result.to_dict(), "seconds": time.perf_counter() - start}
+
+    def int8_anchor(self, kind: str, n: int, seed: int, target: float) -> dict:
+        """The teacher's int8 row, from the comparison of the practise+int8 run of this setting (the teacher's fp32
+        and int8 models timed in the same rounds as practise's): nothing is quantized or timed again."""
+        source = h.read_json(self.run_path("practise+int8", kind, n, seed, target))
+        int8 = source["int8"]
+        rec = {"teacher": self.name, "method": "int8", "tiny_set": kind, "num_samples": n, "seed": seed}
+        rec.update(latency_target=target, top1=int8["top1"]["teacher int8"], top1_before_finetune=None)
+        rec.update(teacher_top1=source["teacher_top1"], **int8_timing(int8, "teacher int8"))
+        rec.update(macs_reduction=0.0, params=count_params(self.teacher), dropped_blocks=[], filter_ratio=None)
+        rec.update(finetune_iterations=0, eval_images=source["eval_images"], int8=int8, wall_seconds=int8["seconds"])
+        return {**rec, "command": source["command"], "machine": source["machine"]}
 
     def practise_blocks(self, kind: str, n: int, seed: int, target: float) -> list[str] | None:
         """The blocks the practise run of this setting dropped: the same-blocks methods finetune exactly those
@@ -297,6 +375,9 @@ class Bench:
         for path, rec in recs.items():
             if rec.get("latency_remeasured"):
                 continue
+            if rec.get("backend"):  # an int8 row, timed beside its fp32 model in its runtime: rerun it to re-time
+                logger.info("%s: timed in %s with its int8 model; rerun it to re-time it", path.name, rec["backend"])
+                continue
             if rec["method"] == "filter" and rec.get("filter_ratio") is None:
                 logger.warning("%s has no filter_ratio; rerun it to remeasure", path.name)
                 continue
@@ -365,13 +446,14 @@ class Bench:
                 (
                     [m, len(rs), mean_std([r["top1"] for r in rs])]
                     + [mean_std([r["top1"] - r["teacher_top1"] for r in rs])]
-                    + [mean_std([r[k] for r in rs]) for k in ("latency_reduction", "macs_reduction")]
+                    + [mean_std([r["latency_reduction"] for r in rs]) + (f" ({runtime(rs)})" if runtime(rs) else "")]
+                    + [mean_std([r["macs_reduction"] for r in rs])]
                     + [f"{statistics.mean(r['wall_seconds'] for r in rs):.0f}"]
                     for m, rs in found
                 ),
             )
             lines.append("")
-        lines += self.default_finetune(groups) + self.claims(groups) + self.wall_time()
+        lines += self.int8_section(groups) + self.default_finetune(groups) + self.claims(groups) + self.wall_time()
         discussion = h.HERE / "discussion" / f"{self.name}.md"
         if discussion.exists():
             lines += [discussion.read_text().rstrip(), ""]
@@ -390,21 +472,88 @@ class Bench:
             if not rs:
                 return ""
             top1 = [100 * r["top1"] for r in rs]
-            lat = statistics.mean(100 * r["latency_reduction"] for r in rs)
+            change = f"{-statistics.mean(100 * r['latency_reduction'] for r in rs):+.1f}%"
+            if runtime(rs):  # an int8 row: its speed-up over the fp32 teacher in the int8 runtime
+                change = f"{statistics.mean(r['speedup'] for r in rs):.2f}x {runtime(rs)}"
             spread = f" ± {statistics.stdev(top1):.2f}" if len(top1) > 1 else ""
             fewer = sorted(r["seed"] for r in rs) if len(rs) < len(seeds[setting]) else None
             only = f" [seed {', '.join(map(str, fewer))} only]" if fewer else ""
-            return f"{statistics.mean(top1):.2f}{spread} ({-lat:+.1f}%){only}"
+            return f"{statistics.mean(top1):.2f}{spread} ({change}){only}"
 
         ran = [m for m in ALL_METHODS if any(k[3] == m for k in groups)]  # a method with no run yet has no row
         rows = [[m, *(cell(groups.get((*s, m), []), s) for s in settings)] for m in ran]
+        int8 = [m for m in INT8_METHODS if m in ran]
         return h.table(" | ".join(["method", *(f">{c}" for c in head)]), rows) + [
             "",
             "Cells: top-1 % on the teacher's test split (mean ± std over seeds) and, in brackets, the measured "
-            "latency change against the teacher (CPU, batch 64). Seeds per column: "
+            "latency change against the teacher (CPU, batch 64)"
+            + (
+                f"; rows {' and '.join(int8)}: post-training int8 calibrated on the tiny set, and in brackets the "
+                f"speed-up against the fp32 teacher in {INT8_BACKEND}, timed in the same rounds as practise's fp32 "
+                "model"
+                if int8
+                else ""
+            )
+            + ". Seeds per column: "
             + "; ".join(f"{col}: {', '.join(map(str, seeds[s]))}" for col, s in zip(head, settings))
             + ".",
         ]
+
+    def int8_section(self, groups: dict[tuple, list[dict]]) -> list[str]:
+        """Depth and int8 together: for each practise+int8 run, the four models its one comparison timed in the same
+        rounds of the int8 runtime (teacher and practise's model, fp32 and int8), with their top-1."""
+        runs = sorted(
+            (r for k, rs in groups.items() if k[3] == "practise+int8" for r in rs),
+            key=lambda r: (r["tiny_set"] != "fmnist", -r["num_samples"], r["latency_target"], r["seed"]),
+        )
+        out = [
+            "## Depth and int8 together",
+            "",
+            "Post-training static int8 (`hf_practise.quantize`), calibrated on the tiny set, of the teacher alone "
+            "(`int8`) and of practise's model (`practise+int8`: practise's blocks and finetune, then int8). The four "
+            "models are timed in the same alternating rounds of the int8 runtime (`compound.compare_int8`); the "
+            "speed-up is the median over rounds of the fp32 teacher's time over the model's.",
+        ]
+        for r in runs:
+            c, setting = r["int8"], (r["tiny_set"], r["num_samples"], r["latency_target"])
+            agree = {row: 100 * c[row.split()[0]]["agreement"] for row in INT8_ROWS if row.endswith("int8")}
+            rows = [
+                [INT8_NAMES[row], f"{c['latency'][row]['median_ms']:.2f}", f"{c['speedup'][row]:.2f}x"]
+                + [f"{100 * c['top1'][row]:.2f}", f"{agree[row]:.1f}" if row in agree else None]
+                for row in INT8_ROWS
+            ]
+            setup = c["latency"][INT8_ROWS[0]]
+            practise = [p for p in groups.get((*setting, "practise"), []) if p["seed"] == r["seed"]]
+            same = practise and practise[0]["dropped_blocks"] == r["dropped_blocks"]
+            teacher, model = c["teacher"], c["compressed"]
+            out += [
+                "",
+                f"### {r['tiny_set']}, {r['num_samples']} images, target {100 * r['latency_target']:.0f}%, "
+                f"seed {r['seed']}",
+                "",
+                *h.table(
+                    "model | >latency (ms) | >speed-up vs fp32 teacher | >top-1 (%) | "
+                    ">top-1 agreement with its fp32 model (%)",
+                    rows,
+                ),
+                "",
+                f"- Dropped: {', '.join(r['dropped_blocks'])}"
+                + (
+                    f" (the practise run's blocks; that run, finetuned alike in torch on {practise[0]['machine']['cpu']}: "
+                    f"top-1 {100 * practise[0]['top1']:.2f}%)"
+                    if same
+                    else ""
+                )
+                + f". What depth adds once both are int8: {c['depth_speedup_int8']:.2f}x.",
+                f"- Calibration ({', '.join(f'{k} {v}' for k, v in model['versions'].items())}): teacher "
+                f"{teacher['calibration']}, practise {model['calibration']}, on {model['calibration_images']} images; "
+                f"agreement on {model['check_images']} {model['checked_on']} tiny-set images. Ops left in float: "
+                f"teacher {', '.join(teacher['float_ops']) or 'none'}, practise {', '.join(model['float_ops']) or 'none'}.",
+                f"- Timed: {setup['backend']} {setup.get('backend_version', '')} on {setup['device_name']}, batch "
+                f"{setup['batch_size']}, {setup['threads']} threads, {setup['repeats']} rounds; quantizing, timing and "
+                f"evaluating the four took {c['seconds']:.0f} s.",
+            ]
+        return out + [""] if runs else []
 
     def update_readme(self, groups: dict[tuple, list[dict]], settings: list[tuple]) -> None:
         """Rewrite the README's tables between their markers: for the repo's own results folder the headline and
@@ -593,7 +742,8 @@ class Bench:
         n = max(x["num_samples"] for x in recs)
         sel = [r for r in recs if r["tiny_set"] == "fmnist" and r["num_samples"] == n]
         markers = dict(zip(ALL_METHODS, itertools.cycle("o^v<>sDx+P*h")))
-        for method in (m for m in ALL_METHODS if m not in RANDOM[1:]):  # the random draws share one marker
+        # the random draws share one marker; the int8 rows are timed in another runtime than this axis
+        for method in (m for m in ALL_METHODS if m not in RANDOM[1:] and m not in INT8_METHODS):
             rs = [r for r in sel if r["method"] == method or (method == "random-0" and r["method"] in RANDOM)]
             if rs:
                 x, y = [100 * r["latency_reduction"] for r in rs], [100 * r["top1"] for r in rs]

@@ -147,3 +147,59 @@ def test_the_tau_summary_names_each_teachers_family_default_and_keeps_gpu_studie
     assert f"- timm-swin: **100** (100); {takes}" in text
     assert f"- timm-swin (Some GPU): **100** (100); {takes}" in text
     assert "scan on Some GPU" in text
+
+
+def test_the_int8_rows_come_from_one_comparison_and_render_in_every_table(compare, tmp_path):
+    """`practise+int8` quantizes the teacher and practise's model and times the four in the same rounds; `int8` (the
+    teacher's int8 row) is read from that comparison, and both rows render through the run tables and the headline."""
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import TensorDataset
+
+    from hf_practise.compound import ROWS
+
+    from .conftest import tiny_resnet
+
+    g = torch.Generator().manual_seed(0)
+    test = TensorDataset(torch.randn(16, 3, 32, 32, generator=g), torch.arange(16) % 5)
+    args = SimpleNamespace(teacher=str(tmp_path / "t"), results=str(tmp_path / "results"), cache=str(tmp_path))
+    args.__dict__.update(command="python benchmarks/compare.py", latency_repeats=2, int8_calibration="minmax")
+    bench = compare.Bench(args)
+    bench.__dict__.update(compressor=SimpleNamespace(model=tiny_resnet("resnet18")), test=test)
+    bench.teacher_top1 = lambda: 0.5
+    comp = SimpleNamespace(config=SimpleNamespace(seed=0), accelerator=Accelerator(cpu=True))
+    tiny = SimpleNamespace(images=torch.randn(24, 3, 32, 32, generator=g))
+    int8 = bench.int8_comparison(tiny_resnet("resnet18", seed=1), 0.25, tiny, comp)
+    assert set(int8["latency"]) == set(int8["top1"]) == set(ROWS) and int8["backend"] == "onnxruntime"
+    assert int8["top1"]["teacher fp32"] == 0.5 and int8["top1"]["compressed fp32"] == 0.25
+    assert all(0 <= int8["top1"][row] <= 1 for row in ROWS) and int8["latency"]["teacher int8"]["repeats"] == 2
+
+    machine = {"cpu": "Some CPU", "threads": 2, "gpu": None}
+    base = {"teacher": "t", "tiny_set": "fmnist", "num_samples": 24, "seed": 0, "latency_target": 0.5}
+    base.update(teacher_top1=0.5, eval_images=16, macs_reduction=0.3, dropped_blocks=["layer1.1"], wall_seconds=9.0)
+    base.update(command="python benchmarks/compare.py", machine=machine, top1_before_finetune=None)
+    practise = {**base, "method": "practise", "top1": 0.3, "latency_reduction": 0.4, "top1_no_recovery": 0.1}
+    compound = {**base, "method": "practise+int8", "top1": int8["top1"]["compressed int8"], "top1_fp32": 0.25}
+    compound.update(**compare.int8_timing(int8, "compressed int8"), int8=int8)
+    for rec in (practise, compound):
+        compare.h.write_json(bench.run_path(rec["method"], "fmnist", 24, 0, 0.5), rec)
+    anchor = bench.int8_anchor("fmnist", 24, 0, 0.5)
+    compare.h.write_json(bench.run_path("int8", "fmnist", 24, 0, 0.5), anchor)
+    # the anchor is the teacher's int8 model of the same comparison: no second timing, the same fp32 reference
+    assert anchor["top1"] == int8["top1"]["teacher int8"] and anchor["speedup"] == int8["speedup"]["teacher int8"]
+    assert anchor["latency_reduction"] == pytest.approx(1 - 1 / anchor["speedup"])
+    assert anchor["latency_ms"]["teacher"] == compound["latency_ms"]["teacher"]
+    assert anchor["wall_seconds"] == int8["seconds"] and anchor["machine"] == machine and anchor["dropped_blocks"] == []
+
+    bench.report()
+    page = (bench.out / "results.md").read_text()
+    speedup = {row: f"{int8['speedup'][row]:.2f}x" for row in ROWS}
+    assert f"| int8 | 1 | {100 * anchor['top1']:.2f} |" in page and "(onnxruntime) | 0.00 |" in page
+    assert "## Depth and int8 together" in page
+    for row in ROWS:
+        assert f"{int8['latency'][row]['median_ms']:.2f} | {speedup[row]} | {100 * int8['top1'][row]:.2f} |" in page
+    assert "Ops left in float: teacher " in page and "(the practise run's blocks;" in page
+    _, groups, settings = bench.grouped_runs()
+    headline = "\n".join(bench.headline(groups, settings))
+    assert f"| practise+int8 | {100 * compound['top1']:.2f} ({speedup['compressed int8']} onnxruntime) |" in headline
+    assert "rows int8 and practise+int8: post-training int8" in headline

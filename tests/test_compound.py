@@ -98,3 +98,18 @@ def test_with_int8_the_blocks_are_chosen_by_their_int8_cost(monkeypatch):
     assert [r.block for r in result.dropped] == ["layer4.1"]
     assert calls and all(n == 24 for n in calls)  # calibrated on the tiny set (its first INT8_TIMING_IMAGES)
     assert [r.latency_saving for r in result.scan] == [0.01, 0.01, 0.01, 0.3]
+
+
+def test_an_int8_model_evaluates_without_an_accelerator():
+    # Int8Module has no parameters (the runtime holds the weights): the eval loop runs it on the CPU
+    from hf_practise import evaluate_metrics
+    from hf_practise.compound import Int8Module
+    from hf_practise.quantize import quantize_int8
+
+    model = tiny_resnet("resnet18").eval()
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    int8 = quantize_int8(model, images, backend="onnxruntime", calibration="minmax", holdout=0)
+    labels = model(images).argmax(-1)
+    data = torch.utils.data.TensorDataset(images, labels)
+    accuracy = evaluate_metrics(Int8Module(int8), data, metrics=["accuracy"])["accuracy"]
+    assert accuracy == pytest.approx(float((int8.logits(images).argmax(-1) == labels).float().mean()))

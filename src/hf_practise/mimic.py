@@ -516,7 +516,7 @@ def evaluate_metrics(
         device = accelerator.device
         main = accelerator.is_local_main_process
     else:
-        device = next(model.parameters()).device
+        device = next(iter(model.parameters()), torch.empty(0)).device  # a runtime-backed module has none: cpu
         main = True
     was_training = model.training
     model.eval()
