@@ -204,6 +204,13 @@ class CutForward:
             state["batch"], state["idx"] = images.shape[0], idx
             return self.family.forward_features(student, images.to(device))
 
+        def restore() -> None:
+            if handle is not None:
+                handle.remove()
+            for parent, attr, module in reversed(originals):
+                setattr(parent, attr, module)
+            originals.clear()
+
         try:
             with torch.no_grad():
                 probe = slice(0, min(CHECK_IMAGES, len(self.images)))
@@ -214,22 +221,24 @@ class CutForward:
                 originals.append((parent, attr, getattr(parent, attr)))
                 setattr(parent, attr, _Zeros(shape, dtype, state))
             handle = student.get_submodule(self.cut).register_forward_pre_hook(feed)
-            with torch.no_grad():
-                got = cut_features(probe)
-            scale = reference.abs().max().item()
-            gap = (got - reference).abs().max().item() if got.shape == reference.shape else float("inf")
-            if gap <= CHECK_TOLERANCE * max(scale, 1e-12):
+            try:
+                with torch.no_grad():
+                    got = cut_features(probe)
+                gap = (got - reference).abs().max().item() if got.shape == reference.shape else float("inf")
+            except RuntimeError:  # the model computes something the cut skips (e.g. a CSP stage's other half)
+                gap = float("inf")
+            if gap <= CHECK_TOLERANCE * max(reference.abs().max().item(), 1e-12):
                 yield cut_features
             else:
+                # the full forward runs on the student as it was: the stand-ins and the hook go first
+                restore()
+                handle = None
                 logger.debug(
                     "forward cut at %s does not reproduce the full forward (gap %.3g); running in full", self.cut, gap
                 )
                 yield None
         finally:
-            if handle is not None:
-                handle.remove()
-            for parent, attr, module in reversed(originals):
-                setattr(parent, attr, module)
+            restore()
 
 
 class CutCache:

@@ -286,6 +286,14 @@ def _back_off(
             return Selection(subset, checks)
     m, items = min(((m, items) for items, m in measured if m >= target), key=lambda t: t[0])
     kept = [r for i, r in enumerate(ranked) if i in items]
+    reason, note = _kept_reason(m, target, upper, margin, too_costly)
+    logger.warning("select: %s", note)
+    checks.append(SelectionCheck("kept", len(kept), None, m, [r.block for r in kept], reason=reason, note=note))
+    return Selection(kept, checks)
+
+
+def _kept_reason(m: float, target: float, upper: float, margin: float, too_costly: bool) -> tuple[str, str]:
+    """Why the back-off kept a set measured at `m`: a `SelectionCheck.REASONS` code and the card's sentence."""
     if m <= upper:
         reason, note = (
             "near_edge",
@@ -312,6 +320,4 @@ def _back_off(
                 f"too coarse for this target here, or the timings too noisy; kept the closest set above it ({100 * m:.1f}%)"
             ),
         )
-    logger.warning("select: %s", note)
-    checks.append(SelectionCheck("kept", len(kept), None, m, [r.block for r in kept], reason=reason, note=note))
-    return Selection(kept, checks)
+    return reason, note
