@@ -67,6 +67,7 @@ def launch_two(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
     )
 
 
+@pytest.mark.slow  # 40 s: the CLI end to end twice; the loss-curve tests below check the same path in the default suite
 @pytest.mark.skipif(accelerate_bin() is None, reason="needs the accelerate CLI")
 def test_two_processes_match_one(teacher_dir, tmp_path):
     import datasets
