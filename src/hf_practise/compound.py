@@ -18,7 +18,16 @@ import torch
 from torch import nn
 
 from .config import LatencyConfig
-from .latency import LatencyComparison, LatencyStats, _eval_format, _example, _stats, _threads, time_alternating
+from .latency import (
+    LatencyComparison,
+    LatencyStats,
+    _eval_format,
+    _example,
+    _stats,
+    _threads,
+    paired_comparison,
+    time_alternating,
+)
 from .quantize import Int8Model, quantize_int8
 from .runtimes import make_runner
 
@@ -152,17 +161,9 @@ def int8_latency_comparison(
         x = _example(base_model, config, tuple(images.shape[1:])).cpu()
         runners = {"base": base.runner(x, threads), "candidate": quantized.runner(x, threads)}
         times = time_alternating(runners, config=config)
-    ratios = [b / a for a, b in zip(times["base"], times["candidate"])]
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     size = tuple(images.shape[1:])
     stats = {
         name: replace(_stats(times[name], m, config, size, threads, runners[name]), dtype="int8", device="cpu")
         for name, m in (("base", base_model), ("candidate", model))
     }
-    return LatencyComparison(
-        base=stats["base"],
-        candidate=stats["candidate"],
-        reduction=1.0 - statistics.median(ratios),
-        reduction_p25=1.0 - q[2],
-        reduction_p75=1.0 - q[0],
-    )
+    return paired_comparison(times["base"], times["candidate"], stats["base"], stats["candidate"])

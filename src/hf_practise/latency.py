@@ -35,6 +35,7 @@ __all__ = [
     "LatencyComparison",
     "measure_latency",
     "compare_latency",
+    "paired_comparison",
     "LatencyTable",
     "block_latency_table",
     "record_block_calls",
@@ -246,11 +247,24 @@ def compare_latency(
             ta, tb = (t1, t2) if i % 2 == 0 else (t2, t1)
             a.append(ta)
             b.append(tb)
+    return paired_comparison(
+        a,
+        b,
+        _stats(a, base, config, input_size, threads, run_a),
+        _stats(b, candidate, config, input_size, threads, run_b),
+    )
+
+
+def paired_comparison(
+    a: Sequence[float], b: Sequence[float], base: LatencyStats, candidate: LatencyStats
+) -> LatencyComparison:
+    """Base times `a` against candidate times `b` measured in the same rounds: the reduction is 1 - the median of
+    the per-round ratios (and its quartiles)."""
     ratios = [tb / ta for ta, tb in zip(a, b)]
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return LatencyComparison(
-        base=_stats(a, base, config, input_size, threads, run_a),
-        candidate=_stats(b, candidate, config, input_size, threads, run_b),
+        base=base,
+        candidate=candidate,
         reduction=1.0 - statistics.median(ratios),
         reduction_p25=1.0 - q[2],
         reduction_p75=1.0 - q[0],
@@ -332,6 +346,16 @@ SHARE_ATTEMPTS = 3
 
 
 @torch.no_grad()
+def _pooled_shares(twins: dict, ratios: dict[str, list[float]]) -> dict[str, float]:
+    """Each block's share, the median of its rounds; blocks of the same structure called on the same shapes do the
+    same work, so pooling their rounds halves the noise a busy core puts into any one of them."""
+    shares = {}
+    for group in twins.values():
+        pooled = statistics.median([v for path in group for v in ratios[path]])
+        shares.update({path: pooled for path in group})
+    return shares
+
+
 def block_latency_table(
     model: nn.Module,
     family: BackboneFamily,
@@ -367,11 +391,8 @@ def block_latency_table(
         block_runs = {path: _runner(m, *calls[path], config, threads) for path, m in modules.items()}
         without_run = _runner(without[0], (x,), {}, config, threads) if without is not None else None
         for _ in range(config.warmup):
-            whole_run()
-            for run in block_runs.values():
+            for run in [whole_run, *block_runs.values(), *([without_run] if without_run is not None else [])]:
                 run()
-            if without_run is not None:
-                without_run()
         for attempt in range(1, SHARE_ATTEMPTS + 1):
             whole: list[float] = []
             ratios: dict[str, list[float]] = {path: [] for path in modules}
@@ -383,12 +404,7 @@ def block_latency_table(
                     ratios[path].append(_timer(run, device) / t_whole)
                 if without_run is not None:
                     without_ratios.append(_timer(without_run, device) / t_whole)
-            # blocks of the same structure called on the same shapes do the same work: pooling their rounds
-            # halves the noise a busy core puts into any one of them
-            shares = {}
-            for group in twins.values():
-                pooled = statistics.median([v for path in group for v in ratios[path]])
-                shares.update({path: pooled for path in group})
+            shares = _pooled_shares(twins, ratios)
             if without is None:
                 check = None
                 break

@@ -422,7 +422,9 @@ def _runner(backend: str, files: dict[str, bytes], inputs: torch.Tensor, threads
 
 def _logits(backend: str, files: dict[str, bytes], images: torch.Tensor, threads: int) -> torch.Tensor:
     """Logits of `images` in batches, each run by the same kind of runner that latency times."""
-    outputs = [np.array(_runner(backend, files, x, threads)()[0]) for x in images.split(BATCH)]
+    batches = images.split(BATCH)
+    runner = _runner(backend, files, batches[0], threads)  # one session (one compile) for every batch
+    outputs = [np.array(runner.on(_numpy([x.float()]))[0]) for x in batches]
     return torch.from_numpy(np.concatenate(outputs)).float()
 
 

@@ -65,12 +65,18 @@ class RuntimeInfo:
 class Runner:
     """One forward pass of a bound module on its fixed input, in a backend; calling it runs the pass."""
 
-    def __init__(self, run: Callable[[], object], info: RuntimeInfo):
-        self._run = run
+    def __init__(self, run: Callable[[], object], info: RuntimeInfo, run_on: Callable[[list], object] | None = None):
+        self._run, self._run_on = run, run_on
         self.info = info
 
     def __call__(self) -> object:
         return self._run()
+
+    def on(self, inputs: list) -> object:
+        """The same loaded model on other inputs (numpy arrays, in input order): no second session or compile."""
+        if self._run_on is None:
+            raise NotImplementedError(f"A {self.info.backend} runner runs only the input it was bound to.")
+        return self._run_on(inputs)
 
 
 class _Bound(nn.Module):
@@ -184,9 +190,11 @@ def _onnxruntime_runner(onnx: bytes, inputs: list, threads: int, device: torch.d
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     session = ort.InferenceSession(onnx, options, providers=providers)
-    feed = {i.name: x for i, x in zip(session.get_inputs(), inputs)}
+    names = [i.name for i in session.get_inputs()]
+    feed = dict(zip(names, inputs))
     provider = session.get_providers()[0]
-    return Runner(lambda: session.run(None, feed), RuntimeInfo("onnxruntime", ort.__version__, provider))
+    info = RuntimeInfo("onnxruntime", ort.__version__, provider)
+    return Runner(lambda: session.run(None, feed), info, lambda xs: session.run(None, dict(zip(names, xs))))
 
 
 def _openvino_runner(onnx: bytes, inputs: list, threads: int) -> Runner:
@@ -202,7 +210,8 @@ def _openvino_runner(onnx: bytes, inputs: list, threads: int) -> Runner:
     request = compiled.create_infer_request()
     feed = dict(enumerate(inputs))
     name = core.get_property("CPU", "FULL_DEVICE_NAME")
-    return Runner(lambda: request.infer(feed), RuntimeInfo("openvino", ov.__version__, f"CPU ({name})"))
+    info = RuntimeInfo("openvino", ov.__version__, f"CPU ({name})")
+    return Runner(lambda: request.infer(feed), info, lambda xs: request.infer(dict(enumerate(xs))))
 
 
 def make_runner(
