@@ -204,12 +204,37 @@ def run_transformers() -> list[dict]:
     return rows
 
 
+def timm_counts(rows: list[dict]) -> dict[str, int]:
+    """Checkpoints and architecture names of the passed classes, of all classes, and of the passed classes whose
+    tried architectures all reloaded with plain timm (the others need `hf_practise.load_compressed`)."""
+    passed = [r for r in rows if r["status"] == "passed"]
+    native = [r for r in passed if all(t.get("reload") == "native" for t in r["tried"] if t.get("passed"))]
+    return {
+        "names": sum(r["architectures"] for r in rows),
+        "passed_names": sum(r["architectures"] for r in passed),
+        "native_checkpoints": sum(r["checkpoints"] for r in native),
+    }
+
+
 def headline(record: dict) -> str:
     t, hf = record["timm"], record["transformers"]
+    n = timm_counts(t["rows"])
     return (
         f"{t['passed_checkpoints']:,} of {t['total_checkpoints']:,} timm pretrained checkpoints "
-        f"({100 * t['passed_checkpoints'] / t['total_checkpoints']:.0f}%) and {hf['passed']} of {hf['total']} "
+        f"({100 * t['passed_checkpoints'] / t['total_checkpoints']:.0f}%; {n['passed_names']:,} of {n['names']:,} "
+        f"architecture names, {100 * n['passed_names'] / n['names']:.0f}%) and {hf['passed']} of {hf['total']} "
         "transformers image-classification types compress and reload"
+    )
+
+
+def native_text(record: dict) -> str:
+    """How the passed timm checkpoints reload: plain timm, or `hf_practise.load_compressed`."""
+    t = record["timm"]
+    native, passed = timm_counts(t["rows"])["native_checkpoints"], t["passed_checkpoints"]
+    return (
+        f"Of the {passed:,} passed timm checkpoints, {native:,} ({100 * native / passed:.0f}%) reload with plain "
+        f"timm and {passed - native:,} with `hf_practise.load_compressed` (their library cannot rebuild the "
+        "shallower model from its config; each family's file says why)."
     )
 
 
@@ -221,6 +246,8 @@ def render(record: dict) -> list[str]:
         "",
         f"timm {record['versions']['timm']}, transformers {record['versions']['transformers']}. Families: "
         f"{', '.join(record['families'])}.",
+        "",
+        native_text(record),
         "",
         f"A try passes when the reload's logits are within {GAP_TOLERANCE:g} of the compressed model's (the *gap* "
         "below; 0 is bit-identical). transformers keeps loaded weights as unaligned views of the safetensors file, "

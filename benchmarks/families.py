@@ -75,13 +75,15 @@ def compress(name: str, teacher, meta: dict, requested: float, args, tiny, test)
         finetune = {k: getattr(args, k) for k in ("iterations", "objective", "lr", "augmentation")}
         config = CompressionConfig(
             latency_reduction=target,
+            units=args.units,
             seed=SEED,
             work_dir=str(work),
             finetune=FinetuneConfig(checkpoint_every=0, **finetune),
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=h.INPUT),
         )
         # what every record of this family and target says, run or not
-        common = {"family": get_family(teacher).name, "model": meta["model"], "teacher_top1": meta["top1"]}
+        family = get_family(teacher).name + (" (attention/MLP units)" if args.units == "branches" else "")
+        common = {"family": family, "model": meta["model"], "teacher_top1": meta["top1"]}
         keep = ("train_steps", "train_seconds", "recipe", "committed")
         common.update({f"teacher_{k}": meta[k] for k in keep if k in meta})
         common.update(latency_target=target, **({"requested_target": requested} if target != requested else {}))
@@ -125,6 +127,9 @@ def run_family(name: str, args, tiny, test) -> list[dict]:
         rec = {**common, "latency_reduction": lat.reduction, "teacher_ms": lat.base.median_ms}
         rec.update(compressed_ms=lat.candidate.median_ms, macs_before=result.macs_before, macs_after=result.macs_after)
         rec.update(blocks=f"{sum(result.depths_after)} of {sum(result.depths_before)}")
+        if args.units == "branches":
+            branches = 2 * sum(result.depths_before)
+            rec["blocks"] = f"{branches - len(result.dropped)} of {branches} branches, {rec['blocks']} blocks"
         rec.update(dropped=[r.block for r in result.dropped], removed_top1=removed_top1, top1=result.top1_after)
         rec.update(native_reload_max_abs_logit_gap=gap, onnx_max_abs_logit_gap=onnx_gap, onnx_export_check=onnx)
         rec.update(reloaded_with=reload_with)
@@ -321,6 +326,8 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
     augmentations = ("auto", "none", "flip", "crop", "mixup")
     p.add_argument("--augmentation", default=FinetuneConfig.augmentation, choices=augmentations)
+    units = "what a candidate is (CompressionConfig.units): a rerun with branches adds rows of its own"
+    p.add_argument("--units", default="blocks", choices=("blocks", "branches"), help=units)
     h.folders(p, cache=h.CACHE / "families")
     return h.study(p, stem="families", run=run, render=render, after=readme)
 

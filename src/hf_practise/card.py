@@ -77,7 +77,8 @@ def summary_table(result: CompressionResult) -> str:
         f"| -{100 * (1 - result.macs_after / result.macs_before):.1f}% |",
         f"| params | {result.params_before / 1e6:.2f}M | {result.params_after / 1e6:.2f}M "
         f"| -{100 * (1 - result.params_after / result.params_before):.1f}% |",
-        f"| blocks per stage | {result.depths_before} | {result.depths_after} | -{len(result.dropped)} |",
+        f"| blocks per stage | {result.depths_before} | {result.depths_after} "
+        f"| -{sum(result.depths_before) - sum(result.depths_after)} |",
         f"| top-1 | {top1(result.top1_before)} | {top1(result.top1_after)} | "
         + (
             f"{100 * (result.top1_after - result.top1_before):+.2f} pts |"
@@ -148,6 +149,23 @@ def save_plots(result: CompressionResult, directory: Path) -> dict[str, str | No
         plt.close(fig)
         out["top1_plot"] = TOP1_PNG
     return out
+
+
+def _removed_fields(result: CompressionResult) -> dict[str, Any]:
+    """What was removed, in the card's first sentence: blocks, or (units="branches") attention and MLP branches,
+    named in the base model's numbering: the blocks that went whole, and the branches that went alone."""
+    n, blocks = len(result.dropped), sum(result.depths_before)
+    fields = {"blocks_removed": blocks - sum(result.depths_after), "removed_detail": ""}
+    if result.config.units != "branches":
+        return {**fields, "removed": f"{n} of its {blocks} residual blocks removed"}
+    kinds: dict[str, set[str]] = {}
+    for row in result.dropped:
+        block, kind = row.block.rsplit(".", 1)
+        kinds.setdefault(block, set()).add(kind)
+    parts = [f"`{b}` whole" for b, k in kinds.items() if len(k) == 2]
+    parts += [f"{'attention' if k == {'attn'} else 'MLP'} of `{b}`" for b, k in kinds.items() if len(k) == 1]
+    removed = f"{n} of its {2 * blocks} attention and MLP branches removed"
+    return {**fields, "removed": removed, "removed_detail": f" ({', '.join(parts)})"}
 
 
 def _card_data(result: CompressionResult, repo_id: str | None, name: str):
@@ -302,8 +320,7 @@ def render_model_card(
         model_name=name,
         base_link=base_link,
         library_name=result.family.library_name,
-        num_dropped=len(result.dropped),
-        num_blocks_before=sum(result.depths_before),
+        **_removed_fields(result),
         **_tiny_fields(result),
         depths_before=result.depths_before,
         depths_after=result.depths_after,

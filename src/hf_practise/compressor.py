@@ -130,8 +130,8 @@ class PractiseCompressor:
     ) -> None:
         from accelerate import Accelerator
 
-        self.family = family or get_family(model)
         config = config or CompressionConfig()
+        self.family = (family or get_family(model)).with_units(config.units, model)
         if config.latency_table is None:
             require_backend(config.latency.backend)  # before any work: a missing runtime names its extra
         if config.quantize == "int8":

@@ -326,6 +326,13 @@ class CompressionConfig:
     latency_tolerance: float = option(
         0.06, "a measured cut more than this above the target is an overshoot: selection comes back"
     )
+    units: Literal["blocks", "branches"] = option(
+        "blocks",
+        (
+            "what a candidate is: whole residual blocks, or (timm ViT / DeiT) each block's attention and MLP apart; "
+            "a model that keeps a block without one of them reloads with hf_practise.load_compressed"
+        ),
+    )
     seed: int = option(0, "seeds sampling, shuffling and adaptor training")
     scan: ScanConfig = field(default_factory=ScanConfig, metadata={"no_flag": "a section: its fields have flags"})
     finetune: FinetuneConfig = field(
@@ -379,6 +386,7 @@ class CompressionConfig:
     )
 
     def __post_init__(self) -> None:
+        _choice("units", self.units, ("blocks", "branches"))
         if self.blocks is not None:
             _check(
                 isinstance(self.blocks, (list, tuple))

@@ -9,6 +9,7 @@ result so that the family's own library reloads it.
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,10 @@ def unit_refs(model: nn.Module, stages: Sequence[Sequence[BlockGroup]]) -> list[
 
 
 def entry_module(block: nn.Module) -> nn.Module:
-    """The module whose input is a block's input (the first block of a group)."""
-    return block.blocks[0] if isinstance(block, BlockGroup) else block
+    """The module whose input is a block's input (the first block of a group, a branch unit's pre-norm)."""
+    if isinstance(block, BlockGroup):
+        return block.blocks[0]
+    return block.entry if isinstance(getattr(type(block), "entry", None), property) else block
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,9 @@ class BackboneFamily(abc.ABC):
     #: tiny random models that the shared invariant suite tests this family on: variant -> builder(seed)
     #: (see `hf_practise.backbones.tiny`); a registered family without any fails that suite
     tiny_models: ClassVar[dict[str, Any]] = {}
+    #: what a candidate is: "blocks" (residual blocks, or a family's groups of them), or "branches" (a transformer
+    #: block's attention and MLP apart, where the family offers them: `offers_branches`); see `with_units`
+    units: str = "blocks"
 
     @classmethod
     @abc.abstractmethod
@@ -175,6 +181,27 @@ class BackboneFamily(abc.ABC):
         """The adapter for `model` (which `matches`): a plain instance, unless the family depends on the model
         (e.g. a wrapper family that delegates to the family of the wrapped model)."""
         return cls()
+
+    def offers_branches(self, model: nn.Module) -> bool:
+        """Whether this family can offer `model`'s attention and MLP branches as candidates of their own."""
+        return False
+
+    def with_units(self, units: str, model: nn.Module) -> BackboneFamily:
+        """This adapter with candidates of kind `units` ("blocks" or "branches") for `model`, or a clear error where
+        the family has no such unit."""
+        if units == self.units:
+            return self
+        if units not in ("blocks", "branches"):
+            raise ValueError(f"`units` must be 'blocks' or 'branches'; got {units!r}.")
+        if units == "branches" and not self.offers_branches(model):
+            raise ValueError(
+                f"The {self.name} family does not offer attention and MLP branches as candidates for this model "
+                "(they are offered for timm ViT/DeiT models built of timm's standard `Block`). Use units='blocks' "
+                "(CLI: --units blocks)."
+            )
+        family = copy.copy(self)
+        family.units = units
+        return family
 
     # ---- structure -------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -26,12 +26,14 @@ FORMAT_KEY = "hf_practise"
 FORMAT_VERSION = 1
 
 
-def format_entry(model: nn.Module, family_name: str) -> dict[str, Any]:
-    """The `hf_practise` entry of `config.json`: which blocks to remove from the original architecture."""
+def format_entry(model: nn.Module, family_name: str, units: str = "blocks") -> dict[str, Any]:
+    """The `hf_practise` entry of `config.json`: which blocks to remove from the original architecture (and, for
+    units other than blocks, what the indices count: `BackboneFamily.with_units`)."""
     rounds = getattr(model, REMOVED_ATTR, [])
     return {
         "format_version": FORMAT_VERSION,
         "family": family_name,
+        **({"units": units} if units != "blocks" else {}),
         "removed_blocks": rounds,  # one list of [stage, index, path] per drop, in the indices of that moment
         "load_with": "hf_practise.load_compressed(path_or_repo_id)",
     }
@@ -45,7 +47,7 @@ def rebuild(model: nn.Module, entry: dict[str, Any], what: str) -> nn.Module:
             f"{what} was saved in hf_practise format {version}; this hf_practise reads format {FORMAT_VERSION}. "
             "Upgrade hf_practise (`pip install -U hf-practise`)."
         )
-    family = get_family(model)
+    family = get_family(model).with_units(entry.get("units", "blocks"), model)
     for round_ in entry.get("removed_blocks", []):
         family.drop_blocks(model, [BlockRef(stage=s, index=i, path=p) for s, i, p in round_])
     return model

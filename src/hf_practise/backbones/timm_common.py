@@ -139,7 +139,7 @@ class TimmFamily(BackboneFamily):
         native = self.reloads_natively(model)
         if not native:
             # the original architecture (timm records the kwargs it was built with) and the removed blocks
-            model_config[FORMAT_KEY] = format_entry(model, self.name)
+            model_config[FORMAT_KEY] = format_entry(model, self.name, self.units)
         block_args = self.block_args(model) if native else None
         save_for_hf(model, str(save_dir), model_config=model_config, model_args=block_args, safe_serialization=True)
         # the top-level `num_classes` carries the head size; a second one in `model_args` makes transformers'

@@ -174,7 +174,7 @@ class TransformersFamily(BackboneFamily):
 
         config = model.config.to_dict()
         config.pop("_name_or_path", None)  # where it was loaded from: a local path, as transformers' own save knows
-        config[FORMAT_KEY] = {**format_entry(model, self.name), "model_type": config["model_type"]}
+        config[FORMAT_KEY] = {**format_entry(model, self.name, self.units), "model_type": config["model_type"]}
         config["model_type"] = FORMAT_KEY
         (save_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_model(model, str(save_dir / "model.safetensors"), metadata={"format": "pt"})

@@ -1,0 +1,138 @@
+"""Attention and MLP as candidates of their own (`CompressionConfig(units="branches")`, issue #25): the units, what
+dropping one does to the network, where the adaptors go, the last attention kept, and the saved model's reload."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig, get_family
+from hf_practise.backbones.branches import NoBranch
+from hf_practise.loading import load_compressed
+from hf_practise.recoverability import build_pruned
+
+from .tiny_models import tiny_model
+
+
+def _branches(variant: str = "vit"):
+    model = tiny_model(f"timm-vit/{variant}").eval()  # 4 blocks for "vit", 3 for "deit"
+    return model, get_family(model).with_units("branches", model)
+
+
+def test_each_block_offers_its_attention_and_its_mlp():
+    model, family = _branches()
+    assert [r.path for r in family.candidates(model)] == [
+        f"blocks.{i}.{kind}" for i in range(4) for kind in ("attn", "mlp")
+    ]
+    assert get_family(model).units == "blocks"  # the registry's adapter is untouched
+    assert [r.path for r in get_family(model).candidates(model)] == [f"blocks.{i}" for i in range(4)]
+
+
+def test_a_family_without_branch_units_says_so():
+    model = tiny_model("timm-resnet/resnet18")
+    with pytest.raises(ValueError, match="--units blocks"):
+        get_family(model).with_units("branches", model)
+    with pytest.raises(ValueError, match="--units blocks"):
+        PractiseCompressor(model, CompressionConfig(units="branches"))
+    with pytest.raises(ValueError, match="'blocks', 'branches'"):
+        CompressionConfig(units="heads")
+
+
+@torch.no_grad()
+def test_a_dropped_branch_adds_nothing_and_both_remove_the_block():
+    model, family = _branches()
+    refs = {r.path: r for r in family.candidates(model)}
+    x = torch.randn(2, 3, 32, 32)
+    pruned = build_pruned(model, family, [refs["blocks.1.attn"], refs["blocks.2.attn"], refs["blocks.2.mlp"]])
+    assert len(pruned.blocks) == 3  # block 2 went whole
+    assert isinstance(pruned.blocks[1].attn, NoBranch) and not isinstance(pruned.blocks[1].mlp, NoBranch)
+    # the network is the teacher with block 1's attention and block 2 taken out, by hand
+    b = model.blocks
+    h = model.patch_embed(x)
+    h = model.norm_pre(model.patch_drop(model._pos_embed(h)))
+    h = b[0](h)
+    h = h + b[1].ls2(b[1].mlp(b[1].norm2(h)))
+    h = b[3](h)
+    expected = model.forward_head(model.norm(h))
+    assert torch.allclose(pruned(x), expected, atol=1e-6)
+    assert family.architecture_summary(pruned) == {"depths": [3], "blocks without attention": [1]}
+    # what is left to drop: block 1's MLP, and both branches of the other blocks
+    assert [r.path for r in family.candidates(pruned)] == [
+        "blocks.0.attn",
+        "blocks.0.mlp",
+        "blocks.1.mlp",
+        "blocks.2.attn",
+        "blocks.2.mlp",
+    ]
+
+
+def test_adaptors_sit_around_the_hole_of_one_branch():
+    model, family = _branches()
+    refs = {r.path: r for r in family.candidates(model)}
+    sites = {(s.key, s.side) for s in family.adaptor_sites(model, [refs["blocks.1.mlp"]])}
+    writers = {("patch_embed.proj", "post"), ("blocks.0.attn.proj", "post"), ("blocks.0.mlp.fc2", "post")}
+    writers.add(("blocks.1.attn.proj", "post"))  # the same block's attention writes the stream the MLP read
+    readers = {(f"blocks.{i}.{layer}", "pre") for i in (2, 3) for layer in ("attn.qkv", "mlp.fc1")}
+    assert sites == writers | readers
+
+
+def test_the_last_attention_stays():
+    model, family = _branches("deit")  # 3 blocks
+    refs = family.candidates(model)
+    attn = [r for r in refs if r.path.endswith(".attn")]
+    assert family.feasible(model, attn) == attn[:2]
+    assert len(family.feasible(model, refs)) == len(refs) - 1
+    with pytest.raises(ValueError, match="no attention"):
+        family.drop_blocks(build_pruned(model, family, [], adaptors=False), attn)
+
+
+def _compress(model, **config):
+    cfg = CompressionConfig(
+        units="branches",
+        scan=ScanConfig(iterations=3),
+        finetune=FinetuneConfig(iterations=3, checkpoint_every=0),
+        latency=LatencyConfig(repeats=3, warmup=1),
+        **config,
+    )
+    compressor = PractiseCompressor(model, cfg, source_config={"architecture": "vit_tiny_patch16_224"})
+    return compressor.compress(torch.randn(16, 3, 32, 32))
+
+
+def test_a_halved_model_saves_in_hf_practise_format_and_reloads_exactly(tmp_path):
+    model, family = _branches()
+    result = _compress(model, blocks=["blocks.1.attn", "blocks.3.mlp"])
+    assert not result.reloads_natively
+    result.save_pretrained(tmp_path / "out")
+    entry = json.loads((tmp_path / "out" / "config.json").read_text())["hf_practise"]
+    assert entry["units"] == "branches"
+    assert [[p for _, _, p in r] for r in entry["removed_blocks"]] == [["blocks.1.attn", "blocks.3.mlp"]]
+    reloaded = load_compressed(str(tmp_path / "out")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), result.model.eval()(x))
+    card = str(result.model_card())
+    assert "load_compressed" in card and "attention" in card
+
+
+def test_whole_blocks_only_reload_with_plain_timm(tmp_path):
+    import timm
+
+    model, _ = _branches()
+    result = _compress(model, blocks=["blocks.2.attn", "blocks.2.mlp"])
+    assert result.reloads_natively and len(result.model.blocks) == 3
+    result.save_pretrained(tmp_path / "out")
+    assert "hf_practise" not in json.loads((tmp_path / "out" / "config.json").read_text())
+    plain = timm.create_model(f"local-dir:{tmp_path / 'out'}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), result.model.eval()(x), atol=1e-6)
+
+
+def test_a_halved_model_exports_to_onnx():
+    pytest.importorskip("onnxruntime")
+    model, _ = _branches()
+    result = _compress(model, blocks=["blocks.0.mlp", "blocks.1.attn"])
+    record = result.export_onnx()
+    assert record.relative_diff < 1e-4 and record.images > 0
