@@ -23,12 +23,19 @@ def olah_cli() -> str | None:
     return str(exe) if exe.exists() else shutil.which("olah-cli")
 
 
-def publish(mirrors: str | Path, repo_type: str, repo_id: str, folder: str | Path) -> str:
-    """Commit the files of `folder` as the new state of `repo_id` in the mirror; return the commit sha."""
+def publish(mirrors: str | Path, repo_type: str, repo_id: str, folder: str | Path, revision: str | None = None) -> str:
+    """Commit the files of `folder` as the new state of `repo_id` (of its branch `revision`, default main) in the
+    mirror; return the commit sha."""
     repo = Path(mirrors) / f"{repo_type}s" / repo_id
     repo.mkdir(parents=True, exist_ok=True)
     if not (repo / ".git").exists():
         subprocess.run([*GIT, "init", "-q"], cwd=repo, check=True)
+    if revision not in (None, "main"):
+        try:
+            subprocess.run([*GIT, "checkout", "-q", "-B", revision], cwd=repo, check=True)
+            return publish(mirrors, repo_type, repo_id, folder)
+        finally:
+            subprocess.run([*GIT, "checkout", "-q", "main"], cwd=repo, check=True)
     for child in repo.iterdir():
         if child.name != ".git":
             shutil.rmtree(child) if child.is_dir() else child.unlink()

@@ -267,3 +267,60 @@ def test_timm_names_resolve_to_their_hub_checkpoint(hub, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["timm/resnet18.a1_in1k", sha, "5"]
+
+
+PULL_POINT = textwrap.dedent(
+    """
+    import sys, torch, timm
+    assert "hf_practise" not in sys.modules
+    hub = timm.create_model("hf-hub:" + sys.argv[1], pretrained=True).eval()
+    local = timm.create_model("local-dir:" + sys.argv[2], pretrained=True).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(hub(x), local(x))
+    print("pulled", len(hub.layer3))
+    """
+)
+
+
+def test_every_point_of_a_several_target_run_is_a_branch_plain_timm_loads(hub, tmp_path):
+    table = {"layer1.1": 0.08, "layer2.1": 0.1, "layer3.1": 0.12, "layer4.1": 0.15}
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    out = tmp_path / "out"
+    common = ["--model", "hf-hub:org/tiny-teacher", "--dataset", "org/tiny-images", "--split", "train"]
+    proc = run_cli(
+        hub,
+        tmp_path,
+        *common,
+        "--num-samples",
+        "12",
+        "--latency-table",
+        str(tmp_path / "table.json"),
+        "--latency-reduction",
+        "0.1",
+        "0.3",
+        "--output-dir",
+        str(out),
+        "--push-to-hub",
+        "--hub-model-id",
+        "org/tiny-points",
+        *FAST,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    pushed = hub.mirrors / "models" / "org" / "tiny-points"
+    assert sorted(p.name for p in pushed.iterdir() if p.is_dir() and p.name != ".git") == ["0.1", "0.3"]
+    listed = ["git", "branch", "--format=%(refname:short)"]
+    branches = subprocess.run(listed, cwd=pushed, capture_output=True, text=True, check=True).stdout
+    assert set(branches.split()) == {"main", "latency-0.1", "latency-0.3"}
+    top = (out / "README.md").read_text()
+    assert 'timm.create_model("hf-hub:org/tiny-points@latency-0.3", pretrained=True)' in top
+    assert "hf-hub:org/tiny-points@latency-0.1" in (out / "0.1" / "README.md").read_text()
+    for target in ("0.1", "0.3"):  # the branch is the point's folder, and plain timm pulls it over HTTP
+        pull = subprocess.run(
+            [sys.executable, "-c", PULL_POINT, f"org/tiny-points@latency-{target}", str(out / target)],
+            env=hub.env(tmp_path / f"hf-{target}"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert pull.returncode == 0, pull.stderr[-3000:]

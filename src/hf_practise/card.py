@@ -108,10 +108,12 @@ def model_card(
     repo_id: str | None = None,
     directory: Path | None = None,
     name: str | None = None,
+    revision: str | None = None,
 ):
-    """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given."""
+    """The model card (`huggingface_hub.ModelCard`); its plots are written into `directory` when given; `revision`:
+    the Hub branch the model is pushed to, for its load snippet."""
     plots = save_plots(result, directory) if directory is not None else {}
-    return render_model_card(result, repo_id=repo_id, name=name, plots=plots)
+    return render_model_card(result, repo_id=repo_id, name=name, plots=plots, revision=revision)
 
 
 def save_plots(result: CompressionResult, directory: Path) -> dict[str, str | None]:
@@ -284,6 +286,7 @@ def render_model_card(
     repo_id: str | None = None,
     name: str | None = None,
     plots: dict[str, Any] | None = None,
+    revision: str | None = None,
 ):
     """The `huggingface_hub.ModelCard` of a compression result, titled `name` (default: the repo's name)."""
     from huggingface_hub import ModelCard
@@ -309,7 +312,9 @@ def render_model_card(
         target = f"{100 * cfg.latency_reduction:.0f}% lower latency"
     eval_desc, top1_note = _eval_text(result)
     native = result.reloads_natively
-    load_snippet = result.family.load_snippet(repo_id or "path/to/this/folder", hub=repo_id is not None, native=native)
+    load_snippet = result.family.load_snippet(
+        repo_id or "path/to/this/folder", hub=repo_id is not None, native=native, revision=revision
+    )
     command = result.command or (
         "# Python API\n"
         f"# PractiseCompressor.from_pretrained({result.public_source()['name']!r}, CompressionConfig(...)).compress(...)"
@@ -444,6 +449,13 @@ def point_folder(result: CompressionResult) -> str:
     return f"{result.config.latency_reduction:g}"
 
 
+def point_branch(result: CompressionResult) -> str:
+    """The Hub branch one target of a several-target run is pushed to, e.g. `latency-0.3`: timm loads a branch
+    as `hf-hub:ORG/NAME@BRANCH` and transformers as `from_pretrained(..., revision=BRANCH)`, while neither loads
+    a model from a sub-folder of a repo, so each point is also the whole of a branch of its own."""
+    return f"latency-{point_folder(result)}"
+
+
 def point_row(result: CompressionResult) -> dict[str, Any]:
     """One target of a several-target run, as the top-level card and report list it."""
     return {
@@ -456,7 +468,7 @@ def point_row(result: CompressionResult) -> dict[str, Any]:
     }
 
 
-def points_card(result: CompressionResult, directory: Path) -> str:
+def points_card(result: CompressionResult, directory: Path, repo_id: str | None = None) -> str:
     """The card of a several-target run: every point's measured latency and top-1, its folder, and `pareto.png`."""
     import matplotlib
 
@@ -486,6 +498,16 @@ def points_card(result: CompressionResult, directory: Path) -> str:
             f"| {len(row['dropped'])} | [`{point_folder(p)}/`]({point_folder(p)}/) |"
         )
     lines += ["", "Each folder holds one model with its own card and `practise_report.json`, and reloads on its own."]
+    if repo_id is not None:
+        lines += [
+            "",
+            f"On the Hub each point is also the branch `{point_branch(points[0])}` (and so on) of this repo:",
+            "",
+        ]
+        for p in points:
+            native = p.reloads_natively
+            snippet = p.family.load_snippet(repo_id, hub=True, native=native, revision=point_branch(p))
+            lines += [f"- {100 * p.config.latency_reduction:.0f}%:", "", "```python", snippet, "```", ""]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     xs = [100 * p.latency.reduction for p in points]
     ys = [100 * (p.top1_after if p.top1_after is not None else float("nan")) for p in points]

@@ -188,8 +188,9 @@ def save_pretrained(
         for point in result.points:
             folder = tmp / card.point_folder(point)
             folder.mkdir()
-            _write_point(point, folder, repo_id=repo_id, name=f"{name}-{card.point_folder(point)}")
-        (tmp / "README.md").write_text(card.points_card(result, tmp))
+            branch = card.point_branch(point) if repo_id else None
+            _write_point(point, folder, repo_id=repo_id, name=f"{name}-{card.point_folder(point)}", revision=branch)
+        (tmp / "README.md").write_text(card.points_card(result, tmp, repo_id=repo_id))
         files = sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir()] + [REPORT_FILE])
         report = {"points": [{**card.point_row(p), "folder": card.point_folder(p)} for p in result.points]}
         (tmp / REPORT_FILE).write_text(json.dumps({**report, "files": files}, indent=2, default=str))
@@ -200,14 +201,16 @@ def save_pretrained(
     return path
 
 
-def _write_point(result: CompressionResult, tmp: Path, *, repo_id: str | None, name: str) -> None:
+def _write_point(
+    result: CompressionResult, tmp: Path, *, repo_id: str | None, name: str, revision: str | None = None
+) -> None:
     result.family.save_pretrained(result.model_to_save(), tmp, source_config=result.source)
     if result.onnx_bytes is not None:
         (tmp / ONNX_FILE).write_bytes(result.onnx_bytes)
     if result.int8 is not None:  # the int8 compressed model in its runtime's format, beside the fp32 one
         for file, data in result.int8.compressed.files.items():
             (tmp / file).write_bytes(data)
-    result.model_card(repo_id=repo_id, directory=tmp, name=name).save(tmp / "README.md")
+    result.model_card(repo_id=repo_id, directory=tmp, name=name, revision=revision).save(tmp / "README.md")
     # written last, listing every file: the mark that lets a later --overwrite replace this folder
     files = sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir()] + [REPORT_FILE])
     (tmp / REPORT_FILE).write_text(json.dumps({**result.to_dict(), "files": files}, indent=2, default=str))
@@ -224,7 +227,12 @@ def push_to_hub(
 ) -> str:
     """Upload exactly the folder `save_pretrained` wrote (saving to a temporary folder first if needed).
 
-    Returns the URL of the commit. A failed upload leaves the local folder in place and says how to retry.
+    A several-target run's folder goes to `revision` (default: main) as written, and each point's sub-folder also
+    to a branch of its own (`latency-0.3`, ...), where it is a whole model that plain timm / transformers load with
+    one line (`hf-hub:ORG/NAME@latency-0.3`, `from_pretrained(..., revision="latency-0.3")`): neither loads a
+    model from a sub-folder of a repo, both load a branch; the points' cards name their branch.
+
+    Returns the URL of the (main) commit. A failed upload leaves the local folder in place and says how to retry.
     """
     from huggingface_hub import HfApi
 
@@ -233,19 +241,31 @@ def push_to_hub(
         folder = Path(tempfile.mkdtemp(prefix="hf_practise-")) / repo_id.split("/")[-1]
         save_pretrained(result, folder, repo_id=repo_id)
     api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            commit_message=commit_message,
-            revision=revision,
-            repo_type="model",
-        )
-    except Exception as e:
-        raise RuntimeError(
-            f"Uploading {folder} to {repo_id} failed: {e}. The compressed model is saved in {folder}; retry with "
-            f"`huggingface-cli upload {repo_id} {folder}` or `result.push_to_hub({repo_id!r})`."
-        ) from e
-    logger.info("pushed %s to %s", folder, repo_id)
-    return str(getattr(info, "commit_url", info))
+    uploads = [(folder, revision)]
+    uploads += [(folder / card.point_folder(p), card.point_branch(p)) for p in result.points]
+    commits = []
+    for path, branch in uploads:
+        try:
+            if path == folder:
+                api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            else:
+                api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type="model")
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(path),
+                commit_message=commit_message,
+                revision=branch,
+                repo_type="model",
+            )
+        except Exception as e:
+            at = f" --revision {branch}" if branch else ""
+            raise RuntimeError(
+                f"Uploading {path} to {repo_id}{f' (branch {branch})' if branch else ''} failed: {e}. The compressed "
+                f"model is saved in {folder}; retry with `huggingface-cli upload {repo_id} {path}{at}` or "
+                f"`result.push_to_hub({repo_id!r})`."
+            ) from e
+        commits.append(str(getattr(info, "commit_url", info)))
+    logger.info(
+        "pushed %s to %s%s", folder, repo_id, f" and {len(uploads) - 1} point branches" if result.points else ""
+    )
+    return commits[0]

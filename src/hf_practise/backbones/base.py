@@ -296,16 +296,17 @@ class BackboneFamily(abc.ABC):
         block removed is the library's own architecture and always reloads natively."""
         return self.native_reload or not getattr(model, REMOVED_ATTR, None)
 
-    def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True) -> str:
+    def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True, revision: str | None = None) -> str:
         """Python that loads a saved model (for model cards): the family's own library, or hf_practise's loader
-        when `native` is False."""
+        when `native` is False; `revision`: the Hub branch it lives on (one per point of a several-target run)."""
         if not native:
+            at = f", revision={revision!r}" if hub and revision else ""
             return (
                 "# the family's library cannot rebuild this block-dropped architecture from its config; this does\n"
                 "from hf_practise import load_compressed\n\n"
-                f'model = load_compressed("{repo_or_path}")'
+                f'model = load_compressed("{repo_or_path}"{at})'
             )
-        where = f"hf-hub:{repo_or_path}" if hub else f"local-dir:{repo_or_path}"
+        where = f"hf-hub:{repo_or_path}" + (f"@{revision}" if revision else "") if hub else f"local-dir:{repo_or_path}"
         return f'import timm\n\nmodel = timm.create_model("{where}", pretrained=True).eval()'
 
     def architecture_summary(self, model: nn.Module) -> dict[str, Any]:

@@ -191,10 +191,11 @@ class TransformersFamily(BackboneFamily):
             for m in holders:
                 m.config = old
 
-    def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True) -> str:
+    def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True, revision: str | None = None) -> str:
         if not native:
-            return super().load_snippet(repo_or_path, hub=hub, native=False)
+            return super().load_snippet(repo_or_path, hub=hub, native=False, revision=revision)
+        at = f", revision={revision!r}" if hub and revision else ""
         return (
             "from transformers import AutoModelForImageClassification\n\n"
-            f'model = AutoModelForImageClassification.from_pretrained("{repo_or_path}").eval()'
+            f'model = AutoModelForImageClassification.from_pretrained("{repo_or_path}"{at}).eval()'
         )
