@@ -60,6 +60,19 @@ def test_targets_that_choose_the_same_blocks_share_one_finetune(tensors):
     assert [r.block for r in a.dropped] == [r.block for r in b.dropped] and a.model is b.model
 
 
+def test_several_block_counts_give_a_point_each(tensors, tmp_path):
+    cfg = fast_config(num_blocks=[3, 1], latency_table=TABLE)
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors)
+    assert [len(p.dropped) for p in result.points] == [1, 3] and cfg.points == [1, 3]
+    alone = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=3, latency_table=TABLE)).compress(
+        tensors
+    )
+    assert [r.block for r in alone.dropped] == [r.block for r in result.dropped]
+    out = result.save_pretrained(tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["1-blocks", "3-blocks"]
+    assert "| 3 blocks |" in (out / "README.md").read_text()
+
+
 def test_several_targets_are_checked_like_one():
     assert CompressionConfig(latency_reduction=[0.3]).latency_reduction == 0.3
     assert CompressionConfig(latency_reduction=(0.5, 0.2)).points == [0.2, 0.5]
@@ -67,6 +80,11 @@ def test_several_targets_are_checked_like_one():
         CompressionConfig(latency_reduction=[0.2, 0.2])
     with pytest.raises(ValueError, match="fraction in"):
         CompressionConfig(latency_reduction=[0.2, 1.5])
+    assert CompressionConfig(num_blocks=[2]).num_blocks == 2
+    with pytest.raises(ValueError, match="distinct"):
+        CompressionConfig(num_blocks=[2, 2])
+    with pytest.raises(ValueError, match="at least 1"):
+        CompressionConfig(num_blocks=[2, 0])
 
 
 def test_the_cli_takes_several_targets_and_writes_a_folder_each(teacher_dir, imagefolder, tmp_path):

@@ -445,21 +445,29 @@ def _latency_eval(dataset_id: str, ms: float, name: str, args: dict):
 
 
 def point_folder(result: CompressionResult) -> str:
-    """The sub-folder of one target of a several-target run: the target, e.g. `0.3`."""
-    return f"{result.config.latency_reduction:g}"
+    """The sub-folder of one target of a several-target run: the target, e.g. `0.3`, or the block count, `3-blocks`."""
+    cfg = result.config
+    return f"{cfg.num_blocks}-blocks" if cfg.num_blocks is not None else f"{cfg.latency_reduction:g}"
+
+
+def point_label(result: CompressionResult) -> str:
+    """A point's target in words: `30%` or `3 blocks`."""
+    cfg = result.config
+    return f"{cfg.num_blocks} blocks" if cfg.num_blocks is not None else f"{100 * cfg.latency_reduction:.0f}%"
 
 
 def point_branch(result: CompressionResult) -> str:
     """The Hub branch one target of a several-target run is pushed to, e.g. `latency-0.3`: timm loads a branch
     as `hf-hub:ORG/NAME@BRANCH` and transformers as `from_pretrained(..., revision=BRANCH)`, while neither loads
     a model from a sub-folder of a repo, so each point is also the whole of a branch of its own."""
-    return f"latency-{point_folder(result)}"
+    return f"latency-{point_folder(result)}" if result.config.num_blocks is None else f"drop-{point_folder(result)}"
 
 
 def point_row(result: CompressionResult) -> dict[str, Any]:
     """One target of a several-target run, as the top-level card and report list it."""
     return {
-        "target": result.config.latency_reduction,
+        "target": result.config.latency_reduction if result.config.num_blocks is None else result.config.num_blocks,
+        "target_label": point_label(result),
         "latency_reduction": result.latency.reduction,
         "latency_ms": result.latency.candidate.median_ms,
         "top1": result.top1_after,
@@ -494,7 +502,7 @@ def points_card(result: CompressionResult, directory: Path, repo_id: str | None 
         row = point_row(p)
         top1 = f"{100 * row['top1']:.2f}%" if row["top1"] is not None else "-"
         lines.append(
-            f"| {100 * row['target']:.0f}% | {100 * row['latency_reduction']:.1f}% | {row['latency_ms']:.2f} | {top1} "
+            f"| {row['target_label']} | {100 * row['latency_reduction']:.1f}% | {row['latency_ms']:.2f} | {top1} "
             f"| {len(row['dropped'])} | [`{point_folder(p)}/`]({point_folder(p)}/) |"
         )
     lines += ["", "Each folder holds one model with its own card and `practise_report.json`, and reloads on its own."]
@@ -507,7 +515,7 @@ def points_card(result: CompressionResult, directory: Path, repo_id: str | None 
         for p in points:
             native = p.reloads_natively
             snippet = p.family.load_snippet(repo_id, hub=True, native=native, revision=point_branch(p))
-            lines += [f"- {100 * p.config.latency_reduction:.0f}%:", "", "```python", snippet, "```", ""]
+            lines += [f"- {point_label(p)}:", "", "```python", snippet, "```", ""]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     xs = [100 * p.latency.reduction for p in points]
     ys = [100 * (p.top1_after if p.top1_after is not None else float("nan")) for p in points]

@@ -389,9 +389,7 @@ def report_and_save(result: Any, args: argparse.Namespace) -> int:
         print("\nOperating points (one model per target, same scan):")
         for p in map(card.point_row, result.points):
             top1 = f", top-1 {100 * p['top1']:.2f}%" if p["top1"] is not None else ""
-            print(
-                f"  target {100 * p['target']:.0f}%: measured {100 * p['latency_reduction']:.1f}%{top1}, {p['dropped']}"
-            )
+            print(f"  target {p['target_label']}: measured {100 * p['latency_reduction']:.1f}%{top1}, {p['dropped']}")
     for point in result.points or [result]:
         if args.export == "onnx":
             onnx = point.export_onnx()

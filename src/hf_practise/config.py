@@ -312,8 +312,14 @@ class CompressionConfig:
         exclusive="target",
         nargs="+",
     )
-    num_blocks: int | None = option(
-        None, "drop exactly this many blocks instead (overrides latency_reduction)", exclusive="target"
+    num_blocks: int | list[int] | None = option(
+        None,
+        (
+            "drop exactly this many blocks instead (overrides latency_reduction); several (2 4 6) give one model per "
+            "count from one latency table and one scan"
+        ),
+        exclusive="target",
+        nargs="+",
     )
     blocks: list[str] | None = option(
         None,
@@ -401,10 +407,15 @@ class CompressionConfig:
         elif self.num_blocks is None and self.latency_reduction is None:
             raise ValueError("Set a target: `latency_reduction` (e.g. 0.22) or `num_blocks` (e.g. 3).")
         if self.num_blocks is not None:
+            counts = self.num_blocks if isinstance(self.num_blocks, (list, tuple)) else [self.num_blocks]
             _check(
-                isinstance(self.num_blocks, int) and not isinstance(self.num_blocks, bool) and self.num_blocks >= 1,
-                f"`num_blocks` (CLI: --num-blocks) must be at least 1, got {self.num_blocks!r}.",
+                len(counts) > 0
+                and len(set(counts)) == len(counts)
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts),
+                f"`num_blocks` (CLI: --num-blocks) is a count of at least 1, or several distinct ones; got "
+                f"{self.num_blocks!r}.",
             )
+            self.num_blocks = sorted(counts) if len(counts) > 1 else counts[0]
         elif self.blocks is None:
             several = self.latency_reduction if isinstance(self.latency_reduction, (list, tuple)) else None
             _check(
@@ -458,12 +469,19 @@ class CompressionConfig:
         return dataclasses.asdict(self)
 
     @property
-    def points(self) -> list[float]:
-        """The latency targets of a run that makes one model per target (empty for a single target)."""
-        return list(self.latency_reduction) if isinstance(self.latency_reduction, list) else []
+    def points(self) -> list[float] | list[int]:
+        """The targets of a run that makes one model per target (latency reductions or block counts; empty for a
+        single target)."""
+        for several in (self.num_blocks, self.latency_reduction):
+            if isinstance(several, list):
+                return list(several)
+        return []
 
-    def for_target(self, target: float) -> CompressionConfig:
-        """This config with the one latency target `target`."""
+    def for_target(self, target: float | int) -> CompressionConfig:
+        """This config with the one target `target` (a block count where the run has several, else a latency
+        reduction)."""
+        if isinstance(self.num_blocks, list):
+            return dataclasses.replace(self, num_blocks=target)
         return dataclasses.replace(self, latency_reduction=target)
 
     @classmethod
