@@ -160,3 +160,18 @@ def test_the_scan_takes_its_familys_step_count_unless_given(model_id, steps):
     # the compressor's config (what the report, the card and the scan cache's key say) holds the count that runs
     assert PractiseCompressor(model, CompressionConfig()).config.scan.iterations == steps
     assert PractiseCompressor(model, CompressionConfig(scan=ScanConfig(iterations=3))).config.scan.iterations == 3
+
+
+def test_the_summary_counts_the_candidates_the_scan_retried():
+    from hf_practise import PractiseCompressor
+
+    from .test_compressor import fast_config
+
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cfg = fast_config(scan=ScanConfig(iterations=5, batch_size=8, lr=10.0))  # a rate that raises every error
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(images)
+    retried = sum(bool(r.retried) for r in result.scan)
+    assert retried > 0
+    assert (
+        f"Scan: {len(result.scan)} candidates, 5 adaptor steps each at rate 10; {retried} retried" in result.summary()
+    )

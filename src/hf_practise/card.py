@@ -98,8 +98,23 @@ def summary_table(result: CompressionResult) -> str:
     return (
         "\n".join(rows)
         + f"\n\nLatency measured on {device}, in {lat.base.runtime()}."
+        + (f"\n\n{scan_line(result)}" if result.scan else "")
         + "".join(f"\n\n**Note**: {n}" for n in notes)
     )
+
+
+def scan_line(result: CompressionResult) -> str:
+    """The scan in one line: candidates, steps, and how many needed a retry at a smaller rate (or never trained)."""
+    rows, cfg = result.scan, result.config.scan
+    retried = sum(bool(r.retried) for r in rows)
+    untrained = sum(not r.trained for r in rows)
+    line = (
+        f"Scan: {len(rows)} candidates, {cfg.iterations} adaptor steps each at rate {cfg.lr:g}; {retried} retried at a"
+    )
+    line += " smaller rate" + (
+        f", {untrained} kept identity adaptors (no rate lowered their error)" if untrained else ""
+    )
+    return line + "."
 
 
 def model_card(
