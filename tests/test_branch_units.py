@@ -136,3 +136,61 @@ def test_a_halved_model_exports_to_onnx():
     result = _compress(model, blocks=["blocks.0.mlp", "blocks.1.attn"])
     record = result.export_onnx()
     assert record.relative_diff < 1e-4 and record.images > 0
+
+
+TRANSFORMERS = [
+    "transformers-vit/vit",
+    "transformers-dinov2/dinov2",
+    "transformers-clip/clip",
+    "transformers-siglip/siglip",
+]
+
+
+@pytest.mark.parametrize("variant", ["timm-vit/vit", *TRANSFORMERS])
+def test_a_dropped_branch_is_the_branch_answering_zero(variant, tmp_path):
+    model = tiny_model(variant).eval()
+    family = get_family(model).with_units("branches", model)
+    refs = family.candidates(model)
+    layers = len(get_family(model).candidates(model))
+    assert [r.path.rsplit(".", 1)[1] for r in refs] == ["attn", "mlp"] * layers
+    x = torch.randn(2, 3, 32, 32)
+    pruned = build_pruned(model, family, [refs[2], refs[5]], adaptors=False)  # layer 1's attention, layer 2's MLP
+    # the teacher with those two branches answering zeros computes the same
+    units = family.stages(model)[0]
+    hooks = [
+        units[i]
+        .parts[1]
+        .register_forward_hook(
+            lambda m, a, out: (torch.zeros_like(out[0]), *out[1:]) if isinstance(out, tuple) else torch.zeros_like(out)
+        )
+        for i in (2, 5)
+    ]
+    with torch.no_grad():
+        expected = family.forward_features(model, x)
+    for h in hooks:
+        h.remove()
+    with torch.no_grad():
+        torch.testing.assert_close(family.forward_features(pruned, x), expected, rtol=1e-5, atol=1e-5)
+    assert not family.reloads_natively(pruned)
+    assert family.architecture_summary(pruned)["blocks without attention"] == [1]
+
+
+@pytest.mark.parametrize("variant", ["transformers-vit/vit", "transformers-dinov2/dinov2"])
+def test_a_halved_transformers_model_reloads_with_load_compressed(variant, tmp_path):
+    model = tiny_model(variant).eval()
+    paths = [r.path for r in get_family(model).with_units("branches", model).candidates(model)]
+    cfg = CompressionConfig(
+        units="branches",
+        blocks=[paths[2], paths[5]],
+        scan=ScanConfig(iterations=3),
+        finetune=FinetuneConfig(iterations=3, checkpoint_every=0),
+        latency=LatencyConfig(repeats=3, warmup=1),
+    )
+    result = PractiseCompressor(model, cfg).compress(torch.randn(16, 3, 32, 32))
+    result.save_pretrained(tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_type"] == "hf_practise" and config["hf_practise"]["units"] == "branches"
+    reloaded = load_compressed(str(tmp_path / "out")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x).logits, result.model.eval()(x).logits, rtol=0, atol=1e-5)

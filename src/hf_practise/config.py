@@ -335,7 +335,8 @@ class CompressionConfig:
     units: Literal["blocks", "branches"] = option(
         "blocks",
         (
-            "what a candidate is: whole residual blocks, or (timm ViT / DeiT) each block's attention and MLP apart; "
+            "what a candidate is: whole residual blocks, or (timm ViT / DeiT, transformers ViT-like models) each "
+            "block's attention and MLP apart; "
             "a model that keeps a block without one of them reloads with hf_practise.load_compressed"
         ),
     )

@@ -196,8 +196,8 @@ class BackboneFamily(abc.ABC):
         if units == "branches" and not self.offers_branches(model):
             raise ValueError(
                 f"The {self.name} family does not offer attention and MLP branches as candidates for this model "
-                "(they are offered for timm ViT/DeiT models built of timm's standard `Block`). Use units='blocks' "
-                "(CLI: --units blocks)."
+                "(they are offered for timm ViT/DeiT models built of timm's standard `Block`, and for transformers "
+                "ViT, DeiT, ViT-MSN, I-JEPA, DINOv2, CLIP and SigLIP). Use units='blocks' (CLI: --units blocks)."
             )
         family = copy.copy(self)
         family.units = units

@@ -29,10 +29,17 @@ __all__ = ["BranchUnit", "NoBranch", "branch_present", "branch_units"]
 
 
 class NoBranch(nn.Module):
-    """Where a dropped branch was: a scalar zero, whatever it is called with (the block adds nothing)."""
+    """Where a dropped branch was: a scalar zero (with `as_tuple`, `(zero, None)`, as attention modules that also
+    return their weights do), however it is called (the block adds nothing)."""
 
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return x.new_zeros(())
+    def __init__(self, as_tuple: bool = False) -> None:
+        super().__init__()
+        self.as_tuple = as_tuple
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        x = next(v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+        zero = x.new_zeros(())
+        return (zero, None) if self.as_tuple else zero
 
 
 class BranchUnit(nn.Module):
@@ -55,6 +62,7 @@ class BranchUnit(nn.Module):
         y = x
         for part in self.parts:
             y = part(y)
+            y = y[0] if isinstance(y, tuple) else y  # an attention that also returns its weights
         return x + y
 
 
@@ -73,44 +81,103 @@ def branch_units(blocks: Sequence[nn.Module], branches: dict[str, Sequence[str]]
     ]
 
 
-def unit_paths(model: nn.Module, units: Sequence[BranchUnit]) -> list[str]:
-    """Dotted names of branch units: the block's name and the branch kind ("blocks.3.attn")."""
-    names = {id(m): n for n, m in model.named_modules()}
-    return [f"{names[id(u.block)]}.{u.kind}" for u in units]
+class BranchUnitsMixin:
+    """Branch units for a family of pre-norm transformer blocks (put it first among the bases).
 
+    The family names its blocks' branches (`branch_parts`: kind -> parts in call order, the norm first and the
+    branch's main module second; `tuple_branches`: the kinds whose main module returns a tuple) and gives its stages
+    of whole blocks as `block_stages`; with `units="branches"` this turns them into units, and removes, counts and
+    summarises by unit. "attn" must be one of the kinds: the last attention always stays (without one, a class
+    token never sees the image)."""
 
-def remove_branches(
-    stages: Sequence[Sequence[BranchUnit]], gone: set[tuple[int, int]]
-) -> list[tuple[int, list[nn.Module]]]:
-    """Take the (stage, index) branch units out: a block that loses one branch gets `NoBranch` (and identities for
-    the branch's other parts); per stage that loses whole blocks, (stage, the blocks it keeps) for the family to
-    rebuild its container with."""
-    rebuilt = []
-    for s, units in enumerate(stages):
-        by_block: dict[int, list[tuple[BranchUnit, bool]]] = {}
-        blocks: list[nn.Module] = []
-        for i, unit in enumerate(units):
-            if id(unit.block) not in by_block:
-                blocks.append(unit.block)
-            by_block.setdefault(id(unit.block), []).append((unit, (s, i) in gone))
-        kept = []
-        for block in blocks:
-            entries = by_block[id(block)]
-            if all(dropped for _, dropped in entries):
-                continue  # every branch it still had goes: the block goes
-            kept.append(block)
-            for unit, dropped in entries:
-                if dropped:
-                    for k, name in enumerate(unit.part_names):
-                        setattr(block, name, NoBranch() if k == 1 else nn.Identity())
-        rebuilt.append((s, kept))
-    return rebuilt
+    branch_parts: dict[str, tuple[str, ...]] = {}
+    tuple_branches: frozenset[str] = frozenset()
 
+    def block_stages(self, model: nn.Module) -> list[Any]:
+        raise NotImplementedError
 
-def refs_of(model: nn.Module, stages: Sequence[Sequence[BranchUnit]]) -> list[BlockRef]:
-    """BlockRefs of branch units, named after their block and kind."""
-    refs = []
-    for s, units in enumerate(stages):
-        for i, path in enumerate(unit_paths(model, units)):
-            refs.append(BlockRef(stage=s, index=i, path=path))
-    return refs
+    def branch_blocks_ok(self, model: nn.Module) -> bool:
+        """Whether every block runs its branches as `x + main(norm(x))` with the named parts (the family's check)."""
+        return True
+
+    def stages(self, model: nn.Module) -> list[Any]:
+        blocks = self.block_stages(model)
+        return [branch_units(s, self.branch_parts) for s in blocks] if self.units == "branches" else blocks
+
+    def offers_branches(self, model: nn.Module) -> bool:
+        # a subclass with stages of its own (Swin, ...) is not made of these blocks
+        own = getattr(type(self).stages, "__func__", type(self).stages) is BranchUnitsMixin.stages
+        return bool(self.branch_parts) and own and self.branch_blocks_ok(model)
+
+    def blocks(self, model: nn.Module) -> list[BlockRef]:
+        if self.units != "branches":
+            return super().blocks(model)
+        names = {id(m): n for n, m in model.named_modules()}
+        return [
+            BlockRef(stage=s, index=i, path=f"{names[id(u.block)]}.{u.kind}")
+            for s, units in enumerate(self.stages(model))
+            for i, u in enumerate(units)
+        ]
+
+    def feasible(self, model: nn.Module, ordered: Sequence[BlockRef]) -> list[BlockRef]:
+        """As the base class; with branch units, the last attention of the model stays, and that is the only rule
+        (it keeps a block in the model)."""
+        if self.units != "branches":
+            return super().feasible(model, ordered)
+        stages = self.stages(model)
+        left = sum(u.kind == "attn" for units in stages for u in units)
+        out = []
+        for ref in ordered:
+            if stages[ref.stage][ref.index].kind == "attn":
+                if left == 1:
+                    continue
+                left -= 1
+            out.append(ref)
+        return out
+
+    def drop_blocks(self, model: nn.Module, blocks: Sequence[BlockRef]) -> None:
+        if self.units == "branches":
+            gone = {(r.stage, r.index) for r in blocks}
+            kept = [u for s, units in enumerate(self.stages(model)) for i, u in enumerate(units) if (s, i) not in gone]
+            if not any(u.kind == "attn" for u in kept):
+                raise ValueError(
+                    f"Dropping these units leaves no attention in the model; a {self.name} model keeps at least one "
+                    "(the class token reads the image through it). Drop fewer attention units."
+                )
+        super().drop_blocks(model, blocks)
+
+    def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
+        """A block that loses one branch gets `NoBranch` there (identities for the branch's other parts); a block
+        that loses every branch it still had leaves its stage, whose container is rebuilt as the base class does."""
+        if self.units != "branches":
+            return super().remove_blocks(model, gone)
+        parents = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
+        for s, (container, units) in enumerate(zip(self.block_stages(model), self.stages(model))):
+            dropped = {id(u): (s, i) in gone for i, u in enumerate(units)}
+            kept = []
+            for block in container:
+                mine = [u for u in units if u.block is block]
+                if mine and all(dropped[id(u)] for u in mine):
+                    continue  # every branch it still had goes: the block goes
+                kept.append(block)
+                for u in (u for u in mine if dropped[id(u)]):
+                    for k, name in enumerate(u.part_names):
+                        setattr(block, name, NoBranch(u.kind in self.tuple_branches) if k == 1 else nn.Identity())
+            if len(kept) != len(container):
+                parent, name = parents[id(container)]
+                rebuilt = nn.Sequential(*kept) if isinstance(container, nn.Sequential) else nn.ModuleList(kept)
+                setattr(parent, name, rebuilt)
+
+    def reloads_natively(self, model: nn.Module) -> bool:
+        # the library builds every block with both branches: a block without one is hf_practise's format
+        halved = any(isinstance(m, NoBranch) for m in model.modules())
+        return not halved and super().reloads_natively(model)
+
+    def architecture_summary(self, model: nn.Module) -> dict[str, Any]:
+        blocks = [b for stage in self.block_stages(model) for b in stage]
+        summary = {**super().architecture_summary(model), "depths": [len(s) for s in self.block_stages(model)]}
+        for kind, parts in self.branch_parts.items():
+            without = [i for i, b in enumerate(blocks) if not branch_present(b, parts)]
+            if without:
+                summary[f"blocks without {'attention' if kind == 'attn' else 'MLP'}"] = without
+        return summary

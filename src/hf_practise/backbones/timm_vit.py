@@ -13,13 +13,12 @@ branches (`branches.py`); a model that keeps a block without one of them reloads
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
-from .base import BlockRef, layers_of
-from .branches import BranchUnit, NoBranch, branch_present, branch_units, refs_of, remove_branches
+from .base import layers_of
+from .branches import BranchUnit, BranchUnitsMixin, NoBranch
 from .registry import register_family
 from .timm_common import TimmFamily
 from .tiny import TinyBuilder, timm_tiny
@@ -42,21 +41,11 @@ def _output(branch: nn.Module, name: str) -> nn.Linear:
     return layer if isinstance(layer, nn.Linear) else layers_of(branch, nn.Linear)[-1]
 
 
-#: a timm `Block`'s two residual branches, by part in call order (norm, branch, layer scale, drop path)
-BRANCH_PARTS = {"attn": ("norm1", "attn", "ls1", "drop_path1"), "mlp": ("norm2", "mlp", "ls2", "drop_path2")}
-
-
 def _branches(block: nn.Module) -> list[tuple[nn.Module, str]]:
     """The residual branches of a block or of a branch unit, each with the name of the linear that writes it."""
     if isinstance(block, BranchUnit):
         return [(block.parts[1], "proj" if block.kind == "attn" else "fc2")]
     return [(b, name) for b, name in ((block.attn, "proj"), (block.mlp, "fc2")) if not isinstance(b, NoBranch)]
-
-
-def _halved(model: nn.Module) -> bool:
-    """Whether some block of `model` has lost one of its branches."""
-    blocks = getattr(model, "blocks", [])
-    return any(isinstance(m, NoBranch) for b in blocks for m in b.children())
 
 
 def timm_vit_tiny(arch: str, **kwargs: Any) -> TinyBuilder:
@@ -65,7 +54,7 @@ def timm_vit_tiny(arch: str, **kwargs: Any) -> TinyBuilder:
 
 
 @register_family
-class TimmViTFamily(TimmFamily):
+class TimmViTFamily(BranchUnitsMixin, TimmFamily):
     name = "timm-vit"
     tiny_models = {
         "vit": timm_vit_tiny("vit_tiny_patch16_224", depth=4),
@@ -78,19 +67,16 @@ class TimmViTFamily(TimmFamily):
     # (benchmarks/results/scan_tau_summary.md)
 
     model_class = "timm.models.vision_transformer:VisionTransformer"
+    #: a timm `Block`'s two residual branches, by part in call order (norm, branch, layer scale, drop path)
+    branch_parts = {"attn": ("norm1", "attn", "ls1", "drop_path1"), "mlp": ("norm2", "mlp", "ls2", "drop_path2")}
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         return super().matches(model) and all(_is_block(b) for b in model.blocks)
 
     # ---- structure -------------------------------------------------------------------------------------
-    def stages(self, model: nn.Module) -> list[nn.Sequential] | list[list[BranchUnit]]:
-        if self.units == "branches":
-            return [branch_units(model.blocks, BRANCH_PARTS)]
+    def block_stages(self, model: nn.Module) -> list[nn.Sequential]:
         return [model.blocks]
-
-    def blocks(self, model: nn.Module) -> list[BlockRef]:
-        return refs_of(model, self.stages(model)) if self.units == "branches" else super().blocks(model)
 
     def is_droppable(self, block: nn.Module) -> bool:
         return True  # x + attn(x), then + mlp(x): the token shape never changes
@@ -114,59 +100,13 @@ class TimmViTFamily(TimmFamily):
             ]
         return out
 
-    # ---- attention and MLP as units of their own (units="branches") ---------------------------------------
-    def offers_branches(self, model: nn.Module) -> bool:
+    # ---- attention and MLP as units of their own (units="branches": `BranchUnitsMixin`) ---------------------
+    def branch_blocks_ok(self, model: nn.Module) -> bool:
         from timm.models.vision_transformer import Block
 
-        # subclasses (Swin, EVA, BEiT, CaiT, XCiT) have other blocks or stages; DeiT-distilled has these
-        own = type(self).stages is TimmViTFamily.stages
-        return own and all(type(b) is Block for b in model.blocks)
-
-    def feasible(self, model: nn.Module, ordered: Sequence[BlockRef]) -> list[BlockRef]:
-        """As the base class; with branch units, the last attention stays (without one, the class token never sees
-        the image), and that is the only rule (it keeps a block)."""
-        if self.units != "branches":
-            return super().feasible(model, ordered)
-        units = self.stages(model)[0]
-        left = sum(u.kind == "attn" for u in units)
-        out = []
-        for ref in ordered:
-            if units[ref.index].kind == "attn":
-                if left == 1:
-                    continue
-                left -= 1
-            out.append(ref)
-        return out
-
-    def drop_blocks(self, model: nn.Module, blocks: Sequence[BlockRef]) -> None:
-        if self.units == "branches":
-            units = self.stages(model)[0]
-            gone = {r.index for r in blocks if 0 <= r.index < len(units)}
-            if not any(u.kind == "attn" for i, u in enumerate(units) if i not in gone):
-                raise ValueError(
-                    f"Dropping these units leaves no attention in the model; a {self.name} model keeps at least one "
-                    "(the class token reads the image through it). Drop fewer attention units."
-                )
-        super().drop_blocks(model, blocks)
-
-    def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
-        if self.units != "branches":
-            return super().remove_blocks(model, gone)
-        for _, kept in remove_branches(self.stages(model), gone):
-            if len(kept) != len(model.blocks):
-                model.blocks = nn.Sequential(*kept)
-
-    def reloads_natively(self, model: nn.Module) -> bool:
-        # timm builds every block with both branches: a block without one is hf_practise's format
-        return not _halved(model) and super().reloads_natively(model)
-
-    def architecture_summary(self, model: nn.Module) -> dict[str, Any]:
-        summary: dict[str, Any] = {"depths": [len(model.blocks)]}
-        for kind, parts in BRANCH_PARTS.items():
-            without = [i for i, b in enumerate(model.blocks) if not branch_present(b, parts)]
-            if without:
-                summary[f"blocks without {'attention' if kind == 'attn' else 'MLP'}"] = without
-        return summary
+        # timm's own pre-norm Block (not the parallel, post-norm or scaling variants, which run their branches
+        # otherwise)
+        return all(type(b) is Block for b in model.blocks)
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         proj = getattr(getattr(model, "patch_embed", None), "proj", None)

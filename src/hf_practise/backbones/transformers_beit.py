@@ -20,6 +20,7 @@ class TransformersBeitFamily(TransformersViTLikeFamily):
     model_class_name = "BeitForImageClassification"
     base_attr = "beit"
     layer_class = "BeitLayer"
+    branch_parts = {}  # its layer scales are parameters of the layer (`lambda_1`), not modules a unit can hold
     tiny_models = {
         "beit-relpos-meanpool": vit_tiny(
             "BeitForImageClassification",

@@ -20,6 +20,7 @@ class TransformersCLIPFamily(TransformersViTLikeFamily):
     model_class_name = "CLIPForImageClassification"
     base_attr = "vision_model"
     layer_class = "CLIPEncoderLayer"
+    branch_parts = {"attn": ("layer_norm1", "self_attn"), "mlp": ("layer_norm2", "mlp")}
     depth_field = "vision_config.num_hidden_layers"
     #: whether the tower's first token is a [CLS] token, which the head leaves out of its mean
     cls_token: bool = True

@@ -20,6 +20,7 @@ class TransformersDinov2Family(TransformersViTLikeFamily):
     model_class_name = "Dinov2ForImageClassification"
     base_attr = "dinov2"
     layer_class = "Dinov2Layer"
+    branch_parts = {"attn": ("norm1", "attention", "layer_scale1"), "mlp": ("norm2", "mlp", "layer_scale2")}
     tiny_models = {
         "dinov2": vit_tiny(
             "Dinov2ForImageClassification",

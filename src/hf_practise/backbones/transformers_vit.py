@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .base import layers_of
+from .branches import BranchUnitsMixin
 from .registry import register_family
 from .tiny import transformers_tiny
 from .transformers_common import TransformersFamily, layer_stacks
@@ -50,9 +51,9 @@ def vit_tiny(model_class: str, config_class: str, *, nested: bool = False, **kwa
     return transformers_tiny(model_class, config_class, **{**TINY_VIT, **kwargs})
 
 
-class TransformersViTLikeFamily(TransformersFamily):
+class TransformersViTLikeFamily(BranchUnitsMixin, TransformersFamily):
     """Base of the ViT-like families: one stack of `layer_class` layers under the base model, all droppable
-    but one."""
+    but one. With `units="branches"`, each layer's attention and MLP (`branch_parts`) are candidates of their own."""
 
     finetune_optimizer = "adamw"  # LayerNorm: SGD at 0.01 is too rough
     min_blocks_per_stage = 1  # with no layer left, a [CLS] token never sees the image
@@ -61,12 +62,19 @@ class TransformersViTLikeFamily(TransformersFamily):
     depth_field = "num_hidden_layers"
     #: the layer's class name, in the model's own modeling module
     layer_class: str = ""
+    #: a layer's two residual branches, by part in call order (norm, branch): `BranchUnitsMixin`
+    branch_parts = {"attn": ("layernorm_before", "attention"), "mlp": ("layernorm_after", "mlp")}
+    tuple_branches = frozenset({"attn"})  # the attention returns (output, weights)
 
     def _layer_type(self, model: nn.Module) -> type:
         return getattr(importlib.import_module(type(model).__module__), self.layer_class)
 
-    def stages(self, model: nn.Module) -> list[nn.Module]:
+    def block_stages(self, model: nn.Module) -> list[nn.Module]:
         return layer_stacks(getattr(model, self.base_attr), self._layer_type(model))[:1]
+
+    def branch_blocks_ok(self, model: nn.Module) -> bool:
+        parts = [p for branch in self.branch_parts.values() for p in branch]
+        return all(all(hasattr(layer, p) for p in parts) for layer in self.block_stages(model)[0])
 
     def is_droppable(self, block: nn.Module) -> bool:
         return True
@@ -81,7 +89,7 @@ class TransformersViTLikeFamily(TransformersFamily):
         return layers_of(getattr(model, self.base_attr).embeddings, nn.Conv2d)[-1:]
 
     def depth_value(self, model: nn.Module) -> Any:
-        return len(self.stages(model)[0])
+        return len(self.block_stages(model)[0])
 
     def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
         return model.classifier(features[:, 0, :])  # the [CLS] token
