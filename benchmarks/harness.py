@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import platform
-import shlex
 import signal
 import sys
 import time
@@ -79,11 +78,6 @@ def command(script: str, p: argparse.ArgumentParser, args: argparse.Namespace, *
     return recorded_command(" ".join([f"python benchmarks/{script}", *positional]), p, args, **kwargs)
 
 
-def flags(p: argparse.ArgumentParser, record: dict) -> argparse.Namespace:
-    """The flags a record's command ran with (its folders by name only), parsed again by its script's parser."""
-    return p.parse_args(shlex.split(record["command"])[2:])
-
-
 def machine() -> dict[str, Any]:
     """The machine a number was measured on: processor, cores, threads, OS and library versions."""
     info: dict[str, Any] = {
@@ -101,10 +95,6 @@ def machine() -> dict[str, Any]:
         except ImportError:
             pass
     return info
-
-
-def machine_text(m: dict) -> str:
-    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}"
 
 
 def write_json(path: Path, record: Any) -> None:

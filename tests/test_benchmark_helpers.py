@@ -1,5 +1,5 @@
-"""The benchmark scripts' small pure helpers (how a run is spelled, which target stands in for one that a family
-cannot reach) and their harness (a page rendered from its record, a command read back, where teachers come from)."""
+"""The benchmark scripts' small pure helpers (which target stands in for one that a family cannot reach, how a row
+names its finetune) and their harness (a page rendered from its record, a recorded command, where teachers come from)."""
 
 from __future__ import annotations
 
@@ -13,37 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import families  # noqa: E402
-import finetune_sweep  # noqa: E402
 import harness  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import TensorDataset  # noqa: E402
-
-from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, ScanConfig  # noqa: E402
-
-from .tiny_models import tiny_model  # noqa: E402
-
-
-@pytest.mark.parametrize(
-    "text, parsed",
-    [
-        ("adamw:1e-4:500", ("adamw", 1e-4, 500, "features", False, "none")),
-        ("sgd:0.01:200:kd", ("sgd", 0.01, 200, "kd", False, "none")),
-        ("adamw:1e-3:1000:features+kd:bn", ("adamw", 1e-3, 1000, "features+kd", True, "none")),
-        ("adamw:1e-3:1000:features+kd:mixup", ("adamw", 1e-3, 1000, "features+kd", False, "mixup")),
-        ("adamw:1e-3:1000:features:bn+flip", ("adamw", 1e-3, 1000, "features", True, "flip")),
-    ],
-)
-def test_a_sweep_run_round_trips_through_its_name(text, parsed):
-    assert finetune_sweep.parse_run(text) == parsed
-    assert finetune_sweep.parse_run(finetune_sweep.run_name(*parsed)) == parsed
-
-
-@pytest.mark.parametrize(
-    "text", ["adamw:1e-4", "adamw:x:500", "adamw:1e-4:500:features:cutout", "adamw:1e-4:500:features:flip+mixup"]
-)
-def test_a_misspelled_sweep_run_is_refused_with_the_syntax(text):
-    with pytest.raises(argparse.ArgumentTypeError, match="expected optimizer:lr:iterations"):
-        finetune_sweep.parse_run(text)
 
 
 def test_an_unreachable_target_falls_back_under_the_most_the_family_saves():
@@ -115,16 +85,14 @@ def test_a_page_is_rendered_from_its_record_and_report_renders_it_again(tmp_path
     assert harness.study(parser(), **study, check=lambda record: f"n is {record['n']}") == 1
 
 
-def test_a_records_command_reads_back_as_its_flags():
+def test_a_records_command_names_its_folders_by_name_and_keeps_its_flags():
     p = argparse.ArgumentParser()
     p.add_argument("--teacher", default="t")
-    p.add_argument("--tau", type=int, nargs="*", default=None)
-    p.add_argument("--lr", type=float, default=None)
-    args = p.parse_args(["--teacher", "/home/me/teachers/vit", "--tau", "100", "1000", "--lr", "0.003"])
-    command = harness.command("scan_speed.py", p, args, paths=("teacher",))
-    assert command == "python benchmarks/scan_speed.py --teacher vit --tau 100 1000 --lr 0.003"
-    again = harness.flags(p, {"command": command})
-    assert (again.teacher, again.tau, again.lr) == ("vit", [100, 1000], 0.003)
+    p.add_argument("--targets", type=float, nargs="*", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(["--teacher", "/home/me/teachers/vit", "--targets", "0.22", "0.5", "--threads", "2"])
+    command = harness.command("latency_backends.py", p, args, paths=("teacher",))
+    assert command == "python benchmarks/latency_backends.py --teacher vit --targets 0.22 0.5 --threads 2"
 
 
 def test_teachers_are_looked_up_committed_first_then_in_the_cache_and_never_trained_unasked(tmp_path):
@@ -139,26 +107,3 @@ def test_teachers_are_looked_up_committed_first_then_in_the_cache_and_never_trai
         tmp_path / uncommitted / "teacher",
         {"top1": 0.5},
     )
-
-
-def test_a_sweep_drops_the_first_runs_blocks_in_every_later_run_through_the_fixed_selection(tmp_path):
-    given = []
-
-    def make_config(run, blocks):
-        given.append(blocks)
-        return CompressionConfig(
-            num_blocks=None if blocks else 2,
-            blocks=blocks,
-            work_dir=str(tmp_path),
-            scan=ScanConfig(iterations=2, batch_size=4),
-            finetune=FinetuneConfig(iterations=2, batch_size=4, optimizer=run.optimizer, lr=run.lr),
-            latency=LatencyConfig(batch_size=2, repeats=1, warmup=0),
-        )
-
-    g = torch.Generator().manual_seed(0)
-    images, labels = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 5, (8,), generator=g)
-    runs = [finetune_sweep.parse_run("adamw:1e-4:2"), finetune_sweep.parse_run("sgd:0.01:2:features+kd")]
-    model = tiny_model("timm-resnet/resnet18")
-    rows = finetune_sweep.sweep(model, runs, make_config, images, TensorDataset(images, labels))
-    assert given == [None, rows[0]["dropped"]] and len(rows[0]["dropped"]) == 2
-    assert rows[1]["dropped"] == rows[0]["dropped"] and [r["optimizer"] for r in rows] == ["adamw", "sgd"]

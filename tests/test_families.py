@@ -84,13 +84,15 @@ def test_compress_end_to_end_and_reload(model_id, tmp_path):
 
 def test_finetune_optimizer_follows_the_family_unless_set():
     from hf_practise.backbones.timm_convnext import TimmConvNeXtFamily
+    from hf_practise.backbones.timm_efficientnet import TimmEfficientNetFamily
     from hf_practise.backbones.timm_resnet import TimmResNetFamily
     from hf_practise.backbones.transformers_vit import TransformersViTFamily
 
     auto = FinetuneConfig()
     assert (auto.optimizer, auto.lr) == ("auto", None)
     assert (auto.resolved(TimmResNetFamily()).optimizer, auto.resolved(TimmResNetFamily()).lr) == ("sgd", 0.01)
-    for family in (TimmConvNeXtFamily(), TransformersViTFamily()):
+    # the MobileNetV2 teacher at 22%, same blocks: SGD 0.01 76.33%, AdamW 1e-4 87.26% (finetune_sweep_timm-mobilenetv2)
+    for family in (TimmConvNeXtFamily(), TransformersViTFamily(), TimmEfficientNetFamily()):
         assert (auto.resolved(family).optimizer, auto.resolved(family).lr) == ("adamw", 1e-4)
     assert FinetuneConfig(optimizer="sgd").resolved(TimmConvNeXtFamily()).lr == 0.01
     assert FinetuneConfig(lr=3e-3).resolved(TimmConvNeXtFamily()).lr == 3e-3
