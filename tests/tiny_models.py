@@ -6,6 +6,8 @@ the registry, so a new family file is tested by the shared suite without edits h
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -37,3 +39,35 @@ def perturb_adaptors(model: nn.Module, seed: int = 2) -> None:
     for wrapper in adapted_layers(model):
         for a in wrapper.adaptors().values():
             a.weight.add_(0.1 * torch.randn(a.weight.shape, generator=g))
+
+
+def pretrained_meta(module: str, **kwargs) -> dict[str, nn.Module]:
+    """Every architecture of the timm `module` (e.g. "dla") that has pretrained weights, built with 5 classes (and
+    `kwargs`) on the meta device: full size, no weights, no time."""
+    import timm
+
+    archs = sorted({name.split(".")[0] for name in timm.list_models(pretrained=True, module=module)})
+    assert archs, f"timm {timm.__version__} has no pretrained architecture in `timm.models.{module}`"
+    with torch.device("meta"):
+        return {arch: timm.create_model(arch, num_classes=5, **kwargs) for arch in archs}
+
+
+def dropped(arch: str, model: nn.Module, family_name: str, drop: slice) -> Any:
+    """The family of `model` (an `arch`), checked to be `family_name`, once it dropped the candidates `drop`."""
+    from hf_practise import get_family
+
+    family = get_family(model)
+    assert family.name == family_name, arch
+    family.drop_blocks(model, family.candidates(model)[drop])
+    return family
+
+
+def assert_native_rebuild(arch: str, family: Any, model: nn.Module) -> None:
+    """Plain timm builds `arch` with the family's `block_args` of the (block-dropped) meta `model` to the same
+    state-dict shapes (on the meta device: no weights)."""
+    import timm
+
+    assert family.reloads_natively(model), arch
+    with torch.device("meta"):
+        rebuilt = timm.create_model(arch, num_classes=5, **family.block_args(model))
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}

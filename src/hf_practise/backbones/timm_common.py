@@ -39,6 +39,16 @@ def json_safe(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def built_input_size(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the input size `model` was built for (its `img_size`, which timm records): a model built with
+    `img_size=32` keeps its architecture's pretrained_cfg, which may say 224, and a model whose position embedding
+    or token mixing is fixed at build time takes no other size."""
+    from timm.models._hub import get_model_args
+
+    img_size = get_model_args(model).get("img_size")
+    return config if img_size is None else {**config, "input_size": (config["input_size"][0], *img_size)}
+
+
 def timm_class(name: str) -> type:
     """`module:Class` -> the class (ImportError / AttributeError when this timm lacks it)."""
     module, _, klass = name.partition(":")
