@@ -29,6 +29,7 @@ from native import native_reload_gap
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor, ScanConfig
 from hf_practise.backbones import registered_families
+from hf_practise.backbones.registry import nothing_to_drop
 from hf_practise.backbones.tiny import fan_in_init
 
 logger = logging.getLogger("coverage")
@@ -152,9 +153,11 @@ def run_timm(args) -> tuple[list[dict], int]:
         picked = pick(archs)
         picked = picked[1:2] or picked[:1] if args.quick else picked  # --quick: the smallest architecture only
         with torch.device("meta"):
-            if all(family_for(timm.create_model(a["arch"], pretrained=False)) is None for a in picked):
-                row["status"] = "no family"
-                continue
+            models = [timm.create_model(a["arch"], pretrained=False) for a in picked]
+        if all(family_for(m) is None for m in models):
+            reason = nothing_to_drop(models[0])
+            row["status"] = f"nothing to drop: {reason}" if reason else "no family"
+            continue
         for a in picked:
             row["tried"].append(try_timm(a))
             logger.info("%s %s: %s", cls, a["arch"], row["tried"][-1])
@@ -195,7 +198,9 @@ def run_transformers() -> list[dict]:
                 row.update(try_compress(model, family, (3, 32, 32), {}))
             else:
                 model = meta_classifier(model_type, names[0])
-                row.update(passed=False, note="no family" if family_for(model) is None else "no tiny model")
+                reason = nothing_to_drop(model)
+                note = f"nothing to drop: {reason}" if reason else "no family"
+                row.update(passed=False, note=note if family_for(model) is None else "no tiny model")
         except Exception as e:  # noqa: BLE001 - a failure is a result here
             row.update(passed=False, error=f"{type(e).__name__}: {str(e)[:300]}")
         row["seconds"] = round(time.perf_counter() - start, 1)
@@ -213,6 +218,7 @@ def timm_counts(rows: list[dict]) -> dict[str, int]:
         "names": sum(r["architectures"] for r in rows),
         "passed_names": sum(r["architectures"] for r in passed),
         "native_checkpoints": sum(r["checkpoints"] for r in native),
+        "nothing_to_drop": sum(r["checkpoints"] for r in rows if r["status"].startswith("nothing to drop")),
     }
 
 
@@ -234,7 +240,9 @@ def native_text(record: dict) -> str:
     return (
         f"Of the {passed:,} passed timm checkpoints, {native:,} ({100 * native / passed:.0f}%) reload with plain "
         f"timm and {passed - native:,} with `hf_practise.load_compressed` (their library cannot rebuild the "
-        "shallower model from its config; each family's file says why)."
+        "shallower model from its config; each family's file says why). "
+        f"{timm_counts(t['rows'])['nothing_to_drop']:,} checkpoints are of architectures with no residual block to "
+        "drop (*nothing to drop*, with the reason; `hf_practise` says so before reading any data)."
     )
 
 

@@ -107,6 +107,15 @@ def _shallow_teacher(tmp: Path, base: dict) -> None:
     base["--model"] = f"local-dir:{folder}"
 
 
+def _plain_stack_teacher(tmp: Path, base: dict) -> None:
+    """A transformers MobileNetV1: one plain stack of convs, no residual block anywhere."""
+    from transformers import MobileNetV1Config, MobileNetV1ForImageClassification
+
+    config = MobileNetV1Config(depth_multiplier=0.25, num_labels=5, image_size=32)
+    MobileNetV1ForImageClassification(config).save_pretrained(tmp / "plain")
+    base["--model"] = str(tmp / "plain")
+
+
 def _file(name: str, text: str, flag: str) -> Callable[[Path, dict], None]:
     def setup(tmp: Path, base: dict) -> None:
         (tmp / name).write_text(text)
@@ -357,6 +366,12 @@ CLI_CASES = [
         ["--num-blocks", "1"],
         r"There is nothing to drop.*blocks per stage \[1, 1, 1, 1\]",
         setup=_shallow_teacher,
+    ),
+    Case(
+        "model-without-residual-blocks",
+        [],
+        r"There is nothing to drop in a `MobileNetV1ForImageClassification`: its layers are one plain stack",
+        setup=_plain_stack_teacher,
     ),
     # the latency table
     Case("latency-table-missing-file", ["--latency-table", "nowhere.json"], r"--latency-table `nowhere.json` does not"),

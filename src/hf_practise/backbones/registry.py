@@ -13,9 +13,27 @@ from torch import nn
 
 from .base import BackboneFamily
 
-__all__ = ["register_family", "registered_families", "get_family"]
+__all__ = ["register_family", "registered_families", "get_family", "nothing_to_drop"]
 
 _REGISTRY: list[type[BackboneFamily]] = []
+
+_PLAIN_STACK = "its layers are one plain stack, with no shortcut around any of them"
+_CONCATENATED = "its blocks concatenate parallel branches (Inception), with no shortcut around them"
+#: model classes (module.Class) with no block PRACTISE can drop, and why
+NOTHING_TO_DROP = {
+    "timm.models.vgg.VGG": _PLAIN_STACK,
+    "timm.models.densenet.DenseNet": (
+        "each dense layer concatenates its output to its input, so no layer keeps its input's shape"
+    ),
+    "timm.models.rexnet.RexNet": (
+        "every block widens the stream (its shortcut adds into the first channels of a wider output), so no block "
+        "keeps its input's shape"
+    ),
+    "timm.models.dpn.DPN": "every block appends channels to its dense path, so no block keeps its input's shape",
+    "timm.models.inception_v3.InceptionV3": _CONCATENATED,
+    "timm.models.inception_v4.InceptionV4": _CONCATENATED,
+    "transformers.models.mobilenet_v1.modeling_mobilenet_v1.MobileNetV1ForImageClassification": _PLAIN_STACK,
+}
 
 
 def register_family(family: type[BackboneFamily]) -> type[BackboneFamily]:
@@ -51,16 +69,34 @@ def _specificity(family: type[BackboneFamily], model: nn.Module) -> tuple[int, i
     return position, -len(family.__mro__)
 
 
+def nothing_to_drop(model: nn.Module) -> str | None:
+    """Why `model`'s architecture has no block PRACTISE can drop, for the known ones (VGG, DenseNet, Inception,
+    MobileNetV1), else None."""
+    for klass in type(model).__mro__:
+        reason = NOTHING_TO_DROP.get(f"{klass.__module__}.{klass.__name__}")
+        if reason is not None:
+            return reason
+    return None
+
+
 def get_family(model: nn.Module) -> BackboneFamily:
     """The family adapter that handles `model`: of the families that match it, the most specific one (whose model
     class comes first in the model's MRO; a subclass family before its parent), whatever the import order.
 
     Raises:
-        ValueError: no registered family handles the model.
+        ValueError: no registered family handles the model, or its architecture has no block to drop (the
+            message says why).
     """
     matching = [family for family in registered_families() if family.matches(model)]
     if matching:
         return min(matching, key=lambda family: _specificity(family, model)).for_model(model)
+    reason = nothing_to_drop(model)
+    if reason is not None:
+        raise ValueError(
+            f"There is nothing to drop in a `{type(model).__name__}`: {reason}. PRACTISE makes a network faster by "
+            "removing residual blocks (blocks whose output keeps their input's shape and adds to it); this "
+            "architecture has none."
+        )
     supported = ", ".join(sorted(f.name for f in _REGISTRY))
     raise ValueError(
         f"No backbone adapter for `{type(model).__name__}`; supported: {supported}. "
