@@ -175,3 +175,33 @@ def test_the_summary_counts_the_candidates_the_scan_retried():
     assert (
         f"Scan: {len(result.scan)} candidates, 5 adaptor steps each at rate 10; {retried} retried" in result.summary()
     )
+
+
+def test_rescoring_takes_the_best_block_of_a_scan_of_the_network_without_the_blocks_taken():
+    from hf_practise import PractiseCompressor
+    from hf_practise.recoverability import build_pruned, rank_blocks
+
+    from .test_compressor import fast_config
+
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    model = tiny_resnet("resnet18")
+    scan = ScanConfig(iterations=5, batch_size=8)
+    result = PractiseCompressor(model, fast_config(num_blocks=2, rescore=1, scan=scan)).compress(images)
+    assert "rescore" in result.phase_seconds
+    first, second = result.dropped
+    assert first.block == rank_blocks(result.scan)[0].block  # the first pick is the one-scan pick
+    # the second: the best score of the candidates scanned again, on the network without the first
+    family = get_family(model)
+    pruned = build_pruned(model, family, [first.ref], adaptors=False)
+    targets = teacher_features(model, family, images, batch_size=8)
+    shares = {r.block: r.latency_saving for r in result.scan}
+    left = [b for b in family.blocks(model) if b != first.ref]
+    again = {
+        old.path: score_block(pruned, family, new, images, targets, config=scan, seed=0)
+        for new, old in zip(family.blocks(pruned), left)
+        if old in {c for c in family.candidates(model)}
+    }
+    best = min(again, key=lambda path: again[path].recoverability / shares[path])
+    assert second.block == best
+    assert second.recoverability == pytest.approx(again[best].recoverability, rel=1e-4)
+    assert second.adaptors.keys() == {r.block: r for r in result.scan}[best].adaptors.keys()

@@ -145,6 +145,7 @@ class PractiseCompressor:
         # with quantize="int8": the images the int8 models that selection times are calibrated on, and the int8 teacher
         self._int8_images: torch.Tensor | None = None
         self._teacher_int8 = None
+        self._ranked: list[ScanRow] | None = None  # with `config.rescore`: the drop order re-scoring found
         self.source = dict(source_config or {})
         # the saved model keeps the teacher's dtype (a loader may already have widened it: hub records the file's);
         # the compression runs in float32, as half-precision weights would meet float32 images and adaptors
@@ -366,6 +367,7 @@ class PractiseCompressor:
                     "quantize": settings["quantize"],
                     "input_size": list(self.input_size),
                     "shares": shares,
+                    **({"rescore": self.config.rescore} if self.config.rescore else {}),
                 }
             )
         )
@@ -426,16 +428,20 @@ class PractiseCompressor:
         targets: torch.Tensor | None = None,
         latency_saving: dict[str, float] | None = None,
         blocks: Sequence | None = None,
+        model: nn.Module | None = None,
+        cache_tag: str = "",
     ) -> list[ScanRow]:
-        """Recoverability of every candidate (or of `blocks` only), split across processes and gathered on all."""
+        """Recoverability of every candidate (or of `blocks` only), split across processes and gathered on all;
+        `model`: a pruned copy of the teacher to scan instead (re-scoring), its rows cached under `cache_tag`."""
         from accelerate.utils import gather_object
 
+        model = self.model if model is None else model
         cands = list(blocks) if blocks is not None else self.candidates()
         if targets is None:
             targets = teacher_features(
                 self.model, self.family, tiny.images, batch_size=self.config.scan.batch_size
             ).cpu()
-        cache = Path(self.config.work_dir) / "scan" if self.config.work_dir else None
+        cache = Path(self.config.work_dir) / "scan" / cache_tag if self.config.work_dir else None
         fingerprint = (
             f"{self.source['fingerprint']}-{tiny.fingerprint}-"
             f"{json.dumps(self.config.to_dict()['scan'], sort_keys=True)}-{self.config.seed}"
@@ -457,7 +463,7 @@ class PractiseCompressor:
                 )
 
             rows = scan_blocks(
-                self.model,
+                model,
                 self.family,
                 list(mine),
                 tiny.images,
@@ -472,17 +478,71 @@ class PractiseCompressor:
             bar.close()
         if self.accelerator.num_processes > 1:
             rows = gather_object(rows)
-        order = {(c.stage, c.index): i for i, c in enumerate(self.candidates())}  # forward order
+        order = {(c.stage, c.index): i for i, c in enumerate(self.family.blocks(model))}  # forward order
         return sorted(rows, key=lambda r: order[(r.stage, r.index)])
+
+    def rescored_order(
+        self, rows: Sequence[ScanRow], tiny: TinySet, targets: torch.Tensor, shares: dict[str, float]
+    ) -> list[ScanRow]:
+        """The candidates in the order re-scoring drops them (`config.rescore` = k): the k best by score, then the
+        rest scanned again on the network without the blocks taken so far (the teacher's features still the
+        target), the k best of those, and so on until the blocks taken alone would meet the largest target; then
+        the rest by their last scores. Each row keeps its first scan's adaptors (where the finetune starts) and
+        carries the recoverability it was taken with."""
+        family, k = self.family, self.config.rescore
+        first = {r.ref: r for r in rows}
+        every = family.blocks(self.model)
+        order: list[ScanRow] = []
+        ranked = rank_blocks(rows)
+        while True:
+            taken_now = 0
+            for row in list(ranked):
+                refs = [r.ref for r in order]
+                if row.ref in family.feasible(self.model, [*refs, row.ref])[len(refs) :]:
+                    order.append(row)
+                    ranked.remove(row)
+                    taken_now += 1
+                    if taken_now == k or self._enough(order, shares):
+                        break
+            if taken_now == 0 or not ranked or self._enough(order, shares):
+                break
+            pruned = build_pruned(self.model, family, [r.ref for r in order], adaptors=False)
+            taken = {r.ref for r in order}
+            left, now = [b for b in every if b not in taken], family.blocks(pruned)
+            if len(now) != len(left):
+                raise RuntimeError(f"Re-scoring: {family.name} did not remove exactly {[r.block for r in order]}.")
+            original = dict(zip(now, left))  # a block of the pruned network -> the same block of the teacher
+            waiting = {r.ref for r in ranked}
+            key = hashlib.sha256(json.dumps(sorted(r.block for r in order)).encode()).hexdigest()[:12]
+            todo = [b for b in now if original[b] in waiting]
+            again = self.scan(tiny, targets=targets, blocks=todo, model=pruned, cache_tag=f"rescore-{key}")
+            logger.info("re-scored %d candidates without %s", len(again), ", ".join(r.block for r in order))
+            ranked = rank_blocks(
+                [
+                    dataclasses.replace(
+                        first[original[r.ref]], recoverability=r.recoverability, initial_error=r.initial_error
+                    )
+                    for r in again
+                ]
+            )
+        return order + ranked
+
+    def _enough(self, order: Sequence[ScanRow], shares: dict[str, float]) -> bool:
+        """Whether the blocks of `order` meet the run's largest target (by count, or by their latency shares)."""
+        cfg = self.config
+        if cfg.num_blocks is not None:
+            return len(order) >= max(cfg.points or [cfg.num_blocks])
+        return sum(shares.get(r.block, 0.0) for r in order) >= max(cfg.points or [cfg.latency_reduction])
 
     def select(self, rows: Sequence[ScanRow], *, criterion: str = "score") -> Selection:
         """Lowest-score blocks until the target holds; a latency target is checked by measuring the pruned model,
         and an overshoot comes back to the set of least total recoverability (or `criterion`'s error) inside it."""
         cost = {"score": "recoverability", "recoverability": "recoverability", "initial_error": "initial_error"}
         attr = cost.get(criterion)
-        return self.select_in_order(
-            rank_blocks(rows, criterion=criterion), cost=(lambda r: getattr(r, attr)) if attr else None
-        )
+        # with `config.rescore`, the order re-scoring found (`rescored_order`) stands for the score order
+        rescored = self._ranked if criterion == "score" else None
+        ranked = rescored if rescored is not None else rank_blocks(rows, criterion=criterion)
+        return self.select_in_order(ranked, cost=(lambda r: getattr(r, attr)) if attr else None)
 
     def select_in_order(
         self, ranked: Sequence[ScanRow], *, cost: Callable[[ScanRow], float] | None = None
@@ -615,6 +675,10 @@ class PractiseCompressor:
             targets = teacher_features(self.model, family, tiny.images, batch_size=cfg.scan.batch_size).cpu()
         with _phase(times, "scan"):
             rows = self.scan(tiny, targets=targets, latency_saving=fractions, blocks=fixed)
+        self._ranked = None
+        if cfg.rescore and fixed is None:
+            with _phase(times, "rescore"):
+                self._ranked = self.rescored_order(rows, tiny, targets, fractions)
         augmented = self._augmented(tiny_set, tiny, image_column, label_column)
         results, finetuned = [], {}
         for point in points:

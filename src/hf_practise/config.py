@@ -340,6 +340,14 @@ class CompressionConfig:
             "a model that keeps a block without one of them reloads with hf_practise.load_compressed"
         ),
     )
+    rescore: int = option(
+        0,
+        (
+            "re-score as blocks go: after every this many drops, scan the remaining candidates again on the network "
+            "without the blocks chosen so far (0: score once, as PRACTISE does); each round costs a scan of what is "
+            "left (the 'rescore' phase)"
+        ),
+    )
     seed: int = option(0, "seeds sampling, shuffling and adaptor training")
     scan: ScanConfig = field(default_factory=ScanConfig, metadata={"no_flag": "a section: its fields have flags"})
     finetune: FinetuneConfig = field(
@@ -432,6 +440,7 @@ class CompressionConfig:
             if several is not None:  # one target is a number; several, in ascending order
                 self.latency_reduction = sorted(map(float, several)) if len(several) > 1 else float(several[0])
         _positive("seed", self.seed, "--seed", allow_zero=True, integer=True)
+        _positive("rescore", self.rescore, "--rescore", allow_zero=True, integer=True)
         _positive("latency_tolerance", self.latency_tolerance, "--latency-tolerance")
         _positive("eval_batch_size", self.eval_batch_size, "--eval-batch-size", integer=True)
         _check(
