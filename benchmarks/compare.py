@@ -13,6 +13,7 @@ per-teacher markdown table and PNG plot from whatever runs exist.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import itertools
 import json
@@ -34,13 +35,13 @@ from hf_practise.data import TinySet, _fingerprint
 from hf_practise.files import atomic_write_text
 from hf_practise.latency import compare_latency, count_macs, count_params
 from hf_practise.mimic import evaluate_top1, mimic_finetune
-from hf_practise.recoverability import build_pruned, rank_blocks
+from hf_practise.recoverability import build_pruned, rank_blocks, teacher_features
 from hf_practise.training import recalibrate_norm_stats
 
 logger = logging.getLogger("compare")
 
 BLOCK_METHODS = ["practise", "ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout"]
-BLOCK_METHODS += ["initial", "random-0", "random-1", "random-2", "last"]
+BLOCK_METHODS += ["initial", "random-0", "random-1", "random-2", "last", "rescore"]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
 SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout", "practise+int8")
 #: post-training int8 (issue #24): of the teacher alone (the anchor), and of practise's model (practise+int8); both
@@ -232,6 +233,13 @@ class Bench:
             if cfg.blocks:  # the practise run's blocks (the package checks that the model can drop them)
                 by_block = {r.block: r for r in rows}
                 chosen = [by_block[c.path] for c in comp.fixed_blocks()]
+            elif method == "rescore":  # re-scored as blocks go (CompressionConfig.rescore=1), then the same finetune
+                comp.config = dataclasses.replace(comp.config, rescore=1)
+                targets = teacher_features(
+                    self.teacher, self.family, tiny.images, batch_size=comp.config.scan.batch_size
+                )
+                comp.config.work_dir = str(self.cache / f"scan_{kind}_{n}_s{seed}")  # the scan's rows and rescans
+                chosen, _ = comp.select_in_order(comp.rescored_order(rows, tiny, targets, self.fractions()))
             else:
                 chosen, _ = comp.select_in_order(self.order(method, rows, seed))
             dropped = [r.block for r in chosen]
