@@ -147,3 +147,91 @@ def test_a_beit_trains_after_its_latency_was_measured():
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     result = PractiseCompressor(tiny_model("transformers-beit/beit-relpos-meanpool"), cfg).compress(x)
     assert len(result.dropped) == 1
+
+
+@pytest.mark.parametrize("architectures", [True, False])
+def test_a_perceiver_folder_is_refused_in_one_line(architectures, tmp_path):
+    """Perceiver has no family: with `architectures` in its config.json the compressor says so; without them,
+    transformers cannot choose among Perceiver's three classifiers and failed with a TypeError ("'NoneType' object
+    is not iterable"): the loader now says what is missing."""
+    cfg = transformers.PerceiverConfig(
+        num_latents=4, d_latents=16, d_model=16, num_blocks=1, num_self_attends_per_block=1, image_size=32
+    )
+    cfg.num_self_attention_heads = cfg.num_cross_attention_heads = 1
+    transformers.PerceiverForImageClassificationLearned(cfg).save_pretrained(tmp_path)
+    if not architectures:
+        config = json.loads((tmp_path / "config.json").read_text())
+        del config["architectures"]
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    expected = (
+        r"No backbone adapter for `PerceiverForImageClassificationLearned`; supported: "
+        if architectures
+        else r'names no `architectures`, .* \(PerceiverForImageClassificationLearned, .*"architectures": \['
+    )
+    with pytest.raises(ValueError, match=expected) as info:
+        PractiseCompressor.from_pretrained(str(tmp_path), CompressionConfig())
+    assert "\n" not in str(info.value)
+
+
+def _changes_shape(block) -> bool:
+    if not hasattr(block, "expand_1x1"):
+        return False
+    convs = (block.expand_1x1.convolution, block.conv_3x3.convolution, block.reduce_1x1.convolution)
+    return convs[0].in_channels != convs[2].out_channels or convs[1].stride != (1, 1)
+
+
+@pytest.mark.parametrize(
+    "model_id, stays",
+    [
+        # a stage's first layer (but the first stage's) widens the stream and pools its queries
+        ("transformers-hiera/hiera", lambda s, i, block: s > 0 and i == 0),
+        # the attention block closes each stage: transformers builds depth d as d - 1 conv encoders and it
+        ("transformers-swiftformer/swiftformer", lambda s, i, block: hasattr(block, "attn")),
+        # a stage's first block has no shortcut
+        ("transformers-hgnet-v2/hgnet-v2", lambda s, i, block: i == 0),
+        # inverted residuals that change width or resolution; transformer layers are all candidates
+        ("transformers-mobilevit/mobilevit", lambda s, i, block: _changes_shape(block)),
+        # RepVGG-style layers that stride or widen (no identity branch), also in the middle of TextNet's first stage
+        (
+            "transformers-textnet/textnet",
+            lambda s, i, block: block.stride != 1 or block.num_channels != block.out_channels,
+        ),
+    ],
+)
+def test_the_blocks_that_the_smaller_config_would_not_rebuild_stay(model_id, stays):
+    model = tiny_model(model_id)
+    family = get_family(model)
+    kept = {
+        (s, i) for s, stage in enumerate(family.stages(model)) for i, block in enumerate(stage) if stays(s, i, block)
+    }
+    candidates = {(r.stage, r.index) for r in family.candidates(model)}
+    assert kept and not kept & candidates
+    assert len(kept) + len(candidates) == sum(len(stage) for stage in family.stages(model))
+
+
+@pytest.mark.parametrize("model_id, emptied", [("transformers-pvt/pvt", False), ("transformers-pvt-v2/pvt-v2", True)])
+def test_a_pyramid_stage_is_emptied_only_without_a_cls_token(model_id, emptied):
+    """PVT's last stage carries a [CLS] token that needs a layer to see the image; PVT v2 averages its last map, and
+    transformers builds a stage of depth 0."""
+    model = tiny_model(model_id)
+    family = get_family(model)
+    last = [r for r in family.candidates(model) if r.stage == len(family.stages(model)) - 1]
+    assert len(family.feasible(model, last)) == len(last) - (0 if emptied else 1)
+    if emptied:
+        pruned = build_pruned(model, family, last, adaptors=False)
+        assert family.pruned_config(pruned).depths[-1] == 0
+
+
+def test_a_textnet_compresses_though_its_layers_keep_kernel_sizes_as_lists():
+    """transformers' TextNet layers keep `kernel_size` as the config's list: the latency table's grouping of identical
+    blocks hashed it and failed ("unhashable type: 'list'")."""
+    cfg = CompressionConfig(
+        num_blocks=1,
+        scan=ScanConfig(iterations=1, batch_size=2),
+        finetune=FinetuneConfig(iterations=2, batch_size=2, lr=1e-5),
+        latency=LatencyConfig(batch_size=1, repeats=1, warmup=0, input_size=(3, 32, 32)),
+    )
+    model = tiny_model("transformers-textnet/textnet")
+    assert isinstance(get_family(model).stages(model)[0][0].kernel_size, list)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert len(PractiseCompressor(model, cfg).compress(x).dropped) == 1

@@ -323,7 +323,8 @@ def _signature(module: nn.Module, args: tuple, kwargs: dict) -> tuple:
         (
             type(m).__name__,
             tuple(tuple(p.shape) for p in m.parameters(recurse=False)),
-            tuple(getattr(m, a, None) for a in ("stride", "padding", "dilation", "groups", "kernel_size")),
+            # (repr: some layers keep these as lists, e.g. transformers' TextNet its kernel size)
+            tuple(repr(getattr(m, a, None)) for a in ("stride", "padding", "dilation", "groups", "kernel_size")),
         )
         for m in module.modules()
     )

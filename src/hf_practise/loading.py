@@ -230,6 +230,21 @@ def _load_timm_dir(root: Path, *, pretrained: bool, source: dict[str, Any], **kw
     return model, source
 
 
+def _check_architectures(config: dict[str, Any], what: str) -> None:
+    """Refuse a config.json without `architectures` whose model type has several image classifiers (LeViT,
+    Perceiver): transformers cannot choose one and fails with "'NoneType' object is not iterable"."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    classes = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(model_type, ())
+    if isinstance(classes, (list, tuple)) and len(classes) > 1 and not config.get("architectures"):
+        raise ValueError(
+            f"{what}: config.json names no `architectures`, and transformers has several image classifiers for "
+            f"`{model_type}` ({', '.join(classes)}); name the checkpoint's class in config.json, e.g. "
+            f'"architectures": ["{classes[0]}"].'
+        )
+
+
 def _load_transformers_dir(root: Path, *, trust_remote_code: bool, source: dict[str, Any], **kwargs: Any):
     try:
         from transformers import AutoModelForImageClassification
@@ -243,6 +258,7 @@ def _load_transformers_dir(root: Path, *, trust_remote_code: bool, source: dict[
     config = _read_config(root, what)
     if FORMAT_KEY in config:  # saved by hf_practise for a family transformers cannot rebuild
         return _load_transformers_compressed(root, config, what=what, source=source, **kwargs)
+    _check_architectures(config, what)
     try:
         model, info = AutoModelForImageClassification.from_pretrained(
             str(root), use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs

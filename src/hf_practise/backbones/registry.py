@@ -33,6 +33,7 @@ NOTHING_TO_DROP = {
     "timm.models.inception_v3.InceptionV3": _CONCATENATED,
     "timm.models.inception_v4.InceptionV4": _CONCATENATED,
     "transformers.models.mobilenet_v1.modeling_mobilenet_v1.MobileNetV1ForImageClassification": _PLAIN_STACK,
+    "transformers.models.pp_lcnet.modeling_pp_lcnet.PPLCNetForImageClassification": _PLAIN_STACK,
 }
 
 
