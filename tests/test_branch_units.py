@@ -88,9 +88,9 @@ def test_the_last_attention_stays():
         family.drop_blocks(build_pruned(model, family, [], adaptors=False), attn)
 
 
-def _compress(model, **config):
+def _compress(model, units="branches", **config):
     cfg = CompressionConfig(
-        units="branches",
+        units=units,
         scan=ScanConfig(iterations=3),
         finetune=FinetuneConfig(iterations=3, checkpoint_every=0),
         latency=LatencyConfig(repeats=3, warmup=1),
@@ -194,3 +194,11 @@ def test_a_halved_transformers_model_reloads_with_load_compressed(variant, tmp_p
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x).logits, result.model.eval()(x).logits, rtol=0, atol=1e-5)
+
+
+def test_a_work_dir_never_hands_a_blocks_row_to_a_branch_unit(tmp_path):
+    model, _ = _branches()
+    blocks = _compress(model, units="blocks", num_blocks=1, work_dir=str(tmp_path / "work"))
+    branches = _compress(model, num_blocks=1, work_dir=str(tmp_path / "work"))
+    assert [r.block for r in blocks.scan] == [f"blocks.{i}" for i in range(4)]
+    assert [r.block for r in branches.scan] == [f"blocks.{i}.{k}" for i in range(4) for k in ("attn", "mlp")]

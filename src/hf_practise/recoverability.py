@@ -260,7 +260,8 @@ def _load_cached(cache_dir: Path, block: BlockRef, fingerprint: str) -> ScanRow 
     if not (meta_path.exists() and weights_path.exists()):
         return None
     meta = json.loads(meta_path.read_text())
-    if meta.pop("fingerprint", None) != fingerprint:
+    # the same position may be another candidate: a whole block or one of its branches (`units`)
+    if meta.pop("fingerprint", None) != fingerprint or meta.get("block") != block.path:
         return None
     meta.pop("score", None)
     return ScanRow(**meta, adaptors=load_file(str(weights_path)))
