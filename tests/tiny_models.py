@@ -71,3 +71,13 @@ def assert_native_rebuild(arch: str, family: Any, model: nn.Module) -> None:
     with torch.device("meta"):
         rebuilt = timm.create_model(arch, num_classes=5, **family.block_args(model))
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+def sites_around(model_id: str, path: str) -> set[tuple[str, str]]:
+    """(layer, side) of each adaptor around the hole that dropping the candidate `path` of the tiny `model_id` leaves."""
+    from hf_practise import get_family
+
+    model = tiny_model(model_id)
+    family = get_family(model)
+    hole = next(r for r in family.candidates(model) if r.path == path)
+    return {(s.key, s.side) for s in family.adaptor_sites(model, [hole])}
