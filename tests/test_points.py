@@ -81,7 +81,7 @@ def test_several_targets_are_checked_like_one():
     with pytest.raises(ValueError, match="fraction in"):
         CompressionConfig(latency_reduction=[0.2, 1.5])
     assert CompressionConfig(num_blocks=[2]).num_blocks == 2
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(ValueError, match=r"distinct ones\); got \[2, 2\]"):
         CompressionConfig(num_blocks=[2, 2])
     with pytest.raises(ValueError, match="at least 1"):
         CompressionConfig(num_blocks=[2, 0])

@@ -421,8 +421,8 @@ class CompressionConfig:
                 len(counts) > 0
                 and len(set(counts)) == len(counts)
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts),
-                f"`num_blocks` (CLI: --num-blocks) is a count of at least 1, or several distinct ones; got "
-                f"{self.num_blocks!r}.",
+                "`num_blocks` (CLI: --num-blocks) must be at least 1 (one count, or several distinct ones); got "
+                f"{counts[0] if len(counts) == 1 else self.num_blocks!r}.",
             )
             self.num_blocks = sorted(counts) if len(counts) > 1 else counts[0]
         elif self.blocks is None:
