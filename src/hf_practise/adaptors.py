@@ -86,9 +86,10 @@ class AdaptedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre is not None:
             # in the input's own memory layout: the layer then runs the same kernel (e.g. a GEMM on ResMLP's
-            # transposed stream rounds otherwise), so an identity adaptor leaves its output bit for bit
+            # transposed stream rounds otherwise), so an identity adaptor leaves its output bit for bit; a copy
+            # only where the adaptor changed the layout
             y = self.pre(x)
-            x = y if x.is_contiguous() else torch.empty_like(x, dtype=y.dtype).copy_(y)
+            x = y if y.stride() == x.stride() else torch.empty_like(x, dtype=y.dtype).copy_(y)
         x = self.layer(x)
         if self.post is not None:
             x = self.post(x)

@@ -98,6 +98,13 @@ def unit_refs(model: nn.Module, stages: Sequence[Sequence[BlockGroup]]) -> list[
     return refs
 
 
+def rebuild_stage(model: nn.Module, stage: nn.Module, kept: Sequence[nn.Module]) -> None:
+    """Put a container of the same type holding only `kept` where `stage` is in `model`, so state-dict keys
+    renumber as the family's library numbers a shallower model."""
+    parent, name = next((p, n) for p in model.modules() for n, child in p.named_children() if child is stage)
+    setattr(parent, name, nn.Sequential(*kept) if isinstance(stage, nn.Sequential) else nn.ModuleList(kept))
+
+
 def entry_module(block: nn.Module) -> nn.Module:
     """The module whose input is a block's input (the first block of a group, a branch unit's pre-norm)."""
     if isinstance(block, BlockGroup):
@@ -278,13 +285,10 @@ class BackboneFamily(abc.ABC):
 
         By default each stage container is rebuilt (same container type) without them, so state-dict keys
         renumber as the family's library numbers a shallower model."""
-        stages = self.stages(model)
-        parents = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
-        for s, stage in enumerate(stages):
+        for s, stage in enumerate(self.stages(model)):
             kept = [b for i, b in enumerate(stage) if (s, i) not in gone]
             if len(kept) != len(stage):
-                parent, name = parents[id(stage)]
-                setattr(parent, name, nn.Sequential(*kept) if isinstance(stage, nn.Sequential) else nn.ModuleList(kept))
+                rebuild_stage(model, stage, kept)
 
     @abc.abstractmethod
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:

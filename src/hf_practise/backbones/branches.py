@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BlockRef
+from .base import BlockRef, rebuild_stage
 
-__all__ = ["BranchUnit", "NoBranch", "branch_present", "branch_units"]
+__all__ = ["BranchUnit", "BranchUnitsMixin", "NoBranch", "branch_present", "branch_units"]
 
 
 class NoBranch(nn.Module):
@@ -151,7 +151,6 @@ class BranchUnitsMixin:
         that loses every branch it still had leaves its stage, whose container is rebuilt as the base class does."""
         if self.units != "branches":
             return super().remove_blocks(model, gone)
-        parents = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
         for s, (container, units) in enumerate(zip(self.block_stages(model), self.stages(model))):
             dropped = {id(u): (s, i) in gone for i, u in enumerate(units)}
             kept = []
@@ -164,9 +163,7 @@ class BranchUnitsMixin:
                     for k, name in enumerate(u.part_names):
                         setattr(block, name, NoBranch(u.kind in self.tuple_branches) if k == 1 else nn.Identity())
             if len(kept) != len(container):
-                parent, name = parents[id(container)]
-                rebuilt = nn.Sequential(*kept) if isinstance(container, nn.Sequential) else nn.ModuleList(kept)
-                setattr(parent, name, rebuilt)
+                rebuild_stage(model, container, kept)
 
     def reloads_natively(self, model: nn.Module) -> bool:
         # the library builds every block with both branches: a block without one is hf_practise's format
