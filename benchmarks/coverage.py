@@ -1,7 +1,8 @@
 """How much of the model zoo compresses and reloads: timm's pretrained checkpoints and transformers' classifiers.
 
-Per timm model class (of `timm.list_models(pretrained=True)`, built on the meta device) up to three architectures,
-as random instances: the one with the most checkpoints, the smallest, the one whose layer types differ most; per
+Per timm model class (of `timm.list_models(pretrained=True)`, built on the meta device) up to five architectures,
+as random instances: the one with the most checkpoints, the smallest, the largest under the parameter cap, one at
+random and the one whose layer types differ most; per
 transformers image-classification type, its family's tiny model. Each gets a 1-block compression, saved and reloaded
 in a fresh process (plain timm / transformers, or `load_compressed`); it passes when the logits agree within 1e-5.
 A class's checkpoints count only when every tried architecture passed.
@@ -9,6 +10,8 @@ A class's checkpoints count only when every tried architecture passed.
     python benchmarks/coverage.py                 # all of it, ~30-40 min on 2 cores
     python benchmarks/coverage.py --quick         # three classes and the transformers types (CI smoke test)
     python benchmarks/coverage.py --only-classes timm.models.eva.Eva   # rerun one class (and transformers)
+    python benchmarks/coverage.py --add-picks     # only the architectures pick() adds to the tried classes
+    ... --resume                                  # after an interruption: reuse the tries that finished
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import random
 import sys
 import tempfile
 import time
 import traceback
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +74,26 @@ def timm_classes(cache: Path, modules: tuple[str, ...] | None = None) -> dict[st
     return h.read_json(path)
 
 
-def pick(archs: list[dict]) -> list[dict]:
-    """The architectures to try for one class: most checkpoints, smallest, most different layer types."""
+def pick(cls: str, archs: list[dict]) -> list[dict]:
+    """The architectures to try for one class: the one with the most checkpoints, the smallest, the largest under
+    the parameter cap, one at random (seeded by the class name, so a rerun tries the same) and the one whose layer
+    types differ most from the first; each once."""
     first = max(archs, key=lambda a: (a["checkpoints"], -a["params"]))
     chosen = [first]
     real = [a for a in archs if not a["arch"].startswith("test_")] or archs  # timm's test_* models are toys
-    small = min(real, key=lambda a: a["params"])
-    if small is not first:
-        chosen.append(small)
+    under = [a for a in real if a["params"] <= MAX_PARAMS] or real
     base = set(first["layer_types"])
     other = max(real, key=lambda a: (len(base ^ set(a["layer_types"])), -a["params"]))
-    if other not in chosen and base ^ set(other["layer_types"]):
-        chosen.append(other)
+    rest = sorted((a for a in under if a is not first), key=lambda a: a["arch"])
+    rng = random.Random(zlib.crc32(cls.encode()))
+    for a in (
+        min(real, key=lambda a: a["params"]),
+        max(under, key=lambda a: a["params"]),
+        rng.choice(rest) if rest else first,
+        other if base ^ set(other["layer_types"]) else first,
+    ):
+        if a not in chosen:
+            chosen.append(a)
     return chosen
 
 
@@ -138,11 +151,13 @@ def run_timm(args) -> tuple[list[dict], int]:
     data = timm_classes(Path(args.cache), QUICK_MODULES if args.quick else None)
     rows = []
     previous = {r["class"]: r for r in (args.previous or {}).get("timm", {}).get("rows", [])}
+    tries = TryLog(Path(args.cache) / "tries.jsonl", resume=args.resume)
     for cls, archs in sorted(data["classes"].items(), key=lambda kv: -sum(a["checkpoints"] for a in kv[1])):
         if args.quick and cls not in QUICK_CLASSES:
             continue
-        if args.only_classes and cls not in args.only_classes and cls in previous:
-            rows.append(previous[cls])  # not rerun: the row of the results file
+        old = previous.get(cls)
+        if old and (args.only_classes and cls not in args.only_classes or args.add_picks and not old["tried"]):
+            rows.append(old)  # not rerun: the row of the results file
             continue
         checkpoints = sum(a["checkpoints"] for a in archs)
         row: dict[str, Any] = {"class": cls, "checkpoints": checkpoints, "architectures": len(archs), "tried": []}
@@ -150,7 +165,7 @@ def run_timm(args) -> tuple[list[dict], int]:
         if cls == "(cannot build)":
             row["status"] = "cannot build on the meta device"
             continue
-        picked = pick(archs)
+        picked = pick(cls, archs)
         picked = picked[1:2] or picked[:1] if args.quick else picked  # --quick: the smallest architecture only
         with torch.device("meta"):
             models = [timm.create_model(a["arch"], pretrained=False) for a in picked]
@@ -158,12 +173,34 @@ def run_timm(args) -> tuple[list[dict], int]:
             reason = nothing_to_drop(models[0])
             row["status"] = f"nothing to drop: {reason}" if reason else "no family"
             continue
+        kept = {t["arch"]: t for t in old["tried"]} if args.add_picks and old else {}
         for a in picked:
-            row["tried"].append(try_timm(a))
+            row["tried"].append(kept.get(a["arch"]) or tries.get(a["arch"]) or tries.add(try_timm(a)))
             logger.info("%s %s: %s", cls, a["arch"], row["tried"][-1])
         ran = [t for t in row["tried"] if t.get("passed") is not None]
         row["status"] = "passed" if ran and all(t["passed"] for t in ran) else "failed"
     return rows, data["total_checkpoints"]
+
+
+class TryLog:
+    """Every finished try, appended to a jsonl file as it ends; `resume` reuses the tries of an interrupted run of the
+    same command (one line per architecture: the last one counts)."""
+
+    def __init__(self, path: Path, *, resume: bool) -> None:
+        self.path, self.done = path, {}
+        if resume and path.exists():
+            self.done = {t["arch"]: t for t in map(json.loads, path.read_text().splitlines()) if t.get("arch")}
+        elif path.exists():
+            path.unlink()
+
+    def get(self, arch: str) -> dict[str, Any] | None:
+        return self.done.get(arch)
+
+    def add(self, attempt: dict[str, Any]) -> dict[str, Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(attempt) + "\n")
+        return attempt
 
 
 def meta_classifier(model_type: str, class_name: str) -> torch.nn.Module:
@@ -290,7 +327,7 @@ def render(record: dict) -> list[str]:
     )
     lines += ["", f"Command: `{record['command']}` ({record['seconds'] / 60:.0f} min)"]
     lines += [
-        f"Rerun of {', '.join(r['classes'])} after a fix: `{r['command']}` ({r['seconds'] / 60:.0f} min)"
+        f"Rerun of {', '.join(r['classes'])}: `{r['command']}` ({r['seconds'] / 60:.0f} min)"
         for r in record.get("reruns", [])
     ]
     return lines + ["", f"Machine: {json.dumps(record['machine'])}"]
@@ -304,12 +341,12 @@ def run(p, args) -> dict:
 
     start = time.perf_counter()
     args.previous = None
-    if args.only_classes:
+    if args.only_classes or args.add_picks:
         path = Path(args.results) / "coverage.json"
         if not path.exists():
-            p.error(f"--only-classes reruns some classes of an existing {path}; run without it first")
+            p.error(f"--only-classes and --add-picks rerun part of an existing {path}; run without them first")
         args.previous = h.read_json(path)
-        unknown = set(args.only_classes) - {r["class"] for r in args.previous["timm"]["rows"]}
+        unknown = set(args.only_classes or ()) - {r["class"] for r in args.previous["timm"]["rows"]}
         if unknown:
             p.error(f"--only-classes: not a class of {path}: {sorted(unknown)} (e.g. timm.models.eva.Eva)")
     timm_rows, total = run_timm(args)
@@ -324,7 +361,8 @@ def run(p, args) -> dict:
         "seconds": round(time.perf_counter() - start),
     }
     if args.previous:  # a partial rerun: the full run's command and time stay, the rerun is listed after them
-        rerun = {"command": args.command, "classes": args.only_classes, "seconds": record["seconds"]}
+        classes = args.only_classes or ["the architectures added to every tried class"]
+        rerun = {"command": args.command, "classes": classes, "seconds": record["seconds"]}
         previous = args.previous
         record.update(
             command=previous["command"], seconds=previous["seconds"], reruns=[*previous.get("reruns", []), rerun]
@@ -339,6 +377,12 @@ def main() -> int:
     h.folders(p, cache=h.CACHE / "coverage")
     rerun = "rerun only these timm classes (e.g. timm.models.eva.Eva) and the transformers types; every other timm row "
     p.add_argument("--only-classes", nargs="+", default=None, help=rerun + "comes from coverage.json")
+    p.add_argument(
+        "--add-picks",
+        action="store_true",
+        help="keep coverage.json's tries and run only the architectures that pick() adds to each tried class",
+    )
+    p.add_argument("--resume", action="store_true", help="reuse the tries of an interrupted run (cache/tries.jsonl)")
     return h.study(p, stem="coverage", run=run, render=render)
 
 

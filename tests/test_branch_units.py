@@ -114,6 +114,7 @@ def test_a_halved_model_saves_in_hf_practise_format_and_reloads_exactly(tmp_path
         assert torch.equal(reloaded(x), result.model.eval()(x))
     card = str(result.model_card())
     assert "load_compressed" in card and "attention" in card
+    assert "(timm builds every block with both its attention and its MLP)" in card  # why not plain timm
 
 
 def test_whole_blocks_only_reload_with_plain_timm(tmp_path):

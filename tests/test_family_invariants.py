@@ -203,6 +203,19 @@ def test_dropped_model_reloads_natively_with_identical_logits(model_id, reloads)
     assert re.search(r"(?i)missing key|size mismatch|does not recognize", str(refused)), str(refused)[-500:]
 
 
+def test_a_model_that_needs_the_loader_says_why(model_id):
+    """The card and the load snippet name why the family's library cannot rebuild a drop: a reason of the family's
+    own, never the base class's words."""
+    from hf_practise.backbones.base import BackboneFamily
+
+    model = tiny_model(model_id)
+    family = get_family(model)
+    pruned = build_pruned(model, family, family.feasible(model, family.candidates(model))[:2], adaptors=False)
+    why = family.why_not_native(pruned)
+    assert (why == "") is family.reloads_natively(pruned)
+    assert why != BackboneFamily.native_reload_why
+
+
 def test_the_scan_from_a_cut_scores_like_the_full_scan(model_id):
     """Every family: the scan's shortcut (run from where the hole's changes begin) leaves the recoverability as it
     is, or is not taken."""

@@ -362,6 +362,7 @@ def render_model_card(
         command=command,
         load_snippet=load_snippet,
         native=native,
+        native_why=result.family.why_not_native(result.model),
         int8=_int8_section(result),
         onnx=_onnx_section(result),
         eval_description=eval_desc,

@@ -399,7 +399,8 @@ def report_and_save(result: Any, args: argparse.Namespace) -> int:
             )
     path = result.save_pretrained(Path(args.output_dir), overwrite=args.overwrite, repo_id=args.hub_model_id)
     native = result.reloads_natively
-    how = f"plain {result.family.library_name}" if native else "hf_practise's loader"
+    why = result.family.why_not_native(result.model)
+    how = f"plain {result.family.library_name}" if native else f"hf_practise's loader ({why})"
     where = path / card.point_folder(result) if result.points else path
     print(f"\nSaved to {path}. Reload with {how}:")
     print("  " + result.family.load_snippet(str(where), hub=False, native=native).replace("\n", "\n  "))

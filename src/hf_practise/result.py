@@ -90,6 +90,7 @@ class CompressionResult:
         return {
             "family": self.family.name,
             "reloads_natively": self.reloads_natively,
+            "native_reload_why": self.family.why_not_native(self.model),
             "weights_dtype": self.weights_dtype,
             "source": self.public_source(),
             "dropped_blocks": [r.block for r in self.dropped],

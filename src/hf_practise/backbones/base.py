@@ -155,6 +155,9 @@ class BackboneFamily(abc.ABC):
     #: model is saved in hf_practise's documented format (the original architecture plus the removed blocks) and
     #: reloads with `hf_practise.load_compressed`
     native_reload: bool = True
+    #: why the family's library cannot rebuild a block-dropped model from its config, where it cannot (the model
+    #: card and the load snippet give it; see `why_not_native`)
+    native_reload_why: str = "its config cannot express the shallower stages"
     #: blocks every stage keeps (1 where the family's library cannot build an empty stage, or where a model
     #: without blocks would ignore its input, like a ViT reading its class token)
     min_blocks_per_stage: int = 0
@@ -300,13 +303,17 @@ class BackboneFamily(abc.ABC):
         block removed is the library's own architecture and always reloads natively."""
         return self.native_reload or not getattr(model, REMOVED_ATTR, None)
 
+    def why_not_native(self, model: nn.Module) -> str:
+        """Why `model` does not reload with its family's library alone ("" when it does)."""
+        return "" if self.reloads_natively(model) else self.native_reload_why
+
     def load_snippet(self, repo_or_path: str, *, hub: bool, native: bool = True, revision: str | None = None) -> str:
         """Python that loads a saved model (for model cards): the family's own library, or hf_practise's loader
         when `native` is False; `revision`: the Hub branch it lives on (one per point of a several-target run)."""
         if not native:
             at = f", revision={revision!r}" if hub and revision else ""
             return (
-                "# the family's library cannot rebuild this block-dropped architecture from its config; this does\n"
+                f"# {self.library_name} cannot rebuild this block-dropped architecture from its config; this does\n"
                 "from hf_practise import load_compressed\n\n"
                 f'model = load_compressed("{repo_or_path}"{at})'
             )

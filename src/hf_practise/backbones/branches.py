@@ -167,8 +167,12 @@ class BranchUnitsMixin:
 
     def reloads_natively(self, model: nn.Module) -> bool:
         # the library builds every block with both branches: a block without one is hf_practise's format
-        halved = any(isinstance(m, NoBranch) for m in model.modules())
-        return not halved and super().reloads_natively(model)
+        return not _halved(model) and super().reloads_natively(model)
+
+    def why_not_native(self, model: nn.Module) -> str:
+        if _halved(model):
+            return f"{self.library_name} builds every block with both its attention and its MLP"
+        return super().why_not_native(model)
 
     def architecture_summary(self, model: nn.Module) -> dict[str, Any]:
         blocks = [b for stage in self.block_stages(model) for b in stage]
@@ -178,3 +182,8 @@ class BranchUnitsMixin:
             if without:
                 summary[f"blocks without {'attention' if kind == 'attn' else 'MLP'}"] = without
         return summary
+
+
+def _halved(model: nn.Module) -> bool:
+    """Whether a block of `model` lost one of its branches (and kept the other)."""
+    return any(isinstance(m, NoBranch) for m in model.modules())

@@ -66,7 +66,10 @@ def _shortcut_conv(block: nn.Module) -> list[nn.Module]:
 @register_family
 class TimmByobNetFamily(TimmFamily):
     name = "timm-byobnet"
-    native_reload = False  # built from a ByoModelCfg dataclass
+    native_reload = False
+    native_reload_why = (
+        "timm builds a ByobNet from a `ByoModelCfg` of `ByoBlockCfg` dataclasses, which `config.json` cannot carry"
+    )
     # (kwargs overlay the model config: `width_factor` shrinks a real architecture without changing its blocks)
     tiny_models = {
         "gernet-basic-bottle": timm_tiny("gernet_s", width_factor=0.25),

@@ -111,6 +111,8 @@ class TimmFamily(BackboneFamily):
         """Constructor kwargs that fix the (possibly block-dropped) architecture, e.g. `{"depth": 10}` (unused when
         `native_reload` is False: those families return {})."""
 
+    native_reload_why = "the architecture's timm entry point passes its depth arguments itself (`model_args` cannot)"
+
     def reloads_natively(self, model: nn.Module) -> bool:
         """Whether `timm.create_model(architecture, **model_args)` builds this depth: some entry points pass the
         depth arguments themselves (BiT's `layers`, MetaFormer's `depths`) and clash with ours. Built on the meta

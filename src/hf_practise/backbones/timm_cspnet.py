@@ -48,7 +48,8 @@ def _is_cross(stage: nn.Module) -> bool:
 @register_family
 class TimmCspNetFamily(TimmFamily):
     name = "timm-cspnet"
-    native_reload = False  # built from a CspModelCfg dataclass that the entry points pass themselves
+    native_reload = False
+    native_reload_why = "timm builds a CSPNet from a `CspModelCfg` dataclass that its entry points pass themselves; `config.json` cannot carry one"
     # the entry points fix widths and depths (kwargs replace the whole stage config, a dataclass that config.json
     # cannot carry): the smallest real architecture of each stage kind stands in for a tiny one
     tiny_models = {

@@ -65,6 +65,8 @@ class TimmCspNextFamily(TimmFamily):
     def block_args(self, model: nn.Module) -> dict[str, Any]:
         return {"depths": [len(stage) for stage in self.stages(model)], "deepen_factor": 1.0}
 
+    native_reload_why = "timm builds at least one block per CSPNeXt stage: a stage left empty has no config"
+
     def reloads_natively(self, model: nn.Module) -> bool:
         """Whether timm rebuilds it: every stage keeps a block (timm builds `max(depth, 1)` per stage)."""
         return not getattr(model, REMOVED_ATTR, None) or all(len(stage) for stage in self.stages(model))

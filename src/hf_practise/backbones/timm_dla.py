@@ -75,7 +75,8 @@ def _last_conv(block: nn.Module) -> nn.Conv2d:
 @register_family
 class TimmDLAFamily(TimmFamily):
     name = "timm-dla"
-    native_reload = False  # a tree is built from `levels`: no config gives a leaf one block
+    native_reload = False
+    native_reload_why = "timm builds a DLA as a tree from `levels`: no config gives one of its nodes fewer blocks"
     # channels and levels overlay the entry points' own: tiny versions of the three block kinds and of deeper trees
     tiny_models = {
         "dla": timm_tiny("dla34", init="calibrate", channels=(4, 8, 8, 16, 16, 32)),  # basic blocks

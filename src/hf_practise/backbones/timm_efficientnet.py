@@ -57,7 +57,8 @@ def _plain(block: nn.Module) -> bool:
 @register_family
 class TimmEfficientNetFamily(TimmFamily):
     name = "timm-efficientnet"
-    native_reload = False  # stages come from an architecture string: `model_args` cannot make one shallower
+    native_reload = False
+    native_reload_why = "timm builds these stages from an architecture string inside the entry point (`arch_def`); `model_args` cannot make a stage shallower"
     # depthwise-separable networks: AdamW. Measured on the MobileNetV2 Fashion-MNIST teacher (89.62%), 22% target,
     # 500 images, 500 steps, seed 0, same 5 blocks: SGD lr 0.01 76.33%, SGD 0.001 78.93%, AdamW 1e-4 87.26%
     finetune_optimizer = "adamw"

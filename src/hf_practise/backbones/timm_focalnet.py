@@ -34,7 +34,8 @@ def _downsample_conv(model: nn.Module, stage: int) -> list[nn.Module]:
 @register_family
 class TimmFocalNetFamily(TimmFamily):
     name = "timm-focalnet"
-    native_reload = False  # the entry points pass `depths` themselves
+    native_reload = False
+    native_reload_why = "timm's FocalNet entry points pass `depths` themselves, so `model_args` cannot set them"
     finetune_optimizer = "adamw"  # LayerNorm networks, like ConvNeXt
     # the entry points fix dims and depths, so the smallest real configuration stands in for a tiny one
     tiny_models = {"focalnet": timm_tiny("focalnet_tiny_srf")}

@@ -32,7 +32,10 @@ from .tiny import timm_tiny
 @register_family
 class TimmHGNetFamily(TimmFamily):
     name = "timm-hgnet"
-    native_reload = False  # the entry points pass the architecture's `cfg` themselves
+    native_reload = False
+    native_reload_why = (
+        "timm's HGNet entry points pass their stage table (`cfg`) themselves, so `model_args` cannot set depths"
+    )
     # the entry points fix widths and depths: the smallest architecture with two candidates (3 blocks in stage 3;
     # light blocks, learnable affine, SE aggregation) stands in for a tiny one, with a narrow head
     tiny_models = {"hgnetv2": timm_tiny("hgnetv2_b2", init="calibrate", head_hidden_size=32)}

@@ -125,6 +125,11 @@ class TimmMaxxVitFamily(TimmFamily):
     def block_args(self, model: nn.Module) -> dict[str, Any]:
         return {"depths": [len(stage.blocks) for stage in model.stages]}
 
+    native_reload_why = (
+        "timm fills each stage with its config's block types, the last one repeated: this drop leaves a stage that "
+        "no config lays out"
+    )
+
     def reloads_natively(self, model: nn.Module) -> bool:
         """Whether `model_args` rebuild exactly these blocks: timm fills each stage with its config's block types
         (the last one repeated), which a drop keeps unless a stage mixes types after its first block. Built on

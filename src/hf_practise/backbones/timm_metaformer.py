@@ -26,7 +26,8 @@ from .tiny import timm_tiny
 @register_family
 class TimmMetaFormerFamily(TimmDownsampledStagesFamily):
     name = "timm-metaformer"
-    native_reload = False  # the entry points pass `depths` themselves
+    native_reload = False
+    native_reload_why = "timm's MetaFormer entry points pass `depths` themselves, so `model_args` cannot set them"
     finetune_optimizer = "adamw"  # LayerNorm / GroupNorm networks, like ConvNeXt
     # the entry points fix dims and depths, so the smallest real configuration stands in for a tiny one
     tiny_models = {"poolformer": timm_tiny("poolformer_s12")}

@@ -44,7 +44,8 @@ def resmlp_tiny(arch: str, **kwargs: Any) -> TinyBuilder:
 @register_family
 class TimmMlpMixerFamily(TimmFamily):
     name = "timm-mlp-mixer"
-    native_reload = False  # the entry points pass `num_blocks` themselves
+    native_reload = False
+    native_reload_why = "timm's MLP-Mixer entry points pass `num_blocks` themselves, so `model_args` cannot set it"
     finetune_optimizer = "adamw"  # LayerNorm (or ResMLP's affine) network, like ViT
     # the entry points fix depth and width (mixer's also the patch size): real configurations on 32x32 inputs
     tiny_models = {

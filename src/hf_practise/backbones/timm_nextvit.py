@@ -107,6 +107,8 @@ class TimmNextViTFamily(TimmFamily):
     def block_args(self, model: nn.Module) -> dict[str, Any]:
         return {"depths": [len(stage.blocks) for stage in model.stages]}
 
+    native_reload_why = "timm lays out each Next-ViT stage's block types from its depth: no depth gives this layout"
+
     def reloads_natively(self, model: nn.Module) -> bool:
         """Whether `depths` rebuild these blocks: timm lays out each stage's block types from its depth (built on
         the meta device, so the check costs no memory or time)."""

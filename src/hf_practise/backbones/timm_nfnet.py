@@ -98,6 +98,11 @@ class TimmNFNetFamily(TimmFamily):
     def block_args(self, model: nn.Module) -> dict[str, Any]:
         return {"depths": [len(stage) for stage in model.stages]}
 
+    native_reload_why = (
+        "timm gives each NFNet block a `beta` from the blocks before it: only a drop of trailing blocks of the last "
+        "stage keeps every kept block's beta in a rebuilt model"
+    )
+
     def reloads_natively(self, model: nn.Module) -> bool:
         """Whether `depths` rebuild these blocks with their betas (only when the last stage lost trailing blocks;
         built on the meta device, so the check costs no memory or time)."""

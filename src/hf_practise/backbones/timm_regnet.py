@@ -6,19 +6,26 @@ is every block but a stage's first. A block reads the stream through `conv1` and
 a stage's first block writes it through its shortcut conv too. The stem's conv writes the stream entering the
 first stage.
 
-timm builds RegNets from a `RegNetCfg` dataclass that `config.json` cannot carry, so a block-dropped model is
-saved in hf_practise's format (the original architecture and the removed blocks) and reloads with
-`hf_practise.load_compressed`; a dropped block's name simply disappears from its stage (`s3.b2` gone, `s3.b3`
-kept), which the loader reproduces.
+timm builds a RegNet from a `RegNetCfg` whose fields `model_args` can override, but the per-stage depths are not
+fields: timm derives them from four numbers (one block width per position on a line `w0 + wa * i`, quantised to
+`w0 * wm**k`, `depth` positions; a stage is the run of blocks of one width). Lowering `depth` shortens only the
+last stage and leaves every other width and depth as it was, so a model that lost blocks of its last stage only
+reloads with plain timm (`model_args={"depth": ...}`; the kept blocks are renamed `b1`, `b2`, ... on saving, as
+timm names them). Any other drop has no `RegNetCfg` that rebuilds it: that model is saved in hf_practise's format
+(the original architecture and the removed blocks) and reloads with `hf_practise.load_compressed`; a dropped
+block's name simply disappears from its stage (`s3.b2` gone, `s3.b3` kept), which the loader reproduces.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from .base import layers_of
+from .base import REMOVED_ATTR, layers_of
 from .registry import register_family
 from .timm_common import TimmFamily
 from .tiny import timm_tiny
@@ -37,7 +44,10 @@ def _shortcut_conv(block: nn.Module) -> list[nn.Module]:
 @register_family
 class TimmRegNetFamily(TimmFamily):
     name = "timm-regnet"
-    native_reload = False  # built from a RegNetCfg dataclass
+    native_reload_why = (
+        "timm derives a RegNet's stage depths from its `RegNetCfg` line (w0, wa, wm, depth): only a model that lost "
+        "blocks of its last stage alone has a config that rebuilds it"
+    )
     # (RegNetV's pre-activation blocks are checked by benchmarks/coverage.py: its smallest model has 20M weights)
     tiny_models = {"regnetx": timm_tiny("regnetx_002"), "regnety-se": timm_tiny("regnety_002")}
     model_class = "timm.models.regnet:RegNet"
@@ -65,5 +75,35 @@ class TimmRegNetFamily(TimmFamily):
                 if (s, i) in gone:
                     delattr(stage, name)
 
+    # ---- saving ------------------------------------------------------------------------------------------
     def block_args(self, model: nn.Module) -> dict[str, Any]:
-        return {}  # not used: saved in hf_practise's format (native_reload is False)
+        return {"depth": sum(len(stage) for stage in self.stages(model))}
+
+    def reloads_natively(self, model: nn.Module) -> bool:
+        """Whether `depth` rebuilds these stages: only blocks of the last stage went (checked by building the
+        architecture on the meta device, so it costs no memory or time)."""
+        import timm
+        from timm.models._hub import get_model_args
+
+        removed = getattr(model, REMOVED_ATTR, None)
+        if not removed:
+            return True
+        last = len(_stage_modules(model)) - 1
+        if any(stage != last for drop in removed for stage, _, _ in drop):
+            return False
+        with torch.device("meta"):
+            rebuilt = timm.create_model(
+                model.pretrained_cfg["architecture"], **get_model_args(model, self.block_args(model))
+            )
+        return [len(s) for s in self.stages(rebuilt)] == [len(s) for s in self.stages(model)]
+
+    def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:
+        if not (getattr(model, REMOVED_ATTR, None) and self.reloads_natively(model)):
+            return super().save_pretrained(model, save_dir, source_config=source_config)
+        stage = _stage_modules(model)[-1]
+        names = stage._modules
+        stage._modules = OrderedDict((f"b{i + 1}", block) for i, block in enumerate(names.values()))
+        try:  # timm's names for the shorter stage, as plain timm builds it
+            return super().save_pretrained(model, save_dir, source_config=source_config)
+        finally:
+            stage._modules = names

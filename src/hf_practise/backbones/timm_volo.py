@@ -35,7 +35,8 @@ def _reads(branch: nn.Module, last: nn.Linear) -> list[nn.Module]:
 @register_family
 class TimmVoloFamily(TimmFamily):
     name = "timm-volo"
-    native_reload = False  # the entry points pass `layers` themselves
+    native_reload = False
+    native_reload_why = "timm's VOLO entry points pass `layers` themselves, so `model_args` cannot set them"
     finetune_optimizer = "adamw"  # LayerNorm network, like ViT
     # the entry points fix depths and widths: the smallest real configuration, with narrow MLPs, on 32x32 inputs
     tiny_models = {"volo": timm_tiny("volo_d1_224", img_size=32, mlp_ratio=0.25)}

@@ -69,6 +69,11 @@ class TransformersCvtFamily(TransformersFamily):
     def forward_head(self, model: nn.Module, features: torch.Tensor) -> torch.Tensor:
         return model.classifier(model.layernorm(features[:, :1]).mean(dim=1))
 
+    native_reload_why = (
+        "transformers' CvT reads stage i's drop-path rate at position i of the stage's own rates, so it cannot build "
+        "a stage i of i layers or fewer"
+    )
+
     def reloads_natively(self, model: nn.Module) -> bool:
         # (a model transformers built always fits)
         return all(len(stage) > i for i, stage in enumerate(self.stages(model)))

@@ -25,7 +25,8 @@ from .transformers_efficientnet import split_flat
 @register_family
 class TransformersMobileNetV2Family(TransformersFamily):
     name = "transformers-mobilenetv2"
-    native_reload = False  # the config cannot express fewer layers
+    native_reload = False
+    native_reload_why = "the MobileNetV2 config has no per-stage depths (they are fixed in transformers' model code)"
     # depthwise-separable networks: AdamW. Measured on the MobileNetV2 Fashion-MNIST teacher (89.62%), 22% target,
     # 500 images, 500 steps, seed 0, same 5 blocks: SGD lr 0.01 76.33%, SGD 0.001 78.93%, AdamW 1e-4 87.26%
     finetune_optimizer = "adamw"

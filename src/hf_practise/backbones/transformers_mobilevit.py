@@ -38,7 +38,8 @@ def _is_transformer_stage(part: nn.Module) -> bool:
 @register_family
 class TransformersMobileViTFamily(TransformersFamily):
     name = "transformers-mobilevit"
-    native_reload = False  # the config cannot express fewer layers
+    native_reload = False
+    native_reload_why = "the MobileViT config has no per-stage depths (they are fixed in transformers' model code)"
     model_class_name = "MobileViTForImageClassification"
     base_attr = "mobilevit"
     tiny_models = {

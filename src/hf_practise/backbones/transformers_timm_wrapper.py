@@ -123,6 +123,11 @@ class TransformersTimmWrapperFamily(TransformersFamily):
         object.__setattr__(inner_model, REMOVED_ATTR, getattr(model, REMOVED_ATTR, []))
         return self.inner(model).reloads_natively(inner_model)
 
+    def why_not_native(self, model: nn.Module) -> str:
+        if self.reloads_natively(model):  # (records the removal on the wrapped model)
+            return ""
+        return self.inner(model).why_not_native(model.timm_model)
+
     def pruned_config(self, model: nn.Module):
         config = model.config
         d = config.to_dict()
