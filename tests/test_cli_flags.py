@@ -98,6 +98,8 @@ def _other_value(f: dataclasses.Field, action, tmp_path: Path):
 COMPANIONS = {
     "quantize": ["--latency-backend", "onnxruntime"],
     "int8_calibration": ["--quantize", "int8", "--latency-backend", "onnxruntime"],
+    "quantize_aware": ["--quantize", "int8", "--latency-backend", "openvino"],
+    "quantize_aware_lr": ["--quantize", "int8", "--latency-backend", "openvino"],
 }
 
 

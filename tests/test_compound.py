@@ -64,6 +64,36 @@ def test_int8_needs_an_int8_runtime_and_a_method_it_has():
         CompressionConfig(quantize="int4")
 
 
+def test_quantization_aware_int8_trains_through_the_quantizers_and_ships_openvino_ir(tmp_path):
+    """`quantize_aware`: the compressed model's int8 comes from NNCF's fake quantizers trained on the tiny set and
+    OpenVINO's converter; the teacher's stays post-training (what a user would do instead), timed in the same rounds."""
+    pytest.importorskip("nncf")
+    from hf_practise.quantize import OPENVINO_XML
+
+    cfg = fast_config(
+        num_blocks=2,
+        quantize="int8",
+        quantize_aware=4,
+        latency=LatencyConfig(batch_size=4, repeats=2, warmup=1, input_size=(3, 32, 32), backend="openvino"),
+    )
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(image_dataset(24), eval_set=image_dataset(12))
+    comp = result.int8
+    assert comp.compressed.calibration == "quantization-aware (4 steps)"
+    assert comp.teacher.calibration in ("performance", "mixed")
+    assert comp.compressed.agreement >= 0.5 and set(comp.top1) == set(ROWS)
+    assert not comp.compressed.float_ops  # every conv runs int8
+    out = result.save_pretrained(tmp_path / "out")
+    assert (out / OPENVINO_XML).exists() and "FakeQuantize" in (out / OPENVINO_XML).read_text()
+    assert "NNCF quantization-aware training" in (out / "README.md").read_text()
+
+
+def test_quantization_aware_needs_int8_in_openvino():
+    with pytest.raises(ValueError, match="--quantize int8"):
+        CompressionConfig(quantize_aware=10)
+    with pytest.raises(ValueError, match="--latency-backend openvino"):
+        CompressionConfig(quantize="int8", quantize_aware=10, latency=LatencyConfig(backend="onnxruntime"))
+
+
 def test_alternating_rounds_rotate_which_runner_goes_first():
     order: list[str] = []
     runners = {name: (lambda name=name: order.append(name)) for name in "abc"}

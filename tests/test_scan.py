@@ -119,6 +119,21 @@ def test_training_that_raises_the_error_is_retried_with_smaller_steps_and_the_ta
     assert "on 1 of 2 candidates adaptor training at the scan's rate raised" in table
 
 
+def test_wide_adaptors_start_at_a_rate_scaled_down_by_their_width(setup):
+    """AdamW moves every weight by about the rate, so a wider adaptor's output moves more: above `lr_width`
+    channels the rate falls as 1 / width (SGD keeps the rate, as the official code)."""
+    assert ScanConfig(lr=1e-3).adaptor_lr(1024) == pytest.approx(2.5e-4)
+    assert ScanConfig(lr=1e-3).adaptor_lr(256) == ScanConfig(lr=1e-3, lr_width=0).adaptor_lr(1024) == 1e-3
+    assert ScanConfig(lr=1e-3, optimizer="sgd").adaptor_lr(1024) == 1e-3
+    model, family, images, targets = setup
+    block = family.candidates(model)[-1]
+    width = family.stages(model)[block.stage][block.index].conv3.out_channels  # the stream the adaptors mix
+    for lr_width, lr in ((0, 1e-3), (4, 1e-3 * 4 / width)):
+        config = ScanConfig(iterations=3, batch_size=16, lr=1e-3, lr_width=lr_width)
+        row = score_block(model, family, block, images, targets, config=config)
+        assert row.retried == 0 and row.lr == pytest.approx(lr)
+
+
 def test_the_memory_budget_bounds_every_cut_together(setup):
     from hf_practise.forward_cut import CutCache
 

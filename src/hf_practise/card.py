@@ -103,13 +103,20 @@ def summary_table(result: CompressionResult) -> str:
     )
 
 
+def _scaled(rows, cfg) -> bool:
+    """Whether some candidate's adaptors started below `cfg.lr` because they are wide (`ScanConfig.lr_width`)."""
+    return any(r.trained and not r.retried and r.lr < cfg.lr for r in rows)
+
+
 def scan_line(result: CompressionResult) -> str:
     """The scan in one line: candidates, steps, and how many needed a retry at a smaller rate (or never trained)."""
     rows, cfg = result.scan, result.config.scan
     retried = sum(bool(r.retried) for r in rows)
     untrained = sum(not r.trained for r in rows)
     line = (
-        f"Scan: {len(rows)} candidates, {cfg.iterations} adaptor steps each at rate {cfg.lr:g}; {retried} retried at a"
+        f"Scan: {len(rows)} candidates, {cfg.iterations} adaptor steps each at rate {cfg.lr:g}"
+        + (f" ({cfg.lr_width} / width for adaptors wider than {cfg.lr_width})" if _scaled(rows, cfg) else "")
+        + f"; {retried} retried at a"
     )
     line += " smaller rate" + (
         f", {untrained} kept identity adaptors (no rate lowered their error)" if untrained else ""
@@ -379,7 +386,13 @@ def _int8_section(result: CompressionResult) -> dict[str, Any] | None:
     return {
         "files": "`, `".join(sorted(q.files)),
         "runtime": stats.runtime(),
-        "how": "static QDQ, per-channel int8 weights" if q.backend == "onnxruntime" else "NNCF post-training",
+        "how": (
+            "static QDQ, per-channel int8 weights"
+            if q.backend == "onnxruntime"
+            else "NNCF quantization-aware training on the tiny set, converted by OpenVINO"
+            if q.calibration.startswith("quantization-aware")
+            else "NNCF post-training"
+        ),
         "calibration": q.calibration,
         "check_images": q.check_images,
         "setting": f"batch {stats.batch_size}, threads {stats.threads}, {stats.repeats} rounds, {stats.device_name}",

@@ -109,14 +109,18 @@ def compare_int8(
     config: LatencyConfig,
     calibration: str = "auto",
     seed: int = 0,
+    compressed_int8: Int8Model | None = None,
 ) -> Int8Comparison:
-    """Quantize `teacher` and `compressed` to int8 on the tiny-set `images` in `config.backend`, and time the four
-    models in the same alternating rounds (batch, threads and repeats of `config`)."""
+    """Quantize `teacher` and `compressed` to int8 on the tiny-set `images` in `config.backend` (or take
+    `compressed_int8`, e.g. from quantization-aware training), and time the four models in the same alternating
+    rounds (batch, threads and repeats of `config`)."""
     backend = config.backend
     int8 = {
         name: quantize_int8(model, images, backend=backend, calibration=calibration, seed=seed, threads=config.threads)
         for name, model in (("teacher", teacher), ("compressed", compressed))
+        if name == "teacher" or compressed_int8 is None
     }
+    int8.setdefault("compressed", compressed_int8)
     device = next(teacher.parameters()).device
     with _threads(config.threads) as threads, _eval_format([teacher, compressed], config.channels_last):
         x = _example(teacher, config, input_size)

@@ -41,6 +41,7 @@ from .files import atomic_write_text
 from .latency import LatencyComparison, LatencyTable, block_latency_table, compare_latency, count_macs, count_params
 from .mimic import evaluate_metrics, mimic_finetune
 from .provenance import model_fingerprint, weights_dtype
+from .qat import quantize_aware
 from .quantize import quantize_int8, require_int8_backend
 from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
 from .result import CompressionResult
@@ -557,8 +558,22 @@ class PractiseCompressor:
         """The teacher and `student` quantized to int8 on the tiny-set `images` and timed beside their fp32 models
         (main process); with `eval_ds`, the int8 models' top-1 on it (every process)."""
         cfg = self.config
-        comparison = self._on_main(
-            lambda: compare_int8(
+
+        def compare() -> Int8Comparison:
+            aware = None
+            if cfg.quantize_aware:  # the compressed model's int8 from training through its quantizers
+                aware = quantize_aware(
+                    student,
+                    self.model,
+                    self.family,
+                    images,
+                    steps=cfg.quantize_aware,
+                    lr=cfg.quantize_aware_lr,
+                    batch_size=cfg.finetune.batch_size,
+                    threads=cfg.latency.threads,
+                    seed=cfg.seed,
+                )
+            return compare_int8(
                 self.model,
                 student,
                 images,
@@ -567,8 +582,10 @@ class PractiseCompressor:
                 config=cfg.latency,
                 calibration=cfg.int8_calibration,
                 seed=cfg.seed,
+                compressed_int8=aware,
             )
-        )
+
+        comparison = self._on_main(compare)
         if eval_ds is not None:
             for name, int8 in (("teacher int8", comparison.teacher), ("compressed int8", comparison.compressed)):
                 metrics = evaluate_metrics(

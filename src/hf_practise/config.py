@@ -56,7 +56,16 @@ class ScanConfig:
         ),
     )
     batch_size: int = option(64, "images per step of adaptor training")
-    lr: float = option(1e-3, "peak learning rate of the adaptors (cosine decay)")
+    lr: float = option(1e-3, "peak learning rate of the adaptors (cosine decay; see `lr_width`)")
+    lr_width: int = option(
+        256,
+        (
+            "with AdamW, adaptors wider than this many channels train at `lr * lr_width / width`: every AdamW step "
+            "moves each weight by about the rate, so a wider adaptor's output moves more (on a Bottleneck ResNet-50 "
+            "one rate for all widths raised the feature error of 4 of 12 candidates, this rule of none: "
+            "benchmarks/results/scan_rate.md); 0: one rate for every width"
+        ),
+    )
     weight_decay: float = option(0.0, "weight decay of the adaptors (they start at identity; decay pulls them to zero)")
     optimizer: Literal["adamw", "sgd"] = option(
         "adamw", "adaptor optimizer (sgd: momentum 0.9, as the official code with --scan-lr 0.02)"
@@ -82,9 +91,16 @@ class ScanConfig:
             _positive("scan.iterations", self.iterations, "--scan-iterations", allow_zero=True, integer=True)
         _positive("scan.batch_size", self.batch_size, "--scan-batch-size", integer=True)
         _positive("scan.lr", self.lr, "--scan-lr")
+        _positive("scan.lr_width", self.lr_width, "--scan-lr-width", allow_zero=True, integer=True)
         _positive("scan.weight_decay", self.weight_decay, "--scan-weight-decay", allow_zero=True)
         _positive("scan.retries", self.retries, "--scan-retries", allow_zero=True, integer=True)
         _positive("scan.stage_cache_mb", self.stage_cache_mb, "--scan-stage-cache-mb", allow_zero=True, integer=True)
+
+    def adaptor_lr(self, width: int) -> float:
+        """The starting rate of adaptors `width` channels wide (`lr_width`; SGD keeps `lr`, as the official code)."""
+        if self.optimizer != "adamw" or not self.lr_width or width <= self.lr_width:
+            return self.lr
+        return self.lr * self.lr_width / width
 
     def resolved(self, family: Any) -> ScanConfig:
         """This config with `iterations=None` replaced by the family's step count (`scan_iterations`)."""
@@ -392,6 +408,15 @@ class CompressionConfig:
             "saved beside the fp32 one"
         ),
     )
+    quantize_aware: int = option(
+        0,
+        (
+            "with quantize='int8' and the openvino backend: steps of quantization-aware mimic finetuning of the "
+            "compressed model after its finetune (NNCF fake quantization of weights and activations, trained on the "
+            "tiny set); its int8 model replaces the post-training one; 0: post-training only"
+        ),
+    )
+    quantize_aware_lr: float = option(1e-5, "peak rate of the quantization-aware steps (AdamW, cosine decay)")
     int8_calibration: Literal["auto", "minmax", "entropy", "percentile", "performance", "mixed"] = option(
         "auto",
         (
@@ -459,6 +484,12 @@ class CompressionConfig:
         from .quantize import INT8_BACKENDS, METHODS
 
         _choice("quantize", self.quantize, ("none", "int8"))
+        _positive("quantize_aware", self.quantize_aware, "--quantize-aware", allow_zero=True, integer=True)
+        _positive("quantize_aware_lr", self.quantize_aware_lr, "--quantize-aware-lr")
+        _check(
+            not self.quantize_aware or self.quantize == "int8",
+            "`quantize_aware` trains for int8: add --quantize int8 (CompressionConfig(quantize='int8')).",
+        )
         if self.quantize == "none":
             return
         backend = self.latency.backend
@@ -467,6 +498,12 @@ class CompressionConfig:
             f"`quantize='int8'` (CLI: --quantize int8) runs in ONNX Runtime or OpenVINO, not in the {backend!r} "
             "latency backend: add --latency-backend onnxruntime (or openvino), "
             "LatencyConfig(backend='onnxruntime') in Python.",
+        )
+        _check(
+            not self.quantize_aware or backend == "openvino",
+            f"`quantize_aware` (CLI: --quantize-aware) runs in OpenVINO, not in the {backend!r} latency backend: "
+            "NNCF's trained torch quantizers become int8 kernels only through OpenVINO's converter (ONNX Runtime "
+            "does not run their ONNX op). Add --latency-backend openvino (LatencyConfig(backend='openvino')).",
         )
         methods = ("auto", *METHODS[backend])
         _check(

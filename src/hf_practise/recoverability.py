@@ -217,10 +217,11 @@ def _train_adaptors(fit: _AdaptorFit, *, config: ScanConfig, seed: int) -> dict:
     """Train the adaptors (retrying at smaller rates while training raises the error); the row's measured fields."""
     params, block = fit.params, fit.block
     initial = fit.error(config.batch_size)
-    final, trained, lr, attempt = initial, False, config.lr, 0
+    start = config.adaptor_lr(max((p.shape[1] for p in params), default=0))  # weights: (out, in[, 1, 1])
+    final, trained, lr, attempt = initial, False, start, 0
     if params and config.iterations > 0:
         for attempt in range(config.retries + 1):
-            lr = config.lr * RETRY_FACTOR**attempt
+            lr = start * RETRY_FACTOR**attempt
             try:
                 fit.steps(config, lr=lr, seed=seed)
                 final = fit.error(config.batch_size)

@@ -1,6 +1,6 @@
 """timm EfficientNet and MobileNetV3 models (EfficientNet B0-B8 and V2, tf_ variants, MobileNetV2/V3/V4-conv,
 MNASNet, FBNet, TinyNet, ...): stages of inverted-residual, depthwise-separable, edge-residual and universal
-inverted-residual blocks.
+inverted-residual blocks, and MixNet.
 
 Stages are the Sequentials of `model.blocks`. A block with a skip (`has_skip`: stride 1, same width) is a
 candidate; each stage's first block changes width or resolution and stays. A block reads the stream through its
@@ -9,7 +9,9 @@ whose first conv is depthwise, the pointwise conv after it: a channel mix cannot
 and writes it through its last (`conv_pwl`, or the separable block's pointwise conv). Squeeze-excite convs act
 on pooled channels and never hold adaptors. The stream entering the first stage is written by `conv_stem`; the
 one leaving the last stage is read by EfficientNet's `conv_head` (MobileNetV3 pools first, so its head does not
-act on the mimicked features).
+act on the mimicked features). MixNet's split convs (`MixedConv2d`: one conv per channel slice, each with its own
+kernel size) count as one layer whose slice convs each take an adaptor of their own slice; CondConv's per-image
+mixture of weights takes none, so those networks are not matched.
 
 timm builds these stages from an architecture string that `model_args` cannot override, so a block-dropped
 model is saved in hf_practise's format and reloads with `hf_practise.load_compressed`.
@@ -41,17 +43,32 @@ def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
     return (EfficientNet, MobileNetV3), kinds
 
 
-def _mixing_convs(block: nn.Module) -> list[nn.Conv2d]:
-    """The block's ungrouped convs in forward order, less those of its squeeze-excite (they see pooled channels)."""
+def _mixing_layers(block: nn.Module) -> list[list[nn.Conv2d]]:
+    """The block's channel-mixing layers in forward order, each as its convs, less its squeeze-excite's (they see
+    pooled channels): an ungrouped conv, or the ungrouped convs of a MixNet `MixedConv2d`, which splits the channels
+    and runs one conv per slice (each takes an adaptor of its own slice: block-diagonal, still folded exactly)."""
+    from timm.layers import MixedConv2d
+
     excluded = {id(m) for name in ("se", "aa") for m in (getattr(block, name, None) or nn.Identity()).modules()}
-    return [m for m in block.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and id(m) not in excluded]
+    layers: list[list[nn.Conv2d]] = []
+    for m in block.modules():
+        if id(m) in excluded:
+            continue
+        if isinstance(m, MixedConv2d):
+            convs = [c for c in m.children() if isinstance(c, nn.Conv2d)]
+            excluded.update(id(c) for c in convs)
+            if all(c.groups == 1 for c in convs):
+                layers.append(convs)
+        elif isinstance(m, nn.Conv2d) and m.groups == 1:
+            layers.append([m])
+    return layers
 
 
 def _plain(block: nn.Module) -> bool:
-    """Only plain convs (a split or conditional conv cannot take a channel-mixing adaptor)."""
-    from timm.layers import CondConv2d, MixedConv2d
+    """Plain or split convs only (a conditional conv's weight is a per-image mixture: no adaptor folds into it)."""
+    from timm.layers import CondConv2d
 
-    return not any(isinstance(m, (MixedConv2d, CondConv2d)) for m in block.modules()) and bool(_mixing_convs(block))
+    return not any(isinstance(m, CondConv2d) for m in block.modules()) and bool(_mixing_layers(block))
 
 
 @register_family
@@ -68,6 +85,7 @@ class TimmEfficientNetFamily(TimmFamily):
         "mobilenetv3": timm_tiny("mobilenetv3_small_050"),
         "efficientnetv2-edge": timm_tiny("tf_efficientnetv2_b0", channel_multiplier=0.25),
         "mobilenetv4-uir": timm_tiny("mobilenetv4_conv_small"),
+        "mixnet": timm_tiny("mixnet_s"),
     }
 
     @classmethod
@@ -88,10 +106,10 @@ class TimmEfficientNetFamily(TimmFamily):
         return bool(getattr(block, "has_skip", False))
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return _mixing_convs(block)[-1:]
+        return _mixing_layers(block)[-1]
 
     def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        return _mixing_convs(block)[:1]
+        return _mixing_layers(block)[0]
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         return [model.conv_stem] if stage == 0 and isinstance(model.conv_stem, nn.Conv2d) else []
