@@ -35,6 +35,8 @@ from hf_practise.data import TinySet, _fingerprint
 from hf_practise.files import atomic_write_text
 from hf_practise.latency import compare_latency, count_macs, count_params
 from hf_practise.mimic import evaluate_top1, mimic_finetune
+from hf_practise.qat import quantize_aware
+from hf_practise.quantize import METHODS as INT8_CALIBRATIONS
 from hf_practise.recoverability import build_pruned, rank_blocks, teacher_features
 from hf_practise.training import recalibrate_norm_stats
 
@@ -43,20 +45,33 @@ logger = logging.getLogger("compare")
 BLOCK_METHODS = ["practise", "ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout"]
 BLOCK_METHODS += ["initial", "random-0", "random-1", "random-2", "last", "rescore"]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
-SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout", "practise+int8")
-#: post-training int8 (issue #24): of the teacher alone (the anchor), and of practise's model (practise+int8); both
-#: rows come from the one `compare_int8` call of practise+int8, which times the four models in the same rounds
-INT8_METHODS = ["int8", "practise+int8"]
-ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"] + INT8_METHODS
-#: the runtime the int8 rows are quantized, timed and evaluated in
-INT8_BACKEND = "onnxruntime"
-#: what the int8 comparison calls the models -> what the tables call them
-INT8_NAMES = {
-    "teacher fp32": "teacher fp32",
-    "teacher int8": "teacher int8 (`int8`)",
-    "compressed fp32": "practise fp32",
-    "compressed int8": "practise int8 (`practise+int8`)",
+#: int8 (issue #24) of practise's model, its blocks and finetune then int8 -> (the runtime it is quantized, timed and
+#: evaluated in, whether its int8 comes from quantization-aware training instead of post-training calibration)
+COMPOUND = {
+    "practise+int8": ("onnxruntime", False),
+    "practise+int8-ov": ("openvino", False),
+    "practise+int8-qat": ("openvino", True),
 }
+#: the teacher's post-training int8 row of a runtime (what a user would do instead) -> the compound method whose one
+#: `compare_int8` call (the four models timed in the same rounds) it is read from
+ANCHORS = {"int8": "practise+int8", "int8-ov": "practise+int8-ov"}
+INT8_METHODS = ["int8", "practise+int8", "int8-ov", "practise+int8-ov", "practise+int8-qat"]
+SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout", *COMPOUND)
+ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"] + INT8_METHODS
+
+
+def int8_names(method: str) -> dict[str, str]:
+    """What the int8 comparison of compound `method` calls the models -> what the tables call them."""
+    backend = COMPOUND[method][0]
+    anchor = next((a for a, m in ANCHORS.items() if COMPOUND[m][0] == backend), "")
+    return {
+        "teacher fp32": "teacher fp32",
+        "teacher int8": f"teacher int8 (`{anchor}`)",
+        "compressed fp32": "practise fp32",
+        "compressed int8": f"practise int8 (`{method}`)",
+    }
+
+
 RANDOM = ("random-0", "random-1", "random-2")
 #: the method that finetunes as the library does by default (FinetuneConfig's objective and augmentation "auto")
 DEFAULT_METHOD = "joint-mixup"
@@ -71,7 +86,7 @@ PARTS = {
 }
 #: what --quick changes (a smoke test: seed 0, 100 images, a few steps) and the full run's settings (scan: the family's)
 QUICK = dict(iterations=10, scan_iterations=3, latency_repeats=5, eval_samples=500, filter_steps=2, synth_steps=5)
-QUICK.update(int8_calibration="minmax")  # one calibration, not the three "auto" compares
+QUICK.update(int8_calibration="minmax", qat_steps=3)  # one calibration, not the three "auto" compares
 FULL = dict(scan_iterations=None, latency_repeats=15, eval_samples=None, filter_steps=8, synth_steps=200)
 FULL.update(int8_calibration="auto")
 
@@ -181,22 +196,22 @@ class Bench:
 
     def group(self, kind: str, n: int, seed: int, targets: list[float], methods: list[str]) -> None:
         todo = [(m, t) for t in targets for m in methods if not self.run_path(m, kind, n, seed, t).exists()]
-        # the int8 anchor is read from practise+int8's comparison: that runs first where it is missing
-        compound = {("practise+int8", t) for m, t in todo if m == "int8"}
+        # an int8 anchor is read from its compound run's comparison: that runs first where it is missing
+        compound = {(ANCHORS[m], t) for m, t in todo if m in ANCHORS}
         todo += [(m, t) for m, t in sorted(compound - set(todo)) if not self.run_path(m, kind, n, seed, t).exists()]
         if not todo:
             return
         logger.info("== %s-%d seed %d: %d runs to do", kind, n, seed, len(todo))
         tiny = self.tiny(kind, n, seed)
         rows, scan_seconds = None, 0.0
-        if any(m not in ("teacher", "int8") for m, _ in todo):
+        if any(m != "teacher" and m not in ANCHORS for m, _ in todo):
             comp = self.compressor_for(self.config(0.5, seed))
             comp.config.work_dir = str(self.cache / f"scan_{kind}_{n}_s{seed}")
             start = time.perf_counter()
             rows = comp.scan(tiny, latency_saving=self.fractions())
             scan_seconds = time.perf_counter() - start
         practise_reduction: dict[float, float] = {}
-        for method, target in sorted(todo, key=lambda mt: (mt[1], mt[0] == "int8", ALL_METHODS.index(mt[0]))):
+        for method, target in sorted(todo, key=lambda mt: (mt[1], mt[0] in ANCHORS, ALL_METHODS.index(mt[0]))):
             start = time.perf_counter()
             rec = self.one(method, kind, n, seed, target, tiny, rows, practise_reduction)
             rec.setdefault("wall_seconds", time.perf_counter() - start)  # the int8 anchor's: its comparison's
@@ -207,8 +222,8 @@ class Bench:
             logger.info("%s: top1 %.2f%% latency -%.1f%% (%.0fs)", path.stem, *numbers)
 
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
-        if method == "int8":
-            return self.int8_anchor(kind, n, seed, target)
+        if method in ANCHORS:
+            return self.int8_anchor(kind, n, seed, target, method)
         objective = OBJECTIVES.get(method, "features")
         same = method in SAME_BLOCKS or (method == "practise" and self.args.blocks_from)
         cfg = self.config(
@@ -256,8 +271,8 @@ class Bench:
             student.eval()
         top1 = self.teacher_top1() if method == "teacher" else evaluate_top1(student, self.test, batch_size=256)
         int8 = None
-        if method == "practise+int8":  # timed beside its int8 twin and the teacher's in the int8 runtime only
-            int8 = self.int8_comparison(student, top1, tiny, comp)
+        if method in COMPOUND:  # timed beside its int8 twin and the teacher's in the int8 runtime only
+            int8 = self.int8_comparison(student, top1, tiny, comp, *COMPOUND[method])
             timing = int8_timing(int8, "compressed int8")
         else:
             lat = self.timed(student, cfg.latency)
@@ -274,18 +289,37 @@ class Bench:
             rec.update(top1=int8["top1"]["compressed int8"], top1_fp32=top1, int8=int8)
         return {**rec, "command": self.command, "machine": h.machine()}
 
-    def int8_comparison(self, student: torch.nn.Module, top1: float, tiny: TinySet, comp: PractiseCompressor) -> dict:
-        """The teacher and `student` quantized to int8 on the tiny set and the four timed in the same rounds of the
-        int8 runtime (`compare_int8`), with each one's top-1 on the test split (`top1`: the student's fp32 one)."""
+    def int8_comparison(
+        self,
+        student: torch.nn.Module,
+        top1: float,
+        tiny: TinySet,
+        comp: PractiseCompressor,
+        backend: str = "onnxruntime",
+        aware: bool = False,
+    ) -> dict:
+        """The teacher and `student` quantized to int8 on the tiny set and the four timed in the same rounds of
+        `backend` (`compare_int8`), with each one's top-1 on the test split (`top1`: the student's fp32 one); with
+        `aware`, the student's int8 comes from `--qat-steps` of quantization-aware training (`qat.quantize_aware`)."""
         start = time.perf_counter()
+        aware_int8 = None
+        if aware:
+            steps, lr, batch = self.args.qat_steps, self.args.qat_lr, comp.config.finetune.batch_size
+            run = {"steps": steps, "lr": lr, "batch_size": batch, "seed": comp.config.seed}
+            aware_int8 = quantize_aware(student, self.teacher, self.family, tiny.images, **run)
+        calibration = self.args.int8_calibration  # (--quick's names an ONNX Runtime method: OpenVINO's first then)
+        calibration = (
+            calibration if calibration in ("auto", *INT8_CALIBRATIONS[backend]) else INT8_CALIBRATIONS[backend][0]
+        )
         result = compare_int8(
             self.teacher,
             student,
             tiny.images,
             input_size=tuple(tiny.images.shape[1:]),  # the resolution the int8 models are calibrated at
-            config=self.latency(self.args.latency_repeats, backend=INT8_BACKEND),
-            calibration=self.args.int8_calibration,
+            config=self.latency(self.args.latency_repeats, backend=backend),
+            calibration=calibration,
             seed=comp.config.seed,
+            compressed_int8=aware_int8,
         )
         result.top1.update({"teacher fp32": self.teacher_top1(), "compressed fp32": top1})
         for row, model in (("teacher int8", result.teacher), ("compressed int8", result.compressed)):
@@ -294,12 +328,12 @@ class Bench:
             result.top1[row] = evaluate_top1(module, self.test, accelerator=comp.accelerator, batch_size=256, desc=row)
         return {**result.to_dict(), "seconds": time.perf_counter() - start}
 
-    def int8_anchor(self, kind: str, n: int, seed: int, target: float) -> dict:
-        """The teacher's int8 row, from the comparison of the practise+int8 run of this setting (the teacher's fp32
-        and int8 models timed in the same rounds as practise's): nothing is quantized or timed again."""
-        source = h.read_json(self.run_path("practise+int8", kind, n, seed, target))
+    def int8_anchor(self, kind: str, n: int, seed: int, target: float, method: str = "int8") -> dict:
+        """The teacher's int8 row `method`, from the comparison of its compound run of this setting (the teacher's
+        fp32 and int8 models timed in the same rounds as practise's): nothing is quantized or timed again."""
+        source = h.read_json(self.run_path(ANCHORS[method], kind, n, seed, target))
         int8 = source["int8"]
-        rec = {"teacher": self.name, "method": "int8", "tiny_set": kind, "num_samples": n, "seed": seed}
+        rec = {"teacher": self.name, "method": method, "tiny_set": kind, "num_samples": n, "seed": seed}
         rec.update(latency_target=target, top1=int8["top1"]["teacher int8"], top1_before_finetune=None)
         rec.update(teacher_top1=source["teacher_top1"], **int8_timing(int8, "teacher int8"))
         rec.update(macs_reduction=0.0, params=count_params(self.teacher), dropped_blocks=[], filter_ratio=None)
@@ -496,9 +530,9 @@ class Bench:
             "Cells: top-1 % on the teacher's test split (mean ± std over seeds) and, in brackets, the measured "
             "latency change against the teacher (CPU, batch 64)"
             + (
-                f"; rows {' and '.join(int8)}: post-training int8 calibrated on the tiny set, and in brackets the "
-                f"speed-up against the fp32 teacher in {INT8_BACKEND}, timed in the same rounds as practise's fp32 "
-                "model"
+                f"; rows {', '.join(int8)}: int8 made from the tiny set (post-training calibration; "
+                "`practise+int8-qat`: quantization-aware training), and in brackets the speed-up against the fp32 "
+                "teacher in the runtime named, timed in the same rounds as practise's fp32 model"
                 if int8
                 else ""
             )
@@ -508,17 +542,19 @@ class Bench:
         ]
 
     def int8_section(self, groups: dict[tuple, list[dict]]) -> list[str]:
-        """Depth and int8 together: for each practise+int8 run, the four models its one comparison timed in the same
+        """Depth and int8 together: for each compound run, the four models its one comparison timed in the same
         rounds of the int8 runtime (teacher and practise's model, fp32 and int8), with their top-1."""
         runs = sorted(
-            (r for k, rs in groups.items() if k[3] == "practise+int8" for r in rs),
-            key=lambda r: (r["tiny_set"] != "fmnist", -r["num_samples"], r["latency_target"], r["seed"]),
+            (r for k, rs in groups.items() if k[3] in COMPOUND for r in rs),
+            key=lambda r: (r["tiny_set"] != "fmnist", -r["num_samples"], r["latency_target"], r["seed"], r["method"]),
         )
         out = [
             "## Depth and int8 together",
             "",
             "Post-training static int8 (`hf_practise.quantize`), calibrated on the tiny set, of the teacher alone "
-            "(`int8`) and of practise's model (`practise+int8`: practise's blocks and finetune, then int8). The four "
+            "(`int8`: ONNX Runtime, `int8-ov`: OpenVINO with NNCF) and of practise's model (`practise+int8`, "
+            "`practise+int8-ov`: practise's blocks and finetune, then int8; `practise+int8-qat`: then "
+            "quantization-aware training on the tiny set through NNCF's quantizers, `hf_practise.qat`). The four "
             "models are timed in the same alternating rounds of the int8 runtime (`compound.compare_int8`); the "
             "speed-up is the median over rounds of the fp32 teacher's time over the model's.",
         ]
@@ -526,7 +562,7 @@ class Bench:
             c, setting = r["int8"], (r["tiny_set"], r["num_samples"], r["latency_target"])
             agree = {row: 100 * c[row.split()[0]]["agreement"] for row in INT8_ROWS if row.endswith("int8")}
             rows = [
-                [INT8_NAMES[row], f"{c['latency'][row]['median_ms']:.2f}", f"{c['speedup'][row]:.2f}x"]
+                [int8_names(r["method"])[row], f"{c['latency'][row]['median_ms']:.2f}", f"{c['speedup'][row]:.2f}x"]
                 + [f"{100 * c['top1'][row]:.2f}", f"{agree[row]:.1f}" if row in agree else None]
                 for row in INT8_ROWS
             ]
@@ -537,7 +573,7 @@ class Bench:
             out += [
                 "",
                 f"### {r['tiny_set']}, {r['num_samples']} images, target {100 * r['latency_target']:.0f}%, "
-                f"seed {r['seed']}",
+                f"seed {r['seed']}: `{r['method']}`",
                 "",
                 *h.table(
                     "model | >latency (ms) | >speed-up vs fp32 teacher | >top-1 (%) | "
@@ -777,6 +813,9 @@ def main() -> int:
         "finetune steps of every method (the library's 1000 halved: the full run fits in about four hours on 2 cores)"
     )
     p.add_argument("--iterations", type=int, default=500, help=steps)
+    qat = "quantization-aware steps of practise+int8-qat (AdamW, cosine, the finetune's batch)"
+    p.add_argument("--qat-steps", type=int, default=200, help=qat)
+    p.add_argument("--qat-lr", type=float, default=1e-5, help="peak rate of those steps")
     h.folders(p, cache=h.CACHE)
     same = (
         "an earlier results folder: practise and the same-blocks methods drop exactly the blocks its practise runs did"

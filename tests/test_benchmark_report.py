@@ -120,4 +120,35 @@ def test_the_int8_rows_come_from_one_comparison_and_render_in_every_table(compar
     _, groups, settings = bench.grouped_runs()
     headline = "\n".join(bench.headline(groups, settings))
     assert f"| practise+int8 | {100 * compound['top1']:.2f} ({speedup['compressed int8']} onnxruntime) |" in headline
-    assert "rows int8 and practise+int8: post-training int8" in headline
+    assert "rows int8, practise+int8: int8 made from the tiny set" in headline
+
+
+def test_the_openvino_and_quantization_aware_rows_time_their_own_runtime(compare, tmp_path):
+    """`practise+int8-ov` and `practise+int8-qat` quantize and time in OpenVINO; the qat row's practise int8 comes
+    from quantization-aware training, its teacher int8 stays post-training (the `int8-ov` anchor's)."""
+    pytest.importorskip("nncf")
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import TensorDataset
+
+    from hf_practise import get_family
+
+    from .conftest import tiny_resnet
+
+    g = torch.Generator().manual_seed(0)
+    test = TensorDataset(torch.randn(8, 3, 32, 32, generator=g), torch.arange(8) % 5)
+    args = SimpleNamespace(teacher=str(tmp_path / "t"), results=str(tmp_path / "results"), cache=str(tmp_path))
+    args.__dict__.update(command="c", latency_repeats=2, int8_calibration="minmax", qat_steps=2, qat_lr=1e-5)
+    bench = compare.Bench(args)
+    teacher = tiny_resnet("resnet18")
+    bench.__dict__.update(compressor=SimpleNamespace(model=teacher, family=get_family(teacher)), test=test)
+    bench.teacher_top1 = lambda: 0.5
+    comp = SimpleNamespace(
+        config=SimpleNamespace(seed=0, finetune=SimpleNamespace(batch_size=8)), accelerator=Accelerator(cpu=True)
+    )
+    tiny = SimpleNamespace(images=torch.randn(16, 3, 32, 32, generator=g))
+    assert compare.COMPOUND["practise+int8-qat"] == ("openvino", True)
+    int8 = bench.int8_comparison(tiny_resnet("resnet18", seed=1), 0.25, tiny, comp, *compare.COMPOUND["practise+int8-qat"])
+    assert int8["backend"] == "openvino" and int8["compressed"]["calibration"] == "quantization-aware (2 steps)"
+    assert int8["teacher"]["calibration"] == "performance"  # --quick's ONNX Runtime method has no OpenVINO twin
+    assert compare.int8_names("practise+int8-qat")["teacher int8"] == "teacher int8 (`int8-ov`)"
