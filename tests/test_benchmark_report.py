@@ -148,7 +148,9 @@ def test_the_openvino_and_quantization_aware_rows_time_their_own_runtime(compare
     )
     tiny = SimpleNamespace(images=torch.randn(16, 3, 32, 32, generator=g))
     assert compare.COMPOUND["practise+int8-qat"] == ("openvino", True)
-    int8 = bench.int8_comparison(tiny_resnet("resnet18", seed=1), 0.25, tiny, comp, *compare.COMPOUND["practise+int8-qat"])
+    int8 = bench.int8_comparison(
+        tiny_resnet("resnet18", seed=1), 0.25, tiny, comp, *compare.COMPOUND["practise+int8-qat"]
+    )
     assert int8["backend"] == "openvino" and int8["compressed"]["calibration"] == "quantization-aware (2 steps)"
     assert int8["teacher"]["calibration"] == "performance"  # --quick's ONNX Runtime method has no OpenVINO twin
     assert compare.int8_names("practise+int8-qat")["teacher int8"] == "teacher int8 (`int8-ov`)"

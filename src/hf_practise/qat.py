@@ -65,7 +65,7 @@ def _nncf_quantize(model: nn.Module, images: torch.Tensor, batch_size: int) -> n
         return nncf.quantize(
             model,
             nncf.Dataset(batches),
-            subset_size=len(images),
+            subset_size=len(batches),  # NNCF counts the dataset's items: batches
             preset=nncf.QuantizationPreset.PERFORMANCE,
             # a pre-norm residual stream stays float, as in the post-training path (`quantize.quantize_int8`)
             model_type=nncf.ModelType.TRANSFORMER if transformer else None,

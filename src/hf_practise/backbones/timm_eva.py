@@ -7,6 +7,8 @@ ViTs) keeps one frequency table per block: a dropped block's table goes with it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from .registry import register_family
@@ -20,6 +22,10 @@ class TimmEvaFamily(TimmViTFamily):
         "eva02-rope-swiglu": timm_vit_tiny("eva02_tiny_patch14_224"),
         "rope-mixed": timm_vit_tiny("vit_small_patch16_rope_mixed_224"),
         "eva-clip-postnorm": timm_vit_tiny("eva02_tiny_patch14_224", use_post_norm=True),
+        # Sapiens2: grouped-query attention in the middle blocks (one key/value head count per block)
+        "sapiens2-gqa": timm_vit_tiny(
+            "vit_base_patch16_sapiens2", depth=4, num_heads=4, num_kv_heads=(4, 2, 2, 4), img_size=32
+        ),
     }
     model_class = "timm.models.eva:Eva"
 
@@ -34,3 +40,13 @@ class TimmEvaFamily(TimmViTFamily):
             if len(kept) != freqs.shape[1]:
                 rope.freqs = nn.Parameter(freqs.detach()[:, kept].clone(), requires_grad=freqs.requires_grad)
                 rope.depth = len(kept)
+
+    def block_args(self, model: nn.Module) -> dict[str, Any]:
+        """The depth, and the kept blocks' key/value head counts where the attention has them: Sapiens2's entry
+        points pass one count per block (grouped-query attention in the middle blocks only), which must match the
+        depth; a count equal to the heads is plain multi-head attention, as timm builds it from None."""
+        args = super().block_args(model)
+        kv_heads = [getattr(block.attn, "num_kv_heads", None) for block in model.blocks]
+        if kv_heads and None not in kv_heads:
+            args["num_kv_heads"] = kv_heads
+        return args
