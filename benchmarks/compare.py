@@ -12,6 +12,8 @@ per-teacher markdown table and PNG plot from whatever runs exist.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -502,6 +504,8 @@ class Bench:
         lines += ["Commands that produced these runs:", ""] + [f"- `{c}`" for c in sorted({r["command"] for r in recs})]
         atomic_write_text(self.out / "results.md", "\n".join(lines) + "\n")
         self.plot(recs)
+        with contextlib.suppress(ImportError):
+            self.int8_plot(recs)
         self.update_readme(groups, settings)
         print("\n".join(lines))
 
@@ -800,6 +804,42 @@ class Bench:
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
         fig.savefig(self.out / "top1_vs_latency.png", dpi=120)
+        plt.close(fig)
+
+    def int8_plot(self, recs: list[dict]) -> None:
+        """Top-1 against speed-up over the fp32 teacher, per runtime, for the largest fmnist tiny set: the four models
+        each post-training compound run times (teacher and practise's, fp32 and int8), means over seeds."""
+        n = max((r["num_samples"] for r in recs if r["method"] in COMPOUND), default=None)
+        sel = [r for r in recs if r["method"] in COMPOUND and not COMPOUND[r["method"]][1] and r["num_samples"] == n]
+        sel = [r for r in sel if r["tiny_set"] == "fmnist"]
+        if not sel:
+            return
+        import matplotlib.pyplot as plt  # (after `plot`, which set the backend or said it is missing)
+
+        points: dict[tuple, list[tuple[float, float]]] = collections.defaultdict(list)
+        for r in sel:
+            for row in INT8_ROWS:
+                who = "teacher" if row.startswith("teacher") else f"{100 * r['latency_target']:.0f}%"
+                key = (COMPOUND[r["method"]][0], who, row.split()[1])
+                points[key].append((r["int8"]["speedup"][row], 100 * r["int8"]["top1"][row]))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for backend, color in (("onnxruntime", "tab:blue"), ("openvino", "tab:orange")):
+            for (b, who, dtype), xy in sorted(points.items()):
+                if b != backend:
+                    continue
+                x, y = statistics.mean(p[0] for p in xy), statistics.mean(p[1] for p in xy)
+                ax.scatter([x], [y], color=color, marker="s" if dtype == "int8" else "o", s=40)
+                if dtype == "int8" or backend == "onnxruntime":  # (the fp32 models sit alike in both runtimes)
+                    ax.annotate(f"{who} {dtype}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.scatter([], [], color=color, label=backend)
+        ax.set_xscale("log")
+        ax.set_xticks([1, 1.5, 2, 3, 4, 6, 8], labels=["1", "1.5", "2", "3", "4", "6", "8"])
+        ax.set_xlabel("speed-up over the fp32 teacher in the same runtime (x, log scale)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(f"Depth and int8, resnet34 on Fashion-MNIST, {n} images (squares: int8)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.out / "int8_speedup.png", dpi=120)
         plt.close(fig)
 
 

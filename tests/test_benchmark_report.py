@@ -110,6 +110,7 @@ def test_the_int8_rows_come_from_one_comparison_and_render_in_every_table(compar
     assert anchor["wall_seconds"] == int8["seconds"] and anchor["machine"] == machine and anchor["dropped_blocks"] == []
 
     bench.report()
+    assert (bench.out / "int8_speedup.png").stat().st_size > 0  # the four models against their speed-up
     page = (bench.out / "results.md").read_text()
     speedup = {row: f"{int8['speedup'][row]:.2f}x" for row in ROWS}
     assert f"| int8 | 1 | {100 * anchor['top1']:.2f} |" in page and "(onnxruntime) | 0.00 |" in page
