@@ -18,7 +18,6 @@ import contextlib
 import copy
 import io
 import logging
-import math
 import tempfile
 from pathlib import Path
 
@@ -26,16 +25,8 @@ import torch
 from torch import nn
 
 from .backbones.base import BackboneFamily
-from .quantize import (
-    OPENVINO_BIN,
-    OPENVINO_XML,
-    Int8Model,
-    _float_ops,
-    _logits,
-    _split,
-    _versions,
-    require_int8_backend,
-)
+from .quantize import OPENVINO_BIN, OPENVINO_XML, Int8Model, _logits, _split, checked_int8, require_int8_backend
+from .training import cosine_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -56,18 +47,16 @@ def _hooked_features(model: nn.Module, family: BackboneFamily, images: torch.Ten
         return family.forward_features(model, images)
 
 
-def _nncf_quantize(model: nn.Module, images: torch.Tensor, batch_size: int) -> nn.Module:
+def _nncf_quantize(model: nn.Module, images: torch.Tensor, batch_size: int, *, transformer: bool) -> nn.Module:
     import nncf
 
     batches = list(images.split(batch_size))
-    transformer = any(isinstance(m, nn.LayerNorm) for m in model.modules())
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars
         return nncf.quantize(
             model,
             nncf.Dataset(batches),
             subset_size=len(batches),  # NNCF counts the dataset's items: batches
             preset=nncf.QuantizationPreset.PERFORMANCE,
-            # a pre-norm residual stream stays float, as in the post-training path (`quantize.quantize_int8`)
             model_type=nncf.ModelType.TRANSFORMER if transformer else None,
         )
 
@@ -90,12 +79,11 @@ def _train(
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = cosine_schedule(optimizer, iterations=steps)
     g = torch.Generator().manual_seed(seed)
     losses, order = [], torch.empty(0, dtype=torch.long)
     bs = min(batch_size, len(images))
     for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         if len(order) < bs:
             order = torch.cat([order, torch.randperm(len(images), generator=g)])
         idx, order = order[:bs], order[bs:]
@@ -107,6 +95,7 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
     for p in params:
         p.requires_grad_(False)
@@ -145,7 +134,9 @@ def quantize_aware(
     with torch.no_grad():
         targets = torch.cat([family.forward_features(teacher.eval(), x) for x in train.split(batch_size)])
         reference = torch.cat([family.forward_head(model, family.forward_features(model, x)) for x in check.split(64)])
-    quantized = _nncf_quantize(model, train, batch_size)
+    # a pre-norm residual stream stays float, as in the post-training path
+    transformer = any(isinstance(m, nn.LayerNorm) for m in model.modules())
+    quantized = _nncf_quantize(model, train, batch_size, transformer=transformer)
     losses = _train(quantized, family, train, targets, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
     with tempfile.TemporaryDirectory(prefix="hf_practise_qat_") as tmp:
         converted = ov.convert_model(quantized, example_input=train[:1])
@@ -153,19 +144,10 @@ def quantize_aware(
         ov.save_model(converted, Path(tmp) / OPENVINO_XML, compress_to_fp16=False)
         files = {name: (Path(tmp) / name).read_bytes() for name in (OPENVINO_XML, OPENVINO_BIN)}
     got = _logits(QAT_BACKEND, files, check, threads or torch.get_num_threads())
-    result = Int8Model(
-        backend=QAT_BACKEND,
-        files=files,
-        calibration=f"quantization-aware ({steps} steps)",
-        float_stream=any(isinstance(m, nn.LayerNorm) for m in model.modules()),
-        calibration_errors={"quantization-aware": float(((got - reference) ** 2).mean())},
-        agreement=float((got.argmax(-1) == reference.argmax(-1)).float().mean()),
-        max_logit_error=float((got - reference).abs().max()),
-        float_ops=_float_ops(QAT_BACKEND, files),
-        calibration_images=int(train.shape[0]),
-        check_images=int(check.shape[0]),
-        checked_on="held-out" if check is not images else "calibration",
-        versions=_versions(QAT_BACKEND),
+    errors = {"quantization-aware": float(((got - reference) ** 2).mean())}
+    calibration = f"quantization-aware ({steps} steps)"
+    result = checked_int8(
+        QAT_BACKEND, files, calibration, transformer, errors, got, reference, train.shape[0], check is images
     )
     logger.info(
         "int8 (quantization-aware, %d steps): feature loss %.4g -> %.4g; top-1 agreement with fp32 %.1f%% on %d %s "

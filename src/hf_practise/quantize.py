@@ -162,19 +162,8 @@ def quantize_int8(
         errors, candidates = _each_method(backend, prepared, methods, calibrate, check, reference, threads, Path(tmp))
     chosen = min(methods, key=errors.__getitem__)
     files, got = candidates[chosen]
-    result = Int8Model(
-        backend=backend,
-        files=files,
-        calibration=chosen,
-        float_stream=bool(prepared.stream),
-        calibration_errors=errors,
-        agreement=float((got.argmax(-1) == reference.argmax(-1)).float().mean()),
-        max_logit_error=float((got - reference).abs().max()),
-        float_ops=_float_ops(backend, files),
-        calibration_images=int(calibrate.shape[0]),
-        check_images=int(check.shape[0]),
-        checked_on="held-out" if check is not images else "calibration",
-        versions=_versions(backend),
+    result = checked_int8(
+        backend, files, chosen, bool(prepared.stream), errors, got, reference, calibrate.shape[0], check is images
     )
     logger.info(
         "int8 (%s, %s): top-1 agreement with fp32 %.1f%% on %d %s images; float ops: %s",
@@ -186,6 +175,35 @@ def quantize_int8(
         ", ".join(result.float_ops) or "none",
     )
     return result
+
+
+def checked_int8(
+    backend: str,
+    files: dict[str, bytes],
+    calibration: str,
+    float_stream: bool,
+    errors: dict[str, float],
+    got: torch.Tensor,
+    reference: torch.Tensor,
+    calibration_images: int,
+    on_calibration: bool,
+) -> Int8Model:
+    """The `Int8Model` of `files`, with what its logits `got` on the check images say against the fp32 model's
+    `reference` (`on_calibration`: the check images are the calibration images, `holdout=0`)."""
+    return Int8Model(
+        backend=backend,
+        files=files,
+        calibration=calibration,
+        float_stream=float_stream,
+        calibration_errors=errors,
+        agreement=float((got.argmax(-1) == reference.argmax(-1)).float().mean()),
+        max_logit_error=float((got - reference).abs().max()),
+        float_ops=_float_ops(backend, files),
+        calibration_images=int(calibration_images),
+        check_images=int(got.shape[0]),
+        checked_on="calibration" if on_calibration else "held-out",
+        versions=_versions(backend),
+    )
 
 
 def _each_method(
