@@ -1,7 +1,7 @@
 """How much of the model zoo compresses and reloads: timm's pretrained checkpoints and transformers' classifiers.
 
 Per timm model class (of `timm.list_models(pretrained=True)`, built on the meta device) up to five architectures,
-as random instances: the one with the most checkpoints, the smallest, the largest under the parameter cap, one at
+as random instances: the one with the most checkpoints, the smallest, the largest under the cost cap, one at
 random and the one whose layer types differ most; per
 transformers image-classification type, its family's tiny model. Each gets a 1-block compression, saved and reloaded
 in a fresh process (plain timm / transformers, or `load_compressed`); it passes when the logits agree within 1e-5.
@@ -74,14 +74,32 @@ def timm_classes(cache: Path, modules: tuple[str, ...] | None = None) -> dict[st
     return h.read_json(path)
 
 
+def try_size(cfg: dict) -> tuple[int, int, int]:
+    """The input size a try runs at: the pretrained config's, at most 64x64 where the architecture allows."""
+    size = tuple(cfg.get("input_size", (3, 224, 224)))
+    if not cfg.get("fixed_input_size", False):
+        size = (size[0], min(size[1], 64), min(size[2], 64))
+    return size
+
+
+def run_cost(a: dict) -> float:
+    """What trying `a` costs, as parameters at 224x224: its parameters times its try's pixels over 224x224's."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(a["arch"])
+    _, height, width = try_size(cfg.to_dict() if cfg is not None else {})
+    return a["params"] * max(1.0, height * width / 224**2)
+
+
 def pick(cls: str, archs: list[dict]) -> list[dict]:
     """The architectures to try for one class: the one with the most checkpoints, the smallest, the largest under
-    the parameter cap, one at random (seeded by the class name, so a rerun tries the same) and the one whose layer
+    the cap (`run_cost`), one at random (seeded by the class name, so a rerun tries the same) and the one whose layer
     types differ most from the first; each once."""
     first = max(archs, key=lambda a: (a["checkpoints"], -a["params"]))
     chosen = [first]
     real = [a for a in archs if not a["arch"].startswith("test_")] or archs  # timm's test_* models are toys
-    under = [a for a in real if a["params"] <= MAX_PARAMS] or real
+    # the cap on what a try costs, not on parameters alone: a 120M net at a fixed 512x512 is 5x a 224x224 one
+    under = [a for a in real if run_cost(a) <= MAX_PARAMS] or real
     base = set(first["layer_types"])
     other = max(real, key=lambda a: (len(base ^ set(a["layer_types"])), -a["params"]))
     rest = sorted((a for a in under if a is not first), key=lambda a: a["arch"])
@@ -131,9 +149,7 @@ def try_timm(a: dict) -> dict[str, Any]:
             attempt.update(passed=False, note="no family matches this architecture")
         else:
             cfg = model.pretrained_cfg
-            size = tuple(cfg.get("input_size", (3, 224, 224)))
-            if not cfg.get("fixed_input_size", False):
-                size = (size[0], min(size[1], 64), min(size[2], 64))
+            size = try_size(cfg)
             attempt.update(try_compress(model, family, size, {"architecture": a["arch"], "pretrained_cfg": dict(cfg)}))
     except Exception as e:  # noqa: BLE001 - a failure is a result here
         if "There is nothing to drop" in str(e) and a["arch"].startswith("test_"):

@@ -86,6 +86,24 @@ BY_FAMILY: dict[str, dict[str, TeacherRecipe]] = {
             num_heads=(2, 4, 8),
         ),
     },
+    "timm-repvit": {
+        # re-parameterisable: trained (and compressed) in the train form that timm.create_model gives
+        "timm-repvit": timm_teacher(
+            "timm RepViT (widths 32-256, depths 2-2-8-2)",
+            "repvit_m0_9",
+            embed_dim=(32, 64, 128, 256),
+            depth=(2, 2, 8, 2),
+        ),
+    },
+    "timm-fastvit": {
+        # a conv-attention hybrid: RepMixer stages, self-attention in the last
+        "timm-fastvit": timm_teacher(
+            "timm FastViT-SA (widths 32-256, depths 2-2-4-2)",
+            "fastvit_sa12",
+            layers=(2, 2, 4, 2),
+            embed_dims=(32, 64, 128, 256),
+        ),
+    },
     "transformers-resnet": {
         "hf-resnet": transformers_teacher(
             "transformers ResNet (basic, widths 32-256, depths 2-2-4-2)",
