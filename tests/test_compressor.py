@@ -394,6 +394,32 @@ def test_stage_taps_see_every_stage_of_teacher_and_pruned_student(tensors):
     assert taps[0].take() == {}
 
 
+@pytest.mark.parametrize(
+    "model_id, units",
+    [
+        ("timm-swin/swin", "blocks"),
+        ("timm-repvit/repvit", "blocks"),
+        ("timm-vit/vit", "branches"),
+        ("timm-swin/swin", "branches"),
+        ("transformers-swin/swin", "branches"),
+    ],
+)
+def test_stage_taps_see_the_stages_of_families_whose_candidates_are_views(model_id, units):
+    # a Swin pair, a RepViT pair and a branch unit are views the model never calls: the taps must still fire
+    from hf_practise import get_family
+    from hf_practise.mimic import StageTaps
+
+    from .tiny_models import tiny_model
+
+    model = tiny_model(model_id).eval()
+    family = get_family(model).with_units(units, model)
+    taps = StageTaps(model, family)
+    with torch.no_grad():
+        family.forward_features(model, torch.randn(2, 3, 32, 32))
+    assert sorted(taps.take()) == [s for s, stage in enumerate(family.stages(model)) if len(stage)]
+    taps.remove()
+
+
 def test_label_free_batch_augmentation():
     from hf_practise.mimic import augment_batch
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -57,8 +58,12 @@ def launch_two(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
     """`accelerate launch` of `script` on 2 CPU processes (gloo), one thread each, the repository importable."""
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    with socket.socket() as s:  # a free port of its own: tests run beside each other (pytest -n)
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     return subprocess.run(
         [accelerate_bin(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+        + ["--main_process_port", port]
         + ["--mixed_precision", "no", "--dynamo_backend", "no", script, *args],
         env=env,
         capture_output=True,

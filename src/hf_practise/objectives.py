@@ -169,6 +169,11 @@ class FeaturesAndStages(Objective):
         teacher_stages = ctx.taps[1].take()
         feats = model(x)
         student_stages = ctx.taps[0].take()
+        if not teacher_stages:
+            raise RuntimeError(
+                f"The {self.name} objective saw no stage output of the teacher: the {ctx.family.name} family's "
+                "stages are not modules that its forward runs. Use another --objective, and report this."
+            )
         terms = [relative_mse(feats, target, ctx.accelerator)]
         terms += [
             relative_mse(student_stages[s], teacher_stages[s], ctx.accelerator)
@@ -223,14 +228,17 @@ register_objective(
 
 
 class StageTaps:
-    """Each stage's output during a forward of `model` (a hook on the stage's last block), by stage index."""
+    """Each stage's output during a forward of `model` (a hook on the stage's last block), by stage index. Where a
+    family's candidates are views that the model never calls (a Swin pair, an attention or MLP branch unit), the
+    hook goes on the module of the model that computes the view's output (`output_module`)."""
 
     def __init__(self, model: nn.Module, family: BackboneFamily) -> None:
         self.outputs: dict[int, torch.Tensor] = {}
         self.handles = []
         for s, stage in enumerate(family.stages(model)):
             if len(stage) > 0:
-                self.handles.append(stage[len(stage) - 1].register_forward_hook(self._hook(s)))
+                last = stage[len(stage) - 1]
+                self.handles.append(getattr(last, "output_module", last).register_forward_hook(self._hook(s)))
 
     def _hook(self, s: int):
         def hook(module: nn.Module, args, out) -> None:

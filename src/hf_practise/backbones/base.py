@@ -70,6 +70,11 @@ class BlockGroup(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
+    @property
+    def output_module(self) -> nn.Module:
+        """The module of the model whose output is this group's (the group itself never runs in the model)."""
+        return self.blocks[-1]
+
     def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         for block in self.blocks:
             out = block(x, *args, **kwargs)
@@ -206,8 +211,9 @@ class BackboneFamily(abc.ABC):
         if units == "branches" and not self.offers_branches(model):
             raise ValueError(
                 f"The {self.name} family does not offer attention and MLP branches as candidates for this model "
-                "(they are offered for timm ViT/DeiT models built of timm's standard `Block`, and for transformers "
-                "ViT, DeiT, ViT-MSN, I-JEPA, DINOv2, CLIP and SigLIP). Use units='blocks' (CLI: --units blocks)."
+                "(they are offered for pre-norm transformer blocks: timm ViT/DeiT built of timm's standard `Block`, "
+                "EVA, BEiT, CaiT and Swin V1; transformers ViT, DeiT, ViT-MSN, I-JEPA, DINOv2, BEiT, data2vec-vision, "
+                "CLIP, SigLIP, Swin and Donut-Swin). Use units='blocks' (CLI: --units blocks)."
             )
         family = copy.copy(self)
         family.units = units

@@ -114,9 +114,9 @@ class TimmFamily(BackboneFamily):
     native_reload_why = "the architecture's timm entry point passes its depth arguments itself (`model_args` cannot)"
 
     def reloads_natively(self, model: nn.Module) -> bool:
-        """Whether `timm.create_model(architecture, **model_args)` builds this depth: some entry points pass the
-        depth arguments themselves (BiT's `layers`, MetaFormer's `depths`) and clash with ours. Built on the meta
-        device, so the check costs no memory or time."""
+        """Whether `timm.create_model(architecture, **model_args)` builds this depth, as it is (`rebuilt_alike`):
+        some entry points pass the depth arguments themselves (BiT's `layers`, MetaFormer's `depths`) and clash
+        with ours. Built on the meta device, so the check costs no memory or time."""
         if not self.native_reload:
             return not getattr(model, REMOVED_ATTR, None)
         import timm
@@ -127,9 +127,16 @@ class TimmFamily(BackboneFamily):
             return True
         try:
             with torch.device("meta"):
-                timm.create_model(architecture, pretrained=False, **get_model_args(model, self.block_args(model)))
+                rebuilt = timm.create_model(
+                    architecture, pretrained=False, **get_model_args(model, self.block_args(model))
+                )
         except TypeError:
             return False
+        return self.rebuilt_alike(model, rebuilt)
+
+    def rebuilt_alike(self, model: nn.Module, rebuilt: nn.Module) -> bool:
+        """Whether timm's rebuild of `model` from its `block_args` (`rebuilt`, on the meta device) computes what
+        `model` computes: yes, unless a block's behaviour follows from its index (Swin's window shift)."""
         return True
 
     def save_pretrained(self, model: nn.Module, save_dir: Path, *, source_config: dict[str, Any]) -> list[str]:

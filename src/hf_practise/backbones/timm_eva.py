@@ -3,6 +3,9 @@
 rotary embedding is computed once and handed to every block, so a drop leaves it as it was; plain timm reloads
 the result with `model_args={"depth": n}`. Mixed RoPE (learned per-block frequencies, e.g. the `rope_mixed`
 ViTs) keeps one frequency table per block: a dropped block's table goes with it.
+
+With `units="branches"` (pre-norm `EvaBlock`s; see `branches.py`), a block's attention and MLP are candidates of their
+own; a dropped branch's layer scale (`gamma_1` / `gamma_2`, a parameter of the block) stays and scales its zero.
 """
 
 from __future__ import annotations
@@ -28,15 +31,29 @@ class TimmEvaFamily(TimmViTFamily):
         ),
     }
     model_class = "timm.models.eva:Eva"
+    #: an `EvaBlock`'s branches, by part in call order; the layer scales are parameters of the block (or None)
+    branch_parts = {
+        "attn": ("norm1", "attn", "gamma_1", "drop_path1"),
+        "mlp": ("norm2", "mlp", "gamma_2", "drop_path2"),
+    }
+
+    def branch_blocks_ok(self, model: nn.Module) -> bool:
+        from timm.models.eva import EvaBlock
+
+        # the pre-norm block (`EvaBlockPostNorm` normalises each branch's output, after it)
+        return all(type(b) is EvaBlock for b in model.blocks)
 
     def remove_blocks(self, model: nn.Module, gone: set[tuple[int, int]]) -> None:
+        before = list(model.blocks)
         super().remove_blocks(model, gone)
         # mixed RoPE learns frequencies per block (`freqs`: 2 x depth x heads x dim): the removed blocks' go too,
-        # so block i keeps its own, as a model built with the new depth indexes them
+        # so block i keeps its own, as a model built with the new depth indexes them (a block goes when it is
+        # dropped, or when it lost both branches)
         rope = getattr(model, "rope", None)
         freqs = getattr(rope, "freqs", None)
         if getattr(model, "rope_mixed", False) and isinstance(freqs, nn.Parameter) and freqs.dim() >= 2:
-            kept = [i for i in range(freqs.shape[1]) if (0, i) not in gone]
+            after = {id(b) for b in model.blocks}
+            kept = [i for i, b in enumerate(before) if id(b) in after]
             if len(kept) != freqs.shape[1]:
                 rope.freqs = nn.Parameter(freqs.detach()[:, kept].clone(), requires_grad=freqs.requires_grad)
                 rope.depth = len(kept)

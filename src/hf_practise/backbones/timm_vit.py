@@ -44,7 +44,7 @@ def _output(branch: nn.Module, name: str) -> nn.Linear:
 def _branches(block: nn.Module) -> list[tuple[nn.Module, str]]:
     """The residual branches of a block or of a branch unit, each with the name of the linear that writes it."""
     if isinstance(block, BranchUnit):
-        return [(block.parts[1], "proj" if block.kind == "attn" else "fc2")]
+        return [(block.main, "proj" if block.kind == "attn" else "fc2")]
     return [(b, name) for b, name in ((block.attn, "proj"), (block.mlp, "fc2")) if not isinstance(b, NoBranch)]
 
 

@@ -3,6 +3,9 @@
 ViTs with layer scales and relative position biases (see `transformers_vit`): a per-layer bias table goes with
 its layer, a shared one stays with the encoder. The head is the base model's pooler (mean of the patch tokens,
 normalised, or the [CLS] token) and the classifier.
+
+With `units="branches"` (see `branches.py`), a layer's attention and MLP are candidates of their own; a dropped
+branch's layer scale (`lambda_1` / `lambda_2`, a parameter of the layer) stays and scales its zero.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ class TransformersBeitFamily(TransformersViTLikeFamily):
     model_class_name = "BeitForImageClassification"
     base_attr = "beit"
     layer_class = "BeitLayer"
-    branch_parts = {}  # its layer scales are parameters of the layer (`lambda_1`), not modules a unit can hold
+    #: a layer's branches, by part in call order; the layer scales are parameters of the layer (or 1.0), and the
+    #: layer computes the relative position bias it hands its attention (so the attention's unit runs the layer)
+    branch_parts = {
+        "attn": ("layernorm_before", "attention", "lambda_1"),
+        "mlp": ("layernorm_after", "mlp", "lambda_2"),
+    }
+    inline_branches = frozenset({"attn"})
     tiny_models = {
         "beit-relpos-meanpool": vit_tiny(
             "BeitForImageClassification",
@@ -46,6 +55,11 @@ class TransformersData2VecVisionFamily(TransformersBeitFamily):
     model_class_name = "Data2VecVisionForImageClassification"
     base_attr = "data2vec_vision"
     layer_class = "Data2VecVisionLayer"
+    # its MLP is two modules (`intermediate`, then `output`)
+    branch_parts = {
+        "attn": ("layernorm_before", "attention", "lambda_1"),
+        "mlp": ("layernorm_after", "intermediate", "output", "lambda_2"),
+    }
     tiny_models = {
         "data2vec-vision": vit_tiny(
             "Data2VecVisionForImageClassification",
