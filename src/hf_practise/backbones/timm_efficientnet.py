@@ -1,6 +1,6 @@
 """timm EfficientNet and MobileNetV3 models (EfficientNet B0-B8 and V2, tf_ variants, MobileNetV2/V3/V4-conv,
 MNASNet, FBNet, TinyNet, ...): stages of inverted-residual, depthwise-separable, edge-residual and universal
-inverted-residual blocks, and MixNet.
+inverted-residual blocks, MixNet, and MobileNetV4's hybrids (mobile multi-query attention blocks).
 
 Stages are the Sequentials of `model.blocks`. A block with a skip (`has_skip`: stride 1, same width) is a
 candidate; each stage's first block changes width or resolution and stays. A block reads the stream through its
@@ -11,7 +11,9 @@ on pooled channels and never hold adaptors. The stream entering the first stage 
 one leaving the last stage is read by EfficientNet's `conv_head` (MobileNetV3 pools first, so its head does not
 act on the mimicked features). MixNet's split convs (`MixedConv2d`: one conv per channel slice, each with its own
 kernel size) count as one layer whose slice convs each take an adaptor of their own slice; CondConv's per-image
-mixture of weights takes none, so those networks are not matched.
+mixture of weights takes none, so those networks are not matched. A MobileNetV4 attention block (`MobileAttention`:
+a depthwise positional conv, a norm, attention under a layer scale) reads the stream through its query, key and
+value projections and writes it through its output projection.
 
 timm builds these stages from an architecture string that `model_args` cannot override, so a block-dropped
 model is saved in hf_practise's format and reloads with `hf_practise.load_compressed`.
@@ -39,6 +41,7 @@ def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
         blocks.InvertedResidual,
         blocks.EdgeResidual,
         blocks.UniversalInvertedResidual,
+        blocks.MobileAttention,
     )
     return (EfficientNet, MobileNetV3), kinds
 
@@ -48,6 +51,7 @@ def _mixing_layers(block: nn.Module) -> list[list[nn.Conv2d]]:
     pooled channels): an ungrouped conv, or the ungrouped convs of a MixNet `MixedConv2d`, which splits the channels
     and runs one conv per slice (each takes an adaptor of its own slice: block-diagonal, still folded exactly)."""
     from timm.layers import MixedConv2d
+    from timm.models._efficientnet_blocks import MobileAttention
 
     excluded = {id(m) for name in ("se", "aa") for m in (getattr(block, name, None) or nn.Identity()).modules()}
     layers: list[list[nn.Conv2d]] = []
@@ -61,6 +65,9 @@ def _mixing_layers(block: nn.Module) -> list[list[nn.Conv2d]]:
                 layers.append(convs)
         elif isinstance(m, nn.Conv2d) and m.groups == 1:
             layers.append([m])
+    if isinstance(block, MobileAttention) and len(layers) > 2:
+        # multi-query attention reads the stream through its query, key and value projections alike
+        layers = [[c for group in layers[:-1] for c in group], layers[-1]]
     return layers
 
 
@@ -69,6 +76,17 @@ def _plain(block: nn.Module) -> bool:
     from timm.layers import CondConv2d
 
     return not any(isinstance(m, CondConv2d) for m in block.modules()) and bool(_mixing_layers(block))
+
+
+def _audible(model: nn.Module) -> nn.Module:
+    """`model` with its attention blocks' layer scales at 0.5 (timm starts them at 1e-5, where an attention block
+    barely changes the stream and a test cannot tell its adaptors from none)."""
+    from timm.layers import LayerScale2d
+
+    for m in model.modules():
+        if isinstance(m, LayerScale2d):
+            nn.init.constant_(m.gamma, 0.5)
+    return model
 
 
 @register_family
@@ -86,6 +104,7 @@ class TimmEfficientNetFamily(TimmFamily):
         "efficientnetv2-edge": timm_tiny("tf_efficientnetv2_b0", channel_multiplier=0.25),
         "mobilenetv4-uir": timm_tiny("mobilenetv4_conv_small"),
         "mixnet": timm_tiny("mixnet_s"),
+        "mobilenetv4-hybrid": lambda seed=0: _audible(timm_tiny("mobilenetv4_hybrid_medium")(seed)),
     }
 
     @classmethod
