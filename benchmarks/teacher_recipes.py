@@ -104,6 +104,10 @@ BY_FAMILY: dict[str, dict[str, TeacherRecipe]] = {
             embed_dims=(32, 64, 128, 256),
         ),
     },
+    "timm-mlp-mixer": {
+        # timm's MLP-only nets fix their patch size and width in the entry point: at 32x32, 4 tokens of 16x16
+        "timm-gmlp": timm_teacher("timm gMLP-Ti (30 blocks, patch 16: 4 tokens)", "gmlp_ti16_224", img_size=32),
+    },
     "transformers-resnet": {
         "hf-resnet": transformers_teacher(
             "transformers ResNet (basic, widths 32-256, depths 2-2-4-2)",
