@@ -107,3 +107,34 @@ def test_teachers_are_looked_up_committed_first_then_in_the_cache_and_never_trai
         tmp_path / uncommitted / "teacher",
         {"top1": 0.5},
     )
+
+
+def _coverage_script():
+    """benchmarks/coverage.py under a name of its own (`coverage` is also coverage.py's package name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("coverage_benchmark", Path(harness.__file__).parent / "coverage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_coverage_tries_three_architectures_and_caps_what_a_try_costs_not_parameters():
+    coverage = _coverage_script()
+    # real timm names (their pretrained configs give the input size); parameters as on the meta device
+    archs = [
+        {"arch": "maxvit_base_tf_512", "checkpoints": 2, "params": 119_876_380, "layer_types": ["A"]},
+        {"arch": "maxvit_base_tf_224", "checkpoints": 1, "params": 119_470_000, "layer_types": ["A"]},
+        {"arch": "maxvit_tiny_tf_224", "checkpoints": 3, "params": 30_916_528, "layer_types": ["A"]},
+        {"arch": "maxvit_rmlp_pico_rw_256", "checkpoints": 1, "params": 7_515_980, "layer_types": ["A", "B"]},
+        {"arch": "maxvit_small_tf_224", "checkpoints": 1, "params": 68_930_000, "layer_types": ["A"]},
+    ]
+    # a fixed 512x512 input costs 5.2x a 224x224 one: 120M parameters there are over the cap, at 224 under it
+    assert coverage.run_cost(archs[0]) > coverage.MAX_PARAMS >= coverage.run_cost(archs[1])
+    # an architecture that takes any input size runs at 64x64: its cost is its parameters
+    assert coverage.run_cost({"arch": "resnet50", "params": 25_557_032}) == 25_557_032
+    picked = [a["arch"] for a in coverage.pick("demo.Class", archs)]
+    assert picked[0] == "maxvit_tiny_tf_224"  # the most checkpoints
+    assert {"maxvit_rmlp_pico_rw_256", "maxvit_base_tf_224"} <= set(picked)  # the smallest, the largest under cap
+    assert "maxvit_base_tf_512" not in picked[1:3] and len(picked) >= 3
+    assert picked == [a["arch"] for a in coverage.pick("demo.Class", archs)]  # the random pick is seeded
