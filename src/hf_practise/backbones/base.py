@@ -82,6 +82,11 @@ class BlockGroup(nn.Module):
         return x
 
 
+def unit_blocks(unit: nn.Module) -> list[nn.Module]:
+    """The blocks of a candidate: a group's (`BlockGroup`), or the candidate itself (a block, a branch unit)."""
+    return list(unit.blocks) if isinstance(unit, BlockGroup) else [unit]
+
+
 def parity_units(blocks: Sequence[nn.Module]) -> list[BlockGroup]:
     """Consecutive pairs of `blocks`, and the trailing one when their number is odd: the candidates of a stage
     whose blocks alternate by index parity (Swin's regular / shifted windows), so that dropping any of them

@@ -22,17 +22,12 @@ from typing import Any
 
 from torch import nn
 
-from .base import BlockGroup, BlockRef, layers_of, parity_units, unit_refs
+from .base import BlockGroup, BlockRef, layers_of, parity_units, unit_blocks, unit_refs
 from .registry import register_family
 from .timm_vit import TimmViTFamily
 from .tiny import timm_tiny
 
 _TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 3, 2, 1), num_heads=(1, 2, 2, 4))
-
-
-def _blocks(unit: nn.Module) -> list[nn.Module]:
-    """The blocks of a candidate: a pair's (`BlockGroup`), or the candidate itself (a block, a branch unit)."""
-    return list(unit.blocks) if isinstance(unit, BlockGroup) else [unit]
 
 
 @register_family
@@ -88,10 +83,10 @@ class TimmSwinFamily(TimmViTFamily):
         return True
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return [layer for b in _blocks(block) for layer in TimmViTFamily.branch_outputs(self, b)]
+        return [layer for b in unit_blocks(block) for layer in TimmViTFamily.branch_outputs(self, b)]
 
     def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
-        return [layer for b in _blocks(block) for layer in TimmViTFamily.branch_inputs(self, b)]
+        return [layer for b in unit_blocks(block) for layer in TimmViTFamily.branch_inputs(self, b)]
 
     def stage_entry_outputs(self, model: nn.Module, stage: int) -> list[nn.Module]:
         merging = layers_of(model.layers[stage].downsample, nn.Linear)[-1:]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import REMOVED_ATTR, BlockGroup, BlockRef, layers_of, parity_units, unit_refs
+from .base import REMOVED_ATTR, BlockGroup, BlockRef, layers_of, parity_units, unit_blocks, unit_refs
 from .branches import BranchUnitsMixin
 from .registry import register_family
 from .tiny import transformers_tiny
@@ -32,11 +32,6 @@ from .transformers_common import TransformersFamily
 from .transformers_vit import vit_branches
 
 _TINY = dict(image_size=32, patch_size=2, window_size=2, embed_dim=16, depths=[2, 3, 2, 1], num_heads=[1, 2, 2, 4])
-
-
-def _blocks(unit: nn.Module) -> list[nn.Module]:
-    """The layers of a candidate: a pair's (`BlockGroup`), or the candidate itself (a layer, a branch unit)."""
-    return list(unit.blocks) if isinstance(unit, BlockGroup) else [unit]
 
 
 def _shift(layer: nn.Module) -> int:
@@ -90,12 +85,12 @@ class TransformersSwinFamily(BranchUnitsMixin, TransformersFamily):
         return True
 
     def branch_outputs(self, block: nn.Module) -> list[nn.Module]:
-        return [linears[-1] for layer in _blocks(block) for linears in vit_branches(layer)]
+        return [linears[-1] for layer in unit_blocks(block) for linears in vit_branches(layer)]
 
     def branch_inputs(self, block: nn.Module) -> list[nn.Module]:
         return [
             lin
-            for layer in _blocks(block)
+            for layer in unit_blocks(block)
             for linears in vit_branches(layer)
             for lin in linears[:-1]
             if lin.in_features == linears[-1].out_features
