@@ -47,30 +47,36 @@ logger = logging.getLogger("compare")
 BLOCK_METHODS = ["practise", "ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout"]
 BLOCK_METHODS += ["initial", "random-0", "random-1", "random-2", "last", "rescore"]
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
-#: int8 (issue #24) of practise's model, its blocks and finetune then int8 -> (the runtime it is quantized, timed and
-#: evaluated in, whether its int8 comes from quantization-aware training instead of post-training calibration)
+#: int8 (issue #24) on practise's blocks, finetuned as its base method does, then int8 -> (the runtime it is quantized,
+#: timed and evaluated in, whether its int8 comes from quantization-aware training instead of post-training
+#: calibration, the base method: `practise` the paper's finetune, `joint-mixup` the library's default, what
+#: `--quantize int8` runs on)
 COMPOUND = {
-    "practise+int8": ("onnxruntime", False),
-    "practise+int8-ov": ("openvino", False),
-    "practise+int8-qat": ("openvino", True),
+    "practise+int8": ("onnxruntime", False, "practise"),
+    "practise+int8-ov": ("openvino", False, "practise"),
+    "practise+int8-qat": ("openvino", True, "practise"),
+    "default+int8": ("onnxruntime", False, "joint-mixup"),
+    "default+int8-ov": ("openvino", False, "joint-mixup"),
 }
 #: the teacher's post-training int8 row of a runtime (what a user would do instead) -> the compound method whose one
 #: `compare_int8` call (the four models timed in the same rounds) it is read from
 ANCHORS = {"int8": "practise+int8", "int8-ov": "practise+int8-ov"}
-INT8_METHODS = ["int8", "practise+int8", "int8-ov", "practise+int8-ov", "practise+int8-qat"]
+INT8_METHODS = ["int8", "practise+int8", "default+int8", "int8-ov", "practise+int8-ov", "default+int8-ov"]
+INT8_METHODS += ["practise+int8-qat"]
 SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout", *COMPOUND)
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"] + INT8_METHODS
 
 
 def int8_names(method: str) -> dict[str, str]:
     """What the int8 comparison of compound `method` calls the models -> what the tables call them."""
-    backend = COMPOUND[method][0]
+    backend, _, base = COMPOUND[method]
     anchor = next((a for a, m in ANCHORS.items() if COMPOUND[m][0] == backend), "")
+    who = "practise" if base == "practise" else "default"
     return {
         "teacher fp32": "teacher fp32",
         "teacher int8": f"teacher int8 (`{anchor}`)",
-        "compressed fp32": "practise fp32",
-        "compressed int8": f"practise int8 (`{method}`)",
+        "compressed fp32": f"{who} fp32",
+        "compressed int8": f"{who} int8 (`{method}`)",
     }
 
 
@@ -226,7 +232,8 @@ class Bench:
     def one(self, method, kind, n, seed, target, tiny, rows, practise_reduction) -> dict:
         if method in ANCHORS:
             return self.int8_anchor(kind, n, seed, target, method)
-        objective = OBJECTIVES.get(method, "features")
+        base = COMPOUND[method][2] if method in COMPOUND else method  # a compound run finetunes as its base
+        objective = OBJECTIVES.get(base, "features")
         same = method in SAME_BLOCKS or (method == "practise" and self.args.blocks_from)
         cfg = self.config(
             target,
@@ -234,7 +241,7 @@ class Bench:
             blocks=self.practise_blocks(kind, n, seed, target) if same else None,
             objective=objective,
             recalibrate_norms=method == "practise-bn",
-            augmentation="mixup" if method in ("mixup", "joint-mixup") else "none",
+            augmentation="mixup" if base in ("mixup", "joint-mixup") else "none",
             holdout=max(5, n // 10) if method == "holdout" else 0,
         )
         comp = self.compressor_for(cfg)
@@ -274,7 +281,7 @@ class Bench:
         top1 = self.teacher_top1() if method == "teacher" else evaluate_top1(student, self.test, batch_size=256)
         int8 = None
         if method in COMPOUND:  # timed beside its int8 twin and the teacher's in the int8 runtime only
-            int8 = self.int8_comparison(student, top1, tiny, comp, *COMPOUND[method])
+            int8 = self.int8_comparison(student, top1, tiny, comp, *COMPOUND[method][:2])
             timing = int8_timing(int8, "compressed int8")
         else:
             lat = self.timed(student, cfg.latency)
@@ -557,7 +564,9 @@ class Bench:
             "",
             "Post-training static int8 (`hf_practise.quantize`), calibrated on the tiny set, of the teacher alone "
             "(`int8`: ONNX Runtime, `int8-ov`: OpenVINO with NNCF) and of practise's model (`practise+int8`, "
-            "`practise+int8-ov`: practise's blocks and finetune, then int8; `practise+int8-qat`: then "
+            "`practise+int8-ov`: practise's blocks and the paper's finetune, then int8; `default+int8`, "
+            "`default+int8-ov`: the same blocks and the library's default finetune, what `--quantize int8` does; "
+            "`practise+int8-qat`: then "
             "quantization-aware training on the tiny set through NNCF's quantizers, `hf_practise.qat`). The four "
             "models are timed in the same alternating rounds of the int8 runtime (`compound.compare_int8`); the "
             "speed-up is the median over rounds of the fp32 teacher's time over the model's.",
@@ -819,7 +828,8 @@ class Bench:
         points: dict[tuple, list[tuple[float, float]]] = collections.defaultdict(list)
         for r in sel:
             for row in INT8_ROWS:
-                who = "teacher" if row.startswith("teacher") else f"{100 * r['latency_target']:.0f}%"
+                base = "default " if COMPOUND[r["method"]][2] != "practise" else ""
+                who = "teacher" if row.startswith("teacher") else f"{base}{100 * r['latency_target']:.0f}%"
                 key = (COMPOUND[r["method"]][0], who, row.split()[1])
                 points[key].append((r["int8"]["speedup"][row], 100 * r["int8"]["top1"][row]))
         fig, ax = plt.subplots(figsize=(7, 4.5))

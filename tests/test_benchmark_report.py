@@ -148,10 +148,16 @@ def test_the_openvino_and_quantization_aware_rows_time_their_own_runtime(compare
         config=SimpleNamespace(seed=0, finetune=SimpleNamespace(batch_size=8)), accelerator=Accelerator(cpu=True)
     )
     tiny = SimpleNamespace(images=torch.randn(16, 3, 32, 32, generator=g))
-    assert compare.COMPOUND["practise+int8-qat"] == ("openvino", True)
+    assert compare.COMPOUND["practise+int8-qat"] == ("openvino", True, "practise")
     int8 = bench.int8_comparison(
-        tiny_resnet("resnet18", seed=1), 0.25, tiny, comp, *compare.COMPOUND["practise+int8-qat"]
+        tiny_resnet("resnet18", seed=1), 0.25, tiny, comp, *compare.COMPOUND["practise+int8-qat"][:2]
     )
     assert int8["backend"] == "openvino" and int8["compressed"]["calibration"] == "quantization-aware (2 steps)"
     assert int8["teacher"]["calibration"] == "performance"  # --quick's ONNX Runtime method has no OpenVINO twin
     assert compare.int8_names("practise+int8-qat")["teacher int8"] == "teacher int8 (`int8-ov`)"
+    # the default finetune's compound rows (what `--quantize int8` runs) name their model apart from practise's
+    names = compare.int8_names("default+int8-ov")
+    assert (
+        names["teacher int8"] == "teacher int8 (`int8-ov`)"
+        and names["compressed int8"] == "default int8 (`default+int8-ov`)"
+    )

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import io
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,8 @@ __all__ = ["quantize_aware"]
 
 #: the one runtime whose converter turns NNCF's torch fake quantizers into int8 kernels
 QAT_BACKEND = "openvino"
+#: how long NNCF may take to compile and load its CPU kernels the first time (`NNCF_EXTENSION_LOAD_TIMEOUT`, seconds)
+NNCF_BUILD_TIMEOUT_S = 900
 
 
 def _hooked_features(model: nn.Module, family: BackboneFamily, images: torch.Tensor) -> torch.Tensor:
@@ -124,6 +127,9 @@ def quantize_aware(
         ValueError: `steps` is not positive, or `holdout` leaves no image to train on.
     """
     require_int8_backend(QAT_BACKEND)
+    # NNCF compiles its CPU kernels on first use and gives up after 60 s by default, which a busy 2-core machine
+    # exceeds (measured: 3 min beside two training jobs); a value the user set wins
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", str(NNCF_BUILD_TIMEOUT_S))
     if steps < 1:
         raise ValueError(f"quantization-aware training needs at least one step; got steps={steps}.")
     import openvino as ov
