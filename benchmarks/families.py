@@ -4,6 +4,7 @@ simply removed, and its own native reload.
 
     python benchmarks/families.py                          # all families, targets 22% and 50%
     python benchmarks/families.py --families timm-vit --targets 0.3
+    python benchmarks/families.py --families timm-convnext --quantize int8 --backend openvino   # depth + int8 rows
     python benchmarks/families.py --report                 # rewrite the markdown from the json
 """
 
@@ -79,10 +80,12 @@ def compress(name: str, teacher, meta: dict, requested: float, args, tiny, test)
             seed=SEED,
             work_dir=str(work),
             finetune=FinetuneConfig(checkpoint_every=0, **finetune),
-            latency=LatencyConfig(batch_size=64, repeats=20, input_size=h.INPUT),
+            latency=LatencyConfig(batch_size=64, repeats=20, input_size=h.INPUT, backend=args.backend),
+            quantize=args.quantize,
         )
         # what every record of this family and target says, run or not
         family = get_family(teacher).name + (" (attention/MLP units)" if args.units == "branches" else "")
+        family += f" + int8 ({args.backend})" if args.quantize == "int8" else ""
         common = {"family": family, "model": meta["model"], "teacher_top1": meta["top1"]}
         keep = ("train_steps", "train_seconds", "recipe", "committed")
         common.update({f"teacher_{k}": meta[k] for k in keep if k in meta})
@@ -137,6 +140,8 @@ def run_family(name: str, args, tiny, test) -> list[dict]:
         rec.update(scan_iterations=result.config.scan.iterations, selection=[c.to_dict() for c in result.selection])
         rec.update(latency_tolerance=result.config.latency_tolerance, latency_runtime=lat.base.runtime())
         rec.update(wall_seconds=wall, phase_seconds=result.phase_seconds)
+        if result.int8 is not None:  # the teacher's and this model's int8, timed with both fp32 models in one runtime
+            rec["int8"] = result.int8.to_dict()
         # candidates whose adaptor training lowered the feature error at the scan's own rate, and at all (with the
         # retries at smaller rates): the first is what the scan did before it retried
         lowered = sum(r.trained and not r.retried for r in result.scan), sum(r.trained for r in result.scan)
@@ -232,6 +237,7 @@ def render(records: list[dict]) -> list[str]:
             for f, s in scans.items()
         ],
     )
+    lines += int8_section(records)
     lines += h.section(
         "Blocks dropped:", [f"{at[id(r)]}: {', '.join(r['dropped'])}" for r in records if "dropped" in r]
     )
@@ -254,6 +260,35 @@ def render(records: list[dict]) -> list[str]:
     return lines + h.section(
         "Commands:", [f"- `{c}` ({m['cpu']}, {m['threads']} threads, torch {m['torch']})" for c, m in runs.items()]
     )
+
+
+def int8_section(records: list[dict]) -> list[str]:
+    """The rows run with `--quantize int8`: teacher and compressed model, fp32 and int8, timed in the same rounds of
+    the int8 runtime, with each one's top-1 and what int8 cost each."""
+    runs = [r for r in records if "int8" in r]
+    if not runs:
+        return []
+    lines = [
+        "",
+        "Depth and int8 (`--quantize int8`: the teacher and the compressed model quantized to int8 on the same tiny "
+        "set, post-training static, the four timed in the same alternating rounds of the int8 runtime; speed-up "
+        "over the fp32 teacher; the selection's latency checks were int8 against int8):",
+        "",
+    ]
+    rows = []
+    for r in runs:
+        c = r["int8"]
+        top1, speed = c["top1"], c["speedup"]
+        cost = [100 * (top1[f"{who} fp32"] - top1[f"{who} int8"]) for who in ("teacher", "compressed")]
+        floats = sorted(set(c["teacher"]["float_ops"]) | set(c["compressed"]["float_ops"]))
+        rows.append(
+            [r["family"], f"{100 * r['latency_target']:.0f}%"]
+            + [f"{100 * top1[row]:.2f}% ({speed[row]:.2f}x)" for row in ("teacher int8", "compressed fp32")]
+            + [f"**{100 * top1['compressed int8']:.2f}% ({speed['compressed int8']:.2f}x)**"]
+            + [f"{cost[0]:+.2f} / {cost[1]:+.2f}", f"{c['depth_speedup_int8']:.2f}x", ", ".join(floats) or "none"]
+        )
+    head = "family | >target | >teacher int8 | >compressed fp32 | >compressed int8 | >int8 cost (teacher / compressed)"
+    return lines + h.table(f"{head} | >depth on int8 | ops left in float", rows)
 
 
 def finetune_text(finetune: dict) -> str:
@@ -304,6 +339,7 @@ def readme(records: list[dict], args) -> None:
 def run(p, args) -> list[dict] | None:
     if h.skipped():
         return None
+    args.backend = args.backend or ("onnxruntime" if args.quantize == "int8" else LatencyConfig.backend)
     tiny, test = h.tiny_images(NUM_SAMPLES, SEED), fmnist.load("test")
     stem = Path(args.results) / "families"
     for name in args.families:
@@ -328,6 +364,15 @@ def main() -> int:
     p.add_argument("--augmentation", default=FinetuneConfig.augmentation, choices=augmentations)
     units = "what a candidate is (CompressionConfig.units): a rerun with branches adds rows of its own"
     p.add_argument("--units", default="blocks", choices=("blocks", "branches"), help=units)
+    quantize = "int8: also quantize the teacher and the compressed model (CompressionConfig.quantize): rows of its own"
+    p.add_argument("--quantize", default="none", choices=("none", "int8"), help=quantize)
+    backends = ("torch", "onnxruntime", "openvino")
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=backends,
+        help="latency runtime (default: torch; with --quantize int8: onnxruntime)",
+    )
     h.folders(p, cache=h.CACHE / "families")
     return h.study(p, stem="families", run=run, render=render, after=readme)
 

@@ -53,6 +53,18 @@ def test_depth_and_int8_side_by_side_saved_and_carded(tmp_path):
         "int8 latency (ms per batch)": round(comp.latency["compressed int8"].median_ms, 3),
         "int8 top-1": round(comp.top1["compressed int8"], 5),
     }
+    # benchmarks/families.py --quantize int8 tables the comparison as the report carries it
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import families
+
+    record = {"family": "timm-resnet + int8 (onnxruntime)", "latency_target": 0.22, "int8": report["int8"]}
+    page = "\n".join(families.int8_section([record]))
+    assert f"**{100 * comp.top1['compressed int8']:.2f}% ({comp.speedup['compressed int8']:.2f}x)**" in page
+    cost = 100 * (comp.top1["compressed fp32"] - comp.top1["compressed int8"])
+    assert f" / {cost:+.2f} | {comp.depth_speedup_int8:.2f}x |" in page
 
 
 def test_int8_needs_an_int8_runtime_and_a_method_it_has():
