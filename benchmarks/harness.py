@@ -388,7 +388,10 @@ def find_teacher(
     under `cache`/NAME, trained there first (`train_steps`; None: never). None when there is none."""
     if name in ("resnet34", RESNET34.name):
         metrics = read_json(RESNET34 / "teacher_metrics.json") if (RESNET34 / "config.json").exists() else None
-        return (RESNET34, {"source": f"../shared/teachers/{RESNET34.name}", **metrics}) if metrics else None
+        if metrics is None:
+            return None
+        # the shared teacher's metrics name its top-1 `test_top1`; every record here says `top1`
+        return RESNET34, {"source": f"../shared/teachers/{RESNET34.name}", **metrics, "top1": metrics["test_top1"]}
     found = committed_teacher(name)
     if found is not None or name not in RECIPES:
         return found

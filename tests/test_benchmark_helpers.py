@@ -138,3 +138,15 @@ def test_coverage_tries_three_architectures_and_caps_what_a_try_costs_not_parame
     assert {"maxvit_rmlp_pico_rw_256", "maxvit_base_tf_224"} <= set(picked)  # the smallest, the largest under cap
     assert "maxvit_base_tf_512" not in picked[1:3] and len(picked) >= 3
     assert picked == [a["arch"] for a in coverage.pick("demo.Class", archs)]  # the random pick is seeded
+
+
+def test_a_point_below_the_line_from_the_teacher_to_the_largest_cut_is_dominated():
+    import operating_points
+
+    points = [
+        {"target": 0.2, "latency_reduction": 0.25, "top1": 0.90},  # on the line 0.92 -> 0.84 at 0.5: 0.88, above
+        {"target": 0.3, "latency_reduction": 0.30, "top1": 0.86},  # the line gives 0.872 here: below
+        {"target": 0.5, "latency_reduction": 0.50, "top1": 0.84},
+    ]
+    assert operating_points.dominated(points, teacher_top1=0.92) == [0.3]
+    assert operating_points.dominated(points[:1] + points[2:], teacher_top1=0.92) == []

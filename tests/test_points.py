@@ -102,3 +102,23 @@ def test_the_cli_takes_several_targets_and_writes_a_folder_each(teacher_dir, ima
         report = json.loads((out / target / "practise_report.json").read_text())
         assert report["config"]["latency_reduction"] == float(target)
         assert "--latency-reduction 0.1 0.3" in report["command"]
+
+
+def test_the_teacher_is_evaluated_once_for_all_points(tensors, monkeypatch):
+    import hf_practise.compressor as compressor
+
+    from .test_compressor import image_dataset
+
+    evaluated = []
+    real = compressor.evaluate_metrics
+
+    def counting(model, *args, **kwargs):
+        evaluated.append(kwargs["desc"])
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(compressor, "evaluate_metrics", counting)
+    cfg = fast_config(num_blocks=None, latency_reduction=[0.1, 0.3], latency_table=TABLE)
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors, eval_set=image_dataset(12))
+    assert evaluated == ["eval teacher", "eval compressed", "eval compressed"]
+    a, b = result.points
+    assert a.top1_before == b.top1_before is not None and a.top1_after is not None and b.top1_after is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -147,6 +148,8 @@ class PractiseCompressor:
         self._int8_images: torch.Tensor | None = None
         self._teacher_int8 = None
         self._ranked: list[ScanRow] | None = None  # with `config.rescore`: the drop order re-scoring found
+        # the teacher's metrics on an eval set, computed once for all the points of a multi-target run
+        self._teacher_metrics: tuple[tuple, dict[str, float]] | None = None
         self.source = dict(source_config or {})
         # the saved model keeps the teacher's dtype (a loader may already have widened it: hub records the file's);
         # the compression runs in float32, as half-precision weights would meet float32 images and adaptors
@@ -661,6 +664,7 @@ class PractiseCompressor:
         cfg, family = self.config, self.family
         times: dict[str, float] = {}
         torch.manual_seed(cfg.seed)
+        self._teacher_metrics = None  # (keyed by the eval set's id: valid within this call only)
         self.check_candidates()
         fixed = self.fixed_blocks()
         self.check_forward()
@@ -926,18 +930,18 @@ class PractiseCompressor:
         metrics_after: dict[str, float] = {}
         if eval_ds is not None:
             with _phase(times, "evaluate"):
-                metrics_before, metrics_after = (
-                    evaluate_metrics(
-                        model,
-                        eval_ds,
-                        metrics=cfg.eval_metrics,
-                        accelerator=acc,
-                        batch_size=cfg.eval_batch_size,
-                        desc=f"eval {which}",
-                        trust_remote_code=cfg.trust_remote_code,
-                    )
-                    for model, which in ((self.model, "teacher"), (student, "compressed"))
+                evaluate = functools.partial(
+                    evaluate_metrics,
+                    metrics=cfg.eval_metrics,
+                    accelerator=acc,
+                    batch_size=cfg.eval_batch_size,
+                    trust_remote_code=cfg.trust_remote_code,
                 )
+                key = (id(eval_ds), tuple(cfg.eval_metrics))  # the teacher is the same for every point
+                if self._teacher_metrics is None or self._teacher_metrics[0] != key:
+                    self._teacher_metrics = (key, evaluate(self.model, eval_ds, desc="eval teacher"))
+                metrics_before = dict(self._teacher_metrics[1])
+                metrics_after = evaluate(student, eval_ds, desc="eval compressed")
                 top1_before, top1_after = metrics_before["accuracy"], metrics_after["accuracy"]
         result = CompressionResult(
             model=student,

@@ -1,0 +1,159 @@
+"""Every operating point from one scan (issue #25): what a multi-target run costs against a one-target run at its
+largest target, whether its points are that run's, and whether any point is dominated.
+
+Two runs of the same teacher, tiny set and seed, each in a fresh work dir, one after the other on this machine:
+`--latency-reduction MAX` alone, then `--latency-reduction T1 ... MAX` (one latency table, one scan, one selection
+and one finetune per target). Wall time of each, by phase; for the largest target the blocks and the largest weight
+difference between the two models; for every point, whether it lies on or above the line from the teacher to the
+point with the largest cut (top-1 against measured latency cut).
+
+    python benchmarks/operating_points.py                                  # resnet34-fmnist, 0.2 0.3 0.4 0.5
+    python benchmarks/operating_points.py --teacher timm-vit --targets 0.22 0.5
+
+Timing: nothing else may run on the machine meanwhile (the ratio is of two wall times).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import fmnist
+import harness as h
+import torch
+
+from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor
+
+logger = logging.getLogger("operating_points")
+
+
+def one_run(teacher: torch.nn.Module, targets: list[float], args, tiny, test) -> tuple[object, float]:
+    """(the result, its wall seconds) of one compression at `targets` in a fresh work dir."""
+    with tempfile.TemporaryDirectory(prefix="points-") as work:
+        config = CompressionConfig(
+            latency_reduction=targets if len(targets) > 1 else targets[0],
+            seed=args.seed,
+            work_dir=work,
+            finetune=FinetuneConfig(checkpoint_every=0, iterations=args.iterations),
+            latency=LatencyConfig(batch_size=64, repeats=20, input_size=h.INPUT),
+        )
+        start = time.perf_counter()
+        result = PractiseCompressor(teacher, config).compress(tiny, test)
+        return result, time.perf_counter() - start
+
+
+def point_record(result) -> dict:
+    return {
+        "target": result.config.latency_reduction,
+        "latency_reduction": result.latency.reduction,
+        "top1": result.top1_after,
+        "dropped": sorted(r.block for r in result.dropped),
+        "phase_seconds": result.phase_seconds,
+    }
+
+
+def dominated(points: list[dict], teacher_top1: float) -> list[float]:
+    """The targets whose point lies below the line from the teacher (cut 0) to the point with the largest cut."""
+    last = max(points, key=lambda p: p["latency_reduction"])
+    slope = (last["top1"] - teacher_top1) / last["latency_reduction"]
+    return [p["target"] for p in points if p["top1"] < teacher_top1 + slope * p["latency_reduction"] - 1e-9]
+
+
+def run(p, args) -> dict | None:
+    found = h.find_teacher(args.teacher, train_steps=None)
+    if found is None or h.skipped(found[0]):
+        return None
+    teacher_dir, meta = found
+    teacher = h.load_native(teacher_dir).eval()
+    tiny, test = h.tiny_images(args.num_samples, args.seed), fmnist.load("test")
+    targets = sorted(args.targets)
+    single, single_s = one_run(teacher, targets[-1:], args, tiny, test)
+    multi, multi_s = one_run(teacher, targets, args, tiny, test)
+    points = [point_record(r) for r in multi.points or [multi]]
+    same = sorted(r.block for r in single.dropped) == points[-1]["dropped"]
+    gap = None
+    if same:  # the two models of the largest target: weights to float rounding when the blocks agree
+        a, b = single.model.state_dict(), multi.model.state_dict()
+        gap = max((a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point())
+    return {
+        "teacher": args.teacher,
+        "teacher_top1": meta["top1"],
+        "num_samples": args.num_samples,
+        "seed": args.seed,
+        "targets": targets,
+        "single": {**point_record(single), "wall_seconds": single_s},
+        "multi": {"wall_seconds": multi_s, "points": points},
+        "ratio": multi_s / single_s,
+        "largest_same_blocks": same,
+        "largest_max_weight_difference": gap,
+        "dominated": dominated(points, meta["top1"]),
+    }
+
+
+def render(r: dict) -> list[str]:
+    targets = " ".join(f"{t:g}" for t in r["targets"])
+    lines = [
+        f"# Operating points from one scan: {r['teacher']}",
+        "",
+        f"{r['num_samples']} Fashion-MNIST train images (seed {r['seed']}); top-1 on the 10,000 test images. "
+        f"`--latency-reduction {targets}` in one run against `--latency-reduction {r['targets'][-1]:g}` alone, "
+        "each from a fresh work dir, one after the other.",
+        "",
+        f"**Wall time: {r['multi']['wall_seconds'] / 60:.1f} min for {len(r['targets'])} targets against "
+        f"{r['single']['wall_seconds'] / 60:.1f} min for one: {r['ratio']:.2f}x.**",
+        "",
+    ]
+    phases = sorted({k for p in [r["single"], *r["multi"]["points"]] for k in p["phase_seconds"]})
+    rows = [
+        ["one target", f"{100 * r['single']['target']:.0f}%", f"-{100 * r['single']['latency_reduction']:.1f}%"]
+        + [f"{100 * r['single']['top1']:.2f}%"]
+        + [f"{r['single']['phase_seconds'].get(k, 0):.0f}" for k in phases]
+    ]
+    for p in r["multi"]["points"]:
+        rows.append(
+            [
+                "one scan",
+                f"{100 * p['target']:.0f}%",
+                f"-{100 * p['latency_reduction']:.1f}%",
+                f"{100 * p['top1']:.2f}%",
+            ]
+            + [f"{p['phase_seconds'].get(k, 0):.0f}" for k in phases]
+        )
+    lines += h.table(" | ".join(["run", ">target", ">measured cut", ">top-1", *(f">{k} (s)" for k in phases)]), rows)
+    lines += [
+        "",
+        "Phase seconds: each point's own (selection, finetune, measurement) after the shared ones (latency table, "
+        "scan), which every point of the multi-target run repeats in its row.",
+        "",
+        f"- Largest target: the same blocks in both runs: {'yes' if r['largest_same_blocks'] else 'no'}"
+        + (
+            f"; largest weight difference {r['largest_max_weight_difference']:.2g}"
+            if r["largest_max_weight_difference"] is not None
+            else " (each run timed its own latency table; a different table can select other blocks)"
+        )
+        + ".",
+        f"- Teacher {100 * r['teacher_top1']:.2f}%. Points below the line from the teacher to the largest cut: "
+        + (", ".join(f"{100 * t:.0f}%" for t in r["dominated"]) or "none")
+        + ".",
+        "",
+        f"Command: `{r['command']}` ({r['machine']['cpu']}, {r['machine']['threads']} threads, torch "
+        f"{r['machine']['torch']}).",
+    ]
+    return lines
+
+
+def main() -> int:
+    p = h.parser(__doc__)
+    p.add_argument("--teacher", default=h.RESNET34.name, help="a families teacher name, or resnet34-fmnist")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations, help="finetune steps per point")
+    h.folders(p)
+    return h.study(p, stem=lambda a: Path(a.results) / f"operating_points_{a.teacher}", run=run, render=render)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
