@@ -73,7 +73,7 @@ def compress(name: str, teacher, meta: dict, requested: float, args, tiny, test)
     while True:
         # one work dir per teacher's weights: a committed teacher that replaces a trained one gets a fresh one
         work = Path(args.cache) / name / f"work_{NUM_SAMPLES}_{SEED}_{model_fingerprint(teacher)[:8]}"
-        finetune = {k: getattr(args, k) for k in ("iterations", "objective", "lr", "augmentation")}
+        finetune = {k: getattr(args, k) for k in ("iterations", "objective", "optimizer", "lr", "augmentation")}
         config = CompressionConfig(
             latency_reduction=target,
             units=args.units,
@@ -359,6 +359,7 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations, help="mimic finetune steps")
     objectives = ("auto", "features", "kd", "features+kd", "features+stages")
     p.add_argument("--objective", default=FinetuneConfig.objective, choices=objectives, help="finetune objective")
+    p.add_argument("--optimizer", default="auto", choices=("auto", "sgd", "adamw"), help="finetune optimizer")
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
     augmentations = ("auto", "none", "flip", "crop", "mixup")
     p.add_argument("--augmentation", default=FinetuneConfig.augmentation, choices=augmentations)
