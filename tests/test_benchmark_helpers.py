@@ -150,3 +150,24 @@ def test_a_point_below_the_line_from_the_teacher_to_the_largest_cut_is_dominated
     ]
     assert operating_points.dominated(points, teacher_top1=0.92) == [0.3]
     assert operating_points.dominated(points[:1] + points[2:], teacher_top1=0.92) == []
+
+
+def test_coverage_measures_batchnorm_statistics_of_a_random_net_as_training_would():
+    import torch
+
+    from .conftest import tiny_resnet
+
+    coverage = _coverage_script()
+    model = tiny_resnet("resnet18").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()  # timm's init: mean 0, variance 1, whatever the activations are
+    model = coverage.trained_like_norms(model, (3, 32, 32))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not model.training and all(m.momentum == 0.1 for m in norms)
+    assert all(not torch.allclose(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+    # in eval mode each norm now normalises its input as a trained one does: the stem's output is standardised
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model.bn1(model.conv1(x))
+    assert y.std(dim=(0, 2, 3)).mean().item() == pytest.approx(model.bn1.weight.abs().mean().item(), rel=0.3)
