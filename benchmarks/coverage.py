@@ -3,8 +3,9 @@
 Per timm model class (of `timm.list_models(pretrained=True)`, built on the meta device) up to five architectures,
 as random instances: the one with the most checkpoints, the smallest, the largest under the cost cap, one at
 random and the one whose layer types differ most (fan-in initialised, BatchNorm statistics measured on random
-images); per transformers image-classification type, its family's tiny model. Each gets a 1-block compression, saved
-and reloaded in a fresh process (plain timm / transformers, or `load_compressed`); it passes when the logits agree within 1e-5.
+images); per transformers image-classification type, its family's tiny model. Each gets a 1-block compression,
+saved and reloaded in a fresh process (plain timm / transformers, or `load_compressed`); it passes when the logits
+agree within 1e-5.
 A class's checkpoints count only when every tried architecture passed.
 
     python benchmarks/coverage.py                 # all of it, ~30-40 min on 2 cores
@@ -36,6 +37,7 @@ from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, Practi
 from hf_practise.backbones import registered_families
 from hf_practise.backbones.registry import nothing_to_drop
 from hf_practise.backbones.tiny import fan_in_init
+from hf_practise.training import recalibrate_norm_stats
 
 logger = logging.getLogger("coverage")
 GAP_TOLERANCE = 1e-5  # largest |logit| difference that passes: float rounding, never another network
@@ -137,21 +139,12 @@ def try_compress(model: torch.nn.Module, family, input_size: tuple, source: dict
 
 @torch.no_grad()
 def trained_like_norms(model: torch.nn.Module, input_size: tuple, seed: int = 0) -> torch.nn.Module:
-    """BatchNorm running statistics measured on random images of the try's size, as training leaves them matched to
-    the activations: a deep random net whose statistics are timm's init (mean 0, variance 1) gives features of
-    ~1e5 in eval mode (nextvit_base), and the mimic loss on them overflows at any rate, which no checkpoint does."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return model
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a plain average over the batch
-    model.train()
-    model(torch.randn(8, *input_size, generator=torch.Generator().manual_seed(seed)))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    return model.eval()
+    """BatchNorm running statistics measured on random images of the try's size (`recalibrate_norm_stats`), as
+    training leaves them matched to the activations: a deep random net whose statistics are timm's init (mean 0,
+    variance 1) gives features of ~1e5 in eval mode (nextvit_base), and the mimic loss on them overflows at any rate,
+    which no checkpoint does."""
+    recalibrate_norm_stats(model.eval(), torch.randn(8, *input_size, generator=torch.Generator().manual_seed(seed)))
+    return model
 
 
 def try_timm(a: dict) -> dict[str, Any]:
