@@ -148,8 +148,6 @@ class PractiseCompressor:
         self._int8_images: torch.Tensor | None = None
         self._teacher_int8 = None
         self._ranked: list[ScanRow] | None = None  # with `config.rescore`: the drop order re-scoring found
-        # the teacher's metrics on an eval set, computed once for all the points of a multi-target run
-        self._teacher_metrics: tuple[tuple, dict[str, float]] | None = None
         self.source = dict(source_config or {})
         # the saved model keeps the teacher's dtype (a loader may already have widened it: hub records the file's);
         # the compression runs in float32, as half-precision weights would meet float32 images and adaptors
@@ -664,7 +662,6 @@ class PractiseCompressor:
         cfg, family = self.config, self.family
         times: dict[str, float] = {}
         torch.manual_seed(cfg.seed)
-        self._teacher_metrics = None  # (keyed by the eval set's id: valid within this call only)
         self.check_candidates()
         fixed = self.fixed_blocks()
         self.check_forward()
@@ -701,18 +698,22 @@ class PractiseCompressor:
             with _phase(times, "rescore"):
                 self._ranked = self.rescored_order(rows, tiny, targets, fractions)
         augmented = self._augmented(tiny_set, tiny, image_column, label_column)
-        results, finetuned = [], {}
+        results, finetuned, teacher_metrics = [], {}, {}  # (what the points share: finetunes, the teacher's metrics)
         for point in points:
             with self._target(point):
-                result = self._point(rows, fractions, fixed, tiny, targets, augmented, eval_ds, dict(times), finetuned)
+                result = self._point(
+                    rows, fractions, fixed, tiny, targets, augmented, eval_ds, dict(times), finetuned, teacher_metrics
+                )
                 results.append(self._describe_inputs(result, tiny_set, eval_set))
         if len(results) > 1:
             results[-1].points = results
         return results[-1]
 
-    def _point(self, rows, fractions, fixed, tiny, targets, augmented, eval_ds, point_times, finetuned):
-        """Select, finetune (once per set of blocks: `finetuned` keeps them), measure and evaluate for the target
-        `self.config` has."""
+    def _point(
+        self, rows, fractions, fixed, tiny, targets, augmented, eval_ds, point_times, finetuned, teacher_metrics
+    ):
+        """Select, finetune (once per set of blocks: `finetuned` keeps them), measure and evaluate (the teacher once:
+        `teacher_metrics` keeps its metrics) for the target `self.config` has."""
         with _phase(point_times, "select"):
             key = self._selection_key(tiny, fractions)
             saved = self._on_main(lambda: self.saved_selection(key)) if fixed is None else None
@@ -723,7 +724,7 @@ class PractiseCompressor:
             if blocks not in finetuned:
                 finetuned[blocks] = self._finetune(chosen, tiny, targets, augmented)
         student, ft = finetuned[blocks]
-        result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, point_times)
+        result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, point_times, teacher_metrics)
         if self.config.quantize == "int8":
             with _phase(point_times, "int8"):
                 result.int8 = self.compare_int8(student, tiny.images, eval_ds)
@@ -915,7 +916,7 @@ class PractiseCompressor:
         ds = as_torch_dataset(source, transform=train_tf, image_column=image_column, label_column=label_column)
         return torch.utils.data.Subset(ds, tiny.indices)
 
-    def _finish(self, student, chosen, rows, checks, tiny, eval_ds, ft, times) -> CompressionResult:
+    def _finish(self, student, chosen, rows, checks, tiny, eval_ds, ft, times, teacher_metrics) -> CompressionResult:
         cfg, acc, family = self.config, self.accelerator, self.family
         with _phase(times, "measure"):
             latency = self._on_main(
@@ -937,10 +938,9 @@ class PractiseCompressor:
                     batch_size=cfg.eval_batch_size,
                     trust_remote_code=cfg.trust_remote_code,
                 )
-                key = (id(eval_ds), tuple(cfg.eval_metrics))  # the teacher is the same for every point
-                if self._teacher_metrics is None or self._teacher_metrics[0] != key:
-                    self._teacher_metrics = (key, evaluate(self.model, eval_ds, desc="eval teacher"))
-                metrics_before = dict(self._teacher_metrics[1])
+                if not teacher_metrics:  # the first point of the run: the teacher is the same for the others
+                    teacher_metrics.update(evaluate(self.model, eval_ds, desc="eval teacher"))
+                metrics_before = dict(teacher_metrics)
                 metrics_after = evaluate(student, eval_ds, desc="eval compressed")
                 top1_before, top1_after = metrics_before["accuracy"], metrics_after["accuracy"]
         result = CompressionResult(
