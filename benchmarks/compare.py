@@ -617,6 +617,9 @@ class Bench:
         the default finetune's table; for a folder under it (`results/steps1000/`, a rerun at other finetune
         settings) the default finetune's table between `bench:<teacher>-default-<folder>` markers."""
         results = h.RESULTS.resolve()
+        # the README keeps the parts' own settings; a deeper `--targets` run shows on the results page only
+        standard = {(kind, n, t) for kind, n, _, targets in PARTS.values() for t in targets}
+        settings = [s for s in settings if s in standard]
         if self.out.parent.resolve() == results:
             h.update_readme_section(self.name, self.headline(groups, settings))
             h.update_readme_section(f"{self.name}-default", self.default_finetune_table(groups))
@@ -821,6 +824,9 @@ class Bench:
         n = max((r["num_samples"] for r in recs if r["method"] in COMPOUND), default=None)
         sel = [r for r in recs if r["method"] in COMPOUND and not COMPOUND[r["method"]][1] and r["num_samples"] == n]
         sel = [r for r in sel if r["tiny_set"] == "fmnist"]
+        # the library's default finetune is what `--quantize int8` runs: its rows alone where there are any
+        default = [r for r in sel if COMPOUND[r["method"]][2] == DEFAULT_METHOD]
+        sel = default or sel
         if not sel:
             return
         import matplotlib.pyplot as plt  # (after `plot`, which set the backend or said it is missing)
@@ -841,12 +847,18 @@ class Bench:
                 ax.scatter([x], [y], color=color, marker="s" if dtype == "int8" else "o", s=40)
                 if dtype == "int8" or backend == "onnxruntime":  # (the fp32 models sit alike in both runtimes)
                     ax.annotate(f"{who} {dtype}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                if dtype == "int8" and (backend, who, "fp32") in points:  # each model's fp32 -> int8 step
+                    fp = points[(backend, who, "fp32")]
+                    x0, y0 = statistics.mean(p[0] for p in fp), statistics.mean(p[1] for p in fp)
+                    ax.plot([x0, x], [y0, y], color=color, alpha=0.3, linewidth=1)
             ax.scatter([], [], color=color, label=backend)
         ax.set_xscale("log")
-        ax.set_xticks([1, 1.5, 2, 3, 4, 6, 8], labels=["1", "1.5", "2", "3", "4", "6", "8"])
+        ticks = [1, 1.5, 2, 3, 4, 5, 6, 8, 10]
+        ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
         ax.set_xlabel("speed-up over the fp32 teacher in the same runtime (x, log scale)")
         ax.set_ylabel("top-1 (%)")
-        ax.set_title(f"Depth and int8, resnet34 on Fashion-MNIST, {n} images (squares: int8)")
+        who = "the default finetune" if default else "the paper's finetune"
+        ax.set_title(f"Depth and int8, resnet34 on Fashion-MNIST, {n} images, {who} (squares: int8)", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(self.out / "int8_speedup.png", dpi=120)
@@ -859,6 +871,8 @@ def main() -> int:
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     p.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the seeds of every part")
+    deeper = "override the latency targets of every part (fractions, e.g. 0.6 for a deeper cut than the parts')"
+    p.add_argument("--targets", nargs="+", type=float, default=None, help=deeper)
     steps = (
         "finetune steps of every method (the library's 1000 halved: the full run fits in about four hours on 2 cores)"
     )
@@ -879,6 +893,8 @@ def main() -> int:
     args.command = h.command("compare.py", p, args, paths=("teacher", "results", "cache", "blocks_from"))
     if args.blocks_from and Path(args.blocks_from).resolve() == Path(args.results).resolve():
         p.error("--blocks-from must be another folder than --results")
+    if args.targets and not all(0 < t < 1 for t in args.targets):
+        p.error(f"--targets are fractions of the teacher's latency in (0, 1), e.g. 0.6; got {args.targets}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     vars(args).update(QUICK if args.quick else FULL)
     if args.quick:
@@ -895,9 +911,10 @@ def main() -> int:
             methods = [m for m in args.methods if not (m == "ce" and kind != "fmnist")]
             start = time.perf_counter()
             for seed in args.seeds or seeds:
-                bench.group(kind, n, seed, targets, methods)
+                bench.group(kind, n, seed, args.targets or targets, methods)
             bench.out.mkdir(parents=True, exist_ok=True)
-            entry = {"part": part, "seeds": list(args.seeds or seeds), "seconds": time.perf_counter() - start}
+            entry = {"part": part, "seeds": list(args.seeds or seeds), "targets": list(args.targets or targets)}
+            entry["seconds"] = time.perf_counter() - start
             entry.update(machine=h.machine(), command=bench.command, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             with (bench.out / "timings.jsonl").open("a") as f:
                 f.write(json.dumps(entry) + "\n")
