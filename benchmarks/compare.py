@@ -612,16 +612,20 @@ class Bench:
             ]
         return out + [""] if runs else []
 
+    @staticmethod
+    def page_settings(settings: list[tuple]) -> list[tuple]:
+        """The settings the pages' headline tables show: the parts' own (a deeper `--targets` run is tabled on the
+        per-teacher results page only)."""
+        standard = {(kind, n, t) for kind, n, _, targets in PARTS.values() for t in targets}
+        return [s for s in settings if s in standard]
+
     def update_readme(self, groups: dict[tuple, list[dict]], settings: list[tuple]) -> None:
         """Rewrite the README's tables between their markers: for the repo's own results folder the headline and
         the default finetune's table; for a folder under it (`results/steps1000/`, a rerun at other finetune
         settings) the default finetune's table between `bench:<teacher>-default-<folder>` markers."""
         results = h.RESULTS.resolve()
-        # the README keeps the parts' own settings; a deeper `--targets` run shows on the results page only
-        standard = {(kind, n, t) for kind, n, _, targets in PARTS.values() for t in targets}
-        settings = [s for s in settings if s in standard]
         if self.out.parent.resolve() == results:
-            h.update_readme_section(self.name, self.headline(groups, settings))
+            h.update_readme_section(self.name, self.headline(groups, self.page_settings(settings)))
             h.update_readme_section(f"{self.name}-default", self.default_finetune_table(groups))
         elif self.out.parent.parent.resolve() == results:
             name = f"{self.name}-default-{self.out.parent.name}"

@@ -60,7 +60,8 @@ def test_the_headline_table_is_the_one_compare_writes_from_its_runs(tmp_path):
     args = SimpleNamespace(teacher="resnet34-fmnist", results=str(RESULTS), cache=str(tmp_path), command=None)
     bench = compare.Bench(args)
     _, groups, settings = bench.grouped_runs()
-    expected = "\n".join(bench.headline(groups, settings))
+    expected = "\n".join(bench.headline(groups, bench.page_settings(settings)))
+    assert ("fmnist", 500, 0.5) in bench.page_settings(settings)
     for page in (README, REPO / "docs" / "results.md"):
         assert sections(page.read_text())["resnet34-fmnist"] == expected, page
 
