@@ -482,7 +482,8 @@ class Bench:
         lines = [
             f"# Comparison on {self.name}",
             "",
-            f"Eval: {recs[0]['eval_images']} Fashion-MNIST test images. Machine: {json.dumps(recs[0]['machine'])}.",
+            f"Eval: {recs[0]['eval_images']} Fashion-MNIST test images. Machines the runs were made on (each run's "
+            f"own is in its json): {'; '.join(sorted({json.dumps(r['machine']) for r in recs}))}.",
             "",
             "Mean ± std over seeds (n = number of seeds). Latency reduction is measured against the teacher, "
             "alternating A/B in one process, batch 64.",
@@ -842,18 +843,17 @@ class Bench:
                 who = "teacher" if row.startswith("teacher") else f"{base}{100 * r['latency_target']:.0f}%"
                 key = (COMPOUND[r["method"]][0], who, row.split()[1])
                 points[key].append((r["int8"]["speedup"][row], 100 * r["int8"]["top1"][row]))
+        means = {k: tuple(map(statistics.mean, zip(*xy))) for k, xy in points.items()}  # (speed-up, top-1)
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for backend, color in (("onnxruntime", "tab:blue"), ("openvino", "tab:orange")):
-            for (b, who, dtype), xy in sorted(points.items()):
+            for (b, who, dtype), (x, y) in sorted(means.items()):
                 if b != backend:
                     continue
-                x, y = statistics.mean(p[0] for p in xy), statistics.mean(p[1] for p in xy)
                 ax.scatter([x], [y], color=color, marker="s" if dtype == "int8" else "o", s=40)
                 if dtype == "int8" or backend == "onnxruntime":  # (the fp32 models sit alike in both runtimes)
                     ax.annotate(f"{who} {dtype}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-                if dtype == "int8" and (backend, who, "fp32") in points:  # each model's fp32 -> int8 step
-                    fp = points[(backend, who, "fp32")]
-                    x0, y0 = statistics.mean(p[0] for p in fp), statistics.mean(p[1] for p in fp)
+                if dtype == "int8" and (b, who, "fp32") in means:  # each model's fp32 -> int8 step
+                    x0, y0 = means[(b, who, "fp32")]
                     ax.plot([x0, x], [y0, y], color=color, alpha=0.3, linewidth=1)
             ax.scatter([], [], color=color, label=backend)
         ax.set_xscale("log")
@@ -861,8 +861,8 @@ class Bench:
         ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks])
         ax.set_xlabel("speed-up over the fp32 teacher in the same runtime (x, log scale)")
         ax.set_ylabel("top-1 (%)")
-        who = "the default finetune" if default else "the paper's finetune"
-        ax.set_title(f"Depth and int8, resnet34 on Fashion-MNIST, {n} images, {who} (squares: int8)", fontsize=10)
+        finetune = "the default finetune" if default else "the paper's finetune"
+        ax.set_title(f"Depth and int8, resnet34 on Fashion-MNIST, {n} images, {finetune} (squares: int8)", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(self.out / "int8_speedup.png", dpi=120)
@@ -912,13 +912,18 @@ def main() -> int:
     elif not args.report:
         for part in args.parts:
             kind, n, seeds, targets = PARTS[part]
+            seeds, targets = args.seeds or seeds, args.targets or targets
             methods = [m for m in args.methods if not (m == "ce" and kind != "fmnist")]
             start = time.perf_counter()
-            for seed in args.seeds or seeds:
-                bench.group(kind, n, seed, args.targets or targets, methods)
+            for seed in seeds:
+                bench.group(kind, n, seed, targets, methods)
             bench.out.mkdir(parents=True, exist_ok=True)
-            entry = {"part": part, "seeds": list(args.seeds or seeds), "targets": list(args.targets or targets)}
-            entry["seconds"] = time.perf_counter() - start
+            entry = {
+                "part": part,
+                "seeds": list(seeds),
+                "targets": list(targets),
+                "seconds": time.perf_counter() - start,
+            }
             entry.update(machine=h.machine(), command=bench.command, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
             with (bench.out / "timings.jsonl").open("a") as f:
                 f.write(json.dumps(entry) + "\n")
