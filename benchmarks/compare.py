@@ -33,6 +33,7 @@ from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, Practi
 from hf_practise.adaptors import fold_adaptors
 from hf_practise.compound import ROWS as INT8_ROWS
 from hf_practise.compound import Int8Module, compare_int8
+from hf_practise.compressor import INT8_TIMING_IMAGES
 from hf_practise.data import TinySet, _fingerprint
 from hf_practise.files import atomic_write_text
 from hf_practise.latency import compare_latency, count_macs, count_params
@@ -49,21 +50,26 @@ BLOCK_METHODS += ["initial", "random-0", "random-1", "random-2", "last", "rescor
 #: methods that finetune exactly the blocks the practise run of the same setting dropped
 #: int8 (issue #24) on practise's blocks, finetuned as its base method does, then int8 -> (the runtime it is quantized,
 #: timed and evaluated in, whether its int8 comes from quantization-aware training instead of post-training
-#: calibration, the base method: `practise` the paper's finetune, `joint-mixup` the library's default, what
-#: `--quantize int8` runs on)
+#: calibration, the base method: `practise` the paper's finetune, `joint-mixup` the library's default, which
+#: `--quantize int8` runs)
 COMPOUND = {
     "practise+int8": ("onnxruntime", False, "practise"),
     "practise+int8-ov": ("openvino", False, "practise"),
     "practise+int8-qat": ("openvino", True, "practise"),
     "default+int8": ("onnxruntime", False, "joint-mixup"),
     "default+int8-ov": ("openvino", False, "joint-mixup"),
+    "quantize-int8": ("onnxruntime", False, "joint-mixup"),
 }
+#: compound methods that choose their own blocks as `--quantize int8` does: the scan's recoverability over each
+#: block's cut timed int8 against int8 in the runtime, and the target checked int8 against int8 (not practise's blocks)
+INT8_CHOSEN = ("quantize-int8",)
 #: the teacher's post-training int8 row of a runtime (what a user would do instead) -> the compound method whose one
 #: `compare_int8` call (the four models timed in the same rounds) it is read from
 ANCHORS = {"int8": "practise+int8", "int8-ov": "practise+int8-ov"}
 INT8_METHODS = ["int8", "practise+int8", "default+int8", "int8-ov", "practise+int8-ov", "default+int8-ov"]
-INT8_METHODS += ["practise+int8-qat"]
-SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout", *COMPOUND)
+INT8_METHODS += ["practise+int8-qat", "quantize-int8"]
+SAME_BLOCKS = ("ce", "kd", "joint", "practise-bn", "stages", "mixup", "joint-mixup", "holdout")
+SAME_BLOCKS += tuple(m for m in COMPOUND if m not in INT8_CHOSEN)
 ALL_METHODS = BLOCK_METHODS + ["filter", "teacher"] + INT8_METHODS
 
 
@@ -71,7 +77,7 @@ def int8_names(method: str) -> dict[str, str]:
     """What the int8 comparison of compound `method` calls the models -> what the tables call them."""
     backend, _, base = COMPOUND[method]
     anchor = next((a for a, m in ANCHORS.items() if COMPOUND[m][0] == backend), "")
-    who = "practise" if base == "practise" else "default"
+    who = "practise" if base == "practise" else "int8-chosen" if method in INT8_CHOSEN else "default"
     return {
         "teacher fp32": "teacher fp32",
         "teacher int8": f"teacher int8 (`{anchor}`)",
@@ -257,6 +263,8 @@ class Bench:
             if cfg.blocks:  # the practise run's blocks (the package checks that the model can drop them)
                 by_block = {r.block: r for r in rows}
                 chosen = [by_block[c.path] for c in comp.fixed_blocks()]
+            elif method in INT8_CHOSEN:
+                chosen = self.int8_chosen(comp, rows, tiny, kind, n, seed, COMPOUND[method][0])
             elif method == "rescore":  # re-scored as blocks go (CompressionConfig.rescore=1), then the same finetune
                 comp.config = dataclasses.replace(comp.config, rescore=1)
                 targets = teacher_features(
@@ -297,6 +305,21 @@ class Bench:
         if int8 is not None:  # the row is the int8 model; its fp32 model's top-1 beside it
             rec.update(top1=int8["top1"]["compressed int8"], top1_fp32=top1, int8=int8)
         return {**rec, "command": self.command, "machine": h.machine()}
+
+    def int8_chosen(self, comp, rows, tiny: TinySet, kind: str, n: int, seed: int, backend: str) -> list:
+        """The blocks `--quantize int8` drops: `comp` set up as the product sets itself up for it (the int8 models
+        calibrated and timed on the tiny set's first images), every block's cut timed int8 against int8 in `backend`
+        (kept in its work dir), the scan's recoverability over that cut, and blocks taken in that order until the
+        int8 cut meets the target."""
+        latency = self.latency(self.args.latency_repeats, backend=backend)
+        comp.config = dataclasses.replace(comp.config, quantize="int8", latency=latency)
+        comp.config.work_dir = str(self.cache / f"int8_{backend}_{kind}_{n}_s{seed}")
+        comp._int8_images = tiny.images[:INT8_TIMING_IMAGES]  # what `compress` times the int8 models on
+        shares = comp.latency_table().shares
+        comp.check_reachable(shares)
+        ranked = rank_blocks([dataclasses.replace(r, latency_saving=shares[r.block]) for r in rows], criterion="score")
+        chosen, _ = comp.select_in_order(ranked)
+        return chosen
 
     def int8_comparison(
         self,
@@ -534,7 +557,8 @@ class Bench:
             only = f" [seed {', '.join(map(str, fewer))} only]" if fewer else ""
             return f"{statistics.mean(top1):.2f}{spread} ({change}){only}"
 
-        ran = [m for m in ALL_METHODS if any(k[3] == m for k in groups)]  # a method with no run yet has no row
+        # a method with no run in these settings has no row
+        ran = [m for m in ALL_METHODS if any(k[3] == m and k[:3] in settings for k in groups)]
         rows = [[m, *(cell(groups.get((*s, m), []), s) for s in settings)] for m in ran]
         int8 = [m for m in INT8_METHODS if m in ran]
         return h.table(" | ".join(["method", *(f">{c}" for c in head)]), rows) + [
@@ -566,8 +590,9 @@ class Bench:
             "Post-training static int8 (`hf_practise.quantize`), calibrated on the tiny set, of the teacher alone "
             "(`int8`: ONNX Runtime, `int8-ov`: OpenVINO with NNCF) and of practise's model (`practise+int8`, "
             "`practise+int8-ov`: practise's blocks and the paper's finetune, then int8; `default+int8`, "
-            "`default+int8-ov`: the same blocks and the library's default finetune, what `--quantize int8` does; "
-            "`practise+int8-qat`: then "
+            "`default+int8-ov`: the same blocks and the library's default finetune; `quantize-int8`: what "
+            "`--quantize int8` does end to end, its own blocks chosen by each block's cut timed int8 against int8 and "
+            "the target met int8 against int8, then the default finetune; `practise+int8-qat`: then "
             "quantization-aware training on the tiny set through NNCF's quantizers, `hf_practise.qat`). The four "
             "models are timed in the same alternating rounds of the int8 runtime (`compound.compare_int8`); the "
             "speed-up is the median over rounds of the fp32 teacher's time over the model's.",
@@ -829,7 +854,8 @@ class Bench:
         n = max((r["num_samples"] for r in recs if r["method"] in COMPOUND), default=None)
         sel = [r for r in recs if r["method"] in COMPOUND and not COMPOUND[r["method"]][1] and r["num_samples"] == n]
         sel = [r for r in sel if r["tiny_set"] == "fmnist"]
-        # the library's default finetune is what `--quantize int8` runs: its rows alone where there are any
+        # the library's default finetune is what `--quantize int8` runs: its rows alone (on practise's blocks and on
+        # the int8-chosen ones) where there are any
         default = [r for r in sel if COMPOUND[r["method"]][2] == DEFAULT_METHOD]
         sel = default or sel
         if not sel:
@@ -840,6 +866,7 @@ class Bench:
         for r in sel:
             for row in INT8_ROWS:
                 base = "default " if COMPOUND[r["method"]][2] != "practise" else ""
+                base = "int8-chosen " if r["method"] in INT8_CHOSEN else base
                 who = "teacher" if row.startswith("teacher") else f"{base}{100 * r['latency_target']:.0f}%"
                 key = (COMPOUND[r["method"]][0], who, row.split()[1])
                 points[key].append((r["int8"]["speedup"][row], 100 * r["int8"]["top1"][row]))

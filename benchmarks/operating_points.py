@@ -9,12 +9,18 @@ point with the largest cut (top-1 against measured latency cut).
 
     python benchmarks/operating_points.py                                  # resnet34-fmnist, 0.2 0.3 0.4 0.5
     python benchmarks/operating_points.py --teacher timm-vit --targets 0.22 0.5
+    python benchmarks/operating_points.py --teacher timm-repvit --no-single   # the multi-target run alone
+
+`--no-single` runs only the multi-target run (its points and the dominance check, no wall-time ratio). After every
+run, `operating_points_families.md` and `operating_points.png` gather the points of every teacher recorded so far:
+top-1 loss against the measured cut, the teacher at the origin.
 
 Timing: nothing else may run on the machine meanwhile (the ratio is of two wall times).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import tempfile
 import time
@@ -25,6 +31,7 @@ import harness as h
 import torch
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor
+from hf_practise.files import atomic_write_text
 
 logger = logging.getLogger("operating_points")
 
@@ -69,23 +76,25 @@ def run(p, args) -> dict | None:
     teacher = h.load_native(teacher_dir).eval()
     tiny, test = h.tiny_images(args.num_samples, args.seed), fmnist.load("test")
     targets = sorted(args.targets)
-    single, single_s = one_run(teacher, targets[-1:], args, tiny, test)
+    single, single_s = one_run(teacher, targets[-1:], args, tiny, test) if args.single else (None, None)
     multi, multi_s = one_run(teacher, targets, args, tiny, test)
     points = [point_record(r) for r in multi.points or [multi]]
-    same = sorted(r.block for r in single.dropped) == points[-1]["dropped"]
-    gap = None
+    same = gap = None
+    if single is not None:
+        same = sorted(r.block for r in single.dropped) == points[-1]["dropped"]
     if same:  # the two models of the largest target: weights to float rounding when the blocks agree
         a, b = single.model.state_dict(), multi.model.state_dict()
         gap = max((a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point())
     return {
         "teacher": args.teacher,
+        "family": multi.family.name,
         "teacher_top1": meta["top1"],
         "num_samples": args.num_samples,
         "seed": args.seed,
         "targets": targets,
-        "single": {**point_record(single), "wall_seconds": single_s},
+        "single": {**point_record(single), "wall_seconds": single_s} if single is not None else None,
         "multi": {"wall_seconds": multi_s, "points": points},
-        "ratio": multi_s / single_s,
+        "ratio": multi_s / single_s if single is not None else None,
         "largest_same_blocks": same,
         "largest_max_weight_difference": gap,
         "dominated": dominated(points, meta["top1"]),
@@ -94,23 +103,33 @@ def run(p, args) -> dict | None:
 
 def render(r: dict) -> list[str]:
     targets = " ".join(f"{t:g}" for t in r["targets"])
-    lines = [
-        f"# Operating points from one scan: {r['teacher']}",
-        "",
-        f"{r['num_samples']} Fashion-MNIST train images (seed {r['seed']}); top-1 on the 10,000 test images. "
-        f"`--latency-reduction {targets}` in one run against `--latency-reduction {r['targets'][-1]:g}` alone, "
-        "each from a fresh work dir, one after the other.",
-        "",
-        f"**Wall time: {r['multi']['wall_seconds'] / 60:.1f} min for {len(r['targets'])} targets against "
-        f"{r['single']['wall_seconds'] / 60:.1f} min for one: {r['ratio']:.2f}x.**",
-        "",
-    ]
-    phases = sorted({k for p in [r["single"], *r["multi"]["points"]] for k in p["phase_seconds"]})
-    rows = [
-        ["one target", f"{100 * r['single']['target']:.0f}%", f"-{100 * r['single']['latency_reduction']:.1f}%"]
-        + [f"{100 * r['single']['top1']:.2f}%"]
-        + [f"{r['single']['phase_seconds'].get(k, 0):.0f}" for k in phases]
-    ]
+    single = r["single"]
+    lines = [f"# Operating points from one scan: {r['teacher']}", ""]
+    if single is None:
+        lines += [
+            f"{r['num_samples']} Fashion-MNIST train images (seed {r['seed']}); top-1 on the 10,000 test images. "
+            f"`--latency-reduction {targets}` in one run from a fresh work dir: "
+            f"{r['multi']['wall_seconds'] / 60:.1f} min (no one-target run beside it: `--no-single`).",
+            "",
+        ]
+    else:
+        lines += [
+            f"{r['num_samples']} Fashion-MNIST train images (seed {r['seed']}); top-1 on the 10,000 test images. "
+            f"`--latency-reduction {targets}` in one run against `--latency-reduction {r['targets'][-1]:g}` alone, "
+            "each from a fresh work dir, one after the other.",
+            "",
+            f"**Wall time: {r['multi']['wall_seconds'] / 60:.1f} min for {len(r['targets'])} targets against "
+            f"{single['wall_seconds'] / 60:.1f} min for one: {r['ratio']:.2f}x.**",
+            "",
+        ]
+    phases = sorted({k for p in [*([single] if single else []), *r["multi"]["points"]] for k in p["phase_seconds"]})
+    rows = []
+    if single is not None:
+        rows.append(
+            ["one target", f"{100 * single['target']:.0f}%", f"-{100 * single['latency_reduction']:.1f}%"]
+            + [f"{100 * single['top1']:.2f}%"]
+            + [f"{single['phase_seconds'].get(k, 0):.0f}" for k in phases]
+        )
     for p in r["multi"]["points"]:
         rows.append(
             [
@@ -127,13 +146,18 @@ def render(r: dict) -> list[str]:
         "Phase seconds: each point's own (selection, finetune, measurement) after the shared ones (latency table, "
         "scan), which every point of the multi-target run repeats in its row.",
         "",
-        f"- Largest target: the same blocks in both runs: {'yes' if r['largest_same_blocks'] else 'no'}"
-        + (
-            f"; largest weight difference {r['largest_max_weight_difference']:.2g}"
-            if r["largest_max_weight_difference"] is not None
-            else " (each run timed its own latency table; a different table can select other blocks)"
+    ]
+    if single is not None:
+        lines.append(
+            f"- Largest target: the same blocks in both runs: {'yes' if r['largest_same_blocks'] else 'no'}"
+            + (
+                f"; largest weight difference {r['largest_max_weight_difference']:.2g}"
+                if r["largest_max_weight_difference"] is not None
+                else " (each run timed its own latency table; a different table can select other blocks)"
+            )
+            + "."
         )
-        + ".",
+    lines += [
         f"- Teacher {100 * r['teacher_top1']:.2f}%. Points below the line from the teacher to the largest cut: "
         + (", ".join(f"{100 * t:.0f}%" for t in r["dominated"]) or "none")
         + ".",
@@ -144,6 +168,55 @@ def render(r: dict) -> list[str]:
     return lines
 
 
+def families_page(record: dict, args) -> None:
+    """`operating_points_families.md` and `operating_points.png` from every teacher's record under --results: each
+    teacher's points as top-1 loss against the measured cut, with the points below its teacher-to-largest line."""
+    records = [h.read_json(p) for p in sorted(Path(args.results).glob("operating_points_*.json"))]
+    records = [r for r in records if "multi" in r]
+    rows = []
+    for r in records:
+        pts = sorted(r["multi"]["points"], key=lambda p: p["latency_reduction"])
+        cells = ", ".join(
+            f"-{100 * p['latency_reduction']:.1f}%: {100 * (p['top1'] - r['teacher_top1']):+.2f}" for p in pts
+        )
+        below = ", ".join(f"{100 * t:.0f}%" for t in r["dominated"]) or "none"
+        rows.append([r["teacher"], f"{100 * r['teacher_top1']:.2f}", cells, below, f"`{r['command']}`"])
+    lines = [
+        "# Operating points of every teacher",
+        "",
+        "One multi-target run per teacher (`benchmarks/operating_points.py`): each point's measured latency cut and "
+        "its top-1 against the teacher's (points). *Below the line*: points under the straight line from the teacher "
+        "to the point with the largest cut (a point another dominates lies there).",
+        "",
+        *h.table("teacher | >teacher top-1 (%) | points (cut: top-1 change) | below the line | command", rows),
+        "",
+        "![top-1 loss against the measured cut](operating_points.png)",
+    ]
+    atomic_write_text(Path(args.results) / "operating_points_families.md", "\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib missing: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in records:
+        pts = sorted(r["multi"]["points"], key=lambda p: p["latency_reduction"])
+        xs = [0.0] + [100 * p["latency_reduction"] for p in pts]
+        ys = [0.0] + [100 * (p["top1"] - r["teacher_top1"]) for p in pts]
+        ax.plot(xs, ys, marker="o", markersize=4, label=r["teacher"])
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("measured latency cut (%)")
+    ax.set_ylabel("top-1 change against the teacher (points)")
+    ax.set_title("Every operating point from one scan, per teacher (Fashion-MNIST, 500 images)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(Path(args.results) / "operating_points.png", dpi=120)
+    plt.close(fig)
+
+
 def main() -> int:
     p = h.parser(__doc__)
     p.add_argument("--teacher", default=h.RESNET34.name, help="a families teacher name, or resnet34-fmnist")
@@ -151,8 +224,11 @@ def main() -> int:
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations, help="finetune steps per point")
+    single = "also run the largest target alone first (the wall-time ratio and the same-blocks check)"
+    p.add_argument("--single", action=argparse.BooleanOptionalAction, default=True, help=single)
     h.folders(p)
-    return h.study(p, stem=lambda a: Path(a.results) / f"operating_points_{a.teacher}", run=run, render=render)
+    stem = lambda a: Path(a.results) / f"operating_points_{a.teacher}"  # noqa: E731
+    return h.study(p, stem=stem, run=run, render=render, after=families_page)
 
 
 if __name__ == "__main__":

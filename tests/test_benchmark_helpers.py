@@ -152,6 +152,33 @@ def test_a_point_below_the_line_from_the_teacher_to_the_largest_cut_is_dominated
     assert operating_points.dominated(points[:1] + points[2:], teacher_top1=0.92) == []
 
 
+def test_a_multi_target_run_alone_renders_and_joins_the_families_page(tmp_path):
+    """`--no-single` records the multi-target run only: its page says so, and the families page and figure gather
+    every teacher's points (with the ones below the line) from the records under --results."""
+    from types import SimpleNamespace
+
+    import operating_points
+
+    phases = {"scan": 10.0, "finetune": 5.0}
+    points = [
+        {"target": t, "latency_reduction": c, "top1": a, "dropped": ["b"], "phase_seconds": phases}
+        for t, c, a in ((0.2, 0.22, 0.91), (0.3, 0.31, 0.86), (0.5, 0.52, 0.84))
+    ]
+    record = {"teacher": "timm-x", "family": "timm-x", "teacher_top1": 0.92, "num_samples": 50, "seed": 0}
+    record.update(targets=[0.2, 0.3, 0.5], single=None, multi={"wall_seconds": 120.0, "points": points}, ratio=None)
+    record.update(largest_same_blocks=None, largest_max_weight_difference=None, command="python op.py")
+    record.update(dominated=operating_points.dominated(points, 0.92), machine={"cpu": "c", "threads": 2, "torch": "t"})
+    page = "\n".join(operating_points.render(record))
+    assert "(no one-target run beside it: `--no-single`)" in page and "Wall time" not in page
+    assert "| one scan | 30% | -31.0% | 86.00% |" in page and "Largest target" not in page
+    assert "Points below the line from the teacher to the largest cut: 30%." in page
+    operating_points.h.write_json(tmp_path / "operating_points_timm-x.json", record)
+    operating_points.families_page(record, SimpleNamespace(results=str(tmp_path)))
+    summary = (tmp_path / "operating_points_families.md").read_text()
+    assert "| timm-x | 92.00 | -22.0%: -1.00, -31.0%: -6.00, -52.0%: -8.00 | 30% | `python op.py` |" in summary
+    assert (tmp_path / "operating_points.png").stat().st_size > 0
+
+
 def test_coverage_measures_batchnorm_statistics_of_a_random_net_as_training_would():
     import torch
 

@@ -161,3 +161,43 @@ def test_the_openvino_and_quantization_aware_rows_time_their_own_runtime(compare
         names["teacher int8"] == "teacher int8 (`int8-ov`)"
         and names["compressed int8"] == "default int8 (`default+int8-ov`)"
     )
+
+
+def test_the_int8_chosen_row_ranks_blocks_by_their_int8_cut(compare, tmp_path):
+    """`quantize-int8` chooses blocks as `--quantize int8` does: by the scan's recoverability over each block's cut
+    timed int8 against int8 (kept in its own work dir), then selected with the compressor set up for int8."""
+    import torch
+
+    from hf_practise import LatencyConfig, PractiseCompressor
+    from hf_practise.recoverability import ScanRow
+
+    from .conftest import tiny_resnet
+    from .test_compressor import fast_config
+
+    args = SimpleNamespace(teacher=str(tmp_path / "t"), results=str(tmp_path / "results"), cache=str(tmp_path))
+    args.__dict__.update(command="c", latency_repeats=3)
+    bench = compare.Bench(args)
+    bench.latency = lambda repeats, backend="torch": LatencyConfig(
+        batch_size=4, repeats=repeats, warmup=1, input_size=(3, 32, 32), backend=backend
+    )
+    assert "quantize-int8" in compare.INT8_CHOSEN and "quantize-int8" not in compare.SAME_BLOCKS
+    assert compare.int8_names("quantize-int8")["compressed int8"] == "int8-chosen int8 (`quantize-int8`)"
+    comp = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=None, latency_reduction=0.2))
+    # every block recovers alike and the fp32 shares rank them backwards: only the int8 shares may order them
+    rows = [ScanRow(c.path, c.stage, c.index, 1.0, 1.0, 0.01 * (k + 1), 0.0) for k, c in enumerate(comp.candidates())]
+    seen = {}
+
+    def select_in_order(ranked):
+        seen.update(ranked=list(ranked), quantize=comp.config.quantize, images=len(comp._int8_images))
+        return ranked[:1], []
+
+    comp.select_in_order = select_in_order
+    tiny = SimpleNamespace(images=torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    chosen = bench.int8_chosen(comp, rows, tiny, "fmnist", 40, 0, "onnxruntime")
+    saved = json.loads((tmp_path / "t" / "int8_onnxruntime_fmnist_40_s0" / "latency_shares.json").read_text())
+    shares = saved["shares"]
+    assert saved["key"]["quantize"] == "int8" and saved["key"]["latency"]["backend"] == "onnxruntime"
+    assert seen["quantize"] == "int8" and seen["images"] == 32  # timed on the images `compress` would use
+    assert [r.block for r in seen["ranked"]] == sorted(shares, key=lambda b: -shares[b])
+    assert [r.latency_saving for r in seen["ranked"]] == sorted(shares.values(), reverse=True)
+    assert chosen == seen["ranked"][:1] and rows[0].latency_saving == 0.01  # the scan's rows are left as they were
