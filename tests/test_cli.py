@@ -272,3 +272,16 @@ def test_latency_table_tool_exports_every_block_for_another_device(teacher_dir, 
             i.name: np.random.rand(*shape).astype(np.float32) for i, shape in zip(session.get_inputs(), entry["inputs"])
         }
         assert all(np.isfinite(o).all() for o in session.run(None, feed))
+
+
+def test_the_recorded_command_writes_a_negated_boolean_flag_as_its_flag():
+    import argparse
+
+    from hf_practise.provenance import recorded_command
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--single", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--extra", action=argparse.BooleanOptionalAction, default=False)
+    assert recorded_command("run", p, p.parse_args(["--no-single"])) == "run --no-single"
+    assert recorded_command("run", p, p.parse_args(["--extra"])) == "run --extra"
+    assert recorded_command("run", p, p.parse_args(["--single", "--no-extra"])) == "run"

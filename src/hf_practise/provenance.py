@@ -82,6 +82,10 @@ def recorded_command(
         value = getattr(args, action.dest, None)
         if value == action.default or value is None:
             continue
+        if isinstance(action, argparse.BooleanOptionalAction):  # `--flag` / `--no-flag`: the one that gives `value`
+            negative = [s for s in action.option_strings if s.startswith("--no-")]
+            words.append(next(s for s in action.option_strings if s not in negative) if value else negative[0])
+            continue
         flag = max(action.option_strings, key=len)
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             words.append(flag)
