@@ -68,6 +68,17 @@ def dominated(points: list[dict], teacher_top1: float) -> list[float]:
     return [p["target"] for p in points if p["top1"] < teacher_top1 + slope * p["latency_reduction"] - 1e-9]
 
 
+def beaten(points: list[dict]) -> list[float]:
+    """The targets whose point another point beats: at least as large a cut and at least as high a top-1, one of
+    them strictly (what a user choosing an operating point would never take)."""
+    key = lambda p: (p["latency_reduction"], p["top1"])  # noqa: E731
+    return [
+        p["target"]
+        for p in points
+        if any(q is not p and all(a >= b for a, b in zip(key(q), key(p))) and key(q) != key(p) for q in points)
+    ]
+
+
 def run(p, args) -> dict | None:
     found = h.find_teacher(args.teacher, train_steps=None)
     if found is None or h.skipped(found[0]):
@@ -160,6 +171,8 @@ def render(r: dict) -> list[str]:
     lines += [
         f"- Teacher {100 * r['teacher_top1']:.2f}%. Points below the line from the teacher to the largest cut: "
         + (", ".join(f"{100 * t:.0f}%" for t in r["dominated"]) or "none")
+        + ". Points another point beats (as large a cut or larger, as high a top-1 or higher): "
+        + (", ".join(f"{100 * t:.0f}%" for t in beaten(r["multi"]["points"])) or "none")
         + ".",
         "",
         f"Command: `{r['command']}` ({r['machine']['cpu']}, {r['machine']['threads']} threads, torch "
@@ -180,15 +193,17 @@ def families_page(record: dict, args) -> None:
             f"-{100 * p['latency_reduction']:.1f}%: {100 * (p['top1'] - r['teacher_top1']):+.2f}" for p in pts
         )
         below = ", ".join(f"{100 * t:.0f}%" for t in r["dominated"]) or "none"
-        rows.append([r["teacher"], f"{100 * r['teacher_top1']:.2f}", cells, below, f"`{r['command']}`"])
+        worse = ", ".join(f"{100 * t:.0f}%" for t in beaten(r["multi"]["points"])) or "none"
+        rows.append([r["teacher"], f"{100 * r['teacher_top1']:.2f}", cells, below, worse, f"`{r['command']}`"])
     lines = [
         "# Operating points of every teacher",
         "",
         "One multi-target run per teacher (`benchmarks/operating_points.py`): each point's measured latency cut and "
         "its top-1 against the teacher's (points). *Below the line*: points under the straight line from the teacher "
-        "to the point with the largest cut (a point another dominates lies there).",
+        "to the point with the largest cut. *Beaten*: points another point beats (as large a cut or larger and as "
+        "high a top-1 or higher).",
         "",
-        *h.table("teacher | >teacher top-1 (%) | points (cut: top-1 change) | below the line | command", rows),
+        *h.table("teacher | >teacher top-1 (%) | points (cut: top-1 change) | below the line | beaten | command", rows),
         "",
         "![top-1 loss against the measured cut](operating_points.png)",
     ]

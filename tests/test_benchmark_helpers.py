@@ -172,10 +172,13 @@ def test_a_multi_target_run_alone_renders_and_joins_the_families_page(tmp_path):
     assert "(no one-target run beside it: `--no-single`)" in page and "Wall time" not in page
     assert "| one scan | 30% | -31.0% | 86.00% |" in page and "Largest target" not in page
     assert "Points below the line from the teacher to the largest cut: 30%." in page
+    assert "Points another point beats (as large a cut or larger, as high a top-1 or higher): none." in page
+    level = [{**points[0], "target": 0.25, "latency_reduction": 0.25, "top1": 0.91}]  # beats the 20% point
+    assert operating_points.beaten(points + level) == [0.2]
     operating_points.h.write_json(tmp_path / "operating_points_timm-x.json", record)
     operating_points.families_page(record, SimpleNamespace(results=str(tmp_path)))
     summary = (tmp_path / "operating_points_families.md").read_text()
-    assert "| timm-x | 92.00 | -22.0%: -1.00, -31.0%: -6.00, -52.0%: -8.00 | 30% | `python op.py` |" in summary
+    assert "| timm-x | 92.00 | -22.0%: -1.00, -31.0%: -6.00, -52.0%: -8.00 | 30% | none | `python op.py` |" in summary
     assert (tmp_path / "operating_points.png").stat().st_size > 0
 
 
