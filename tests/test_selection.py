@@ -132,6 +132,43 @@ def test_the_back_off_does_not_trade_two_easy_blocks_for_one_hard_one():
     assert len(measure.calls) == 1  # nothing worth measuring
 
 
+def test_no_set_inside_keeps_the_cheapest_of_the_sets_level_with_the_closest_cut():
+    # two pairs of blocks cut the same 34% (the window is [20%, 26%]); timings put the dearer pair 0.2 points lower.
+    # The back-off does not measure a set expected within the noise of the greedy one, and were it measured, the
+    # cheaper pair stays: a cut a re-measurement can undo is not worth a harder block
+    shares = [0.17, 0.17, 0.17]
+    recov = [0.001, 0.002, 0.004]  # b2 is dearer than b1 but ranked by score just behind it
+    ranked = rank_blocks(rows(shares, recov))
+    truth = {"b0": 0.17, "b1": 0.17, "b2": 0.168}
+    measure = fake_measure(truth)
+    cfg = CompressionConfig(latency_reduction=0.2)
+    chosen, checks = select_in_order(ranked, config=cfg, measure=measure, cost=lambda r: r.recoverability)
+    assert sorted(r.block for r in chosen) == ["b0", "b1"] and len(measure.calls) == 1
+    assert (checks[-1].step, checks[-1].reason) == ("kept", "too_coarse")
+
+    from hf_practise.selection import _back_off
+
+    greedy = SelectionCheck("greedy", 2, 0.34, 0.34, ["b0", "b1"])
+    measured_pairs = {("b0", "b1"): 0.34, ("b0", "b2"): 0.338}
+    calls = []
+
+    def measure_pairs(refs):  # the back-off's one try, forced: the dearer pair, 0.2 points lower
+        calls.append(refs)
+        return SimpleNamespace(reduction=measured_pairs[tuple(sorted(r.path for r in refs))])
+
+    import hf_practise.selection as selection
+
+    orig = selection._cheapest_by_total
+    selection._cheapest_by_total = lambda savings, costs: {329: (costs[0] + costs[2], frozenset({0, 2}))}
+    try:
+        kept = _back_off(
+            ranked, ranked[:2], [greedy], target=0.2, upper=0.26, measure=measure_pairs, cost=lambda r: r.recoverability
+        )
+    finally:
+        selection._cheapest_by_total = orig
+    assert len(calls) == 1 and sorted(r.block for r in kept.rows) == ["b0", "b1"]
+
+
 def test_a_selection_check_round_trips_through_its_json_form():
     check = SelectionCheck("kept", 2, None, 0.31, ["b0", "b1"], reason="too_coarse", note="no set inside")
     assert SelectionCheck.from_dict(json.loads(json.dumps(check.to_dict()))) == check

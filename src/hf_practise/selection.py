@@ -273,7 +273,8 @@ def _back_off(
         closest = min((m for _, m in measured if m >= target), default=float("inf"))
         if inside:
             _, e, items = min(inside, key=lambda o: (o[0], o[1]))
-        elif above and min(above, key=lambda o: (o[0], o[1]))[0] < closest:
+        elif above and min(above, key=lambda o: (o[0], o[1]))[0] < closest - margin:
+            # (a set only expected within the timings' noise of one already measured is not worth its cost)
             e, _, items = min(above, key=lambda o: (o[0], o[1]))
         else:
             break
@@ -284,7 +285,13 @@ def _back_off(
         logger.info("select: back-off to %d blocks, expected %.1f%%, measured %.1f%%", len(subset), 100 * e, 100 * m)
         if target <= m <= upper - margin:
             return Selection(subset, checks)
-    m, items = min(((m, items) for items, m in measured if m >= target), key=lambda t: t[0])
+    # the closest measured set above the target; sets measured within the noise of it (`margin`) count as level
+    # with it, and the cheapest of those is kept: a costlier set is no better for a cut a re-measurement can undo
+    met = [(m, items) for items, m in measured if m >= target]
+    closest = min(m for m, _ in met)
+    m, items = min(
+        ((m, items) for m, items in met if m <= closest + margin), key=lambda t: (sum(costs[i] for i in t[1]), t[0])
+    )
     kept = [r for i, r in enumerate(ranked) if i in items]
     reason, note = _kept_reason(m, target, upper, margin, too_costly)
     logger.warning("select: %s", note)
