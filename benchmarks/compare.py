@@ -820,13 +820,8 @@ class Bench:
         return out + [""]
 
     def plot(self, recs: list[dict]) -> None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            logger.warning("matplotlib missing: no plot")
+        plt = h.pyplot()
+        if plt is None:
             return
         fig, ax = plt.subplots(figsize=(7, 4.5))
         n = max(x["num_samples"] for x in recs)

@@ -175,6 +175,19 @@ def study(
     return 1 if problem else 0
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or None (said once per call) when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.getLogger("harness").warning("matplotlib missing: no plot")
+        return None
+    return plt
+
+
 #: the pages whose `bench:` sections the studies rewrite: the README (its headline) and the results page
 PAGES = (HERE.parent / "README.md", HERE.parent / "docs" / "results.md")
 

@@ -185,10 +185,9 @@ def families_page(record: dict, args) -> None:
     """`operating_points_families.md` and `operating_points.png` from every teacher's record under --results: each
     teacher's points as top-1 loss against the measured cut, with the points below its teacher-to-largest line."""
     records = [h.read_json(p) for p in sorted(Path(args.results).glob("operating_points_*.json"))]
-    records = [r for r in records if "multi" in r]
+    curves = [(r, sorted(r["multi"]["points"], key=lambda p: p["latency_reduction"])) for r in records if "multi" in r]
     rows = []
-    for r in records:
-        pts = sorted(r["multi"]["points"], key=lambda p: p["latency_reduction"])
+    for r, pts in curves:
         cells = ", ".join(
             f"-{100 * p['latency_reduction']:.1f}%: {100 * (p['top1'] - r['teacher_top1']):+.2f}" for p in pts
         )
@@ -208,17 +207,11 @@ def families_page(record: dict, args) -> None:
         "![top-1 loss against the measured cut](operating_points.png)",
     ]
     atomic_write_text(Path(args.results) / "operating_points_families.md", "\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib missing: no plot")
+    plt = h.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in records:
-        pts = sorted(r["multi"]["points"], key=lambda p: p["latency_reduction"])
+    for r, pts in curves:
         xs = [0.0] + [100 * p["latency_reduction"] for p in pts]
         ys = [0.0] + [100 * (p["top1"] - r["teacher_top1"]) for p in pts]
         ax.plot(xs, ys, marker="o", markersize=4, label=r["teacher"])
