@@ -61,22 +61,43 @@ def point_record(result) -> dict:
     }
 
 
+def models(points: list[dict]) -> list[dict]:
+    """The distinct models among the points: targets that chose the same blocks are one model (since the library
+    reuses such a point, one measurement; records made before that timed it once per target, averaged here)."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault(tuple(p["dropped"]), []).append(p)
+    mean = lambda ps, k: sum(p[k] for p in ps) / len(ps)  # noqa: E731
+    return [
+        {
+            "targets": [p["target"] for p in ps],
+            "latency_reduction": mean(ps, "latency_reduction"),
+            "top1": mean(ps, "top1"),
+        }
+        for ps in groups.values()
+    ]
+
+
 def dominated(points: list[dict], teacher_top1: float) -> list[float]:
-    """The targets whose point lies below the line from the teacher (cut 0) to the point with the largest cut."""
-    last = max(points, key=lambda p: p["latency_reduction"])
+    """The targets whose model lies below the line from the teacher (cut 0) to the model with the largest cut."""
+    ms = models(points)
+    last = max(ms, key=lambda m: m["latency_reduction"])
     slope = (last["top1"] - teacher_top1) / last["latency_reduction"]
-    return [p["target"] for p in points if p["top1"] < teacher_top1 + slope * p["latency_reduction"] - 1e-9]
+    below = [m for m in ms if m["top1"] < teacher_top1 + slope * m["latency_reduction"] - 1e-9]
+    return sorted(t for m in below for t in m["targets"])
 
 
 def beaten(points: list[dict]) -> list[float]:
-    """The targets whose point another point beats: at least as large a cut and at least as high a top-1, one of
+    """The targets whose model another model beats: at least as large a cut and at least as high a top-1, one of
     them strictly (what a user choosing an operating point would never take)."""
-    key = lambda p: (p["latency_reduction"], p["top1"])  # noqa: E731
-    return [
-        p["target"]
-        for p in points
-        if any(q is not p and all(a >= b for a, b in zip(key(q), key(p))) and key(q) != key(p) for q in points)
+    ms = models(points)
+    key = lambda m: (m["latency_reduction"], m["top1"])  # noqa: E731
+    worse = [
+        m
+        for m in ms
+        if any(n is not m and all(a >= b for a, b in zip(key(n), key(m))) and key(n) != key(m) for n in ms)
     ]
+    return sorted(t for m in worse for t in m["targets"])
 
 
 def run(p, args) -> dict | None:
@@ -170,7 +191,7 @@ def render(r: dict) -> list[str]:
         )
     lines += [
         f"- Teacher {100 * r['teacher_top1']:.2f}%. Points below the line from the teacher to the largest cut: "
-        + (", ".join(f"{100 * t:.0f}%" for t in r["dominated"]) or "none")
+        + (", ".join(f"{100 * t:.0f}%" for t in dominated(r["multi"]["points"], r["teacher_top1"])) or "none")
         + ". Points another point beats (as large a cut or larger, as high a top-1 or higher): "
         + (", ".join(f"{100 * t:.0f}%" for t in beaten(r["multi"]["points"])) or "none")
         + ".",
@@ -191,7 +212,7 @@ def families_page(record: dict, args) -> None:
         cells = ", ".join(
             f"-{100 * p['latency_reduction']:.1f}%: {100 * (p['top1'] - r['teacher_top1']):+.2f}" for p in pts
         )
-        below = ", ".join(f"{100 * t:.0f}%" for t in r["dominated"]) or "none"
+        below = ", ".join(f"{100 * t:.0f}%" for t in dominated(r["multi"]["points"], r["teacher_top1"])) or "none"
         worse = ", ".join(f"{100 * t:.0f}%" for t in beaten(r["multi"]["points"])) or "none"
         rows.append([r["teacher"], f"{100 * r['teacher_top1']:.2f}", cells, below, worse, f"`{r['command']}`"])
     lines = [

@@ -144,12 +144,32 @@ def test_a_point_below_the_line_from_the_teacher_to_the_largest_cut_is_dominated
     import operating_points
 
     points = [
-        {"target": 0.2, "latency_reduction": 0.25, "top1": 0.90},  # on the line 0.92 -> 0.84 at 0.5: 0.88, above
-        {"target": 0.3, "latency_reduction": 0.30, "top1": 0.86},  # the line gives 0.872 here: below
-        {"target": 0.5, "latency_reduction": 0.50, "top1": 0.84},
+        {"target": 0.2, "latency_reduction": 0.25, "top1": 0.90, "dropped": ["a"]},  # the line 0.92 -> 0.84: above
+        {"target": 0.3, "latency_reduction": 0.30, "top1": 0.86, "dropped": ["a", "b"]},  # the line: 0.872, below
+        {"target": 0.5, "latency_reduction": 0.50, "top1": 0.84, "dropped": ["a", "b", "c"]},
     ]
     assert operating_points.dominated(points, teacher_top1=0.92) == [0.3]
     assert operating_points.dominated(points[:1] + points[2:], teacher_top1=0.92) == []
+
+
+def test_targets_that_chose_the_same_blocks_are_one_model_in_the_checks():
+    """Two targets with one set of blocks are one model: timed twice (records made before the library reused such a
+    point), the noise between its two timings must not make it beat itself or fall below its own line."""
+    import operating_points
+
+    points = [
+        {"target": 0.2, "latency_reduction": 0.34, "top1": 0.911, "dropped": ["a", "b"]},
+        {"target": 0.3, "latency_reduction": 0.35, "top1": 0.911, "dropped": ["a", "b"]},
+        {"target": 0.4, "latency_reduction": 0.50, "top1": 0.890, "dropped": ["a", "b", "c"]},
+        {"target": 0.5, "latency_reduction": 0.52, "top1": 0.890, "dropped": ["a", "b", "c"]},
+    ]
+    assert operating_points.beaten(points) == [] and operating_points.dominated(points, 0.92) == []
+    (m,) = [m for m in operating_points.models(points) if m["targets"] == [0.2, 0.3]]
+    assert m["latency_reduction"] == pytest.approx(0.345)
+    worse = [{**points[0], "target": 0.25, "latency_reduction": 0.33, "top1": 0.90, "dropped": ["d"]}]
+    assert operating_points.beaten(points + worse) == [0.25] and operating_points.dominated(points + worse, 0.92) == [
+        0.25
+    ]
 
 
 def test_a_multi_target_run_alone_renders_and_joins_the_families_page(tmp_path):
@@ -161,8 +181,8 @@ def test_a_multi_target_run_alone_renders_and_joins_the_families_page(tmp_path):
 
     phases = {"scan": 10.0, "finetune": 5.0}
     points = [
-        {"target": t, "latency_reduction": c, "top1": a, "dropped": ["b"], "phase_seconds": phases}
-        for t, c, a in ((0.2, 0.22, 0.91), (0.3, 0.31, 0.86), (0.5, 0.52, 0.84))
+        {"target": t, "latency_reduction": c, "top1": a, "dropped": list(b), "phase_seconds": phases}
+        for t, c, a, b in ((0.2, 0.22, 0.91, "a"), (0.3, 0.31, 0.86, "ab"), (0.5, 0.52, 0.84, "abc"))
     ]
     record = {"teacher": "timm-x", "family": "timm-x", "teacher_top1": 0.92, "num_samples": 50, "seed": 0}
     record.update(targets=[0.2, 0.3, 0.5], single=None, multi={"wall_seconds": 120.0, "points": points}, ratio=None)
@@ -173,7 +193,7 @@ def test_a_multi_target_run_alone_renders_and_joins_the_families_page(tmp_path):
     assert "| one scan | 30% | -31.0% | 86.00% |" in page and "Largest target" not in page
     assert "Points below the line from the teacher to the largest cut: 30%." in page
     assert "Points another point beats (as large a cut or larger, as high a top-1 or higher): none." in page
-    level = [{**points[0], "target": 0.25, "latency_reduction": 0.25, "top1": 0.91}]  # beats the 20% point
+    level = [{**points[0], "target": 0.25, "latency_reduction": 0.25, "top1": 0.91, "dropped": ["d"]}]  # beats 20%
     assert operating_points.beaten(points + level) == [0.2]
     operating_points.h.write_json(tmp_path / "operating_points_timm-x.json", record)
     operating_points.families_page(record, SimpleNamespace(results=str(tmp_path)))

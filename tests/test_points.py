@@ -54,10 +54,23 @@ def test_each_point_is_its_one_target_run_and_saves_in_its_own_folder(tensors, t
         torch.testing.assert_close(reload_in_plain_timm(sub, x), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_targets_that_choose_the_same_blocks_share_one_finetune(tensors):
-    result = run([0.09, 0.1], tensors)  # by the table's shares, the blocks that reach 9% reach 10% too
+def test_targets_that_choose_the_same_blocks_are_one_point(tensors, monkeypatch):
+    """One model: finetuned, timed and evaluated once, so that a curve shows it once with one latency."""
+    import hf_practise.compressor as compressor
+
+    from .test_compressor import image_dataset
+
+    timed = []
+    real = compressor.compare_latency
+    monkeypatch.setattr(compressor, "compare_latency", lambda *a, **k: timed.append(1) or real(*a, **k))
+    cfg = fast_config(num_blocks=None, latency_reduction=[0.09, 0.1], latency_table=TABLE)
+    # by the table's shares, the blocks that reach 9% reach 10% too
+    result = PractiseCompressor(tiny_resnet("resnet18"), cfg).compress(tensors, eval_set=image_dataset(12))
     a, b = result.points
     assert [r.block for r in a.dropped] == [r.block for r in b.dropped] and a.model is b.model
+    assert len(timed) == 1 and a.latency is b.latency and a.top1_after == b.top1_after is not None
+    assert (a.config.latency_reduction, b.config.latency_reduction) == (0.09, 0.1) and b is result
+    assert result.points == [a, b] and a.points == []
 
 
 def test_several_block_counts_give_a_point_each(tensors, tmp_path):

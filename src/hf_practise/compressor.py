@@ -10,6 +10,7 @@ Each step is also a public function (`scan_blocks`, `mimic_finetune`, `fold_adap
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import errno
 import functools
@@ -720,10 +721,18 @@ class PractiseCompressor:
             chosen, checks = self._choose(rows, fractions, saved, key)
             logger.info("dropping %s", ", ".join(r.block for r in chosen))
         blocks = tuple(sorted(r.block for r in chosen))
-        with _phase(point_times, "finetune"):  # a target that chose the blocks of another is not rerun
-            if blocks not in finetuned:
-                finetuned[blocks] = self._finetune(chosen, tiny, targets, augmented)
-        student, ft = finetuned[blocks]
+        earlier = finetuned.get(blocks)
+        if earlier is not None:
+            # a target that chose the blocks of another is that point's model: not finetuned, timed or evaluated
+            # again (a second timing of one model would give it two latencies, and a curve two points)
+            logger.info("this target chose the blocks of an earlier one: it is that point's model")
+            result = copy.copy(earlier)
+            result.config, result.phase_seconds, result.points = self.config, point_times, []
+            cut = result.latency.reduction if result.int8 is None else 1.0 - 1.0 / result.int8.depth_speedup_int8
+            result.selection = list(checks) + _final_check(self.config, cut, len(chosen))
+            return result
+        with _phase(point_times, "finetune"):
+            student, ft = self._finetune(chosen, tiny, targets, augmented)
         result = self._finish(student, chosen, rows, checks, tiny, eval_ds, ft, point_times, teacher_metrics)
         if self.config.quantize == "int8":
             with _phase(point_times, "int8"):
@@ -733,6 +742,7 @@ class PractiseCompressor:
                 result.int8.top1.update(fp32)
             int8_cut = 1.0 - 1.0 / result.int8.depth_speedup_int8
             result.selection += _final_check(self.config, int8_cut, len(result.dropped))
+        finetuned[blocks] = result
         return result
 
     @contextlib.contextmanager
