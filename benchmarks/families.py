@@ -361,7 +361,7 @@ def main() -> int:
     p.add_argument("--objective", default=FinetuneConfig.objective, choices=objectives, help="finetune objective")
     p.add_argument("--optimizer", default="auto", choices=("auto", "sgd", "adamw"), help="finetune optimizer")
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
-    augmentations = ("auto", "none", "flip", "crop", "mixup")
+    augmentations = ("auto", "none", "flip", "crop", "mixup", "crop+mixup")
     p.add_argument("--augmentation", default=FinetuneConfig.augmentation, choices=augmentations)
     units = "what a candidate is (CompressionConfig.units): a rerun with branches adds rows of its own"
     p.add_argument("--units", default="blocks", choices=("blocks", "branches"), help=units)

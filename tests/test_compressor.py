@@ -455,7 +455,19 @@ def test_crop_augmentation_shifts_each_image_within_an_eighth_of_its_side():
     assert len(set(shifts)) > 1  # not one shift for the whole batch
 
 
-@pytest.mark.parametrize("augmentation", ["flip", "crop", "mixup"])
+def test_crop_then_mixup_blends_shifted_images():
+    from hf_practise.mimic import augment_batch
+    from hf_practise.objectives import crop_batch, mixup_batch
+
+    x = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    both = augment_batch(x, "crop+mixup", torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(both, mixup_batch(crop_batch(x, g), g))  # one generator, drawn in that order
+    assert not torch.equal(both, augment_batch(x, "mixup", torch.Generator().manual_seed(1)))
+    assert both.abs().max() <= x.abs().max() + 1e-6  # blends of shifted windows, no scaling up
+
+
+@pytest.mark.parametrize("augmentation", ["flip", "crop", "mixup", "crop+mixup"])
 def test_finetune_on_augmented_batches_reduces_the_loss(tensors, augmentation):
     from accelerate import Accelerator
 

@@ -99,5 +99,5 @@ def test_unknown_names_list_the_registered_choices():
 def test_builtin_objectives_say_what_they_train():
     assert {n for n, o in OBJECTIVES.items() if o.trains_classifier} == {"kd", "ce"}
     assert [n for n, o in OBJECTIVES.items() if o.needs_labels] == ["ce"]
-    assert [n for n, o in AUGMENTATIONS.items() if not o.keeps_labels] == ["mixup"]
-    assert [n for n, o in AUGMENTATIONS.items() if o.batch is not None] == ["flip", "crop", "mixup"]
+    assert [n for n, o in AUGMENTATIONS.items() if not o.keeps_labels] == ["mixup", "crop+mixup"]
+    assert [n for n, o in AUGMENTATIONS.items() if o.batch is not None] == ["flip", "crop", "mixup", "crop+mixup"]

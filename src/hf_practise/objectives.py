@@ -315,6 +315,12 @@ def mixup_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x
 
 
+def crop_mixup_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """`crop_batch` (flip and shift), then the blend of `mixup_batch` (which flips the shifted images once more at
+    random: a flip of a flip at random is a flip at random)."""
+    return mixup_batch(crop_batch(x, g), g)
+
+
 register_augmentation(
     Augmentation("none", help="the images as they are", card_text="the tiny set's images as they are")
 )
@@ -350,5 +356,15 @@ register_augmentation(
         "targets)",
         keeps_labels=False,
         batch=mixup_batch,
+    )
+)
+register_augmentation(
+    Augmentation(
+        "crop+mixup",
+        help="crop's flips and shifts, then mixup's blends; label-free objectives only",
+        card_text="the tiny set's images mirrored, shifted by up to 1/8 of their side and blended in pairs (the "
+        "teacher's outputs of the blends as targets)",
+        keeps_labels=False,
+        batch=crop_mixup_batch,
     )
 )
