@@ -164,6 +164,9 @@ def test_targets_that_chose_the_same_blocks_are_one_model_in_the_checks():
         {"target": 0.5, "latency_reduction": 0.52, "top1": 0.890, "dropped": ["a", "b", "c"]},
     ]
     assert operating_points.beaten(points) == [] and operating_points.dominated(points, 0.92) == []
+    for p, own in zip(points, (50.0, 0.0, 40.0, 0.0)):  # the 30% and 50% targets reused a finetune
+        p["phase_seconds"] = {"scan": 100.0, "select": 1.0, "finetune": own}
+    assert operating_points.one_target_seconds(points) == 141.0  # the scan, and the 40% point's own phases
     (m,) = [m for m in operating_points.models(points) if m["targets"] == [0.2, 0.3]]
     assert m["latency_reduction"] == pytest.approx(0.345)
     worse = [{**points[0], "target": 0.25, "latency_reduction": 0.33, "top1": 0.90, "dropped": ["d"]}]
@@ -189,7 +192,12 @@ def test_a_multi_target_run_alone_renders_and_joins_the_families_page(tmp_path):
     record.update(largest_same_blocks=None, largest_max_weight_difference=None, command="python op.py")
     record.update(dominated=operating_points.dominated(points, 0.92), machine={"cpu": "c", "threads": 2, "torch": "t"})
     page = "\n".join(operating_points.render(record))
-    assert "(no one-target run beside it: `--no-single`)" in page and "Wall time" not in page
+    # the one-target run at 50% from the phases: the shared scan (10 s) and its own finetune (5 s)
+    assert (
+        "(no one-target run beside it: `--no-single`; from the phases, one at 50% would take about 0.2 min: 8.00x)"
+        in page
+    )
+    assert "Wall time" not in page
     assert "| one scan | 30% | -31.0% | 86.00% |" in page and "Largest target" not in page
     assert "Points below the line from the teacher to the largest cut: 30%." in page
     assert "Points another point beats (as large a cut or larger, as high a top-1 or higher): none." in page
@@ -198,7 +206,10 @@ def test_a_multi_target_run_alone_renders_and_joins_the_families_page(tmp_path):
     operating_points.h.write_json(tmp_path / "operating_points_timm-x.json", record)
     operating_points.families_page(record, SimpleNamespace(results=str(tmp_path)))
     summary = (tmp_path / "operating_points_families.md").read_text()
-    assert "| timm-x | 92.00 | -22.0%: -1.00, -31.0%: -6.00, -52.0%: -8.00 | 30% | none | `python op.py` |" in summary
+    row = (
+        "| timm-x | 92.00 | -22.0%: -1.00, -31.0%: -6.00, -52.0%: -8.00 | 30% | none | 8.00x (est.) | `python op.py` |"
+    )
+    assert row in summary
     assert (tmp_path / "operating_points.png").stat().st_size > 0
 
 
