@@ -32,6 +32,7 @@ from hf_practise import (
 )
 from hf_practise.config import DEFAULT_LR
 from hf_practise.mimic import evaluate_top1
+from hf_practise.objectives import AUGMENTATIONS
 from hf_practise.provenance import model_fingerprint
 from hf_practise.recoverability import build_pruned
 
@@ -361,7 +362,8 @@ def main() -> int:
     p.add_argument("--objective", default=FinetuneConfig.objective, choices=objectives, help="finetune objective")
     p.add_argument("--optimizer", default="auto", choices=("auto", "sgd", "adamw"), help="finetune optimizer")
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")
-    augmentations = ("auto", "none", "flip", "crop", "mixup", "crop+mixup")
+    # those of the registry that work on the tiny set's preprocessed images (not `timm`'s training transform)
+    augmentations = ("auto", *(n for n, a in AUGMENTATIONS.items() if not a.needs_original_images))
     p.add_argument("--augmentation", default=FinetuneConfig.augmentation, choices=augmentations)
     units = "what a candidate is (CompressionConfig.units): a rerun with branches adds rows of its own"
     p.add_argument("--units", default="blocks", choices=("blocks", "branches"), help=units)

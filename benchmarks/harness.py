@@ -393,6 +393,15 @@ def train_teacher(name: str, *, steps: int, seed: int, folder: Path) -> dict:
     return meta
 
 
+def committed_or_cached_teacher(name: str) -> tuple[nn.Module, dict] | None:
+    """A benchmark teacher, loaded in eval mode, and its record, where one exists already (never trained here); None
+    when there is none, or when its data is missing (`skipped` says so)."""
+    found = find_teacher(name, train_steps=None)
+    if found is None or skipped(found[0]):
+        return None
+    return load_native(found[0]).eval(), found[1]
+
+
 def find_teacher(
     name: str, *, cache: Path = CACHE / "families", train_steps: int | None = 1500, seed: int = 0
 ) -> tuple[Path, dict] | None:

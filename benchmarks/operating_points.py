@@ -115,11 +115,10 @@ def beaten(points: list[dict]) -> list[float]:
 
 
 def run(p, args) -> dict | None:
-    found = h.find_teacher(args.teacher, train_steps=None)
-    if found is None or h.skipped(found[0]):
+    found = h.committed_or_cached_teacher(args.teacher)
+    if found is None:
         return None
-    teacher_dir, meta = found
-    teacher = h.load_native(teacher_dir).eval()
+    teacher, meta = found
     tiny, test = h.tiny_images(args.num_samples, args.seed), fmnist.load("test")
     targets = sorted(args.targets)
     single, single_s = one_run(teacher, targets[-1:], args, tiny, test) if args.single else (None, None)

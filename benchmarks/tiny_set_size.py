@@ -24,11 +24,10 @@ from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, Practi
 
 
 def run(p, args) -> dict | None:
-    found = h.find_teacher(args.teacher, train_steps=None)
-    if found is None or h.skipped(found[0]):
+    found = h.committed_or_cached_teacher(args.teacher)
+    if found is None:
         return None
-    teacher_dir, meta = found
-    teacher = h.load_native(teacher_dir).eval()
+    teacher, meta = found
     test = fmnist.load("test")
     rows = []
     for n in args.sizes:

@@ -87,6 +87,11 @@ def _final_check(cfg: CompressionConfig, measured: float, blocks: int) -> list[S
     return [SelectionCheck("final", blocks, None, measured, reason="timings_moved", note=note)]
 
 
+def _measured_cut(result: CompressionResult) -> float:
+    """The cut a result's target is checked against: fp32 latency, or with int8 the int8 models' latency."""
+    return result.latency.reduction if result.int8 is None else 1.0 - 1.0 / result.int8.depth_speedup_int8
+
+
 @contextlib.contextmanager
 def _phase(times: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -699,11 +704,15 @@ class PractiseCompressor:
             with _phase(times, "rescore"):
                 self._ranked = self.rescored_order(rows, tiny, targets, fractions)
         augmented = self._augmented(tiny_set, tiny, image_column, label_column)
-        results, finetuned, teacher_metrics = [], {}, {}  # (what the points share: finetunes, the teacher's metrics)
+        results, by_blocks, teacher_metrics = (
+            [],
+            {},
+            {},
+        )  # (what the points share: points by blocks, the teacher's metrics)
         for point in points:
             with self._target(point):
                 result = self._point(
-                    rows, fractions, fixed, tiny, targets, augmented, eval_ds, dict(times), finetuned, teacher_metrics
+                    rows, fractions, fixed, tiny, targets, augmented, eval_ds, dict(times), by_blocks, teacher_metrics
                 )
                 results.append(self._describe_inputs(result, tiny_set, eval_set))
         if len(results) > 1:
@@ -711,9 +720,9 @@ class PractiseCompressor:
         return results[-1]
 
     def _point(
-        self, rows, fractions, fixed, tiny, targets, augmented, eval_ds, point_times, finetuned, teacher_metrics
+        self, rows, fractions, fixed, tiny, targets, augmented, eval_ds, point_times, by_blocks, teacher_metrics
     ):
-        """Select, finetune (once per set of blocks: `finetuned` keeps them), measure and evaluate (the teacher once:
+        """Select, finetune (once per set of blocks: `by_blocks` keeps the points), measure and evaluate (the teacher once:
         `teacher_metrics` keeps its metrics) for the target `self.config` has."""
         with _phase(point_times, "select"):
             key = self._selection_key(tiny, fractions)
@@ -721,15 +730,14 @@ class PractiseCompressor:
             chosen, checks = self._choose(rows, fractions, saved, key)
             logger.info("dropping %s", ", ".join(r.block for r in chosen))
         blocks = tuple(sorted(r.block for r in chosen))
-        earlier = finetuned.get(blocks)
+        earlier = by_blocks.get(blocks)
         if earlier is not None:
             # a target that chose the blocks of another is that point's model: not finetuned, timed or evaluated
             # again (a second timing of one model would give it two latencies, and a curve two points)
             logger.info("this target chose the blocks of an earlier one: it is that point's model")
             result = copy.copy(earlier)
             result.config, result.phase_seconds, result.points = self.config, point_times, []
-            cut = result.latency.reduction if result.int8 is None else 1.0 - 1.0 / result.int8.depth_speedup_int8
-            result.selection = list(checks) + _final_check(self.config, cut, len(chosen))
+            result.selection = list(checks) + _final_check(self.config, _measured_cut(result), len(chosen))
             return result
         with _phase(point_times, "finetune"):
             student, ft = self._finetune(chosen, tiny, targets, augmented)
@@ -740,9 +748,8 @@ class PractiseCompressor:
             if result.top1_before is not None:
                 fp32 = {"teacher fp32": result.top1_before, "compressed fp32": result.top1_after}
                 result.int8.top1.update(fp32)
-            int8_cut = 1.0 - 1.0 / result.int8.depth_speedup_int8
-            result.selection += _final_check(self.config, int8_cut, len(result.dropped))
-        finetuned[blocks] = result
+            result.selection += _final_check(self.config, _measured_cut(result), len(result.dropped))
+        by_blocks[blocks] = result
         return result
 
     @contextlib.contextmanager
