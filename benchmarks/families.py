@@ -32,7 +32,7 @@ from hf_practise import (
 )
 from hf_practise.config import DEFAULT_LR
 from hf_practise.mimic import evaluate_top1
-from hf_practise.objectives import AUGMENTATIONS
+from hf_practise.objectives import AUGMENTATIONS, OBJECTIVES
 from hf_practise.provenance import model_fingerprint
 from hf_practise.recoverability import build_pruned
 
@@ -358,7 +358,7 @@ def main() -> int:
     p.add_argument("--families", nargs="+", default=h.FAMILIES, choices=h.FAMILIES)
     p.add_argument("--targets", type=float, nargs="+", default=[0.22, 0.5])
     p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations, help="mimic finetune steps")
-    objectives = ("auto", "features", "kd", "features+kd", "features+stages")
+    objectives = ("auto", *OBJECTIVES)
     p.add_argument("--objective", default=FinetuneConfig.objective, choices=objectives, help="finetune objective")
     p.add_argument("--optimizer", default="auto", choices=("auto", "sgd", "adamw"), help="finetune optimizer")
     p.add_argument("--lr", type=float, default=None, help="finetune peak lr (default: the family's optimizer's)")

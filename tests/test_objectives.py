@@ -101,3 +101,84 @@ def test_builtin_objectives_say_what_they_train():
     assert [n for n, o in OBJECTIVES.items() if o.needs_labels] == ["ce"]
     assert [n for n, o in AUGMENTATIONS.items() if not o.keeps_labels] == ["mixup", "crop+mixup"]
     assert [n for n, o in AUGMENTATIONS.items() if o.batch is not None] == ["flip", "crop", "mixup", "crop+mixup"]
+
+
+@pytest.mark.parametrize(
+    "model_id, units, drop",
+    [
+        ("timm-vit/vit", "branches", ["blocks.2.mlp", "blocks.1.attn"]),
+        ("timm-vit/vit", "blocks", ["blocks.2"]),
+        ("timm-swin/swin", "blocks", ["layers.1.blocks.0+1"]),
+    ],
+)
+def test_unit_taps_pair_each_kept_unit_with_the_teachers(model_id, units, drop):
+    # without adaptors the stream before the first hole is the teacher's: equal there, different after it
+    from hf_practise.objectives import UnitTaps
+
+    from .tiny_models import tiny_model
+
+    teacher = tiny_model(model_id).eval()
+    family = get_family(teacher).with_units(units, teacher)
+    refs = [r for r in family.candidates(teacher) if r.path in drop]
+    assert len(refs) == len(drop)
+    student = build_pruned(teacher, family, refs, adaptors=False).eval()
+    taps = UnitTaps(student, family, teacher), UnitTaps(teacher, family, teacher)
+    with torch.no_grad():
+        family.forward_features(teacher, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+        family.forward_features(student, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    s, t = taps[0].take(), taps[1].take()
+    for tap in taps:
+        tap.remove()
+    first_hole = min((r.stage, r.index) for r in refs)
+    whole = units == "blocks"
+    # a unit dropped whole has no tap in the student; a block that lost a branch still has its block's
+    assert set(s) == set(t) - ({(r.stage, r.index) for r in refs} if whole else set())
+    for key in s:
+        before = key < first_hole
+        assert torch.equal(s[key], t[key]) == before, key
+
+
+def test_unit_taps_of_a_compressed_teacher_count_only_the_students_own_removals():
+    from hf_practise.objectives import UnitTaps
+
+    from .tiny_models import tiny_model
+
+    original = tiny_model("timm-vit/vit").eval()
+    family = get_family(original)
+    teacher = build_pruned(original, family, family.candidates(original)[:1], adaptors=False).eval()
+    student = build_pruned(teacher, family, family.candidates(teacher)[-1:], adaptors=False).eval()
+    taps = UnitTaps(student, family, teacher), UnitTaps(teacher, family, teacher)
+    with torch.no_grad():
+        family.forward_features(teacher, torch.randn(2, 3, 32, 32))
+    n = len(family.stages(teacher)[0])
+    assert sorted(taps[1].take()) == [(0, i) for i in range(n)]
+    with torch.no_grad():
+        family.forward_features(student, torch.randn(2, 3, 32, 32))
+    assert sorted(taps[0].take()) == [(0, i) for i in range(n - 1)]
+
+
+def test_the_units_objective_adds_every_kept_units_error_to_features_and_kd():
+    from accelerate import Accelerator
+
+    from hf_practise.mimic import FeatureModel
+    from hf_practise.objectives import LossContext, UnitTaps, relative_mse
+
+    teacher = tiny_resnet("resnet18").eval()
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    family = get_family(teacher)
+    start = build_pruned(teacher, family, family.candidates(teacher)[:1]).eval()
+    taps = UnitTaps(start, family, teacher), UnitTaps(teacher, family, teacher)
+    ctx = LossContext(teacher, family, Accelerator(), 4.0, taps)
+    model = FeatureModel(start, family)  # the student as an objective that keeps the classifier frozen gets it
+    with torch.no_grad():
+        target = family.forward_features(teacher, images)
+        units = get_objective("features+kd+units").loss(model, images, target, ctx)
+        family.forward_features(teacher, images)
+        base = get_objective("features+kd").loss(model, images, target, ctx)
+        s, t = taps[0].take(), taps[1].take()
+    terms = [relative_mse(s[k], t[k]) for k in s]
+    assert len(terms) == sum(len(stage) for stage in family.stages(start)) > 0
+    assert units.item() == pytest.approx(base.item() + torch.stack(terms).mean().item(), rel=1e-5)
+    # and it trains, taps and all, by its name
+    student, _, res = _finetune(teacher, images, iterations=2, objective="features+kd+units", augmentation="none")
+    assert res.steps == 2 and all(torch.isfinite(torch.tensor(res.losses)))

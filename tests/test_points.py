@@ -135,3 +135,35 @@ def test_the_teacher_is_evaluated_once_for_all_points(tensors, monkeypatch):
     assert evaluated == ["eval teacher", "eval compressed", "eval compressed"]
     a, b = result.points
     assert a.top1_before == b.top1_before is not None and a.top1_after is not None and b.top1_after is not None
+
+
+def _point(cut, top1, model=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(latency=SimpleNamespace(reduction=cut), top1_after=top1, model=model or object())
+
+
+def test_a_point_as_slow_and_less_accurate_than_another_is_beaten():
+    from hf_practise.card import beaten_by
+
+    a, b, c, d = _point(0.2, 0.90), _point(0.3, 0.85), _point(0.4, 0.87), _point(0.5, 0.80)
+    assert beaten_by([a, b, c, d]) == [None, c, None, None]
+    # level on both is no beating; one better at the same cut is; of several, the most accurate beats
+    assert beaten_by([_point(0.3, 0.85), _point(0.3, 0.85)]) == [None, None]
+    e, f, g = _point(0.3, 0.85), _point(0.3, 0.86), _point(0.35, 0.88)
+    assert beaten_by([e, f, g]) == [g, g, None]
+    # targets that chose the same blocks are one model; without top-1 nothing is beaten
+    shared = object()
+    assert beaten_by([_point(0.3, 0.8, shared), _point(0.3, 0.9, shared)]) == [None, None]
+    assert beaten_by([_point(0.2, None), _point(0.3, 0.9)]) == [None, None]
+
+
+def test_the_card_and_report_say_which_point_not_to_choose(tensors, tmp_path):
+    result = run([0.1, 0.2, 0.3], tensors)
+    for p, top1 in zip(result.points, (0.80, 0.70, 0.75)):  # the 20% point is beaten by the 30% one
+        p.top1_after = top1
+    out = result.save_pretrained(tmp_path / "out")
+    card = (out / "README.md").read_text()
+    assert "| no: the 30% point is as fast and as accurate |" in card and card.count("| yes |") == 2
+    report = json.loads((out / "practise_report.json").read_text())
+    assert [p["beaten_by"] for p in report["points"]] == [None, "30%", None]

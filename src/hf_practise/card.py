@@ -492,8 +492,28 @@ def point_branch(result: CompressionResult) -> str:
     return f"latency-{point_folder(result)}" if result.config.num_blocks is None else f"drop-{point_folder(result)}"
 
 
-def point_row(result: CompressionResult) -> dict[str, Any]:
-    """One target of a several-target run, as the top-level card and report list it."""
+def beaten_by(points: list[CompressionResult]) -> list[CompressionResult | None]:
+    """For each point of a several-target run, the point that beats it, if one does: another model with as large a
+    measured latency reduction or larger and as high a top-1 or higher, better in one of the two (of several, the
+    most accurate). A point beaten is no operating point to choose: the other is as fast and as accurate. Targets
+    that chose the same blocks are one model and never beat each other; without a top-1 nothing is beaten."""
+
+    def beats(q: CompressionResult, p: CompressionResult) -> bool:
+        if q.model is p.model or q.top1_after is None or p.top1_after is None:
+            return False
+        mine, theirs = (p.latency.reduction, p.top1_after), (q.latency.reduction, q.top1_after)
+        return theirs[0] >= mine[0] and theirs[1] >= mine[1] and theirs != mine
+
+    out = []
+    for p in points:
+        better = [q for q in points if beats(q, p)]
+        out.append(max(better, key=lambda q: (q.top1_after, q.latency.reduction)) if better else None)
+    return out
+
+
+def point_row(result: CompressionResult, beaten: CompressionResult | None = None) -> dict[str, Any]:
+    """One target of a several-target run, as the top-level card and report list it; `beaten`: the point that beats
+    it (`beaten_by`), if any."""
     return {
         "target": result.config.latency_reduction if result.config.num_blocks is None else result.config.num_blocks,
         "target_label": point_label(result),
@@ -502,6 +522,7 @@ def point_row(result: CompressionResult) -> dict[str, Any]:
         "top1": result.top1_after,
         "dropped": [r.block for r in result.dropped],
         "int8_speedup": result.int8.speedup["compressed int8"] if result.int8 is not None else None,
+        "beaten_by": point_label(beaten) if beaten is not None else None,
     }
 
 
@@ -524,17 +545,24 @@ def points_card(result: CompressionResult, directory: Path, repo_id: str | None 
         "",
         "![top-1 against measured latency reduction](pareto.png)",
         "",
-        "| target | measured latency reduction | latency (ms) | top-1 | blocks dropped | folder |",
-        "|---|---|---|---|---|---|",
+        "| target | measured latency reduction | latency (ms) | top-1 | blocks dropped | choose it? | folder |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for p in points:
-        row = point_row(p)
+    beaten = beaten_by(points)
+    for p, by in zip(points, beaten):
+        row = point_row(p, by)
         top1 = f"{100 * row['top1']:.2f}%" if row["top1"] is not None else "-"
+        choose = f"no: the {row['beaten_by']} point is as fast and as accurate" if by is not None else "yes"
         lines.append(
             f"| {row['target_label']} | {100 * row['latency_reduction']:.1f}% | {row['latency_ms']:.2f} | {top1} "
-            f"| {len(row['dropped'])} | [`{point_folder(p)}/`]({point_folder(p)}/) |"
+            f"| {len(row['dropped'])} | {choose} | [`{point_folder(p)}/`]({point_folder(p)}/) |"
         )
     lines += ["", "Each folder holds one model with its own card and `practise_report.json`, and reloads on its own."]
+    if any(by is not None for by in beaten):
+        lines += [
+            "A point another one beats (as large a latency reduction or larger, as high a top-1 or higher, on the "
+            "evaluation set above) is kept and saved, but is no operating point to choose; the figure draws it hollow."
+        ]
     if repo_id is not None:
         lines += [
             "",
@@ -548,7 +576,12 @@ def points_card(result: CompressionResult, directory: Path, repo_id: str | None 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     xs = [100 * p.latency.reduction for p in points]
     ys = [100 * (p.top1_after if p.top1_after is not None else float("nan")) for p in points]
-    ax.plot(xs, ys, "o-", color="tab:red", label="compressed")
+    ax.plot(xs, ys, "-", color="tab:red")
+    front = [(x, y) for x, y, by in zip(xs, ys, beaten) if by is None]
+    ax.plot(*zip(*front), "o", color="tab:red", label="compressed")
+    if len(front) < len(xs):
+        out = [(x, y) for x, y, by in zip(xs, ys, beaten) if by is not None]
+        ax.plot(*zip(*out), "o", mfc="none", color="tab:red", label="beaten by another point")
     if result.top1_before is not None:
         ax.plot([0], [100 * result.top1_before], "s", color="black", label="teacher")
     ax.set_xlabel("measured latency reduction (%)")

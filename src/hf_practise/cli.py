@@ -387,9 +387,13 @@ def report_and_save(result: Any, args: argparse.Namespace) -> int:
     print("\nWall seconds per phase: " + json.dumps({k: round(v, 1) for k, v in result.phase_seconds.items()}))
     if result.points:
         print("\nOperating points (one model per target, same scan):")
-        for p in map(card.point_row, result.points):
+        for p in map(card.point_row, result.points, card.beaten_by(result.points)):
             top1 = f", top-1 {100 * p['top1']:.2f}%" if p["top1"] is not None else ""
-            print(f"  target {p['target_label']}: measured {100 * p['latency_reduction']:.1f}%{top1}, {p['dropped']}")
+            beaten = f" (beaten by the {p['beaten_by']} point: choose that one)" if p["beaten_by"] else ""
+            print(
+                f"  target {p['target_label']}: measured {100 * p['latency_reduction']:.1f}%{top1}, "
+                f"{p['dropped']}{beaten}"
+            )
     for point in result.points or [result]:
         if args.export == "onnx":
             onnx = point.export_onnx()

@@ -27,7 +27,15 @@ from .adaptors import adaptor_parameters
 from .backbones.base import BackboneFamily
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from .config import FinetuneConfig
-from .objectives import Augmentation, LossContext, Objective, StageTaps, get_augmentation, get_objective
+from .objectives import (
+    Augmentation,
+    LossContext,
+    Objective,
+    StageTaps,
+    UnitTaps,
+    get_augmentation,
+    get_objective,
+)
 from .recoverability import feature_error, teacher_features
 from .training import FeatureModel, as_logits, check_finite, cosine_schedule, cycle, freeze_norm_stats
 
@@ -421,7 +429,7 @@ def mimic_finetune(
     config = config.resolved(family, student)
     objective = get_objective(config.objective)
     model = _trainable(student, family, objective)
-    taps = (StageTaps(student, family), StageTaps(teacher, family)) if objective.stage_outputs else None
+    taps = _taps(student, teacher, family, objective)
     if objective.needs_labels and augmented is None and labels is None:
         raise ValueError(
             f"The `{objective.name}` objective needs labels: give a labelled tiny set, or use `features` (no labels "
@@ -465,6 +473,15 @@ def mimic_finetune(
         holdout_curve=p.curve,
         best_step=p.best_step if data.held is not None else None,
     )
+
+
+def _taps(student: nn.Module, teacher: nn.Module, family: BackboneFamily, objective: Objective):
+    """The (student, teacher) taps the objective reads beside the batch, if any."""
+    if objective.stage_outputs:
+        return StageTaps(student, family), StageTaps(teacher, family)
+    if objective.unit_outputs:
+        return UnitTaps(student, family, teacher), UnitTaps(teacher, family, teacher)
+    return None
 
 
 def _keep_best(p: _Progress, held, student: nn.Module) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "LossContext",
     "Objective",
     "StageTaps",
+    "UnitTaps",
     "get_augmentation",
     "get_objective",
     "register_augmentation",
@@ -42,7 +43,7 @@ class LossContext:
     family: BackboneFamily
     accelerator: Any  # an `accelerate.Accelerator`
     temperature: float  # `FinetuneConfig.kd_temperature`
-    taps: tuple[StageTaps, StageTaps] | None = None  # (student, teacher) stage outputs, for `stage_outputs`
+    taps: tuple[StageTaps, StageTaps] | tuple[UnitTaps, UnitTaps] | None = None  # (student, teacher) outputs
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Objective:
     target: Literal["features", "logits", "labels"] = "features"
     trains_classifier: bool = False
     stage_outputs: bool = False  # the loss also reads every stage's output of student and teacher (`ctx.taps`)
+    unit_outputs: bool = False  # ... or every kept unit's output, keyed by its place in the teacher (`UnitTaps`)
 
     @property
     def needs_labels(self) -> bool:
@@ -183,6 +185,18 @@ class FeaturesAndStages(Objective):
         return torch.stack(terms).mean()
 
 
+@dataclass(frozen=True)
+class FeaturesKDAndUnits(Objective):
+    def loss(self, model, x, target, ctx):
+        # features+kd, plus the mean relative MSE of the stream after every unit the student kept against the
+        # teacher's after the same unit: each kept unit is told what it should hand on, not only the last one
+        teacher_units = ctx.taps[1].take()
+        loss = FEATURES_AND_KD.loss(model, x, target, ctx)
+        student_units = ctx.taps[0].take()
+        terms = [relative_mse(out, teacher_units[k], ctx.accelerator) for k, out in student_units.items()]
+        return loss + torch.stack(terms).mean() if terms else loss
+
+
 register_objective(
     FeatureMSE(
         "features",
@@ -208,7 +222,7 @@ register_objective(
         trains_classifier=True,
     )
 )
-register_objective(
+FEATURES_AND_KD = register_objective(
     FeaturesAndKD(
         "features+kd",
         help="feature MSE relative to the teacher features' mean square, plus the KL to its logits",
@@ -223,6 +237,17 @@ register_objective(
         card_text="MSE on pre-pooling features and on every stage's output (each relative to the teacher's "
         "mean square), averaged",
         stage_outputs=True,
+    )
+)
+
+register_objective(
+    FeaturesKDAndUnits(
+        "features+kd+units",
+        help="features+kd, plus the relative MSE of the stream after every kept block (or branch) against the "
+        "teacher's after the same one",
+        card_text="MSE on pre-pooling features (relative to their mean square) plus KL to the teacher's logits at "
+        "temperature {t:g}, plus the relative MSE after every kept block against the teacher's",
+        unit_outputs=True,
     )
 )
 
@@ -247,6 +272,60 @@ class StageTaps:
         return hook
 
     def take(self) -> dict[int, torch.Tensor]:
+        out, self.outputs = self.outputs, {}
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def unit_places(model: nn.Module, family: BackboneFamily, teacher: nn.Module) -> list[list[int]]:
+    """Per stage, the teacher's index of each unit of `model` (`teacher` with units removed by `drop_blocks`, which
+    records each round of removals on the model): the rounds replayed on the teacher's unit indices."""
+    from .backbones.base import REMOVED_ATTR
+
+    places = [list(range(len(stage))) for stage in family.stages(teacher)]
+    # a teacher that was itself compressed carries its own rounds: the model's first ones
+    for removed in getattr(model, REMOVED_ATTR, [])[len(getattr(teacher, REMOVED_ATTR, [])) :]:
+        for stage, index, _ in sorted(removed, key=lambda r: (r[0], -r[1])):
+            del places[stage][index]
+    if [len(p) for p in places] != [len(stage) for stage in family.stages(model)]:
+        raise RuntimeError(
+            f"The {family.name} model's units do not match its teacher's with its recorded removals; the unit "
+            "objectives cannot align them. Use another --objective, and report this."
+        )
+    return places
+
+
+class UnitTaps:
+    """The stream after every unit of `model` during a forward, keyed by (stage, place in the teacher). Units with
+    one output module (a block's attention and MLP branches) are one tap, keyed by the teacher's last unit of that
+    module, so a block the student kept without its MLP is still compared with the teacher's whole block."""
+
+    def __init__(self, model: nn.Module, family: BackboneFamily, teacher: nn.Module) -> None:
+        self.outputs: dict[tuple[int, int], torch.Tensor] = {}
+        self.handles = []
+        own = unit_places(model, family, teacher) if model is not teacher else None
+        for s, (units, t_units) in enumerate(zip(family.stages(model), family.stages(teacher))):
+            t_mods = [id(getattr(u, "output_module", u)) for u in t_units]
+            # the teacher's last unit of each output module, for each of its units
+            last = {m: i for i, m in enumerate(t_mods)}
+            keyed: dict[int, tuple[nn.Module, tuple[int, int]]] = {}
+            for k, u in enumerate(units):
+                place = own[s][k] if own is not None else k
+                module = getattr(u, "output_module", u)
+                keyed[id(module)] = (module, (s, last[t_mods[place]]))
+            for module, key in keyed.values():
+                self.handles.append(module.register_forward_hook(self._hook(key)))
+
+    def _hook(self, key: tuple[int, int]):
+        def hook(module: nn.Module, args, out) -> None:
+            self.outputs[key] = out[0] if isinstance(out, (tuple, list)) else out
+
+        return hook
+
+    def take(self) -> dict[tuple[int, int], torch.Tensor]:
         out, self.outputs = self.outputs, {}
         return out
 

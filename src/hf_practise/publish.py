@@ -192,7 +192,8 @@ def save_pretrained(
             _write_point(point, folder, repo_id=repo_id, name=f"{name}-{card.point_folder(point)}", revision=branch)
         (tmp / "README.md").write_text(card.points_card(result, tmp, repo_id=repo_id))
         files = sorted([p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if not p.is_dir()] + [REPORT_FILE])
-        report = {"points": [{**card.point_row(p), "folder": card.point_folder(p)} for p in result.points]}
+        rows = zip(result.points, card.beaten_by(result.points))
+        report = {"points": [{**card.point_row(p, by), "folder": card.point_folder(p)} for p, by in rows]}
         (tmp / REPORT_FILE).write_text(json.dumps({**report, "files": files}, indent=2, default=str))
 
     path = save_directory_atomically(save_directory, write, overwrite=overwrite, may_replace=check_replaceable_output)
