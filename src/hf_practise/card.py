@@ -552,7 +552,7 @@ def points_card(result: CompressionResult, directory: Path, repo_id: str | None 
     for p, by in zip(points, beaten):
         row = point_row(p, by)
         top1 = f"{100 * row['top1']:.2f}%" if row["top1"] is not None else "-"
-        choose = f"no: the {row['beaten_by']} point is as fast and as accurate" if by is not None else "yes"
+        choose = f"no: the {row['beaten_by']} point is at least as fast and as accurate" if by is not None else "yes"
         lines.append(
             f"| {row['target_label']} | {100 * row['latency_reduction']:.1f}% | {row['latency_ms']:.2f} | {top1} "
             f"| {len(row['dropped'])} | {choose} | [`{point_folder(p)}/`]({point_folder(p)}/) |"
