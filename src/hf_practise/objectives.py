@@ -252,32 +252,39 @@ register_objective(
 )
 
 
-class StageTaps:
-    """Each stage's output during a forward of `model` (a hook on the stage's last block), by stage index. Where a
-    family's candidates are views that the model never calls (a Swin pair, an attention or MLP branch unit), the
-    hook goes on the module of the model that computes the view's output (`output_module`)."""
+class _Taps:
+    """Outputs of modules during a forward, by key, through forward hooks; `take` hands them over and forgets them."""
 
-    def __init__(self, model: nn.Module, family: BackboneFamily) -> None:
-        self.outputs: dict[int, torch.Tensor] = {}
+    def __init__(self) -> None:
+        self.outputs: dict = {}
         self.handles = []
-        for s, stage in enumerate(family.stages(model)):
-            if len(stage) > 0:
-                last = stage[len(stage) - 1]
-                self.handles.append(getattr(last, "output_module", last).register_forward_hook(self._hook(s)))
 
-    def _hook(self, s: int):
+    def _tap(self, module: nn.Module, key) -> None:
         def hook(module: nn.Module, args, out) -> None:
-            self.outputs[s] = out[0] if isinstance(out, (tuple, list)) else out
+            self.outputs[key] = out[0] if isinstance(out, (tuple, list)) else out
 
-        return hook
+        self.handles.append(module.register_forward_hook(hook))
 
-    def take(self) -> dict[int, torch.Tensor]:
+    def take(self) -> dict:
         out, self.outputs = self.outputs, {}
         return out
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+class StageTaps(_Taps):
+    """Each stage's output during a forward of `model` (a hook on the stage's last block), by stage index. Where a
+    family's candidates are views that the model never calls (a Swin pair, an attention or MLP branch unit), the
+    hook goes on the module of the model that computes the view's output (`output_module`)."""
+
+    def __init__(self, model: nn.Module, family: BackboneFamily) -> None:
+        super().__init__()
+        for s, stage in enumerate(family.stages(model)):
+            if len(stage) > 0:
+                last = stage[len(stage) - 1]
+                self._tap(getattr(last, "output_module", last), s)
 
 
 def unit_places(model: nn.Module, family: BackboneFamily, teacher: nn.Module) -> list[list[int]]:
@@ -298,40 +305,24 @@ def unit_places(model: nn.Module, family: BackboneFamily, teacher: nn.Module) ->
     return places
 
 
-class UnitTaps:
+class UnitTaps(_Taps):
     """The stream after every unit of `model` during a forward, keyed by (stage, place in the teacher). Units with
     one output module (a block's attention and MLP branches) are one tap, keyed by the teacher's last unit of that
     module, so a block the student kept without its MLP is still compared with the teacher's whole block."""
 
     def __init__(self, model: nn.Module, family: BackboneFamily, teacher: nn.Module) -> None:
-        self.outputs: dict[tuple[int, int], torch.Tensor] = {}
-        self.handles = []
+        super().__init__()
         own = unit_places(model, family, teacher) if model is not teacher else None
         for s, (units, t_units) in enumerate(zip(family.stages(model), family.stages(teacher))):
             t_mods = [id(getattr(u, "output_module", u)) for u in t_units]
-            # the teacher's last unit of each output module, for each of its units
-            last = {m: i for i, m in enumerate(t_mods)}
+            last = {m: i for i, m in enumerate(t_mods)}  # the teacher's last unit of each output module
             keyed: dict[int, tuple[nn.Module, tuple[int, int]]] = {}
             for k, u in enumerate(units):
                 place = own[s][k] if own is not None else k
                 module = getattr(u, "output_module", u)
                 keyed[id(module)] = (module, (s, last[t_mods[place]]))
             for module, key in keyed.values():
-                self.handles.append(module.register_forward_hook(self._hook(key)))
-
-    def _hook(self, key: tuple[int, int]):
-        def hook(module: nn.Module, args, out) -> None:
-            self.outputs[key] = out[0] if isinstance(out, (tuple, list)) else out
-
-        return hook
-
-    def take(self) -> dict[tuple[int, int], torch.Tensor]:
-        out, self.outputs = self.outputs, {}
-        return out
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+                self._tap(module, key)
 
 
 @dataclass(frozen=True)
