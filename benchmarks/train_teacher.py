@@ -3,6 +3,7 @@
     python benchmarks/train_teacher.py timm-mobilenetv2 --epochs 20 --lr 0.05 --weight-decay 4e-5
     python benchmarks/train_teacher.py timm-vit --optimizer adamw --lr 1e-3 --weight-decay 0.05 --epochs 40
     python benchmarks/train_teacher.py timm-mobilenetv2 --init-from benchmarks/teachers/timm-mobilenetv2 --epochs 12
+    python benchmarks/train_teacher.py hf-vit --quick 1500       # the families' quick recipe (about 5 min)
 
 The recipe of the shared resnet34 teacher (SGD Nesterov, one-cycle, label smoothing 0.1, batch 128, random crop of
 the 2-pixel-padded image + flip), weight decay on conv and linear weights only (a depthwise conv under weight decay
@@ -83,7 +84,34 @@ def parser():
     p.add_argument("--cache", default=str(h.CACHE / "teachers"), help="per-epoch checkpoints (resume)")
     parent = "a committed teacher folder of this recipe to continue from (its weights, loaded strictly)"
     p.add_argument("--init-from", default=None, help=parent)
+    quick = (
+        "instead of the recipe above, the families' quick recipe (`harness.train_teacher`) for STEPS steps, trained in "
+        "benchmarks/cache/families/NAME or taken from there when it is already (the teacher the benchmarks trained "
+        "themselves before it was committed)"
+    )
+    p.add_argument("--quick", type=int, default=None, metavar="STEPS", help=quick)
     return p
+
+
+def quick(args, command: str) -> tuple[nn.Module, object, dict]:
+    """The families' quick teacher of `args.name` (`--quick STEPS`), with its metrics as a committed teacher has them."""
+    folder = h.CACHE / "families" / args.name
+    record = h.train_teacher(args.name, steps=args.quick, seed=SEED, folder=folder)
+    if record["train_steps"] != args.quick:
+        raise SystemExit(
+            f"{folder} holds a quick teacher of {record['train_steps']} steps, not {args.quick}: pass --quick "
+            f"{record['train_steps']}, or delete the folder to train another."
+        )
+    model = h.load_native(folder / "teacher").eval()
+    lr = 1e-3 if "vit" in args.name else 2e-3
+    details = (
+        f"the families' quick recipe: AdamW lr {lr:g}, weight decay 0.05, 5% linear warm-up then cosine, label "
+        "smoothing 0.1, batch 128, horizontal flip of half the images and one random shift of up to 2 pixels per batch"
+    )
+    metrics = {"recipe": args.name, "family": record["family"], "model": record["model"], "test_top1": record["top1"]}
+    metrics.update(train_steps=args.quick, train_seconds=round(record["train_seconds"], 1), seed=SEED)
+    metrics.update(recipe_details=details, command=command, machine=h.machine())
+    return model, get_family(model), metrics
 
 
 def main() -> int:
@@ -93,6 +121,9 @@ def main() -> int:
     if h.skipped():
         return 0
     command = h.command("train_teacher.py", p, args, paths=("out", "cache"))
+    if args.quick is not None:
+        model, family, metrics = quick(args, command)
+        return write_teacher(args, model, family, metrics)
     ckpt_dir = Path(args.cache) / (args.name + ("-continued" if args.init_from else ""))
     train, test = fmnist.load("train"), fmnist.load("test")
     torch.manual_seed(SEED)
@@ -170,6 +201,12 @@ def main() -> int:
             f"`{parent['command']}`)"
         )
 
+    return write_teacher(args, model, family, metrics)
+
+
+def write_teacher(args, model: nn.Module, family, metrics: dict) -> int:
+    """The committed teacher folder, OUT/NAME: the model as its library saves it and `teacher_metrics.json`."""
+
     def write(tmp: Path) -> None:
         h.save_native(model, tmp)
         if family.library_name == "timm":  # the data this teacher expects, for timm's own transforms
@@ -181,8 +218,9 @@ def main() -> int:
 
     target = Path(args.out) / args.name
     save_directory_atomically(target, write, overwrite=True)
+    minutes = metrics["train_seconds"] / 60
     print(
-        f"{args.name}: test top-1 {100 * metrics['test_top1']:.2f}% after {args.epochs} epochs ({seconds / 60:.1f} min) -> {target}"
+        f"{args.name}: test top-1 {100 * metrics['test_top1']:.2f}% after {metrics['train_steps']} steps ({minutes:.1f} min) -> {target}"
     )
     return 0
 

@@ -95,11 +95,14 @@ def test_a_records_command_names_its_folders_by_name_and_keeps_its_flags():
     assert command == "python benchmarks/latency_backends.py --teacher vit --targets 0.22 0.5 --threads 2"
 
 
-def test_teachers_are_looked_up_committed_first_then_in_the_cache_and_never_trained_unasked(tmp_path):
+def test_teachers_are_looked_up_committed_first_then_in_the_cache_and_never_trained_unasked(tmp_path, monkeypatch):
     folder, meta = harness.find_teacher("timm-vit", cache=tmp_path, train_steps=None)
     assert folder == harness.TEACHERS / "timm-vit" and meta["committed"] == "benchmarks/teachers/timm-vit"
     assert harness.find_teacher("no-such-teacher", cache=tmp_path) is None
-    uncommitted = next(n for n in harness.FAMILIES if harness.committed_teacher(n) is None)
+    # every recipe's teacher is committed: a recipe without one, as on a branch that adds a recipe
+    monkeypatch.setattr(harness, "TEACHERS", tmp_path / "committed")
+    uncommitted = harness.FAMILIES[0]
+    assert harness.committed_teacher(uncommitted) is None
     assert harness.find_teacher(uncommitted, cache=tmp_path, train_steps=None) is None  # not trained here
     (tmp_path / uncommitted).mkdir()
     (tmp_path / uncommitted / "teacher.json").write_text(json.dumps({"top1": 0.5}))
