@@ -45,6 +45,7 @@ def one_run(teacher: torch.nn.Module, targets: list[float], args, tiny, test) ->
             work_dir=work,
             finetune=FinetuneConfig(checkpoint_every=0, iterations=args.iterations),
             latency=LatencyConfig(batch_size=64, repeats=20, input_size=h.INPUT),
+            set_cost=args.set_cost,
         )
         start = time.perf_counter()
         result = PractiseCompressor(teacher, config).compress(tiny, test)
@@ -58,6 +59,7 @@ def point_record(result) -> dict:
         "top1": result.top1_after,
         "dropped": sorted(r.block for r in result.dropped),
         "phase_seconds": result.phase_seconds,
+        "selection": [c.to_dict() for c in result.selection],
     }
 
 
@@ -132,6 +134,7 @@ def run(p, args) -> dict | None:
         gap = max((a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point())
     return {
         "teacher": args.teacher,
+        **({"set_cost": args.set_cost} if args.set_cost != "summed" else {}),
         "family": multi.family.name,
         "teacher_top1": meta["top1"],
         "num_samples": args.num_samples,
@@ -149,7 +152,7 @@ def run(p, args) -> dict | None:
 def render(r: dict) -> list[str]:
     targets = " ".join(f"{t:g}" for t in r["targets"])
     single = r["single"]
-    lines = [f"# Operating points from one scan: {r['teacher']}", ""]
+    lines = [f"# Operating points from one scan: {label(r)}", ""]
     if single is None:
         lines += [
             f"{r['num_samples']} Fashion-MNIST train images (seed {r['seed']}); top-1 on the 10,000 test images. "
@@ -218,6 +221,12 @@ def render(r: dict) -> list[str]:
     return lines
 
 
+def label(record: dict) -> str:
+    """The teacher's name, and the set cost where it is not the default."""
+    cost = record.get("set_cost", "summed")
+    return record["teacher"] + (f" (--set-cost {cost})" if cost != "summed" else "")
+
+
 def families_page(record: dict, args) -> None:
     """`operating_points_families.md` and `operating_points.png` from every teacher's record under --results: each
     teacher's points as top-1 loss against the measured cut, with the points below its teacher-to-largest line."""
@@ -233,7 +242,7 @@ def families_page(record: dict, args) -> None:
         ratio = r["ratio"] or r["multi"]["wall_seconds"] / one_target_seconds(r["multi"]["points"])
         measured = "" if r["ratio"] else " (est.)"
         rows.append(
-            [r["teacher"], f"{100 * r['teacher_top1']:.2f}", cells, below, worse, f"{ratio:.2f}x{measured}"]
+            [label(r), f"{100 * r['teacher_top1']:.2f}", cells, below, worse, f"{ratio:.2f}x{measured}"]
             + [f"`{r['command']}`"]
         )
     lines = [
@@ -262,7 +271,8 @@ def families_page(record: dict, args) -> None:
     for r, pts in curves:
         xs = [0.0] + [100 * p["latency_reduction"] for p in pts]
         ys = [0.0] + [100 * (p["top1"] - r["teacher_top1"]) for p in pts]
-        ax.plot(xs, ys, marker="o", markersize=4, label=r["teacher"])
+        joint = r.get("set_cost") == "joint"
+        ax.plot(xs, ys, marker="o", markersize=4, label=label(r), linestyle="--" if joint else "-")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_xlabel("measured latency cut (%)")
     ax.set_ylabel("top-1 change against the teacher (points)")
@@ -282,8 +292,11 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=FinetuneConfig.iterations, help="finetune steps per point")
     single = "also run the largest target alone first (the wall-time ratio and the same-blocks check)"
     p.add_argument("--single", action=argparse.BooleanOptionalAction, default=True, help=single)
+    cost = "how selection costs a set of blocks (CompressionConfig.set_cost); joint writes operating_points_<teacher>_joint"
+    p.add_argument("--set-cost", choices=("summed", "joint"), default="summed", help=cost)
     h.folders(p)
-    stem = lambda a: Path(a.results) / f"operating_points_{a.teacher}"  # noqa: E731
+    suffix = lambda a: "" if a.set_cost == "summed" else f"_{a.set_cost}"  # noqa: E731
+    stem = lambda a: Path(a.results) / f"operating_points_{a.teacher}{suffix(a)}"  # noqa: E731
     return h.study(p, stem=stem, run=run, render=render, after=families_page)
 
 

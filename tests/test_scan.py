@@ -220,3 +220,59 @@ def test_rescoring_takes_the_best_block_of_a_scan_of_the_network_without_the_blo
     assert second.block == best
     assert second.recoverability == pytest.approx(again[best].recoverability, rel=1e-4)
     assert second.adaptors.keys() == {r.block: r for r in result.scan}[best].adaptors.keys()
+
+
+def test_the_recoverability_of_one_block_as_a_set_is_its_scan_row(setup):
+    from hf_practise.recoverability import set_recoverability
+
+    model, family, images, targets = setup
+    block = family.candidates(model)[0]
+    config = ScanConfig(iterations=5, batch_size=16)
+    row = score_block(model, family, block, images, targets, config=config, seed=3)
+    alone = set_recoverability(model, family, [block], images, targets, config=config, seed=3)
+    assert alone["initial_error"] == pytest.approx(row.initial_error, rel=1e-6)
+    assert alone["recoverability"] == pytest.approx(row.recoverability, rel=1e-6)
+
+
+def test_a_set_is_trained_around_all_its_holes_at_once(setup):
+    from hf_practise.recoverability import build_pruned, feature_error, set_recoverability
+
+    model, family, images, targets = setup
+    blocks = family.candidates(model)[:2]
+    untrained = feature_error(build_pruned(model, family, blocks), family, images, targets, batch_size=16)
+    joint = set_recoverability(
+        model, family, blocks, images, targets, config=ScanConfig(iterations=20, batch_size=16), seed=0
+    )
+    # the error before training is the model without both blocks, identity adaptors in place
+    assert joint["initial_error"] == pytest.approx(untrained, rel=1e-6)
+    assert joint["trained"] and joint["recoverability"] < joint["initial_error"]
+    with pytest.raises(ValueError, match="at least one block"):
+        set_recoverability(model, family, [], images, targets, config=ScanConfig(iterations=1))
+
+
+def test_a_joint_set_cost_reaches_selection_and_trains_the_set_on_the_tiny_set(monkeypatch):
+    import hf_practise.compressor as compressor
+    from hf_practise import PractiseCompressor
+    from hf_practise.recoverability import set_recoverability
+
+    from .test_compressor import fast_config
+
+    seen = {}
+    real = compressor.select_in_order
+
+    def spy(ranked, **kwargs):
+        seen.update(ranked=ranked, joint=kwargs.get("joint"))
+        return real(ranked, **kwargs)
+
+    monkeypatch.setattr(compressor, "select_in_order", spy)
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    model = tiny_resnet("resnet18")
+    scan = ScanConfig(iterations=5, batch_size=8)
+    PractiseCompressor(model, fast_config(set_cost="joint", scan=scan)).compress(images)
+    rows = seen["ranked"][:2]
+    family = get_family(model)
+    targets = teacher_features(model, family, images, batch_size=8)
+    expected = set_recoverability(model, family, [r.ref for r in rows], images, targets, config=scan, seed=0)
+    assert seen["joint"](rows) == pytest.approx(expected["recoverability"], rel=1e-5)
+    PractiseCompressor(model, fast_config(scan=scan)).compress(images)
+    assert seen["joint"] is None  # summed, the default: no joint training

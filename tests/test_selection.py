@@ -175,3 +175,72 @@ def test_a_selection_check_round_trips_through_its_json_form():
     greedy = SelectionCheck("greedy", 1, 0.2, 0.21, ["b0"])
     assert "reason" not in greedy.to_dict() and greedy.to_dict()["predicted"] == 0.2
     assert set(SelectionCheck.REASONS) >= {"near_edge", "too_costly", "too_coarse", "timings_moved"}
+
+
+def _one_big_block_or_many_small():
+    """Six easy small blocks, two harder small ones, and one big block whose table share is short of what removing it
+    saves: greedy by score takes the six and the big one and overshoots 40%; by summed recoverability the cheapest
+    set inside [40%, 46%] is every small block, while the big one with two small ones also lands inside."""
+    names = [f"s{i}" for i in range(6)] + ["t0", "t1", "big"]
+    shares = [0.05] * 6 + [0.06, 0.06, 0.30]
+    recov = [0.01] * 6 + [0.10, 0.10, 0.40]
+    ranked = rank_blocks(
+        [
+            ScanRow(block=n, stage=0, index=i, initial_error=r, recoverability=r, latency_saving=s, seconds=0.0)
+            for i, (n, s, r) in enumerate(zip(names, shares, recov))
+        ]
+    )
+    true = dict(zip(names, shares)) | {"big": 0.34}
+    return ranked, fake_measure(true)
+
+
+def test_with_a_joint_cost_a_set_that_recovers_better_together_wins_over_the_cheaper_sum():
+    ranked, measure = _one_big_block_or_many_small()
+    cfg = CompressionConfig(latency_reduction=0.4)
+    cost = lambda r: r.recoverability  # noqa: E731
+    summed, _ = select_in_order(ranked, config=cfg, measure=measure, cost=cost)
+    assert sorted(r.block for r in summed) == ["s0", "s1", "s2", "s3", "s4", "s5", "t0", "t1"]
+
+    asked = []
+
+    def joint(rows):  # many small blocks together recover far worse than their sum says; the big one better
+        asked.append(sorted(r.block for r in rows))
+        return 0.1 if any(r.block == "big" for r in rows) else 0.5
+
+    chosen, checks = select_in_order(ranked, config=cfg, measure=measure, cost=cost, joint=joint)
+    blocks = sorted(r.block for r in chosen)
+    assert "big" in blocks and len(blocks) == 3 and not {"t0", "t1"} & set(blocks)
+    assert len(asked) == 2 and sorted(r.block for r in summed) in asked and blocks in asked
+    kept = checks[-1]
+    assert kept.step == "joint-kept" and kept.dropped == [r.block for r in chosen]
+    assert 0.4 <= kept.measured <= 0.46 and "recover best" in kept.note and "0.5" in kept.note
+    assert [c.step for c in checks].count("joint") == 1  # one block the back-off left out: one alternative
+
+
+def test_with_a_joint_cost_the_back_off_set_stays_when_it_recovers_best_or_has_no_rival():
+    ranked, measure = _one_big_block_or_many_small()
+    cfg = CompressionConfig(latency_reduction=0.4)
+    chosen, checks = select_in_order(
+        ranked,
+        config=cfg,
+        measure=measure,
+        cost=lambda r: r.recoverability,
+        joint=lambda rows: 0.5 if any(r.block == "big" for r in rows) else 0.1,
+    )
+    assert len(chosen) == 8 and checks[-1].step == "joint-kept"
+    # a greedy set inside the window: no back-off, no joint training
+    never = lambda rows: pytest.fail("no joint cost without a back-off")  # noqa: E731
+    inside = rank_blocks(rows([0.05] * 8, [0.1 * (i + 1) for i in range(8)]))
+    chosen, checks = select_in_order(
+        inside,
+        config=CompressionConfig(latency_reduction=0.22),
+        measure=fake_measure({r.block: 0.05 for r in inside}),
+        joint=never,
+    )
+    assert [c.step for c in checks] == ["greedy"]
+
+
+def test_a_joint_set_cost_is_a_choice_of_two():
+    assert CompressionConfig(set_cost="joint").set_cost == "joint"
+    with pytest.raises(ValueError, match="set_cost"):
+        CompressionConfig(set_cost="pairwise")

@@ -45,7 +45,7 @@ from .mimic import evaluate_metrics, mimic_finetune
 from .provenance import model_fingerprint, weights_dtype
 from .qat import quantize_aware
 from .quantize import quantize_int8, require_int8_backend
-from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, teacher_features
+from .recoverability import ScanRow, build_pruned, rank_blocks, scan_blocks, set_recoverability, teacher_features
 from .result import CompressionResult
 from .runtimes import require_backend
 from .selection import Selection, SelectionCheck, check_reachable, select_in_order
@@ -154,6 +154,7 @@ class PractiseCompressor:
         self._int8_images: torch.Tensor | None = None
         self._teacher_int8 = None
         self._ranked: list[ScanRow] | None = None  # with `config.rescore`: the drop order re-scoring found
+        self._joint: Callable[[Sequence[ScanRow]], float] | None = None  # with `config.set_cost="joint"`
         self.source = dict(source_config or {})
         # the saved model keeps the teacher's dtype (a loader may already have widened it: hub records the file's);
         # the compression runs in float32, as half-precision weights would meet float32 images and adaptors
@@ -376,6 +377,7 @@ class PractiseCompressor:
                     "input_size": list(self.input_size),
                     "shares": shares,
                     **({"rescore": self.config.rescore} if self.config.rescore else {}),
+                    **({"set_cost": self.config.set_cost} if self.config.set_cost != "summed" else {}),
                 }
             )
         )
@@ -550,16 +552,36 @@ class PractiseCompressor:
         # with `config.rescore`, the order re-scoring found (`rescored_order`) stands for the score order
         rescored = self._ranked if criterion == "score" else None
         ranked = rescored if rescored is not None else rank_blocks(rows, criterion=criterion)
-        return self.select_in_order(ranked, cost=(lambda r: getattr(r, attr)) if attr else None)
+        return self.select_in_order(ranked, cost=(lambda r: getattr(r, attr)) if attr else None, joint=self._joint)
 
     def select_in_order(
-        self, ranked: Sequence[ScanRow], *, cost: Callable[[ScanRow], float] | None = None
+        self,
+        ranked: Sequence[ScanRow],
+        *,
+        cost: Callable[[ScanRow], float] | None = None,
+        joint: Callable[[Sequence[ScanRow]], float] | None = None,
     ) -> Selection:
         """Take blocks from the front of `ranked` until the target holds (see `selection.select_in_order`), less
         the blocks that, with the ones before them, would empty a stage the family must keep."""
         allowed = set(self.family.feasible(self.model, [r.ref for r in ranked]))
         feasible = [r for r in ranked if r.ref in allowed]
-        return select_in_order(feasible, config=self.config, measure=self.measure_pruned, cost=cost)
+        return select_in_order(feasible, config=self.config, measure=self.measure_pruned, cost=cost, joint=joint)
+
+    def joint_cost(self, tiny: TinySet, targets: torch.Tensor) -> Callable[[Sequence[ScanRow]], float]:
+        """`rows -> recoverability of their blocks dropped together` on the tiny set (`config.set_cost="joint"`),
+        trained on the main process and shared with the others."""
+
+        def cost(rows: Sequence[ScanRow]) -> float:
+            refs, scan, seed = [r.ref for r in rows], self.config.scan, self.config.seed
+
+            def train() -> dict:
+                return set_recoverability(self.model, self.family, refs, tiny.images, targets, config=scan, seed=seed)
+
+            error = self._on_main(train)["recoverability"]
+            logger.info("select: %s dropped together recover to %.4g", ", ".join(r.block for r in rows), error)
+            return error
+
+        return cost
 
     def compare_int8(self, student: nn.Module, images: torch.Tensor, eval_ds: Any = None) -> Int8Comparison:
         """The teacher and `student` quantized to int8 on the tiny-set `images` and timed beside their fp32 models
@@ -700,6 +722,7 @@ class PractiseCompressor:
         with _phase(times, "scan"):
             rows = self.scan(tiny, targets=targets, latency_saving=fractions, blocks=fixed)
         self._ranked = None
+        self._joint = self.joint_cost(tiny, targets) if cfg.set_cost == "joint" else None
         if cfg.rescore and fixed is None:
             with _phase(times, "rescore"):
                 self._ranked = self.rescored_order(rows, tiny, targets, fractions)

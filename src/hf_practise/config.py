@@ -364,6 +364,16 @@ class CompressionConfig:
             "left (the 'rescore' phase)"
         ),
     )
+    set_cost: Literal["summed", "joint"] = option(
+        "summed",
+        (
+            "what a set of blocks costs when selection comes back from an overshoot: summed (the blocks' own "
+            "recoverabilities added up, as PRACTISE scores them) or joint (the set's blocks dropped together, their "
+            "adaptors trained as the scan trains one block's): beside the cheapest set by the sum, the cheapest set "
+            "holding each block the overshooting set dropped and it does not is measured, and of those inside the "
+            "window the one that recovers best is kept (a scan step per set, in the 'select' phase)"
+        ),
+    )
     seed: int = option(0, "seeds sampling, shuffling and adaptor training")
     scan: ScanConfig = field(default_factory=ScanConfig, metadata={"no_flag": "a section: its fields have flags"})
     finetune: FinetuneConfig = field(
@@ -466,6 +476,7 @@ class CompressionConfig:
                 self.latency_reduction = sorted(map(float, several)) if len(several) > 1 else float(several[0])
         _positive("seed", self.seed, "--seed", allow_zero=True, integer=True)
         _positive("rescore", self.rescore, "--rescore", allow_zero=True, integer=True)
+        _choice("set_cost", self.set_cost, ("summed", "joint"))
         _positive("latency_tolerance", self.latency_tolerance, "--latency-tolerance")
         _positive("eval_batch_size", self.eval_batch_size, "--eval-batch-size", integer=True)
         _check(

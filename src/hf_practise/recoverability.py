@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +34,16 @@ logger = logging.getLogger(__name__)
 #: each retry of an adaptor training that raised the feature error runs at this fraction of the previous rate
 RETRY_FACTOR = 0.1
 
-__all__ = ["ScanRow", "build_pruned", "teacher_features", "feature_error", "score_block", "scan_blocks", "rank_blocks"]
+__all__ = [
+    "ScanRow",
+    "build_pruned",
+    "teacher_features",
+    "feature_error",
+    "score_block",
+    "scan_blocks",
+    "rank_blocks",
+    "set_recoverability",
+]
 
 
 @dataclass
@@ -175,6 +184,39 @@ def score_block(
         adaptors=adaptor_state(student),
         **row,
     )
+
+
+def set_recoverability(
+    teacher: nn.Module,
+    family: BackboneFamily,
+    blocks: Sequence[BlockRef],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    config: ScanConfig,
+    seed: int = 0,
+) -> dict:
+    """Recoverability of several blocks dropped together: one adaptor training around all their holes at once, as
+    the scan does for one block. Selection adds the blocks' own recoverabilities instead; this measures what the sum
+    stands for (`benchmarks/joint_recoverability.py` compares the two).
+
+    Returns:
+        `initial_error`, `recoverability`, `trained`, `lr` and `retried`, as a scan row has them.
+    """
+    if not blocks:
+        raise ValueError("set_recoverability needs at least one block.")
+    config = config.resolved(family)
+    student = build_pruned(teacher, family, blocks)
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    params = adaptor_parameters(student)
+    for p in params:
+        p.requires_grad_(True)
+    # the fit names its blocks in log lines and errors: all of them, joined
+    named = replace(blocks[0], path=" + ".join(b.path for b in blocks))
+    fit = _AdaptorFit(params, _direct_features(student, family, images), targets, named)
+    return _train_adaptors(fit, config=config, seed=seed)
 
 
 @dataclass

@@ -30,7 +30,8 @@ class SelectionCheck:
     """One step of choosing the blocks: a set of blocks, its predicted and measured latency cut.
 
     `step` is "greedy" (blocks taken in rank order), "back-off" (a set tried after an overshoot), "kept" (the set
-    kept when none landed where asked), "table" (a latency table's shares, not measured), "fixed" (blocks given
+    kept when none landed where asked), "joint" (a set measured to compare with the back-off's by joint
+    recoverability), "joint-kept" (the set that comparison kept), "table" (a latency table's shares, not measured), "fixed" (blocks given
     by the user), "final" (the compressed model's own measurement). `reason` says, for "kept" and "final", why the
     result is not where it was asked to be (one of `REASONS`); `note` says it in words for the card.
     """
@@ -167,6 +168,7 @@ def select_in_order(
     config: CompressionConfig,
     measure: Measure,
     cost: Callable[[ScanRow], float] | None = None,
+    joint: Callable[[Sequence[ScanRow]], float] | None = None,
 ) -> Selection:
     """Take blocks from the front of `ranked` (all feasible together) until the target holds, then come back
     toward it when the measured cut overshoots.
@@ -178,7 +180,8 @@ def select_in_order(
     total `cost` (default: the blocks' places in `ranked`) whose shares, calibrated by the greedy set's
     measurement, land inside the window, and measures it (up to `BACKOFF_CHECKS` times, narrowing the window
     by each miss). When no set lands inside, the closest measured set above the target is kept and its check
-    says so.
+    says so. With `joint` (a set's recoverability with its blocks dropped together), the set the back-off found
+    inside the window is compared with the cheapest sets holding the blocks it left out (`_joint_choice`).
 
     Returns:
         The chosen rows and the latency checks made on the way.
@@ -220,7 +223,7 @@ def select_in_order(
     # more central set too (kept when there is none)
     if measured.reduction <= upper - _edge(target, upper):
         return Selection(chosen, checks)
-    return _back_off(ranked, chosen, checks, target=target, upper=upper, measure=measure, cost=cost)
+    return _back_off(ranked, chosen, checks, target=target, upper=upper, measure=measure, cost=cost, joint=joint)
 
 
 def _edge(target: float, upper: float) -> float:
@@ -237,6 +240,7 @@ def _back_off(
     upper: float,
     measure: Measure,
     cost: Callable[[ScanRow], float] | None,
+    joint: Callable[[Sequence[ScanRow]], float] | None = None,
 ) -> Selection:
     """Come back from an overshooting greedy set toward [target, upper] (see `select_in_order`).
 
@@ -284,7 +288,10 @@ def _back_off(
         checks.append(SelectionCheck("back-off", len(subset), e, m, [r.block for r in subset]))
         logger.info("select: back-off to %d blocks, expected %.1f%%, measured %.1f%%", len(subset), 100 * e, 100 * m)
         if target <= m <= upper - margin:
-            return Selection(subset, checks)
+            if joint is None:
+                return Selection(subset, checks)
+            window = (target, upper, margin)
+            return _joint_choice(ranked, greedy, items, measured, shares, costs, window, measure, joint, checks)
     # the closest measured set above the target; sets measured within the noise of it (`margin`) count as level
     # with it, and the cheapest of those is kept: a costlier set is no better for a cut a re-measurement can undo
     met = [(m, items) for items, m in measured if m >= target]
@@ -297,6 +304,78 @@ def _back_off(
     logger.warning("select: %s", note)
     checks.append(SelectionCheck("kept", len(kept), None, m, [r.block for r in kept], reason=reason, note=note))
     return Selection(kept, checks)
+
+
+#: with a joint set cost, the blocks of the overshooting set (largest saving first) whose cheapest set inside the
+#: window is measured beside the back-off's: each costs a latency measurement and, inside, an adaptor training
+JOINT_ALTERNATIVES = 3
+
+
+def _cheapest_with(
+    savings: Sequence[float], costs: Sequence[float], forced: int
+) -> dict[int, tuple[float, frozenset[int]]]:
+    """`_cheapest_by_total` over the subsets that hold block `forced`."""
+    others = [i for i in range(len(savings)) if i != forced]
+    best = _cheapest_by_total([savings[i] for i in others], [costs[i] for i in others])
+    w = max(int(round(savings[forced] / _UNIT)), 0)
+    return {
+        total + w: (c + costs[forced], frozenset(others[j] for j in items) | {forced})
+        for total, (c, items) in best.items()
+    }
+
+
+def _joint_choice(
+    ranked: list[ScanRow],
+    greedy: frozenset[int],
+    found: frozenset[int],
+    measured: list[tuple[frozenset[int], float]],
+    shares: Sequence[float],
+    costs: Sequence[float],
+    window: tuple[float, float, float],
+    measure: Measure,
+    joint: Callable[[Sequence[ScanRow]], float],
+    checks: list[SelectionCheck],
+) -> Selection:
+    """The set `found` inside the window, or one that recovers better with its blocks dropped together.
+
+    Adding the blocks' own recoverabilities misjudges sets: many small blocks can cost far more together than their
+    sum, a big block with a few others less (measured on the ConvNeXt teachers, `benchmarks/joint_recoverability.py`).
+    So for each block the overshooting greedy set dropped and `found` does not (the `JOINT_ALTERNATIVES` with the
+    largest saving), the cheapest set holding it expected inside the window is measured; of the sets measured inside,
+    the one whose blocks dropped together leave the least feature error is kept.
+    """
+    target, upper, margin = window
+    savings = _block_savings(shares, measured)  # fitted to every set measured so far, `found` included
+    rows = lambda items: [r for i, r in enumerate(ranked) if i in items]  # noqa: E731 - ranked order
+    inside = {found: dict(measured)[found]}
+    tried = {items for items, _ in measured}
+    for block in sorted(greedy - found, key=lambda i: -savings[i])[:JOINT_ALTERNATIVES]:
+        options = [
+            (c, t * _UNIT, items)
+            for t, (c, items) in _cheapest_with(savings, costs, block).items()
+            if target + margin <= t * _UNIT <= upper - margin and items not in tried
+        ]
+        if not options:
+            continue
+        _, e, items = min(options, key=lambda o: (o[0], o[1]))
+        m = measure([r.ref for r in rows(items)]).reduction
+        tried.add(items)
+        checks.append(SelectionCheck("joint", len(items), e, m, [r.block for r in rows(items)]))
+        logger.info("select: a set with %s, expected %.1f%%, measured %.1f%%", ranked[block].block, 100 * e, 100 * m)
+        if target <= m <= upper - margin:
+            inside[items] = m
+    if len(inside) == 1:
+        return Selection(rows(found), checks)
+    errors = {items: joint(rows(items)) for items in inside}
+    best = min(errors, key=lambda items: errors[items])
+    others = ", ".join(f"{errors[i]:.4g}" for i in errors if i != best)
+    note = (
+        f"of {len(inside)} sets measured inside [{100 * target:.1f}%, {100 * upper:.1f}%], kept the one whose blocks "
+        f"dropped together recover best: feature error {errors[best]:.4g} (the others {others})"
+    )
+    logger.info("select: %s", note)
+    checks.append(SelectionCheck("joint-kept", len(best), None, inside[best], [r.block for r in rows(best)], note=note))
+    return Selection(rows(best), checks)
 
 
 def _kept_reason(m: float, target: float, upper: float, margin: float, too_costly: bool) -> tuple[str, str]:
