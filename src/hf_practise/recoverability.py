@@ -147,6 +147,20 @@ def _error(features: Callable[[slice | torch.Tensor], torch.Tensor], targets: to
     return total / max(count, 1)
 
 
+def _adaptor_student(
+    teacher: nn.Module, family: BackboneFamily, blocks: Sequence[BlockRef]
+) -> tuple[nn.Module, list[nn.Parameter]]:
+    """The teacher without `blocks`, identity adaptors around the holes, in eval mode; only the adaptors train."""
+    student = build_pruned(teacher, family, blocks)
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(False)
+    params = adaptor_parameters(student)
+    for p in params:
+        p.requires_grad_(True)
+    return student, params
+
+
 def score_block(
     teacher: nn.Module,
     family: BackboneFamily,
@@ -165,13 +179,7 @@ def score_block(
     there; the result is the same to float rounding (checked on this student before it is used)."""
     config = config.resolved(family)  # iterations None: the family's step count
     start = time.perf_counter()
-    student = build_pruned(teacher, family, [block])
-    student.eval()
-    for p in student.parameters():
-        p.requires_grad_(False)
-    params = adaptor_parameters(student)
-    for p in params:
-        p.requires_grad_(True)
+    student, params = _adaptor_student(teacher, family, [block])
     with cut.install(student) if cut is not None else nullcontext() as features:
         features = features or _direct_features(student, family, images)
         row = _train_adaptors(_AdaptorFit(params, features, targets, block), config=config, seed=seed)
@@ -206,13 +214,7 @@ def set_recoverability(
     if not blocks:
         raise ValueError("set_recoverability needs at least one block.")
     config = config.resolved(family)
-    student = build_pruned(teacher, family, blocks)
-    student.eval()
-    for p in student.parameters():
-        p.requires_grad_(False)
-    params = adaptor_parameters(student)
-    for p in params:
-        p.requires_grad_(True)
+    student, params = _adaptor_student(teacher, family, blocks)
     # the fit names its blocks in log lines and errors: all of them, joined
     named = replace(blocks[0], path=" + ".join(b.path for b in blocks))
     fit = _AdaptorFit(params, _direct_features(student, family, images), targets, named)
