@@ -9,7 +9,7 @@ their finetuned top-1: over every pair of a teacher's points (distinct block set
 pairs where the set with the lower cost has the higher top-1; and, for each point another point beats, whether the
 cost said so.
 
-    python benchmarks/joint_recoverability.py                         # every teacher with operating points
+    python benchmarks/joint_recoverability.py                         # every teacher's default operating points
     python benchmarks/joint_recoverability.py --teachers timm-convnext hf-convnext
 
 Not a timing: each teacher's numbers are cached under --cache/<teacher>.json (delete it to measure again).
@@ -42,6 +42,12 @@ def points_of(name: str, results: Path) -> tuple[dict, list[dict]] | None:
             seen.add(key)
             points.append(point)
     return record, points
+
+
+def default_runs(results: Path) -> list[str]:
+    """The teachers whose operating points were chosen with the default (summed) set cost: the cost compared here."""
+    records = sorted(Path(results).glob("operating_points_*.json"))
+    return [f.stem.removeprefix("operating_points_") for f in records if "set_cost" not in h.read_json(f)]
 
 
 def measure(name: str, record: dict, points: list[dict]) -> dict | None:
@@ -112,11 +118,7 @@ def run(p, args) -> dict | None:
     if h.skipped():
         return None
     teachers = {}
-    for name in args.teachers or [
-        f.stem.removeprefix("operating_points_")
-        for f in sorted(Path(args.results).glob("operating_points_*.json"))
-        if f.stem != "operating_points_families"
-    ]:
+    for name in args.teachers or default_runs(args.results):
         found = points_of(name, args.results)
         if found is None:
             print(f"skipped {name}: no operating_points_{name}.json (run benchmarks/operating_points.py first)")

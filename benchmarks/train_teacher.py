@@ -87,7 +87,7 @@ def parser():
     quick = (
         "instead of the recipe above, the families' quick recipe (`harness.train_teacher`) for STEPS steps, trained in "
         "benchmarks/cache/families/NAME or taken from there when it is already (the teacher the benchmarks trained "
-        "themselves before it was committed)"
+        "themselves before it was committed); --epochs, --lr, --weight-decay, --optimizer and --cache do not apply"
     )
     p.add_argument("--quick", type=int, default=None, metavar="STEPS", help=quick)
     return p
@@ -120,6 +120,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if h.skipped():
         return 0
+    if args.quick is not None and (args.quick <= 0 or args.init_from):
+        p.error("--quick takes a positive step count and trains from scratch (no --init-from)")
     command = h.command("train_teacher.py", p, args, paths=("out", "cache"))
     if args.quick is not None:
         model, family, metrics = quick(args, command)

@@ -244,3 +244,22 @@ def test_a_joint_set_cost_is_a_choice_of_two():
     assert CompressionConfig(set_cost="joint").set_cost == "joint"
     with pytest.raises(ValueError, match="set_cost"):
         CompressionConfig(set_cost="pairwise")
+
+
+def test_with_a_joint_cost_an_alternative_outside_the_window_leaves_the_back_off_set_and_says_so():
+    ranked, additive = _one_big_block_or_many_small()
+    calls = []
+
+    def measure(refs):  # the big block saves 0.1 more with other blocks than alone: its fit expects too much alone
+        calls.append([r.path for r in refs])
+        m = additive(refs).reduction + (0.1 if "big" in calls[-1] and len(refs) > 1 else 0.0)
+        return SimpleNamespace(reduction=m, base=SimpleNamespace(device="cpu"))
+
+    cfg = CompressionConfig(latency_reduction=0.4)
+    never = lambda rows: pytest.fail("one set inside the window: nothing to compare")  # noqa: E731
+    chosen, checks = select_in_order(ranked, config=cfg, measure=measure, cost=lambda r: r.recoverability, joint=never)
+    assert sorted(r.block for r in chosen) == ["s0", "s1", "s2", "s3", "s4", "s5", "t0", "t1"]
+    steps = [c.step for c in checks]
+    assert "joint" in steps and steps[-1] == "joint-kept" and checks[-1].dropped == [r.block for r in chosen]
+    assert checks[-1].measured <= 0.46 and "no other set" in checks[-1].note
+    assert len({tuple(sorted(c)) for c in calls}) == len(calls)  # no set measured twice

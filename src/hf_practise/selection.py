@@ -342,7 +342,9 @@ def _joint_choice(
     sum, a big block with a few others less (measured on the ConvNeXt teachers, `benchmarks/joint_recoverability.py`).
     So for each block the overshooting greedy set dropped and `found` does not (the `JOINT_ALTERNATIVES` with the
     largest saving), the cheapest set holding it expected inside the window is measured; of the sets measured inside,
-    the one whose blocks dropped together leave the least feature error is kept.
+    the one whose blocks dropped together leave the least feature error is kept. The joint error judges the sets
+    directly, so the back-off's budget on the summed cost (`BACKOFF_COST_FACTOR`) does not apply to them. The checks
+    end with a "joint-kept" one whenever a set was measured for the comparison.
     """
     target, upper, margin = window
     savings = _block_savings(shares, measured)  # fitted to every set measured so far, `found` included
@@ -360,19 +362,24 @@ def _joint_choice(
         _, e, items = min(options, key=lambda o: (o[0], o[1]))
         m = measure([r.ref for r in rows(items)]).reduction
         tried.add(items)
+        measured.append((items, m))
+        savings = _block_savings(shares, measured)
         checks.append(SelectionCheck("joint", len(items), e, m, [r.block for r in rows(items)]))
         logger.info("select: a set with %s, expected %.1f%%, measured %.1f%%", ranked[block].block, 100 * e, 100 * m)
         if target <= m <= upper - margin:
             inside[items] = m
     if len(inside) == 1:
-        return Selection(rows(found), checks)
-    errors = {items: joint(rows(items)) for items in inside}
-    best = min(errors, key=lambda items: errors[items])
-    others = ", ".join(f"{errors[i]:.4g}" for i in errors if i != best)
-    note = (
-        f"of {len(inside)} sets measured inside [{100 * target:.1f}%, {100 * upper:.1f}%], kept the one whose blocks "
-        f"dropped together recover best: feature error {errors[best]:.4g} (the others {others})"
-    )
+        if checks[-1].step != "joint":  # nothing else was expected inside: nothing to compare
+            return Selection(rows(found), checks)
+        best, note = found, "no other set measured inside the window: kept the back-off's set"
+    else:
+        errors = {items: joint(rows(items)) for items in inside}
+        best = min(errors, key=lambda items: errors[items])
+        others = ", ".join(f"{errors[i]:.4g}" for i in errors if i != best)
+        note = (
+            f"of {len(inside)} sets measured inside [{100 * target:.1f}%, {100 * upper:.1f}%], kept the one whose "
+            f"blocks dropped together recover best: feature error {errors[best]:.4g} (the others {others})"
+        )
     logger.info("select: %s", note)
     checks.append(SelectionCheck("joint-kept", len(best), None, inside[best], [r.block for r in rows(best)], note=note))
     return Selection(rows(best), checks)
