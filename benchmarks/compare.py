@@ -33,7 +33,6 @@ from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, Practi
 from hf_practise.adaptors import fold_adaptors
 from hf_practise.compound import ROWS as INT8_ROWS
 from hf_practise.compound import Int8Module, compare_int8
-from hf_practise.compressor import INT8_TIMING_IMAGES
 from hf_practise.data import TinySet, _fingerprint
 from hf_practise.files import atomic_write_text
 from hf_practise.latency import compare_latency, count_macs, count_params
@@ -314,7 +313,7 @@ class Bench:
         latency = self.latency(self.args.latency_repeats, backend=backend)
         comp.config = dataclasses.replace(comp.config, quantize="int8", latency=latency)
         comp.config.work_dir = str(self.cache / f"int8_{backend}_{kind}_{n}_s{seed}")
-        comp._int8_images = tiny.images[:INT8_TIMING_IMAGES]  # what `compress` times the int8 models on
+        comp.time_int8_on(tiny.images)  # what `compress` times the int8 models on
         shares = comp.latency_table().shares
         comp.check_reachable(shares)
         ranked = rank_blocks([dataclasses.replace(r, latency_saving=shares[r.block]) for r in rows], criterion="score")

@@ -628,6 +628,11 @@ class PractiseCompressor:
                 comparison.top1[name] = metrics["accuracy"]
         return comparison
 
+    def time_int8_on(self, images: torch.Tensor) -> None:
+        """Calibrate and time the int8 models of `quantize="int8"` on the first `INT8_TIMING_IMAGES` of `images`
+        (`compress` passes the tiny set's); an int8 teacher calibrated on other images is quantized again."""
+        self._int8_images, self._teacher_int8 = images[:INT8_TIMING_IMAGES], None
+
     def measure_pruned(self, blocks) -> LatencyComparison:
         """The model without `blocks` (no adaptors) timed against the whole model, on the main process; with
         `quantize="int8"`, both quantized (int8 against int8: the time blocks cost after quantization)."""
@@ -707,7 +712,7 @@ class PractiseCompressor:
                 skip_broken=skip_broken,
             )
         if cfg.quantize == "int8":
-            self._int8_images = tiny.images[:INT8_TIMING_IMAGES]
+            self.time_int8_on(tiny.images)
         with _phase(times, "latency_table"):
             fractions = self.latency_table().shares
             points = cfg.points or [None]
