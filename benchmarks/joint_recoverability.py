@@ -24,6 +24,7 @@ from pathlib import Path
 import harness as h
 
 from hf_practise import ScanConfig, get_family
+from hf_practise.card import beats
 from hf_practise.recoverability import set_recoverability, teacher_features
 
 CACHE = h.CACHE / "joint_recoverability"
@@ -107,11 +108,7 @@ def agreement(rows: list[dict], key: str) -> tuple[int, int]:
 
 def beaten_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
     """(beaten, by) pairs: `by` cuts at least as much and scores at least as high, one of them strictly."""
-    return [
-        (a, b)
-        for a, b in itertools.permutations(rows, 2)
-        if b["cut"] >= a["cut"] and b["top1"] >= a["top1"] and (b["cut"] > a["cut"] or b["top1"] > a["top1"])
-    ]
+    return [(a, b) for a, b in itertools.permutations(rows, 2) if beats((b["cut"], b["top1"]), (a["cut"], a["top1"]))]
 
 
 def run(p, args) -> dict | None:

@@ -31,6 +31,7 @@ import harness as h
 import torch
 
 from hf_practise import CompressionConfig, FinetuneConfig, LatencyConfig, PractiseCompressor
+from hf_practise.card import beats
 from hf_practise.files import atomic_write_text
 
 logger = logging.getLogger("operating_points")
@@ -108,11 +109,7 @@ def beaten(points: list[dict]) -> list[float]:
     them strictly (what a user choosing an operating point would never take)."""
     ms = models(points)
     key = lambda m: (m["latency_reduction"], m["top1"])  # noqa: E731
-    worse = [
-        m
-        for m in ms
-        if any(n is not m and all(a >= b for a, b in zip(key(n), key(m))) and key(n) != key(m) for n in ms)
-    ]
+    worse = [m for m in ms if any(n is not m and beats(key(n), key(m)) for n in ms)]
     return sorted(t for m in worse for t in m["targets"])
 
 

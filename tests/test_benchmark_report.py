@@ -182,7 +182,8 @@ def test_the_int8_chosen_row_ranks_blocks_by_their_int8_cut(compare, tmp_path):
     )
     assert "quantize-int8" in compare.INT8_CHOSEN and "quantize-int8" not in compare.SAME_BLOCKS
     assert compare.int8_names("quantize-int8")["compressed int8"] == "int8-chosen int8 (`quantize-int8`)"
-    comp = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=None, latency_reduction=0.2))
+    # a target every timing reaches (all four blocks measured 17-25% int8 against int8 here): only the order matters
+    comp = PractiseCompressor(tiny_resnet("resnet18"), fast_config(num_blocks=None, latency_reduction=0.05))
     # every block recovers alike and the fp32 shares rank them backwards: only the int8 shares may order them
     rows = [ScanRow(c.path, c.stage, c.index, 1.0, 1.0, 0.01 * (k + 1), 0.0) for k, c in enumerate(comp.candidates())]
     seen = {}

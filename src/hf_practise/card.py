@@ -492,21 +492,26 @@ def point_branch(result: CompressionResult) -> str:
     return f"latency-{point_folder(result)}" if result.config.num_blocks is None else f"drop-{point_folder(result)}"
 
 
+def beats(theirs: tuple[float, float], mine: tuple[float, float]) -> bool:
+    """Whether a (measured latency reduction, top-1) point beats another: as large a cut or larger and as high a
+    top-1 or higher, better in one of the two."""
+    return theirs[0] >= mine[0] and theirs[1] >= mine[1] and tuple(theirs) != tuple(mine)
+
+
 def beaten_by(points: list[CompressionResult]) -> list[CompressionResult | None]:
     """For each point of a several-target run, the point that beats it, if one does: another model with as large a
     measured latency reduction or larger and as high a top-1 or higher, better in one of the two (of several, the
     most accurate). A point beaten is no operating point to choose: the other is as fast and as accurate. Targets
     that chose the same blocks are one model and never beat each other; without a top-1 nothing is beaten."""
 
-    def beats(q: CompressionResult, p: CompressionResult) -> bool:
+    def over(q: CompressionResult, p: CompressionResult) -> bool:
         if q.model is p.model or q.top1_after is None or p.top1_after is None:
             return False
-        mine, theirs = (p.latency.reduction, p.top1_after), (q.latency.reduction, q.top1_after)
-        return theirs[0] >= mine[0] and theirs[1] >= mine[1] and theirs != mine
+        return beats((q.latency.reduction, q.top1_after), (p.latency.reduction, p.top1_after))
 
     out = []
     for p in points:
-        better = [q for q in points if beats(q, p)]
+        better = [q for q in points if over(q, p)]
         out.append(max(better, key=lambda q: (q.top1_after, q.latency.reduction)) if better else None)
     return out
 
