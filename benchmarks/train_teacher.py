@@ -103,9 +103,8 @@ def quick(args, command: str) -> tuple[nn.Module, object, dict]:
             f"{record['train_steps']}, or delete the folder to train another."
         )
     model = h.load_native(folder / "teacher").eval()
-    lr = 1e-3 if "vit" in args.name else 2e-3
     details = (
-        f"the families' quick recipe: AdamW lr {lr:g}, weight decay 0.05, 5% linear warm-up then cosine, label "
+        f"the families' quick recipe: AdamW lr {h.quick_lr(args.name):g}, weight decay 0.05, 5% linear warm-up then cosine, label "
         "smoothing 0.1, batch 128, horizontal flip of half the images and one random shift of up to 2 pixels per batch"
     )
     metrics = {"recipe": args.name, "family": record["family"], "model": record["model"], "test_top1": record["top1"]}

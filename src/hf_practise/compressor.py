@@ -569,17 +569,21 @@ class PractiseCompressor:
 
     def joint_cost(self, tiny: TinySet, targets: torch.Tensor) -> Callable[[Sequence[ScanRow]], float]:
         """`rows -> recoverability of their blocks dropped together` on the tiny set (`config.set_cost="joint"`),
-        trained on the main process and shared with the others."""
+        trained on the main process and shared with the others; a set the run's targets meet again is not retrained."""
+        known: dict[tuple[str, ...], float] = {}
 
         def cost(rows: Sequence[ScanRow]) -> float:
+            key = tuple(sorted(r.block for r in rows))
+            if key in known:
+                return known[key]
             refs, scan, seed = [r.ref for r in rows], self.config.scan, self.config.seed
 
             def train() -> dict:
                 return set_recoverability(self.model, self.family, refs, tiny.images, targets, config=scan, seed=seed)
 
-            error = self._on_main(train)["recoverability"]
-            logger.info("select: %s dropped together recover to %.4g", ", ".join(r.block for r in rows), error)
-            return error
+            known[key] = self._on_main(train)["recoverability"]
+            logger.info("select: %s dropped together recover to %.4g", ", ".join(r.block for r in rows), known[key])
+            return known[key]
 
         return cost
 

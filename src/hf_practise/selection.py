@@ -31,8 +31,8 @@ class SelectionCheck:
 
     `step` is "greedy" (blocks taken in rank order), "back-off" (a set tried after an overshoot), "kept" (the set
     kept when none landed where asked), "joint" (a set measured to compare with the back-off's by joint
-    recoverability), "joint-kept" (the set that comparison kept), "table" (a latency table's shares, not measured), "fixed" (blocks given
-    by the user), "final" (the compressed model's own measurement). `reason` says, for "kept" and "final", why the
+    recoverability), "joint-kept" (the set that comparison kept), "table" (a latency table's shares, not
+    measured), "fixed" (blocks given by the user), "final" (the compressed model's own measurement). `reason` says, for "kept" and "final", why the
     result is not where it was asked to be (one of `REASONS`); `note` says it in words for the card.
     """
 
@@ -226,6 +226,11 @@ def select_in_order(
     return _back_off(ranked, chosen, checks, target=target, upper=upper, measure=measure, cost=cost, joint=joint)
 
 
+def _subset(ranked: Sequence[ScanRow], items: frozenset[int]) -> list[ScanRow]:
+    """The rows of `ranked` at the indices `items`, in ranked order."""
+    return [r for i, r in enumerate(ranked) if i in items]
+
+
 def _edge(target: float, upper: float) -> float:
     """How close to the window's upper end a measured cut is too close: a point, or a quarter of a narrow window."""
     return min(0.01, (upper - target) / 4)
@@ -282,7 +287,7 @@ def _back_off(
             e, _, items = min(above, key=lambda o: (o[0], o[1]))
         else:
             break
-        subset = [r for i, r in enumerate(ranked) if i in items]
+        subset = _subset(ranked, items)
         m = measure([r.ref for r in subset]).reduction
         measured.append((items, m))
         checks.append(SelectionCheck("back-off", len(subset), e, m, [r.block for r in subset]))
@@ -299,7 +304,7 @@ def _back_off(
     m, items = min(
         ((m, items) for m, items in met if m <= closest + margin), key=lambda t: (sum(costs[i] for i in t[1]), t[0])
     )
-    kept = [r for i, r in enumerate(ranked) if i in items]
+    kept = _subset(ranked, items)
     reason, note = _kept_reason(m, target, upper, margin, too_costly)
     logger.warning("select: %s", note)
     checks.append(SelectionCheck("kept", len(kept), None, m, [r.block for r in kept], reason=reason, note=note))
@@ -348,7 +353,7 @@ def _joint_choice(
     """
     target, upper, margin = window
     savings = _block_savings(shares, measured)  # fitted to every set measured so far, `found` included
-    rows = lambda items: [r for i, r in enumerate(ranked) if i in items]  # noqa: E731 - ranked order
+    rows = lambda items: _subset(ranked, items)  # noqa: E731
     inside = {found: dict(measured)[found]}
     tried = {items for items, _ in measured}
     for block in sorted(greedy - found, key=lambda i: -savings[i])[:JOINT_ALTERNATIVES]:
